@@ -1,0 +1,298 @@
+"""The contract every dataset follows, and the DataModule that turns samples into batches.
+
+A dataset only says how to read its files: ``load_split(split) -> list[Sample]``. Everything
+after that (normalisation, random patches, foreground-biased sampling, augmentation, whole-image
+validation, batching) lives here once.
+
+Batch contract (a dict):
+    image      float32 B,C,H,W  (percentile-normalised, ~[0, 1])
+    mask       int64   B,H,W    class ids, 0 = background (binary datasets: {0, 1})
+    instances  int32   B,H,W    instance ids, 0 = background (connected components of the
+                                foreground where the dataset has no instance labels)
+    id         list[str]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from scipy import ndimage as ndi
+from torch.utils.data import DataLoader, Dataset
+
+from seg_bench.errors import DataError, UserError
+from seg_bench.registry import Registry
+
+DATASETS = Registry("dataset", "seg_bench.datasets")
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Sample:
+    id: str
+    image: np.ndarray  # H,W or H,W,C; uint8, uint16 or float
+    mask: np.ndarray | None  # H,W class ids (uint8); None where the split has no labels
+    instances: np.ndarray | None = None  # H,W int32, 0 = background
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def data_root(name: str, root: str | os.PathLike | None, subdir: str) -> str:
+    """Where a dataset lives: ``--root``, else ``$SEG_BENCH_DATA/<subdir>`` (default ../shared/data)."""
+    if root is not None:
+        return os.fspath(root)
+    base = os.environ.get("SEG_BENCH_DATA", os.path.join(os.getcwd(), "..", "shared", "data"))
+    return os.path.join(base, subdir)
+
+
+def normalize_percentile(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
+    """Scale each channel so its ``low``/``high`` percentiles map to 0/1 (csbdeep convention).
+
+    Works the same for 8-bit, 16-bit and float microscopy; no clipping, so bright outliers
+    stay visible to the network.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim == 2:
+        image = image[..., None]
+    lo = np.percentile(image, low, axis=(0, 1), keepdims=True)
+    hi = np.percentile(image, high, axis=(0, 1), keepdims=True)
+    return (image - lo) / np.maximum(hi - lo, 1e-6)
+
+
+def connected_instances(mask: np.ndarray) -> np.ndarray:
+    labels, _ = ndi.label(mask > 0)
+    return labels.astype(np.int32)
+
+
+def seeded_split(ids: list[str], fractions: dict[str, float], seed: int) -> dict[str, list[str]]:
+    """Split ``ids`` reproducibly; every split with a positive fraction gets at least one id."""
+    order = list(np.random.default_rng(seed).permutation(len(ids)))
+    names = [k for k, v in fractions.items() if v > 0]
+    if len(ids) < len(names):
+        raise DataError(
+            f"{len(ids)} labelled images are too few for the splits {names}: need at least {len(names)}"
+        )
+    counts = {k: max(1, round(fractions[k] * len(ids))) for k in names}
+    # The last split takes what is left, so the counts always add up.
+    counts[names[-1]] = len(ids) - sum(counts[k] for k in names[:-1])
+    if counts[names[-1]] < 1:
+        raise DataError(f"{len(ids)} labelled images are too few for the splits {fractions}")
+    out, start = {}, 0
+    for k in names:
+        out[k] = sorted(ids[i] for i in order[start : start + counts[k]])
+        start += counts[k]
+    return out
+
+
+class _PreparedSample:
+    """A sample with its normalised float image, ready for cropping."""
+
+    def __init__(self, s: Sample):
+        if s.mask is None:
+            raise DataError(f"sample {s.id} has no labels and cannot be used for training or scoring")
+        self.id = s.id
+        self.image = normalize_percentile(s.image)
+        self.mask = s.mask.astype(np.uint8)
+        if self.image.shape[:2] != self.mask.shape:
+            raise DataError(
+                f"{s.id}: image is {self.image.shape[:2]} but mask is {self.mask.shape}; they must match"
+            )
+        inst = s.instances if s.instances is not None else connected_instances(self.mask)
+        self.instances = inst.astype(np.int32)
+        self.foreground = np.flatnonzero(self.mask.ravel() > 0)
+
+
+def _to_batch_item(image, mask, instances, sample_id) -> dict[str, Any]:
+    return {
+        "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)),
+        "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64)),
+        "instances": torch.from_numpy(np.ascontiguousarray(instances, dtype=np.int32)),
+        "id": sample_id,
+    }
+
+
+class RandomPatchDataset(Dataset):
+    """``length`` random patches per epoch, augmented; optionally centred on foreground."""
+
+    def __init__(self, samples, patch_size: int, length: int, augment=None, foreground_bias: float = 0.0):
+        self.samples = samples
+        self.patch = patch_size
+        self.length = length
+        self.augment = augment
+        self.foreground_bias = foreground_bias
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        # torch's RNG is seeded per worker by Lightning (seed_everything(workers=True)).
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        s = self.samples[rng.integers(len(self.samples))]
+        h, w = s.mask.shape
+        p = self.patch
+        if s.foreground.size and rng.random() < self.foreground_bias:
+            cy, cx = divmod(int(s.foreground[rng.integers(s.foreground.size)]), w)
+            y = int(np.clip(cy - p // 2, 0, h - p))
+            x = int(np.clip(cx - p // 2, 0, w - p))
+        else:
+            y, x = int(rng.integers(h - p + 1)), int(rng.integers(w - p + 1))
+        image = s.image[y : y + p, x : x + p]
+        mask = s.mask[y : y + p, x : x + p]
+        inst = s.instances[y : y + p, x : x + p]
+        if self.augment is not None:
+            out = self.augment(image=image, mask=mask, instances=inst)
+            image, mask, inst = out["image"], out["mask"], out["instances"]
+        return _to_batch_item(image, mask, inst, s.id)
+
+
+class WholeImageDataset(Dataset):
+    def __init__(self, samples):
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s = self.samples[index]
+        return _to_batch_item(s.image, s.mask, s.instances, s.id)
+
+
+def default_num_workers() -> int:
+    """Leave one core to the training process; 0 (in-process) on a 1-2 core machine where
+    worker start-up and IPC cost more than they give."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 0 if cores <= 2 else min(8, cores - 1)
+
+
+class SegmentationDataModule(L.LightningDataModule):
+    """Base class: subclasses set the class attributes and implement ``load_split``."""
+
+    name = "base"
+    num_classes = 2  # including background
+    in_channels = 1
+    positive_class = "foreground"
+    # Which instance-level metric applies: "dsb" (nuclei mAP), "em" (Rand/VI), or None.
+    instance_metric: str | None = None
+    default_patch_size = 256
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        patch_size: int | None = None,
+        batch_size: int = 4,
+        num_workers: int | None = None,
+        augment: str = "d4",
+        augment_params: dict | None = None,
+        samples_per_epoch: int | None = None,
+        foreground_bias: float = 0.0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.root = root
+        self.patch_size = int(patch_size or self.default_patch_size)
+        self.batch_size = int(batch_size)
+        self.num_workers = default_num_workers() if num_workers is None else int(num_workers)
+        self.augment_name = augment
+        self.augment_params = augment_params or {}
+        self.samples_per_epoch = samples_per_epoch
+        self.foreground_bias = float(foreground_bias)
+        self.seed = int(seed)
+        if self.patch_size < 16:
+            raise UserError(f"--patch-size must be at least 16, got {self.patch_size}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not 0.0 <= self.foreground_bias <= 1.0:
+            raise UserError(f"--foreground-bias must be in [0, 1], got {self.foreground_bias}")
+        self._prepared: dict[str, list[_PreparedSample]] = {}
+
+    # --- what a dataset implements -------------------------------------------------------
+    def load_split(self, split: str) -> list[Sample]:
+        raise NotImplementedError
+
+    def split_info(self) -> dict[str, Any]:
+        """How the splits were made, for the result record."""
+        return {}
+
+    # --- shared machinery ----------------------------------------------------------------
+    def samples(self, split: str) -> list[_PreparedSample]:
+        if split not in self._prepared:
+            raw = self.load_split(split)
+            if not raw:
+                raise DataError(f"{self.name}: the {split} split is empty")
+            self._prepared[split] = [_PreparedSample(s) for s in raw]
+        return self._prepared[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            train = self.samples("train")
+            smallest = min(min(s.mask.shape) for s in train)
+            if self.patch_size > smallest:
+                raise UserError(
+                    f"--patch-size {self.patch_size} is larger than the smallest {self.name} "
+                    f"training image side ({smallest}px); use --patch-size {smallest} or less"
+                )
+            self.samples("val")
+        if stage in (None, "test"):
+            self.samples("test")
+        if stage == "validate":
+            self.samples("val")
+
+    def build_augment(self):
+        from seg_bench.data.augment import build_augment
+
+        return build_augment(self.augment_name, **self.augment_params)
+
+    def epoch_length(self) -> int:
+        if self.samples_per_epoch:
+            return int(self.samples_per_epoch)
+        # Enough patches to cover every training pixel about once per epoch.
+        area = sum(s.mask.size for s in self.samples("train"))
+        return max(self.batch_size, math.ceil(area / self.patch_size**2))
+
+    def train_dataloader(self) -> DataLoader:
+        ds = RandomPatchDataset(
+            self.samples("train"),
+            self.patch_size,
+            self.epoch_length(),
+            self.build_augment(),
+            self.foreground_bias,
+        )
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def _whole(self, split: str) -> DataLoader:
+        return DataLoader(WholeImageDataset(self.samples(split)), batch_size=1, num_workers=0)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._whole("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._whole("test")
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "dataset": self.name,
+            "root": None if self.root is None else os.fspath(self.root),
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "patch_size": self.patch_size,
+            "augment": self.augment_name,
+            "splits": {k: [s.id for s in v] for k, v in self._prepared.items()},
+            **self.split_info(),
+        }
+
+
+def create_datamodule(name: str, **kwargs: Any) -> SegmentationDataModule:
+    import seg_bench.data  # noqa: F401  (registers the built-in datasets)
+
+    return DATASETS.create(name, **kwargs)

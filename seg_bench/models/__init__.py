@@ -1,0 +1,30 @@
+"""Architectures. ``create_model(name, in_channels=, classes=, width=)`` is the only door.
+
+Every factory takes ``in_channels``, ``classes`` and ``width`` (a multiplier of the channel
+counts, 1.0 = the published network) and returns a module mapping B,C,H,W to logits
+B,classes,H,W for any H and W.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+
+from seg_bench.registry import Registry
+
+MODELS = Registry("model", "seg_bench.models")
+
+
+def create_model(name: str, in_channels: int = 1, classes: int = 1, width: float = 1.0, **kwargs: Any) -> nn.Module:
+    _import_builtins()
+    return MODELS.create(name, in_channels=in_channels, classes=classes, width=width, **kwargs)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    _import_builtins()
+    return MODELS.names(pattern)
+
+
+def _import_builtins() -> None:
+    from seg_bench.models import unet  # noqa: F401

@@ -1,0 +1,119 @@
+"""One small registry: name -> factory with a one-line description.
+
+Third-party packages add entries through a Python entry point group (``seg_bench.models`` for
+models, ``seg_bench.datasets`` for datamodules); the entry point may name a module (imported
+for its ``@register`` side effects) or a callable (registered under the entry point's name).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from seg_bench.errors import UserError
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    factory: Callable[..., Any]
+    description: str
+
+
+@dataclass(frozen=True)
+class Family:
+    """Names made of a prefix and parts, e.g. ``smp-unet-resnet34``; too many to list one by one."""
+
+    prefix: str
+    factory: Callable[..., Any]  # factory(name, **kwargs)
+    description: str
+    examples: tuple[str, ...]
+    accepts: Callable[[str], bool]
+
+
+class Registry:
+    def __init__(self, kind: str, entry_point_group: str | None = None):
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._entries: dict[str, Entry] = {}
+        self._families: list[Family] = []
+        self._plugins_loaded = False
+
+    def register(self, name: str | None = None, description: str = "") -> Callable:
+        """Decorator: ``@MODELS.register("unet", "U-Net (Ronneberger et al. 2015)")``."""
+
+        def decorate(factory: Callable) -> Callable:
+            key = name or factory.__name__
+            doc = description or (factory.__doc__ or "").strip().split("\n")[0]
+            self._entries[key] = Entry(key, factory, doc)
+            return factory
+
+        return decorate
+
+    def register_family(
+        self,
+        prefix: str,
+        factory: Callable[..., Any],
+        description: str,
+        examples: Iterable[str],
+        accepts: Callable[[str], bool],
+    ) -> None:
+        self._families.append(Family(prefix, factory, description, tuple(examples), accepts))
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded or not self.entry_point_group:
+            return
+        self._plugins_loaded = True
+        for ep in entry_points(group=self.entry_point_group):
+            obj = ep.load()
+            if callable(obj) and ep.name not in self._entries:
+                self.register(ep.name)(obj)
+
+    def __contains__(self, name: str) -> bool:
+        self._load_plugins()
+        return name in self._entries or any(
+            name.startswith(f.prefix) and f.accepts(name) for f in self._families
+        )
+
+    def names(self, pattern: str = "*") -> list[str]:
+        self._load_plugins()
+        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+
+    def families(self) -> list[Family]:
+        return list(self._families)
+
+    def describe(self, name: str) -> str:
+        self._load_plugins()
+        if name in self._entries:
+            return self._entries[name].description
+        for family in self._families:
+            if name.startswith(family.prefix) and family.accepts(name):
+                return family.description
+        raise self._unknown(name)
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        self._load_plugins()
+        if name in self._entries:
+            return self._entries[name].factory(**kwargs)
+        for family in self._families:
+            if name.startswith(family.prefix) and family.accepts(name):
+                return family.factory(name, **kwargs)
+        raise self._unknown(name)
+
+    def get(self, name: str) -> Callable[..., Any]:
+        """The factory itself (for classes such as datamodules)."""
+        self._load_plugins()
+        if name in self._entries:
+            return self._entries[name].factory
+        raise self._unknown(name)
+
+    def _unknown(self, name: str) -> UserError:
+        known = self.names()
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        fams = "".join(f", {f.prefix}<...> (e.g. {f.examples[0]})" for f in self._families)
+        return UserError(f"unknown {self.kind} '{name}'.{hint} Registered: {', '.join(known)}{fams}")
