@@ -23,6 +23,7 @@ import lightning as L
 import numpy as np
 import torch
 from scipy import ndimage as ndi
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from seg_bench.errors import DataError, UserError
@@ -253,11 +254,20 @@ class SegmentationDataModule(L.LightningDataModule):
         area = sum(s.mask.size for s in self.samples("train"))
         return max(self.batch_size, math.ceil(area / self.patch_size**2))
 
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
     def train_dataloader(self) -> DataLoader:
+        # Every process draws its own random patches (Lightning seeds each rank differently),
+        # so an epoch is split by length, not by a sampler.
+        world, _ = self._world()
         ds = RandomPatchDataset(
             self.samples("train"),
             self.patch_size,
-            self.epoch_length(),
+            math.ceil(self.epoch_length() / world),
             self.build_augment(),
             self.foreground_bias,
         )
@@ -271,7 +281,16 @@ class SegmentationDataModule(L.LightningDataModule):
         )
 
     def _whole(self, split: str) -> DataLoader:
-        return DataLoader(WholeImageDataset(self.samples(split)), batch_size=1, num_workers=0)
+        ds = WholeImageDataset(self.samples(split))
+        world, rank = self._world()
+        # Each image is scored exactly once across processes (Lightning's default sampler
+        # would pad uneven shards with repeats and bias the metrics).
+        sampler = (
+            UnrepeatedDistributedSampler(ds, num_replicas=world, rank=rank, shuffle=False)
+            if world > 1
+            else None
+        )
+        return DataLoader(ds, batch_size=1, num_workers=0, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._whole("val")

@@ -1,0 +1,132 @@
+"""The protocol: for every model and seed, train, test, and write one result record; then
+rebuild the leaderboard. Finished (model, seed) pairs are skipped, interrupted ones resume
+from their last checkpoint, so running the same command again after a kill finishes the job.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from seg_bench import provenance
+from seg_bench.config import RunConfig, benchmark_models, resolve_config
+from seg_bench.errors import UserError
+from seg_bench.evaluate import evaluate
+from seg_bench.results import RECORD_VERSION, read_record, record_path, write_json
+from seg_bench.train import train
+
+console = Console(stderr=True, highlight=False)
+
+
+def run_dir_for(runs_dir: Path, cfg: RunConfig) -> Path:
+    labels = "" if cfg.labels == "manual" else f"__{cfg.labels}"
+    return Path(runs_dir) / cfg.dataset / f"{cfg.model}__seed{cfg.seed}__{cfg.profile}{labels}"
+
+
+def make_record(cfg: RunConfig, result, evaluation: dict[str, Any]) -> dict[str, Any]:
+    dm = result.datamodule
+    return {
+        "version": RECORD_VERSION,
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "seed": cfg.seed,
+        "labels": cfg.labels,
+        "profile": cfg.profile,
+        "config": cfg.to_dict(),
+        "data": dm.describe(),
+        "params": sum(p.numel() for p in result.task.model.parameters()),
+        "train_time_s": result.train_time_s,
+        "epochs": result.epochs,
+        "best_val": result.best_val,
+        "hardware": provenance.hardware(),
+        "versions": provenance.versions(),
+        "commit": provenance.git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "metrics": evaluation,
+    }
+
+
+def run_one(cfg: RunConfig, results_dir: Path, runs_dir: Path, force: bool = False, logger: Any = False) -> dict:
+    path = record_path(results_dir, cfg.dataset, cfg.model, cfg.seed, cfg.labels)
+    run_dir = run_dir_for(runs_dir, cfg)
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    result = train(cfg, run_dir, logger=logger, progress=False)
+    evaluation = evaluate(result.task.model, result.datamodule, cfg)
+    record = make_record(cfg, result, evaluation)
+    write_json(path, record)
+    return record
+
+
+def existing_record(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        return read_record(path)
+    except UserError:
+        return None  # a foreign or damaged record is redone, not trusted
+
+
+def _fmt(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s"
+
+
+def bench(
+    dataset: str,
+    models: list[str] | None = None,
+    profile: str | None = None,
+    seeds: int = 1,
+    results_dir: Path = Path("runs/results"),
+    runs_dir: Path = Path("runs"),
+    leaderboard_dir: Path | None = Path("leaderboards"),
+    force: bool = False,
+    overrides: dict[str, Any] | None = None,
+    trials: int = 0,
+) -> list[dict]:
+    from seg_bench.models import MODELS, _import_builtins
+
+    _import_builtins()
+    models = models or benchmark_models(dataset)
+    for m in models:
+        if m not in MODELS:
+            MODELS.create(m)  # raises the one-line 'unknown model' error
+    if seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {seeds}")
+    overrides = dict(overrides or {})
+    configs = [resolve_config(dataset, m, profile, seed=s, **overrides) for m in models for s in range(seeds)]
+    if torch.cuda.is_available() is False and any(c.profile == "paper" for c in configs):
+        console.print("[yellow]warning:[/] the paper profile on a CPU will take a long time")
+
+    records, durations = [], []
+    start = time.perf_counter()
+    for i, cfg in enumerate(configs, 1):
+        path = record_path(results_dir, cfg.dataset, cfg.model, cfg.seed, cfg.labels)
+        label = f"[{i}/{len(configs)}] {cfg.model} seed {cfg.seed}"
+        done = None if force else existing_record(path)
+        if done is not None:
+            console.print(f"{label}: already done ({path})")
+            records.append(done)
+            continue
+        t0 = time.perf_counter()
+        console.print(f"{label}: training ({cfg.profile} profile, {cfg.max_epochs} epochs)")
+        record = run_one(cfg, results_dir, runs_dir, force=force)
+        durations.append(time.perf_counter() - t0)
+        remaining = (len(configs) - i) * (sum(durations) / len(durations))
+        m = record["metrics"].get("overall", {})
+        console.print(
+            f"{label}: done in {_fmt(durations[-1])}, IoU {m.get('iou', float('nan')):.3f}; "
+            f"elapsed {_fmt(time.perf_counter() - start)}, about {_fmt(remaining)} left"
+        )
+        records.append(record)
+    if leaderboard_dir is not None:
+        from seg_bench.report import write_leaderboard
+
+        md = write_leaderboard(dataset, results_dir, leaderboard_dir)
+        print(md)
+    return records

@@ -1,0 +1,142 @@
+"""Run configuration: one dataclass, filled from a profile file and then from the command line.
+
+Resolution order (later wins): the dataclass defaults, ``benchmarks/configs/<dataset>.yaml``
+``common``, its ``profiles.<profile>`` section, that profile's ``models.<model>`` section,
+and finally explicit overrides.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seg_bench.errors import UserError
+
+PROFILES = ("smoke", "cpu", "paper")
+
+
+@dataclass
+class RunConfig:
+    dataset: str = "synthetic"
+    model: str = "unet"
+    profile: str = "cpu"
+    root: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    # model
+    width: float = 1.0
+    model_options: dict[str, Any] = field(default_factory=dict)
+    # optimisation
+    loss: str = "bce_dice"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    schedule: str | None = None  # None | "cosine" | "plateau"
+    # data
+    patch_size: int | None = None
+    batch_size: int = 4
+    samples_per_epoch: int | None = None
+    augment: str = "d4"
+    augment_params: dict[str, Any] = field(default_factory=dict)
+    foreground_bias: float = 0.0
+    num_workers: int | None = None
+    labels: str = "manual"  # manual | floodfill | region (weak-label study)
+    # budget
+    max_epochs: int = 20
+    max_time_s: float | None = None
+    val_every: int = 1
+    # hardware
+    precision: str = "auto"
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    compile: bool = False
+    # evaluation
+    overlap: float = 0.25
+    tta: bool = False
+    postprocess: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    logger: str = "csv"
+
+    def validate(self) -> RunConfig:
+        checks = [
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.max_epochs >= 1, f"--epochs must be >= 1, got {self.max_epochs}"),
+            (self.width > 0, f"--width must be positive, got {self.width}"),
+            (0 <= self.overlap < 1, f"--overlap must be in [0, 1), got {self.overlap}"),
+            (self.patch_size is None or self.patch_size >= 16, f"--patch-size must be >= 16, got {self.patch_size}"),
+            (self.profile in PROFILES, f"unknown profile '{self.profile}'. Known: {', '.join(PROFILES)}"),
+            (self.labels in ("manual", "floodfill", "region"), f"--labels must be manual, floodfill or region, got '{self.labels}'"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        from seg_bench.losses import get_loss
+        from seg_bench.optim import check_optimizer
+
+        get_loss(self.loss)
+        check_optimizer(self.optimizer, self.schedule)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def config_dir() -> Path:
+    env = os.environ.get("SEG_BENCH_CONFIGS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
+
+
+def load_profile_file(dataset: str) -> dict[str, Any]:
+    path = config_dir() / f"{dataset}.yaml"
+    if not path.exists():
+        path = config_dir() / "default.yaml"
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def default_profile() -> str:
+    import torch
+
+    return "paper" if torch.cuda.is_available() else "cpu"
+
+
+def _merge(base: dict, extra: dict | None) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (extra or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def benchmark_models(dataset: str) -> list[str]:
+    return list(load_profile_file(dataset).get("models", ["unet", "resunet", "segnet", "tiramisu"]))
+
+
+def resolve_config(dataset: str, model: str, profile: str | None = None, **overrides: Any) -> RunConfig:
+    profile = profile or default_profile()
+    spec = load_profile_file(dataset)
+    profiles = spec.get("profiles", {})
+    if profile not in PROFILES:
+        raise UserError(f"unknown profile '{profile}'. Known: {', '.join(PROFILES)}")
+    section = profiles.get(profile, {})
+    values: dict[str, Any] = _merge(spec.get("common", {}), {k: v for k, v in section.items() if k != "models"})
+    values = _merge(values, section.get("models", {}).get(model.split("-")[0] if model.startswith("smp-") else model, {}))
+    values = _merge(values, {k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"unknown config keys {unknown} for {dataset}/{profile}. Known: {sorted(known)}")
+    values.update(dataset=dataset, model=model, profile=profile)
+    return RunConfig(**values).validate()
