@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rich.console import Console
 
@@ -17,7 +18,7 @@ from seg_bench import provenance
 from seg_bench.config import RunConfig, benchmark_models, resolve_config
 from seg_bench.errors import UserError
 from seg_bench.evaluate import evaluate
-from seg_bench.results import RECORD_VERSION, read_record, record_path, write_json
+from seg_bench.results import RECORD_VERSION, atomic_write, read_record, record_path, write_json
 from seg_bench.train import train
 
 console = Console(stderr=True, highlight=False)
@@ -57,10 +58,30 @@ def run_one(cfg: RunConfig, results_dir: Path, runs_dir: Path, force: bool = Fal
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
     result = train(cfg, run_dir, logger=logger, progress=False)
-    evaluation = evaluate(result.task.model, result.datamodule, cfg)
+    evaluation = evaluate(result.task.model, result.datamodule, cfg, keep_predictions=PREVIEWS)
+    save_previews(preview_path(path), evaluation.pop("previews"))
     record = make_record(cfg, result, evaluation)
     write_json(path, record)
     return record
+
+
+PREVIEWS = 4
+
+
+def preview_path(record: Path) -> Path:
+    return record.with_suffix(".preview.npz")
+
+
+def save_previews(path: Path, previews: list) -> None:
+    """A few test images with truth and probability, for the leaderboard's overlay figure."""
+    arrays = {}
+    for i, (sample_id, image, truth, prob) in enumerate(previews):
+        arrays[f"image{i}"] = image.astype(np.float16)
+        arrays[f"truth{i}"] = truth.astype(np.uint8)
+        arrays[f"prob{i}"] = prob.astype(np.float16)
+        arrays[f"id{i}"] = np.array(sample_id)
+    with atomic_write(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
 
 
 def existing_record(path: Path) -> dict | None:

@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from seg_bench.inference import predict_logits
 from seg_bench.losses import get_loss
+from seg_bench.metrics import pixel_metrics
 from seg_bench.models import create_model
 from seg_bench.optim import build_optimizer
 
@@ -29,18 +30,6 @@ def classes_from_logits(logits: torch.Tensor, threshold: float = 0.5) -> torch.T
     if logits.shape[1] == 1:
         return (torch.sigmoid(logits[:, 0].float()) > threshold).long()
     return logits.argmax(1)
-
-
-def positive_iou_dice(confmat: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Foreground IoU and Dice (class 1 for binary tasks, mean over non-background classes)."""
-    cm = confmat.double()
-    tp = cm.diag()[1:]
-    fp = cm.sum(0)[1:] - tp
-    fn = cm.sum(1)[1:] - tp
-    # A class absent from both truth and prediction is perfectly segmented, not undefined.
-    iou = torch.where(tp + fp + fn > 0, tp / (tp + fp + fn).clamp_min(1), torch.ones_like(tp))
-    dice = torch.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1), torch.ones_like(tp))
-    return {"iou": iou.mean(), "dice": dice.mean(), "accuracy": cm.diag().sum() / cm.sum().clamp_min(1)}
 
 
 class SegmentationTask(L.LightningModule):
@@ -92,9 +81,11 @@ class SegmentationTask(L.LightningModule):
         self.val_confmat.update(classes_from_logits(logits).flatten(), batch["mask"].flatten())
 
     def on_validation_epoch_end(self) -> None:
-        scores = positive_iou_dice(self.val_confmat.compute())
-        scores["loss"] = self.val_loss.compute()
-        self.log_dict({f"val/{k}": v.float() for k, v in scores.items()}, prog_bar=True, sync_dist=False)
+        m = pixel_metrics(self.val_confmat.compute().cpu().numpy())
+        scores = {k: float(m[k]) for k in ("iou", "dice", "accuracy", "kappa")}
+        scores["loss"] = float(self.val_loss.compute())
+        # Already reduced over all processes by the metric states: no further sync needed.
+        self.log_dict({f"val/{k}": v for k, v in scores.items()}, prog_bar=True, sync_dist=False)
         self.val_confmat.reset()
         self.val_loss.reset()
 

@@ -1,0 +1,27 @@
+"""Shared fixtures. Real data lives outside the repo: $SEG_BENCH_DATA, default ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SEG_BENCH_DATA", REPO.parent / "shared" / "data"))
+
+
+def real_data(subdir: str) -> Path:
+    """Path to a real dataset sample, or skip the test saying what is missing."""
+    path = DATA / subdir
+    if not path.exists():
+        pytest.skip(f"real data not found at {path}; set SEG_BENCH_DATA to the folder holding {subdir}/")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_runs(tmp_path, monkeypatch):
+    """Runs and results of a test go to its own temporary folder."""
+    monkeypatch.setenv("SEG_BENCH_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
