@@ -121,10 +121,17 @@ def _merge(base: dict, extra: dict | None) -> dict:
 
 
 def benchmark_models(dataset: str) -> list[str]:
+    from seg_bench.data import DATASETS
+
+    DATASETS.get(dataset)
     return list(load_profile_file(dataset).get("models", ["unet", "resunet", "segnet", "tiramisu"]))
 
 
 def resolve_config(dataset: str, model: str, profile: str | None = None, **overrides: Any) -> RunConfig:
+    from seg_bench.data import DATASETS
+
+    if dataset not in DATASETS:
+        DATASETS.get(dataset)  # raises the one-line 'unknown dataset' error with the known names
     profile = profile or default_profile()
     spec = load_profile_file(dataset)
     profiles = spec.get("profiles", {})

@@ -80,8 +80,10 @@ def seeded_split(ids: list[str], fractions: dict[str, float], seed: int) -> dict
     counts = {k: max(1, round(fractions[k] * len(ids))) for k in names}
     # The last split takes what is left, so the counts always add up.
     counts[names[-1]] = len(ids) - sum(counts[k] for k in names[:-1])
-    if counts[names[-1]] < 1:
-        raise DataError(f"{len(ids)} labelled images are too few for the splits {fractions}")
+    while counts[names[-1]] < 1:  # rounding over-served the earlier splits (e.g. 5 ids, 70/15/15)
+        largest = max(names[:-1], key=lambda k: counts[k])
+        counts[largest] -= 1
+        counts[names[-1]] += 1
     out, start = {}, 0
     for k in names:
         out[k] = sorted(ids[i] for i in order[start : start + counts[k]])

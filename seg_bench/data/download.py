@@ -1,0 +1,437 @@
+"""Download the benchmark datasets into their original layout: pooch, SHA-256, safe extraction.
+
+``download(name, root)`` fetches every file of a dataset (skipping what is already there),
+checks its SHA-256 where one is known, extracts archives safely and converts mirrors to the
+layout the loaders read. Sources:
+
+- dsb2018: BBBC038v1 at the Broad (CC0); no checksums are published (nothing is verified).
+- isbi2012: torch-em's SHA-256-checked HDF5 mirror (training volume + labels), converted to
+  train-volume.tif / train-labels.tif (needs h5py). The unlabelled test-volume.tif is not mirrored.
+- isbi2013: torch-em's SHA-256-checked HDF5 mirrors of SNEMI3D, converted to train-input.tif,
+  train-labels.tif and test-input.tif (needs h5py).
+- epfl: the CVLab data page (documents.epfl.ch); no checksums are published.
+- ncmir: CDeep3M's ``mito_testsample`` on GitHub, pinned to one commit; SHA-256 of the
+  training and test slices (byte-identical to the shared sample), none for validation/.
+
+A checksum mismatch deletes the file and stops; a failed download names the URL and says which
+files to place where by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import stat
+import tarfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from seg_bench.data.base import data_root
+from seg_bench.data.io import value_set
+from seg_bench.errors import DataError, UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Remote:
+    url: str
+    path: str  # where it goes, relative to the dataset folder
+    sha256: str | None  # None: no checksum is published, so nothing is verified
+    done: str | None = None  # relative path whose presence means this file was fetched and unpacked
+
+
+@dataclass(frozen=True)
+class Source:
+    subdir: str  # default folder under $SEG_BENCH_DATA
+    remotes: tuple[Remote, ...]
+    expected: tuple[str, ...]  # present after a successful download (relative paths)
+    manual: str  # what to place where by hand; "{dest}" is filled in
+    finish: Callable[[Path], None] | None = None  # extract archives / convert mirrors
+
+
+# --- safe extraction ------------------------------------------------------------------------
+def _refuse(archive: Path, name: str, why: str) -> UserError:
+    return UserError(
+        f"{archive}: refusing archive entry '{name}': {why}; nothing outside the target folder is written"
+    )
+
+
+def _inside(dest: Path, name: str) -> bool:
+    return (dest / name).resolve().is_relative_to(dest.resolve())
+
+
+def _check_name(archive: Path, dest: Path, name: str) -> None:
+    posix = name.replace("\\", "/")
+    if posix.startswith("/") or re.match(r"^[A-Za-z]:", posix):
+        raise _refuse(archive, name, "absolute path")
+    if ".." in PurePosixPath(posix).parts:
+        raise _refuse(archive, name, "'..' in the path")
+    if not _inside(dest, posix):
+        raise _refuse(archive, name, "it resolves outside the target folder")
+
+
+def safe_extract(archive: str | Path, dest: str | Path) -> Path:
+    """Extract a zip or tar archive into ``dest``; refuse absolute paths, ``..``, escaping links.
+
+    Zip symlink entries are refused outright; tar symlinks and hard links are allowed only when
+    their target stays inside ``dest``; tar devices and FIFOs are refused. Raises UserError
+    naming the entry before anything is written.
+    """
+    archive, dest = Path(archive), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                _check_name(archive, dest, info.filename)
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    raise _refuse(archive, info.filename, "symbolic link")
+            zf.extractall(dest)
+        return dest
+    if tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tf:
+            members = tf.getmembers()
+            for m in members:
+                _check_name(archive, dest, m.name)
+                if m.issym():
+                    link = m.linkname.replace("\\", "/")
+                    if link.startswith("/") or not _inside(
+                        dest, str(PurePosixPath(m.name).parent / link)
+                    ):
+                        raise _refuse(
+                            archive,
+                            m.name,
+                            f"symbolic link to '{m.linkname}' escapes the target folder",
+                        )
+                elif m.islnk():
+                    if m.linkname.startswith("/") or not _inside(dest, m.linkname):
+                        raise _refuse(
+                            archive,
+                            m.name,
+                            f"hard link to '{m.linkname}' escapes the target folder",
+                        )
+                elif not (m.isfile() or m.isdir()):
+                    raise _refuse(archive, m.name, "device or FIFO")
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: a second line of defence
+                tf.extractall(dest, members=members, filter="data")
+            else:  # pragma: no cover
+                tf.extractall(dest, members=members)
+        return dest
+    raise DataError(
+        f"{archive}: not a zip or tar archive; expected the downloaded archive, delete it and download again"
+    )
+
+
+def _extract_into(archive: Path, folder: Path) -> None:
+    """Extract so that the archive's content ends up in ``folder`` (whether or not the archive
+    wraps it in a top-level folder of that name), then delete the archive."""
+    tmp = folder.parent / f".{folder.name}.extracting"
+    shutil.rmtree(tmp, ignore_errors=True)
+    safe_extract(archive, tmp)
+    entries = [p for p in tmp.iterdir() if not p.name.startswith(("__MACOSX", "."))]
+    inner = (
+        entries[0]
+        if len(entries) == 1 and entries[0].is_dir() and entries[0].name == folder.name
+        else tmp
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    for p in inner.iterdir():
+        if not p.name.startswith("__MACOSX"):
+            old = folder / p.name
+            if old.is_dir():
+                shutil.rmtree(old)
+            elif old.exists():
+                old.unlink()
+            shutil.move(str(p), old)
+    shutil.rmtree(tmp, ignore_errors=True)
+    archive.unlink()
+
+
+# --- conversions of mirrors to the original layouts ---------------------------------------------
+def _h5py(path: Path, makes: str):
+    try:
+        import h5py
+    except ImportError:
+        raise DataError(
+            f"{path}: converting this HDF5 mirror to {makes} needs h5py; run `pip install h5py` and download again "
+            "(the checked file is kept)"
+        ) from None
+    return h5py
+
+
+def isbi2012_labels(labels: np.ndarray) -> np.ndarray:
+    """Mirror labels -> the original convention (uint8, 255 = cell interior, 0 = membrane).
+
+    Two-valued labels of any coding ({0,1}, {0,255}, inverted) are mapped by area: cell
+    interior is the majority (~78% of pixels), membrane the minority.
+    """
+    values = sorted(value_set(labels.astype(np.int64) if labels.dtype.kind == "b" else labels))
+    if len(values) != 2:
+        raise DataError(
+            f"ISBI 2012 mirror: membrane labels hold values {values[:6]}; expected two values (membrane / cell)"
+        )
+    counts = [(labels == v).sum() for v in values]
+    interior = values[int(np.argmax(counts))]
+    return np.where(labels == interior, 255, 0).astype(np.uint8)
+
+
+def write_stacks(dest: Path, stacks: dict[str, np.ndarray]) -> None:
+    import tifffile
+
+    for name, data in stacks.items():
+        tmp = dest / f".{name}.part"
+        tifffile.imwrite(tmp, data)  # Z,H,W grey -> one page per slice
+        tmp.replace(dest / name)
+
+
+def _finish_isbi2012(dest: Path) -> None:
+    src = dest / "isbi.h5"
+    h5py = _h5py(src, "train-volume.tif / train-labels.tif")
+    with h5py.File(src, "r") as f:
+        raw, labels = np.asarray(f["raw"]), np.asarray(f["labels/membranes"])
+    write_stacks(
+        dest,
+        {"train-volume.tif": raw.astype(np.uint8), "train-labels.tif": isbi2012_labels(labels)},
+    )
+
+
+def snemi_ids(ids: np.ndarray) -> np.ndarray:
+    top = int(ids.max(initial=0))
+    return ids.astype(np.uint16 if top < 2**16 else np.uint32 if top < 2**32 else np.uint64)
+
+
+def _finish_isbi2013(dest: Path) -> None:
+    train, test = dest / "snemi_train.h5", dest / "snemi_test.h5"
+    h5py = _h5py(train, "train-input.tif / train-labels.tif / test-input.tif")
+    with h5py.File(train, "r") as f:
+        raw, ids = np.asarray(f["volumes/raw"]), np.asarray(f["volumes/labels/neuron_ids"])
+    with h5py.File(test, "r") as f:
+        test_raw = np.asarray(f["volumes/raw"])
+    write_stacks(
+        dest,
+        {"train-input.tif": raw, "train-labels.tif": snemi_ids(ids), "test-input.tif": test_raw},
+    )
+
+
+def _finish_dsb2018(dest: Path) -> None:
+    for name in ("stage1_train", "stage1_test"):
+        if (dest / f"{name}.zip").is_file():
+            _extract_into(dest / f"{name}.zip", dest / name)
+
+
+# --- the sources ----------------------------------------------------------------------------------
+BBBC038 = "https://data.broadinstitute.org/bbbc/BBBC038"
+EPFL_URL = (
+    "https://documents.epfl.ch/groups/c/cv/cvlab-unit/www/data/%20ElectronMicroscopy_Hippocampus"
+)
+CDEEP3M = "https://raw.githubusercontent.com/CRBS/cdeep3m/abf995802608073532f324ce57425fa1b7cf9d19/mito_testsample"
+
+# SHA-256 of CDeep3M's mito_testsample files at the commit above (training/ and testset/;
+# no checksum is available for validation/).
+NCMIR_SHA256 = {
+    "testset/images.081.png": "3abf7968699fe08eb6f4b778f834b50a961fdd0ac895c13d46e0417350ae0541",
+    "testset/images.082.png": "803281b2def19d9c15c492c19f7a0defeb5bacc4950edb6db8744d5450a63e57",
+    "testset/images.083.png": "2a1373df031fe0372a8d3cdcee9baf22c51bdc68db9d1f686cec7b2f2197cec2",
+    "testset/images.084.png": "2e5fd3182d5fa4379b113dcb91d3b856eecd896a3a24b7611744914f00035724",
+    "testset/images.085.png": "59813e91d1542f1965528435d8732892a65cce2cea8f518816116345c9e88cc1",
+    "training/images/images.010.png": "8a87ab65e06861324d186a86591b4509f4aa6d7456cdd0dd05a80cbc7cc11a27",
+    "training/images/images.011.png": "6f6ad693d68dd21dfeae106210e6e368632ae56d1d4e1378f5451c38f06d5e98",
+    "training/images/images.012.png": "9281a2f55c90f5fcac3b71271aef6b7f690e162c09df6f3821313c62fa63ad0f",
+    "training/images/images.013.png": "9493cbe167faf7db06e585508a3a85d70731ffff077aab41939936f6d0997203",
+    "training/images/images.014.png": "aa26cd0683e62d3bac922e7f0ae8f88d20fdb03acf65c4b76927778ac7ea4e00",
+    "training/images/images.015.png": "92503aee126073a8b4ef430bb6d35585a478bc9c2c6e6cd28fc7ae31ab098044",
+    "training/images/images.016.png": "648d08b8e5d42e15de8b3d46ed1600404cefff455ee40f3296cb08861aca07e8",
+    "training/images/images.017.png": "c080822d7c346c70ccd3ef675e6dc28da992d1099a318ce7a19c37457a7aae57",
+    "training/images/images.018.png": "4e4ce75fa1e3e0f9b2fe6e561a931148a1bcfed7cf696476099028f169b6b146",
+    "training/images/images.019.png": "cec0bea9e1e237a4a6ee4aef5f6fbeef34f72be47266604671643eb4f15b531d",
+    "training/images/images.020.png": "aa82401cc5608fb8a5a14fedabc72526086bdc7b9e12ab9cd1cb0a9af19c6ded",
+    "training/images/images.021.png": "4de7f89e805398ae9fc85f6a0df2030d9745b2948be3b3245996a2d4cbc9d5ed",
+    "training/images/images.022.png": "c25896d8f905934da82a5d6c41bd1d8d74429add9f7369abc002b89a271f58dd",
+    "training/images/images.023.png": "0c63d321927f4b3c627577ee60f64b7b300255af225f5ab8faaaf697160087c4",
+    "training/images/images.024.png": "b830beca7147fc0b27c9489efcefcd26980ea8a837419bef4548a296c8acd20a",
+    "training/images/images.025.png": "9c7bcfb6e29b26d75182d1b95c160365bae1e69c0a0043c863a1845bb601fcf1",
+    "training/images/images.026.png": "1289ce8ed1e132db96ed517a6b9780f1063ebfd6c1bf69b0d95a5b7813c4939f",
+    "training/images/images.027.png": "02564e9fa06aa2ff1af2e4742b67d362ed702fa79bfa9c036e45fa63a7053bfb",
+    "training/images/images.028.png": "3c88bcf5cd507cc6e7df9617f4d1f7b8f8d9167962a6dafdd5e37951e190784b",
+    "training/images/images.029.png": "b4570f54ece3bcf7b54271a82397445a8dd7e6d9c3a9cedd363c929d71212d1f",
+    "training/labels/mitos_3D.010.png": "533e65efe86ecf4b006688b613b47e049a393ccbed02dedfe6a234c8657743cc",
+    "training/labels/mitos_3D.011.png": "00d883fab540c7a8550144d111c91b00d7b5e9d342d1d77c9d1b5f60879c9a85",
+    "training/labels/mitos_3D.012.png": "e70ff1f7a0f84116dd53e09d296a994459898ac5fccf774639a04784a7bf140f",
+    "training/labels/mitos_3D.013.png": "193b173cf8449c812f7c220477df6a356429c55155becb39e4a08e1a30c24efe",
+    "training/labels/mitos_3D.014.png": "4b9c73ea9de0c66b6b1eea5b2a73c4f46dd43be7cee8bcb8bbd8540b76f8dcbb",
+    "training/labels/mitos_3D.015.png": "2bbdeae4a69615aec3e4de5fb8830141a232565c709477d50b154c507a46df67",
+    "training/labels/mitos_3D.016.png": "21a9597343b0be72b663326a9ec497091cf75707b02537abb5e27ae93ce9c590",
+    "training/labels/mitos_3D.017.png": "31b483e560d16473691467375ac224b68d3554c2ea32a6b6d915c6d088786247",
+    "training/labels/mitos_3D.018.png": "d57d1bd649f5e31afa16a92b8853db867a8b87d695d42ba3150b75ff88f1be2b",
+    "training/labels/mitos_3D.019.png": "fe6d0a8c6945312e15f2ac4fb6c3a3909ded5ff735b685fe16a333e3c857ebf1",
+    "training/labels/mitos_3D.020.png": "115ef5f5f3a63b9ec69dbf7dc80c4e34cca7de17341133695da325c8250e863a",
+    "training/labels/mitos_3D.021.png": "922d1f4de147a7386ce20989b4378300607ad0c837ff81e549e0ad0fb671c926",
+    "training/labels/mitos_3D.022.png": "5c641912c2665c283d536b53377814169f82a3c007e41b63e3579d969cf6339e",
+    "training/labels/mitos_3D.023.png": "a6b424c1101e3ba6f786ea3decf80689ce6e72eba52021ff4c7d25f9d96a6700",
+    "training/labels/mitos_3D.024.png": "7f37690df04c3705071631d451e4bf525e654a4952c7a5f46c7c6181ab068fbd",
+    "training/labels/mitos_3D.025.png": "13b5ce883f9efc51d0d4a3dacb0d64340bceaa84fd442519a21277f9f9396efa",
+    "training/labels/mitos_3D.026.png": "1d70c85caa0062a771a7e2b1fe44aa7a2848dcba34fa4d40cb2a38dd62ec68f6",
+    "training/labels/mitos_3D.027.png": "69abe7414ea12c37c9b1714b7d8ffeb587f99524c1c9bc63fc840e358eb5f3d8",
+    "training/labels/mitos_3D.028.png": "7cf1124d071e47ae78a9a78e5d538f6edc163b77ed634ceb4d097101490b8df6",
+    "training/labels/mitos_3D.029.png": "ececb00a4f6b3edfcfed6b707112044bf8ccd90110d57b5b64f56c636df73a3a",
+}
+NCMIR_VALIDATION = tuple(
+    f"validation/{kind}.{n:03d}.png"
+    for n in range(50, 60)
+    for kind in ("images/images", "labels/mitos_3D")
+)
+
+SOURCES: dict[str, Source] = {
+    "dsb2018": Source(
+        subdir="dsb2018",
+        remotes=(
+            Remote(f"{BBBC038}/stage1_train.zip", "stage1_train.zip", None, done="stage1_train"),
+            Remote(f"{BBBC038}/stage1_test.zip", "stage1_test.zip", None, done="stage1_test"),
+            Remote(f"{BBBC038}/stage1_solution.csv", "stage1_solution.csv", None),
+        ),
+        expected=("stage1_train", "stage1_test", "stage1_solution.csv"),
+        manual=(
+            "get stage1_train.zip (and optionally stage1_test.zip + stage1_solution.csv) from "
+            "https://bbbc.broadinstitute.org/BBBC038 and unzip them to {dest}/stage1_train/<id>/images|masks/ "
+            "and {dest}/stage1_test/<id>/images/, with {dest}/stage1_solution.csv"
+        ),
+        finish=_finish_dsb2018,
+    ),
+    "isbi2012": Source(
+        subdir="isbi2012",
+        remotes=(
+            Remote(
+                "https://oc.embl.de/index.php/s/h0TkwqxU0PJDdMd/download",
+                "isbi.h5",
+                "0e10fe909a1243084d91773470856993b7d40126a12e85f0f1345a7a9e512f29",
+            ),
+        ),
+        expected=("train-volume.tif", "train-labels.tif"),
+        manual=(
+            "place train-volume.tif and train-labels.tif (and optionally test-volume.tif) from the ISBI 2012 "
+            "challenge (https://imagej.net/events/isbi-2012-segmentation-challenge) in {dest}/"
+        ),
+        finish=_finish_isbi2012,
+    ),
+    "isbi2013": Source(
+        subdir="isbi2013",
+        remotes=(
+            Remote(
+                "https://oc.embl.de/index.php/s/43iMotlXPyAB39z/download",
+                "snemi_train.h5",
+                "5b130a24d9eb23d972fede0f1a403bc05f6808b361cfa22eff23b930b12f0615",
+            ),
+            Remote(
+                "https://oc.embl.de/index.php/s/aRhphk35H23De2s/download",
+                "snemi_test.h5",
+                "3df3920a0ddec6897105845f842b2665d37a47c2d1b96d4f4565682e315a59fa",
+            ),
+        ),
+        expected=("train-input.tif", "train-labels.tif", "test-input.tif"),
+        manual=(
+            "place train-input.tif, train-labels.tif and test-input.tif from SNEMI3D "
+            "(https://snemi3d.grand-challenge.org) in {dest}/"
+        ),
+        finish=_finish_isbi2013,
+    ),
+    "epfl": Source(
+        subdir="epfl_mito",
+        remotes=tuple(
+            Remote(f"{EPFL_URL}/{n}", n, None)
+            for n in (
+                "training.tif",
+                "training_groundtruth.tif",
+                "testing.tif",
+                "testing_groundtruth.tif",
+            )
+        ),
+        expected=(
+            "training.tif",
+            "training_groundtruth.tif",
+            "testing.tif",
+            "testing_groundtruth.tif",
+        ),
+        manual=(
+            "place training.tif, training_groundtruth.tif, testing.tif and testing_groundtruth.tif from "
+            "https://www.epfl.ch/labs/cvlab/data/data-em/ in {dest}/"
+        ),
+    ),
+    "ncmir": Source(
+        subdir="ncmir_mito",
+        remotes=tuple(Remote(f"{CDEEP3M}/{p}", p, h) for p, h in NCMIR_SHA256.items())
+        + tuple(Remote(f"{CDEEP3M}/{p}", p, None) for p in NCMIR_VALIDATION),
+        expected=tuple(NCMIR_SHA256) + NCMIR_VALIDATION,
+        manual=(
+            "copy the folders training/, validation/ and testset/ of mito_testsample in "
+            "https://github.com/CRBS/cdeep3m to {dest}/"
+        ),
+    ),
+}
+
+
+def fetch(remote: Remote, dest: Path, manual: str) -> Path:
+    """Download one file (pooch), verify its SHA-256, delete it on a mismatch."""
+    import pooch
+
+    target = dest / remote.path
+    if remote.sha256 is None and not target.exists():
+        log.warning("no published checksum for %s: its content is not verified", remote.url)
+    known = f"sha256:{remote.sha256}" if remote.sha256 else None
+    try:
+        pooch.retrieve(
+            remote.url,
+            known_hash=known,
+            fname=target.name,
+            path=target.parent,
+            progressbar=False,
+            downloader=pooch.HTTPDownloader(progressbar=False, timeout=60),
+        )
+    except ValueError as e:
+        if "hash" not in str(e).lower():
+            raise
+        target.unlink(missing_ok=True)
+        raise DataError(
+            f"{target}: SHA-256 of the file from {remote.url} does not match {remote.sha256}; the file was deleted. "
+            f"Try again later, or {manual.format(dest=dest)}"
+        ) from None
+    except Exception as e:
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise DataError(
+            f"could not download {remote.url} ({type(e).__name__}: {reason}). By hand: {manual.format(dest=dest)}"
+        ) from None
+    return target
+
+
+def download(name: str, root: str | Path | None = None, force: bool = False) -> Path:
+    """Fetch dataset ``name`` into ``root`` (else ``$SEG_BENCH_DATA/<subdir>``); returns the folder.
+
+    Files already present are kept (and re-verified by pooch where a checksum is known);
+    ``force=True`` fetches again even when the dataset looks complete.
+    """
+    if name not in SOURCES:
+        raise UserError(
+            f"no download for dataset '{name}'. Downloadable: {', '.join(sorted(SOURCES))}"
+        )
+    src = SOURCES[name]
+    dest = Path(data_root(name, root, src.subdir))
+    if not force and all((dest / p).exists() for p in src.expected):
+        log.info("%s: already complete in %s", name, dest)
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    for remote in src.remotes:
+        if not force and remote.done is not None and (dest / remote.done).exists():
+            continue
+        fetch(remote, dest, src.manual)
+    if src.finish is not None:
+        src.finish(dest)
+    missing = [p for p in src.expected if not (dest / p).exists()]
+    if missing:
+        raise DataError(
+            f"{dest / missing[0]}: still missing after the download; {src.manual.format(dest=dest)}"
+        )
+    return dest

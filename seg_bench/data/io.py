@@ -1,0 +1,193 @@
+"""Reading images, masks and stacks, with errors that name the file.
+
+Arrays in, arrays out: ``read_image`` gives H,W (grey, palette indices, 16-bit) or H,W,3
+(colour; an alpha channel is dropped), ``read_stack`` gives Z,H,W. Anything unreadable,
+truncated or of the wrong shape raises :class:`~seg_bench.errors.DataError` naming the file.
+
+>>> img = read_image("stage1_train/abc/images/abc.png")   # doctest: +SKIP
+>>> img.shape, img.dtype                                   # doctest: +SKIP
+((256, 320, 3), dtype('uint8'))
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from PIL import Image
+
+from seg_bench.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def _fail(path: Path, problem: str, expected: str) -> DataError:
+    return DataError(f"{path}: {problem}; expected {expected}")
+
+
+def _read_png(path: Path) -> np.ndarray:
+    # One read() of the whole file: PIL's many small reads cost more than decoding tiny masks.
+    with Image.open(io.BytesIO(path.read_bytes())) as im:
+        im.load()  # decode now, so a truncated file fails here and not later
+        if im.mode == "I;16B":
+            return np.array(im).astype(np.uint16)
+        # "P" (palette) gives the indices, never the palette colours: NCMIR masks rely on it.
+        return np.array(im)
+
+
+def _read_tiff_page(path: Path) -> np.ndarray:
+    with tifffile.TiffFile(path) as tf:
+        if len(tf.pages) != 1:
+            raise _fail(
+                path, f"has {len(tf.pages)} pages", "a single-page image (one file per 2-D image)"
+            )
+        page = tf.pages[0]
+        a = page.asarray()
+        if a.ndim == 3 and page.planarconfig == tifffile.PLANARCONFIG.SEPARATE:
+            a = np.moveaxis(a, 0, -1)  # planar RGB(A) -> H,W,C
+        return a
+
+
+def _drop_alpha(a: np.ndarray) -> np.ndarray:
+    if a.ndim == 3 and a.shape[-1] == 4:  # RGBA -> RGB
+        return a[..., :3]
+    if a.ndim == 3 and a.shape[-1] == 2:  # grey + alpha -> grey
+        return a[..., 0]
+    if a.ndim == 3 and a.shape[-1] == 1:
+        return a[..., 0]
+    return a
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """One 2-D image: PNG or TIFF, 8- or 16-bit, grey, palette, RGB or RGBA.
+
+    Returns H,W (grey; palette PNGs give their index values) or H,W,3 (colour, alpha
+    dropped). Raises DataError naming the file when it is missing, truncated, unreadable or
+    not a single 2-D image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; expected a PNG or TIFF image there")
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            a = _read_tiff_page(path)
+        else:
+            a = _read_png(path)
+    except DataError:
+        raise
+    except Exception as e:  # PIL and tifffile raise many types for broken files
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise _fail(
+            path,
+            f"cannot read image ({reason})",
+            "a complete PNG or TIFF file; re-export or re-download it",
+        ) from None
+    a = np.asarray(a)
+    if a.dtype == bool:
+        a = a.astype(np.uint8)
+    a = _drop_alpha(a)
+    if a.ndim != 2 and not (a.ndim == 3 and a.shape[-1] == 3):
+        raise _fail(path, f"has shape {a.shape}", "one 2-D image (H,W grey or H,W,3/4 colour)")
+    return a
+
+
+def read_stack(path: str | os.PathLike) -> np.ndarray:
+    """A multi-page grey TIFF as Z,H,W (a single page gives Z = 1). Read in one go by tifffile."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; expected a multi-page TIFF stack there")
+    try:
+        a = tifffile.imread(path)
+    except Exception as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise _fail(
+            path, f"cannot read TIFF stack ({reason})", "a complete multi-page TIFF; re-download it"
+        ) from None
+    a = np.asarray(a)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim == 4 and a.shape[-1] in (2, 4):  # grey+alpha or RGBA pages: keep the grey/colour part
+        a = a[..., 0] if a.shape[-1] == 2 else a[..., :3]
+    if a.ndim != 3:
+        raise _fail(path, f"has shape {a.shape}", "a stack of grey pages (Z,H,W)")
+    return a
+
+
+def value_set(a: np.ndarray) -> set[int]:
+    """The distinct values of an integer array (fast path for 8-bit)."""
+    if a.dtype == np.uint8:
+        return {int(v) for v in np.flatnonzero(np.bincount(a.ravel(), minlength=256))}
+    return {int(v) for v in np.unique(a)}
+
+
+def describe_values(values: set[int], limit: int = 6) -> str:
+    shown = sorted(values)
+    text = ", ".join(str(v) for v in shown[:limit])
+    return "{" + text + (", ..." if len(shown) > limit else "") + "}"
+
+
+def require_values(
+    a: np.ndarray, allowed: set[int], path: str | os.PathLike, expected: str
+) -> set[int]:
+    """Raise DataError naming ``path`` unless every value of ``a`` is in ``allowed``."""
+    if not np.issubdtype(a.dtype, np.integer):
+        raise DataError(f"{path}: labels have dtype {a.dtype}; expected {expected}")
+    found = value_set(a)
+    if not found <= allowed:
+        raise DataError(f"{path}: label values {describe_values(found)}; expected {expected}")
+    return found
+
+
+def require_same_shape(image: np.ndarray, mask: np.ndarray, image_path, mask_path) -> None:
+    if image.shape[:2] != mask.shape[:2]:
+        raise DataError(
+            f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} but its image {image_path} is "
+            f"{image.shape[0]}x{image.shape[1]}; expected the same height and width"
+        )
+
+
+def require_file(path: Path, what: str, hint: str) -> Path:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; expected {what}. {hint}")
+    return path
+
+
+def require_dir(path: Path, what: str, hint: str) -> Path:
+    if not path.is_dir():
+        raise DataError(f"{path}: folder not found; expected {what}. {hint}")
+    return path
+
+
+def contiguous_split(
+    n: int, val_fraction: float, test_fraction: float, where: str
+) -> dict[str, list[int]]:
+    """Slices 0..n-1 of a serial-section stack in contiguous blocks: train | val | test.
+
+    The test block is the last ``test_fraction`` of the slices and the validation block the
+    ``val_fraction`` before it; blocks keep neighbouring (near-identical) sections on one side.
+    """
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise DataError(
+            f"{where}: val/test fractions {val_fraction}/{test_fraction} must be in (0, 1) and sum below 1"
+        )
+    if n < 3:
+        raise DataError(
+            f"{where}: {n} labelled slices are too few for train/val/test; expected at least 3"
+        )
+    n_test = max(1, round(test_fraction * n))
+    n_val = max(1, round(val_fraction * n))
+    while n - n_val - n_test < 1:  # tiny stacks: give the training block at least one slice
+        if n_test >= n_val:
+            n_test -= 1
+        else:
+            n_val -= 1
+    n_train = n - n_val - n_test
+    return {
+        "train": list(range(0, n_train)),
+        "val": list(range(n_train, n_train + n_val)),
+        "test": list(range(n_train + n_val, n)),
+    }

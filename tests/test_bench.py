@@ -1,0 +1,95 @@
+"""The protocol end to end on the smoke profile: records, resume, leaderboard, plug-in models."""
+
+import csv
+import json
+
+import pytest
+import torch.nn as nn
+
+from seg_bench.bench import bench
+from seg_bench.cli import main
+from seg_bench.errors import UserError
+from seg_bench.models import MODELS
+from seg_bench.results import load_records
+
+
+# The README's recipe for adding an architecture: one registered function, nothing else edited.
+@MODELS.register("toy_fcn", "two 3x3 convolutions (test-only)")
+def toy_fcn(in_channels: int = 1, classes: int = 1, width: float = 1.0) -> nn.Module:
+    c = max(4, int(16 * width))
+    return nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, classes, 3, padding=1))
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    return {"results_dir": tmp_path / "results", "runs_dir": tmp_path / "runs", "leaderboard_dir": tmp_path / "lb"}
+
+
+def test_registered_toy_model_is_trained_benched_and_ranked(dirs):
+    records = bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=2, **dirs)
+    assert [(r["model"], r["seed"]) for r in records] == [("toy_fcn", 0), ("toy_fcn", 1)]
+    rec = records[0]
+    assert rec["params"] == sum(p.numel() for p in toy_fcn(width=0.125).parameters())
+    overall = rec["metrics"]["overall"]
+    for key in ("iou", "dice", "accuracy", "auroc", "fnr", "fpr", "dsb_map"):
+        assert 0.0 <= overall[key] <= 1.0, key
+    assert -1.0 <= overall["kappa"] <= 1.0
+    assert len(rec["metrics"]["per_image"]) == 2  # the smoke test split
+    assert rec["hardware"]["cores"] >= 1 and rec["commit"]
+    md = (dirs["leaderboard_dir"] / "synthetic.md").read_text()
+    assert "| toy_fcn |" in md and "PROFILE=smoke SEEDS=2" in md
+    rows = list(csv.DictReader(open(dirs["leaderboard_dir"] / "synthetic.csv")))
+    assert rows[0]["model"] == "toy_fcn" and rows[0]["seeds"] == "2"
+    assert float(rows[0]["iou"]) == pytest.approx((records[0]["metrics"]["overall"]["iou"] + records[1]["metrics"]["overall"]["iou"]) / 2)
+
+
+def test_rerun_skips_finished_pairs_and_force_redoes_them(dirs, monkeypatch):
+    bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
+    path = dirs["results_dir"] / "synthetic" / "toy_fcn__seed0.json"
+    first = json.loads(path.read_text())
+
+    import seg_bench.bench as bench_module
+
+    def fail(*a, **k):
+        raise AssertionError("a finished (model, seed) pair was retrained")
+
+    monkeypatch.setattr(bench_module, "run_one", fail)
+    bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
+    monkeypatch.undo()
+    bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, force=True, **dirs)
+    assert json.loads(path.read_text())["created"] >= first["created"]
+    assert len(load_records(dirs["results_dir"], "synthetic")) == 1
+
+
+def test_damaged_record_is_redone(dirs):
+    path = dirs["results_dir"] / "synthetic" / "toy_fcn__seed0.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"version": 1, "metr')  # a truncated write from an older tool
+    bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
+    assert json.loads(path.read_text())["model"] == "toy_fcn"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bench", "--models", "unet,nope", "--profile", "smoke"], "unknown model 'nope'"),
+        (["bench", "--dataset", "nope", "--profile", "smoke"], "unknown dataset 'nope'"),
+        (["bench", "--profile", "huge"], "unknown profile 'huge'"),
+        (["train", "--profile", "smoke", "--lr", "-1"], "--lr must be positive"),
+        (["train", "--profile", "smoke", "--loss", "l1"], "unknown loss 'l1'"),
+        (["train", "--profile", "smoke", "--optimizer", "lion"], "unknown optimizer 'lion'"),
+        (["train", "--profile", "smoke", "--set", "bogus=1"], "unknown config keys ['bogus']"),
+        (["bench", "--seeds", "0", "--profile", "smoke"], "--seeds must be at least 1"),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_leaderboard_without_records_says_what_to_run(tmp_path):
+    with pytest.raises(UserError, match="run `seg-bench bench --dataset synthetic`"):
+        from seg_bench.report import write_leaderboard
+
+        write_leaderboard("synthetic", tmp_path / "none", tmp_path / "lb")

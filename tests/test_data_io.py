@@ -1,0 +1,104 @@
+"""Image and stack reading: formats, bit depths, alpha, palettes, and errors naming the file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from data_fixtures import palette_png, png
+
+from seg_bench.data.io import contiguous_split, read_image, read_stack, require_values
+from seg_bench.errors import DataError
+
+
+def test_png_grey_8_and_16_bit(tmp_path):
+    a8 = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    a16 = (np.arange(12, dtype=np.uint16) * 5000).reshape(3, 4)
+    assert (read_image(png(tmp_path / "a.png", a8)) == a8).all()
+    out = read_image(png(tmp_path / "b.png", a16))
+    assert out.dtype == np.uint16 and (out == a16).all()
+
+
+def test_rgba_png_drops_alpha(tmp_path):
+    rgba = np.zeros((5, 6, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 7, 255
+    out = read_image(png(tmp_path / "c.png", rgba, "RGBA"))
+    assert out.shape == (5, 6, 3) and (out[..., 0] == 7).all()
+
+
+def test_grey_alpha_png_gives_grey(tmp_path):
+    la = np.dstack([np.full((4, 4), 9, np.uint8), np.full((4, 4), 255, np.uint8)])
+    out = read_image(png(tmp_path / "la.png", la, "LA"))
+    assert out.shape == (4, 4) and (out == 9).all()
+
+
+def test_palette_png_gives_indices_not_colours(tmp_path):
+    idx = np.zeros((8, 8), np.uint8)
+    idx[2:5, 2:5] = 1
+    out = read_image(palette_png(tmp_path / "p.png", idx))
+    assert set(np.unique(out)) == {0, 1} and out.sum() == 9
+
+
+def test_tiff_single_page_grey_and_rgb(tmp_path):
+    grey = np.arange(20, dtype=np.uint16).reshape(4, 5)
+    tifffile.imwrite(tmp_path / "g.tif", grey)
+    assert (read_image(tmp_path / "g.tif") == grey).all()
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    rgb[..., 2] = 3
+    tifffile.imwrite(tmp_path / "c.tiff", rgb)  # contiguous RGB
+    out = read_image(tmp_path / "c.tiff")
+    assert out.shape == (4, 5, 3) and (out[..., 2] == 3).all()
+    planar = np.moveaxis(rgb, -1, 0)  # separate planes, stored as S,H,W
+    tifffile.imwrite(tmp_path / "p.tif", planar, photometric="rgb", planarconfig="separate")
+    assert (read_image(tmp_path / "p.tif") == rgb).all()
+
+
+def test_multipage_tiff_is_not_an_image_but_is_a_stack(tmp_path):
+    stack = np.zeros((3, 4, 5), np.uint8)
+    tifffile.imwrite(tmp_path / "s.tif", stack, photometric="minisblack")
+    with pytest.raises(DataError, match=r"s\.tif.*3 pages"):
+        read_image(tmp_path / "s.tif")
+    assert read_stack(tmp_path / "s.tif").shape == (3, 4, 5)
+    tifffile.imwrite(tmp_path / "one.tif", stack[0])
+    assert read_stack(tmp_path / "one.tif").shape == (1, 4, 5)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_truncated_file_names_the_file(tmp_path, suffix):
+    p = tmp_path / f"broken{suffix}"
+    data = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    png(p, data) if suffix == ".png" else tifffile.imwrite(p, data)
+    p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
+    reader = read_image if suffix == ".png" else read_stack
+    with pytest.raises(DataError, match=rf"broken\{suffix}: cannot read"):
+        reader(p)
+
+
+def test_garbage_and_missing_files(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"x\.png: cannot read image"):
+        read_image(tmp_path / "x.png")
+    with pytest.raises(DataError, match=r"nope\.png: file not found"):
+        read_image(tmp_path / "nope.png")
+    with pytest.raises(DataError, match=r"nope\.tif: file not found"):
+        read_stack(tmp_path / "nope.tif")
+
+
+def test_require_values_message():
+    with pytest.raises(DataError, match=r"m\.png: label values \{0, 1\}; expected 0 / 255"):
+        require_values(np.array([0, 1], np.uint8), {0, 255}, "m.png", "0 / 255")
+    assert require_values(np.array([0, 255], np.uint8), {0, 255}, "m.png", "x") == {0, 255}
+
+
+@pytest.mark.parametrize("n", [3, 4, 10, 24, 30, 100])
+def test_contiguous_split_blocks(n):
+    s = contiguous_split(n, 0.1, 0.2, "vol.tif")
+    assert s["train"] + s["val"] + s["test"] == list(range(n))
+    assert all(len(v) >= 1 for v in s.values())
+    if n == 30:
+        assert s["test"] == list(range(24, 30)) and s["val"] == [21, 22, 23]
+
+
+def test_contiguous_split_too_small():
+    with pytest.raises(DataError, match="vol.tif: 2 labelled slices are too few"):
+        contiguous_split(2, 0.1, 0.2, "vol.tif")

@@ -1,0 +1,251 @@
+"""Each dataset read in its original layout (tiny files written by the tests): targets, splits,
+options, and the contract with the base DataModule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from data_fixtures import write_dsb, write_dsb_test, write_folder, write_ncmir, write_snemi
+
+from seg_bench.data import dsb2018, epfl, folder, isbi2012, isbi2013, ncmir
+from seg_bench.data.base import DATASETS, SPLITS, SegmentationDataModule
+
+BASE_KWARGS = dict(
+    patch_size=32, batch_size=2, num_workers=0, augment="none", augment_params=None,
+    samples_per_epoch=4, foreground_bias=0.5, seed=3,
+)  # fmt: skip
+
+pytest_plugins = ["data_fixtures"]  # the tiny-layout fixtures (dsb_root, ...)
+
+
+def all_splits(dm: SegmentationDataModule) -> dict:
+    return {s: dm.load_split(s) for s in SPLITS}
+
+
+@pytest.mark.parametrize(
+    "name,cls,attrs",
+    [
+        ("dsb2018", dsb2018.DSB2018, ("nucleus", "dsb")),
+        ("isbi2012", isbi2012.ISBI2012, ("membrane", "em")),
+        ("isbi2013", isbi2013.ISBI2013, ("boundary", "em")),
+        ("ncmir", ncmir.NCMIR, ("mitochondrion", None)),
+        ("epfl", epfl.EPFL, ("mitochondrion", None)),
+        ("folder", folder.FolderDataset, ("foreground", None)),
+    ],
+)
+def test_registered_with_contract_attributes(name, cls, attrs):
+    assert DATASETS.get(name) is cls
+    assert (cls.positive_class, cls.instance_metric) == attrs
+    assert cls.num_classes == 2 and cls.default_patch_size >= 16
+
+
+# --- dsb2018 -------------------------------------------------------------------------------
+def test_dsb_masks_to_semantic_and_instances(dsb_root):
+    counts = write_dsb(dsb_root)  # rewrite returns the counts (same seed, same files)
+    dm = dsb2018.DSB2018(root=dsb_root, **BASE_KWARGS)
+    splits = all_splits(dm)
+    samples = [s for v in splits.values() for s in v]
+    assert sorted(s.id for s in samples) == sorted(counts)
+    for s in samples:
+        assert s.image.ndim == 3 and s.image.shape[-1] == 3  # RGBA -> RGB
+        assert s.instances.max() == counts[s.id] and len(np.unique(s.instances)) == counts[s.id] + 1
+        assert set(np.unique(s.mask)) <= {0, 1} and (s.mask == (s.instances > 0)).all()
+    info = dm.split_info()
+    assert info["split"] == "seeded" and sum(info["counts"].values()) == 5
+    # the split depends on split_seed, not on the training seed
+    other = dsb2018.DSB2018(root=dsb_root, seed=99)
+    assert other.layout().keys() == dm.layout().keys()
+    assert [i for i, _ in other.layout()["test"]] == [i for i, _ in dm.layout()["test"]]
+
+
+def test_dsb_grey_and_invert_bright(dsb_root):
+    dm = dsb2018.DSB2018(root=dsb_root, grey=True, invert_bright=True)
+    assert dm.in_channels == 1
+    samples = [s for v in all_splits(dm).values() for s in v]
+    bright = [s for s in samples if s.meta["inverted"]]
+    assert len(bright) == 1  # only the brightfield-like image
+    s = bright[0]
+    assert s.image.ndim == 2
+    assert s.image[s.mask > 0].mean() > s.image[s.mask == 0].mean()  # nuclei now bright
+
+
+def test_dsb_official_test_from_rle(dsb_root):
+    masks = write_dsb_test(dsb_root)
+    dm = dsb2018.DSB2018(root=dsb_root)
+    test = dm.load_split("test")
+    assert {s.id for s in test} == set(masks)
+    for s in test:
+        for k, m in enumerate(masks[s.id], start=1):
+            assert ((s.instances == k) == m).all()
+    assert "official" in dm.split_info()["split"]
+    assert {"train", "val"} <= set(dm.layout()) and len(dm.load_split("train")) + len(
+        dm.load_split("val")
+    ) == 5
+
+
+def test_dsb_rle_without_shape_columns(tmp_path):
+    write_dsb(tmp_path)
+    masks = write_dsb_test(tmp_path, with_shape=False)
+    test = dsb2018.DSB2018(root=tmp_path).load_split("test")
+    assert sum(int(s.instances.max()) for s in test) == sum(len(v) for v in masks.values())
+
+
+def test_dsb_fallback_rle_decoder_matches_encoder():
+    from data_fixtures import rle_encode
+
+    m = np.zeros((7, 5), bool)
+    m[1:4, 2], m[6, 0], m[0, 4] = True, True, True
+    assert (dsb2018._fallback_rle_decode(rle_encode(m), m.shape) == m).all()
+
+
+# --- isbi2012 ------------------------------------------------------------------------------
+def test_isbi2012_membrane_is_label_zero_and_blocks_are_contiguous(isbi2012_root):
+    dm = isbi2012.ISBI2012(root=isbi2012_root, **BASE_KWARGS)
+    splits = all_splits(dm)
+    assert [len(splits[s]) for s in SPLITS] == [7, 1, 2]
+    assert [s.meta["slice"] for s in splits["test"]] == [8, 9]
+    assert [s.meta["slice"] for s in splits["val"]] == [7]
+    s = splits["train"][0]
+    from tifffile import imread
+
+    labels = imread(isbi2012_root / "train-labels.tif")
+    assert (s.mask == (labels[0] == 0)).all()
+    assert (
+        s.instances.max() > 4 and (s.instances[s.mask == 1] == 0).all()
+    )  # cells between membranes
+    assert dm.split_info()["slices"]["test"] == [8, 9]
+
+
+# --- isbi2013 ------------------------------------------------------------------------------
+def test_isbi2013_boundaries_from_ids(isbi2013_root):
+    dm = isbi2013.ISBI2013(root=isbi2013_root, **BASE_KWARGS)
+    splits = all_splits(dm)
+    assert [len(splits[s]) for s in SPLITS] == [4, 1, 1]
+    s = splits["train"][1]
+    ids = s.instances
+    assert s.mask.dtype == np.uint8 and set(np.unique(s.mask)) == {0, 1}
+    assert (s.mask[ids == 0] == 1).all()  # id 0 is boundary
+    # a pixel between two different ids horizontally is boundary on both sides
+    ys, xs = np.nonzero((ids[:, :-1] != ids[:, 1:]) & (ids[:, :-1] > 0) & (ids[:, 1:] > 0))
+    assert (s.mask[ys, xs] == 1).all() and (s.mask[ys, xs + 1] == 1).all()
+    # interior pixels (all 4 neighbours equal) are not boundary
+    inner = np.zeros_like(s.mask, bool)
+    inner[1:-1, 1:-1] = (
+        (ids[1:-1, 1:-1] == ids[:-2, 1:-1]) & (ids[1:-1, 1:-1] == ids[2:, 1:-1])
+        & (ids[1:-1, 1:-1] == ids[1:-1, :-2]) & (ids[1:-1, 1:-1] == ids[1:-1, 2:]) & (ids[1:-1, 1:-1] > 0)
+    )  # fmt: skip
+    assert (s.mask[inner] == 0).all() and inner.sum() > 0.5 * inner.size
+    assert len(np.unique(ids)) > 10
+
+
+def test_isbi2013_uint16_ids(tmp_path):
+    write_snemi(tmp_path, z=4, size=32, dtype=np.uint16)
+    s = isbi2013.ISBI2013(root=tmp_path).load_split("train")[0]
+    assert s.instances.dtype == np.int32
+
+
+def test_isbi2013_huge_ids_relabelled():
+    ids = np.array([[0, 2**40], [2**40, 5]], dtype=np.uint64)
+    out = isbi2013._as_int32_ids(ids)
+    assert out.dtype == np.int32 and out[0, 0] == 0 and len(np.unique(out)) == 3
+    no_zero = isbi2013._as_int32_ids(np.array([[7, 2**40]], dtype=np.uint64))
+    assert (no_zero > 0).all()
+
+
+# --- ncmir ---------------------------------------------------------------------------------
+def test_ncmir_palette_labels_and_seeded_split(ncmir_root):
+    dm = ncmir.NCMIR(root=ncmir_root, **BASE_KWARGS)
+    splits = all_splits(dm)
+    assert sum(len(v) for v in splits.values()) == 6
+    for s in [s for v in splits.values() for s in v]:
+        assert set(np.unique(s.mask)) == {0, 1} and s.mask.sum() == 12 * 14
+    assert dm.split_info()["split"] == "seeded split of training/"
+
+
+def test_ncmir_validation_folder_is_test(tmp_path):
+    write_ncmir(tmp_path, numbers=range(10, 20), validation=(50, 51, 52))
+    dm = ncmir.NCMIR(root=tmp_path)
+    assert [s.id for s in dm.load_split("test")] == [
+        "validation/050",
+        "validation/051",
+        "validation/052",
+    ]
+    assert len(dm.load_split("train")) + len(dm.load_split("val")) == 10
+    assert "validation" in dm.split_info()["split"]
+
+
+def test_ncmir_allow_empty_masks(tmp_path):
+    from data_fixtures import palette_png
+
+    write_ncmir(tmp_path, numbers=range(10, 13))
+    palette_png(tmp_path / "training/labels/mitos_3D.011.png", np.zeros((64, 64), np.uint8))
+    dm = ncmir.NCMIR(root=tmp_path, allow_empty_masks=True)
+    assert sum(len(dm.load_split(s)) for s in SPLITS) == 3
+
+
+# --- epfl ----------------------------------------------------------------------------------
+def test_epfl_official_test(epfl_root):
+    dm = epfl.EPFL(root=epfl_root, **BASE_KWARGS)
+    splits = all_splits(dm)
+    assert len(splits["test"]) == 8 and all(s.id.startswith("testing_") for s in splits["test"])
+    assert len(splits["train"]) + len(splits["val"]) == 8 and len(splits["val"]) >= 1
+    assert set(np.unique(splits["train"][0].mask)) == {0, 1}
+    assert dm.split_info()["split"].startswith("official")
+
+
+def test_epfl_without_testing_falls_back_and_warns(tmp_path, caplog):
+    from data_fixtures import write_epfl
+
+    write_epfl(tmp_path, testing=False)
+    (tmp_path / "training_slices.csv").write_text(
+        "page,original_slice\n" + "".join(f"{p},{p * 10}\n" for p in range(8))
+    )
+    dm = epfl.EPFL(root=tmp_path)
+    with caplog.at_level("WARNING"):
+        splits = all_splits(dm)
+    assert "testing.tif not found" in caplog.text
+    assert sum(len(v) for v in splits.values()) == 8 and all(
+        s.id.startswith("training_") for s in splits["test"]
+    )
+    assert {s.id for v in splits.values() for s in v} == {
+        f"training_{10 * p:03d}" for p in range(8)
+    }
+    assert "seeded" in dm.split_info()["split"]
+
+
+# --- folder --------------------------------------------------------------------------------
+def test_folder_binary_png_and_tiff(folder_root):
+    dm = folder.FolderDataset(root=folder_root, **BASE_KWARGS)
+    assert dm.in_channels == 1
+    splits = all_splits(dm)
+    assert sum(len(v) for v in splits.values()) == 6
+    s = splits["train"][0]
+    assert set(np.unique(s.mask)) == {0, 1} and s.instances is None
+
+
+def test_folder_class_ids_16_bit_and_instances(tmp_path):
+    write_folder(tmp_path, num_classes=3, instances=True, bits=16)
+    dm = folder.FolderDataset(root=tmp_path, num_classes=3)
+    s = dm.load_split("train")[0]
+    assert dm.num_classes == 3 and set(np.unique(s.mask)) == {0, 1, 2}
+    assert s.image.dtype == np.uint16 and set(np.unique(s.instances)) == {0, 1, 2}
+
+
+# --- the base machinery works on top of every loader --------------------------------------------
+@pytest.mark.parametrize(
+    "fixture",
+    ["dsb_root", "isbi2012_root", "isbi2013_root", "ncmir_root", "epfl_root", "folder_root"],
+)
+def test_batches_through_the_base_datamodule(fixture, request):
+    root = request.getfixturevalue(fixture)
+    name = {"dsb_root": "dsb2018", "isbi2012_root": "isbi2012", "isbi2013_root": "isbi2013"}.get(
+        fixture, fixture[:-5]
+    )
+    dm = DATASETS.create(name, root=root, **BASE_KWARGS)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, dm.in_channels, 32, 32)
+    assert batch["mask"].shape == (2, 32, 32) and int(batch["mask"].max()) <= 1
+    val = next(iter(dm.val_dataloader()))
+    assert val["image"].shape[1] == dm.in_channels
+    assert set(dm.describe()["splits"]) >= {"train", "val"}
