@@ -46,7 +46,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-nodes", type=int)
     g.add_argument("--strategy", help="auto | ddp | ...")
     g.add_argument("--tta", action="store_true", default=None, help="test-time augmentation (D4)")
-    g.add_argument("--logger", help="wandb | csv | tensorboard | none")
+    g.add_argument("--logger", help="auto (W&B, offline without WANDB_API_KEY) | wandb | csv | tensorboard | none")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any RunConfig field")
 
 
@@ -61,6 +61,12 @@ def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["devices"] = int(out["devices"])
     out.update(_parse_set(args.set))
     return out
+
+
+def add_tracking_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tracking (--logger picks the kind; see seg_bench/tracking.py)")
+    g.add_argument("--project", help="W&B project (default: $WANDB_PROJECT or seg-bench-<dataset>)")
+    g.add_argument("--log-model", action="store_true", help="log the best checkpoint as a W&B artifact")
 
 
 def cmd_models(args) -> int:
@@ -87,12 +93,19 @@ def cmd_train(args) -> int:
     from seg_bench.bench import run_dir_for
     from seg_bench.config import resolve_config
     from seg_bench.evaluate import evaluate
+    from seg_bench.tracking import tracked_run
     from seg_bench.train import train
 
     cfg = resolve_config(args.dataset, args.model, args.profile, seed=args.seed, **run_overrides(args))
     run_dir = Path(args.run_dir) if args.run_dir else run_dir_for(RUNS_DIR, cfg)
-    result = train(cfg, run_dir)
-    scores = evaluate(result.task.model, result.datamodule, cfg)["overall"]
+    with tracked_run(
+        cfg, run_dir, group=f"train-{cfg.dataset}-{cfg.profile}", name=f"{cfg.model}-seed{cfg.seed}",
+        tags=[cfg.model, cfg.profile, cfg.dataset], project=args.project, log_model=args.log_model,
+    ) as run:  # fmt: skip
+        result = train(cfg, run_dir, logger=run.logger, callbacks=run.callbacks)
+        scores = evaluate(result.task.model, result.datamodule, cfg)["overall"]
+        run.summary({f"test/{k}": v for k, v in scores.items()})
+        run.log_checkpoint(result.best_checkpoint, {"best_val": result.best_val})
     print(f"best checkpoint: {result.best_checkpoint}")
     print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     return 0
@@ -113,7 +126,31 @@ def cmd_bench(args) -> int:
         force=args.force,
         overrides=run_overrides(args),
         trials=args.trials,
+        log_model=args.log_model,
+        project=args.project,
     )
+    return 0
+
+
+def cmd_search(args) -> int:
+    from seg_bench import search
+
+    overrides = run_overrides(args)
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.trials is None and not args.show:
+        raise UserError("--trials N is required (the number of finished trials the study should hold); --show alone prints an existing study")
+    if args.trials is None:
+        study, url = search.load(args.dataset, args.model, args.profile, args.storage, args.study, RUNS_DIR)
+        print(search.show(study, search.mask_url(url)))
+        return 0
+    result = search.run_search(
+        args.dataset, args.model, args.trials, args.profile, storage=args.storage, study_name=args.study,
+        timeout=args.timeout, space=args.space, pruner=args.pruner, overrides=overrides, runs_dir=RUNS_DIR,
+        heartbeat_s=args.heartbeat, project=args.project, log_model=args.log_model,
+    )  # fmt: skip
+    print(search.show(result.study, result.storage) if args.show else search.trials_table(result.study))
+    print(search.describe_best(result))
     return 0
 
 
@@ -122,6 +159,65 @@ def cmd_leaderboard(args) -> int:
 
     results = Path(args.results_dir) if args.results_dir else RUNS_DIR / "results"
     print(write_leaderboard(args.dataset, results, Path(args.leaderboard_dir)))
+    return 0
+
+
+def cmd_data(args) -> int:
+    if args.action == "download":
+        from seg_bench.data.download import download
+
+        print(f"{args.name}: ready in {download(args.name, args.root, force=args.force)}")
+        return 0
+    from seg_bench.data.check import check_dataset, format_summary
+
+    print(format_summary(check_dataset(args.name, args.root)))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from seg_bench.predict import predict_path
+
+    names = predict_path(
+        args.checkpoint, args.input, args.output, tta=args.tta, instances=args.instances,
+        overlap=args.overlap, dsb_csv=args.dsb_csv,
+    )  # fmt: skip
+    print(f"wrote predictions for {len(names)} image(s) to {args.output}")
+    return 0
+
+
+def cmd_score(args) -> int:
+    import json
+
+    from seg_bench.score import format_score, score
+
+    result = score(Path(args.pred), Path(args.truth), kind=args.kind)
+    print(json.dumps(result, indent=1) if args.json else format_score(result))
+    return 0
+
+
+def cmd_weak_labels(args) -> int:
+    import numpy as np
+    import tifffile
+
+    from seg_bench.data.io import read_image
+    from seg_bench.results import atomic_write
+    from seg_bench.weak_labels import read_points_csv, weak_labels
+
+    points = read_points_csv(args.points)
+    images = Path(args.images)
+    out = Path(args.output)
+    options = _parse_set(args.set)
+    if args.threshold is not None:
+        options["threshold"] = args.threshold
+    for name, pts in sorted(points.items()):
+        candidates = [images / name, *sorted(images.glob(f"{Path(name).stem}.*"))]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            raise UserError(f"{args.points}: image '{name}' is not in {images}")
+        labels = weak_labels(read_image(path), pts, args.method, image_name=name, **options)
+        with atomic_write(out / f"{Path(name).stem}.tif", "wb") as f:
+            tifffile.imwrite(f, labels.astype(np.uint16 if labels.max() < 2**16 else np.uint32))
+        print(f"{name}: {int(labels.max())} objects from {len(pts)} points")
     return 0
 
 
@@ -138,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", help="default: runs/<dataset>/<model>__seed<k>__<profile>")
     add_run_options(p)
+    add_tracking_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="the protocol: train seeds, test, leaderboard")
@@ -149,7 +246,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leaderboard-dir", default="leaderboards")
     p.add_argument("--force", action="store_true", help="rerun finished (model, seed) pairs")
     add_run_options(p)
+    add_tracking_options(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("search", help="Optuna search; rerun to resume, share --storage across workers")
+    p.add_argument("--dataset", default="synthetic")
+    p.add_argument("--model", default="unet")
+    p.add_argument("--trials", type=int, help="run until the study holds N finished trials (rerun = resume)")
+    p.add_argument("--storage", help="database URL, e.g. postgresql://USER:PASS@HOST/DB (default: SQLite runs/search/<study>.db)")
+    p.add_argument("--study", help="study name (default: <dataset>-<model>-<profile>)")
+    p.add_argument("--timeout", type=float, help="start no new trial after S seconds")
+    p.add_argument("--space", default="optimizer,lr", help="comma-separated: optimizer,lr,weight_decay,batch_size,loss")
+    p.add_argument("--pruner", default="median", help="median | hyperband | none")
+    p.add_argument("--seed", type=int, help="sampler and training seed (default: the profile's)")
+    p.add_argument("--heartbeat", type=int, help="seconds between trial heartbeats on a shared database (default 60; 0 = off)")
+    p.add_argument("--show", action="store_true", help="print trials and parameter importances (alone: without running)")
+    add_run_options(p)
+    add_tracking_options(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("data", help="download or check a dataset")
+    p.add_argument("action", choices=["download", "check"])
+    p.add_argument("name")
+    p.add_argument("--root", help="default: $SEG_BENCH_DATA/<dataset folder>")
+    p.add_argument("--force", action="store_true", help="download again")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("predict", help="apply a checkpoint to images, folders or TIFF stacks")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--input", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
+    p.add_argument("--instances", action="store_true", help="also write instance label images")
+    p.add_argument("--overlap", type=float, default=0.25)
+    p.add_argument("--dsb-csv", help="also write a Kaggle DSB 2018 submission CSV here")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("score", help="score predictions against ground truth")
+    p.add_argument("--pred", required=True, help="folder of masks/label images, or a DSB RLE CSV")
+    p.add_argument("--truth", required=True, help="folder of masks/label images, DSB layout, or RLE CSV")
+    p.add_argument("--kind", default="auto", help="semantic | instance | auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("weak-labels", help="training masks from click points")
+    p.add_argument("--images", required=True)
+    p.add_argument("--points", required=True, help="CSV with columns image,x,y")
+    p.add_argument("--method", default="floodfill", help="floodfill | region")
+    p.add_argument("--threshold", type=float)
+    p.add_argument("--output", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method option")
+    p.set_defaults(func=cmd_weak_labels)
 
     p = sub.add_parser("leaderboard", help="rebuild a leaderboard from result records")
     p.add_argument("--dataset", required=True)

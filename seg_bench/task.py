@@ -48,6 +48,7 @@ class SegmentationTask(L.LightningModule):
         schedule: str | None = None,
         window: int | None = None,
         overlap: float = 0.25,
+        postprocess: dict[str, Any] | None = None,  # kept with the checkpoint for `predict`
     ):
         super().__init__()
         self.save_hyperparameters()

@@ -79,6 +79,7 @@ def build_task(cfg: RunConfig, dm: SegmentationDataModule) -> SegmentationTask:
         schedule=cfg.schedule,
         window=dm.patch_size,
         overlap=cfg.overlap,
+        postprocess=cfg.postprocess,
     )
 
 

@@ -90,14 +90,6 @@ def test_dsb_rle_without_shape_columns(tmp_path):
     assert sum(int(s.instances.max()) for s in test) == sum(len(v) for v in masks.values())
 
 
-def test_dsb_fallback_rle_decoder_matches_encoder():
-    from data_fixtures import rle_encode
-
-    m = np.zeros((7, 5), bool)
-    m[1:4, 2], m[6, 0], m[0, 4] = True, True, True
-    assert (dsb2018._fallback_rle_decode(rle_encode(m), m.shape) == m).all()
-
-
 # --- isbi2012 ------------------------------------------------------------------------------
 def test_isbi2012_membrane_is_label_zero_and_blocks_are_contiguous(isbi2012_root):
     dm = isbi2012.ISBI2012(root=isbi2012_root, **BASE_KWARGS)

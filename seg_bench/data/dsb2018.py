@@ -23,28 +23,44 @@ import numpy as np
 from seg_bench.data.base import DATASETS, Sample, SegmentationDataModule, data_root, seeded_split
 from seg_bench.data.io import read_image, require_dir, require_same_shape
 from seg_bench.errors import DataError
+from seg_bench.rle import rle_decode as _rle_decode
 
 HINT = "Run `seg-bench data download dsb2018 --root DIR` or pass --root to a folder in the Kaggle layout."
 
 
-def _fallback_rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
-    """Kaggle RLE: 1-based ``start length`` pairs, numbered top-to-bottom then left-to-right."""
-    h, w = shape
-    nums = np.asarray(rle.split(), dtype=np.int64)
-    if nums.size % 2:
-        raise ValueError("odd number of values")
-    flat = np.zeros(h * w, dtype=bool)
-    for start, length in zip(nums[0::2] - 1, nums[1::2], strict=True):
-        if start < 0 or length < 0 or start + length > h * w:
-            raise ValueError(f"run {start + 1} {length} lies outside a {h}x{w} image")
-        flat[start : start + length] = True
-    return flat.reshape(w, h).T
-
-
-try:  # the project's shared decoder, when present
-    from seg_bench.rle import rle_decode as _rle_decode
-except ImportError:  # pragma: no cover - depends on what is installed alongside
-    _rle_decode = _fallback_rle_decode
+def instances_from_mask_files(files: list[Path], shape: tuple[int, int], image_path: Path) -> np.ndarray:
+    """One label image from DSB's one-PNG-per-nucleus masks (mask k -> label k)."""
+    inst = np.zeros(shape, dtype=np.int32)
+    for k, p in enumerate(files, start=1):
+        m = read_image(p)
+        if m.ndim != 2:
+            raise DataError(
+                f"{p}: mask has shape {m.shape}; expected a single-channel 0/255 PNG (one nucleus)"
+            )
+        require_same_shape(np.empty(shape, bool), m, image_path, p)
+        # Work inside the nucleus' bounding box: a full-image pass per mask is the slow part.
+        rows, cols = np.flatnonzero(m.max(axis=1)), np.flatnonzero(m.max(axis=0))
+        if rows.size == 0:
+            raise DataError(
+                f"{p}: mask holds no nucleus pixel; expected 255 on exactly one nucleus, 0 elsewhere"
+            )
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        crop = m[box]
+        fg = crop > 0
+        if not (crop[fg] == 255).all():
+            found = sorted({0, *np.unique(crop).tolist()})[:6]
+            raise DataError(
+                f"{p}: mask values {found}; expected 0 (background) / 255 (nucleus)"
+            )
+        target = inst[box]
+        taken = target[fg]
+        if taken.any():
+            other = files[int(taken[taken > 0][0]) - 1]
+            raise DataError(
+                f"{p}: overlaps mask {other.name} ({int((taken > 0).sum())} pixels); expected non-overlapping nucleus masks"
+            )
+        target[fg] = k
+    return inst
 
 
 def bright_background(grey: np.ndarray) -> bool:
@@ -228,38 +244,7 @@ class DSB2018(SegmentationDataModule):
     def _instances_from_masks(
         self, folder: Path, image: np.ndarray, image_path: Path
     ) -> np.ndarray:
-        files = sorted((folder / "masks").glob("*.png"))
-        inst = np.zeros(image.shape[:2], dtype=np.int32)
-        for k, p in enumerate(files, start=1):
-            m = read_image(p)
-            if m.ndim != 2:
-                raise DataError(
-                    f"{p}: mask has shape {m.shape}; expected a single-channel 0/255 PNG (one nucleus)"
-                )
-            require_same_shape(image, m, image_path, p)
-            # Work inside the nucleus' bounding box: a full-image pass per mask is the slow part.
-            rows, cols = np.flatnonzero(m.max(axis=1)), np.flatnonzero(m.max(axis=0))
-            if rows.size == 0:
-                raise DataError(
-                    f"{p}: mask holds no nucleus pixel; expected 255 on exactly one nucleus, 0 elsewhere"
-                )
-            box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-            crop = m[box]
-            fg = crop > 0
-            if not (crop[fg] == 255).all():
-                found = sorted({0, *np.unique(crop).tolist()})[:6]
-                raise DataError(
-                    f"{p}: mask values {found}; expected 0 (background) / 255 (nucleus)"
-                )
-            target = inst[box]
-            taken = target[fg]
-            if taken.any():
-                other = files[int(taken[taken > 0][0]) - 1]
-                raise DataError(
-                    f"{p}: overlaps mask {other.name} ({int((taken > 0).sum())} pixels); expected non-overlapping nucleus masks"
-                )
-            target[fg] = k
-        return inst
+        return instances_from_mask_files(sorted((folder / "masks").glob("*.png")), image.shape[:2], image_path)
 
     def _instances_from_rle(self, image_id: str, image: np.ndarray) -> np.ndarray:
         csv_path = self.dir / "stage1_solution.csv"
