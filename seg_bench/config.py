@@ -47,6 +47,7 @@ class RunConfig:
     foreground_bias: float = 0.0
     num_workers: int | None = None
     labels: str = "manual"  # manual | floodfill | region (weak-label study)
+    weak_label_options: dict[str, Any] = field(default_factory=dict)
     # budget
     max_epochs: int = 20
     max_time_s: float | None = None

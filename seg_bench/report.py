@@ -118,6 +118,9 @@ def render_markdown(dataset: str, rows: list[dict], records: list[dict]) -> str:
         "",
         *provenance_lines(dataset, records),
         "",
+        f"Figures: [ROC]({dataset}/roc.png), [precision-recall]({dataset}/pr.png), "
+        f"[prediction overlays]({dataset}/overlays.png).",
+        "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" for _ in head) + "|",
     ]
@@ -159,4 +162,19 @@ def write_leaderboard(dataset: str, results_dir: Path, out_dir: Path, n_boot: in
         f.write(md)
     with atomic_write(out_dir / f"{dataset}.csv") as f:
         f.write(render_csv(rows))
+    write_figures(dataset, records, Path(results_dir), out_dir / dataset)
     return md
+
+
+def write_figures(dataset: str, records: list[dict], results_dir: Path, fig_dir: Path) -> list[Path]:
+    from seg_bench.figures import plot_curves, plot_overlays
+    from seg_bench.results import record_path
+
+    paths = plot_curves(dataset, records, fig_dir)
+    previews = {
+        r["model"]: record_path(results_dir, dataset, r["model"], r["seed"], r.get("labels", "manual")).with_suffix(".preview.npz")
+        for r in records
+        if r["seed"] == 0 and r.get("labels", "manual") == "manual"
+    }
+    overlay = plot_overlays(dataset, previews, fig_dir / "overlays.png")
+    return paths + ([overlay] if overlay else [])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,6 +194,8 @@ class SegmentationDataModule(L.LightningDataModule):
         samples_per_epoch: int | None = None,
         foreground_bias: float = 0.0,
         seed: int = 0,
+        labels: str = "manual",
+        weak_label_options: dict | None = None,
     ):
         super().__init__()
         self.root = root
@@ -210,6 +213,11 @@ class SegmentationDataModule(L.LightningDataModule):
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
         if not 0.0 <= self.foreground_bias <= 1.0:
             raise UserError(f"--foreground-bias must be in [0, 1], got {self.foreground_bias}")
+        if labels not in ("manual", "floodfill", "region"):
+            raise UserError(f"--labels must be manual, floodfill or region, got '{labels}'")
+        self.labels = labels
+        self.weak_label_options = dict(weak_label_options or {})
+        self.weak_label_quality: dict[str, float] = {}
         self._prepared: dict[str, list[_PreparedSample]] = {}
 
     # --- what a dataset implements -------------------------------------------------------
@@ -226,8 +234,37 @@ class SegmentationDataModule(L.LightningDataModule):
             raw = self.load_split(split)
             if not raw:
                 raise DataError(f"{self.name}: the {split} split is empty")
+            if self.labels != "manual" and split != "test":
+                # The label-source study: train and validate on weak labels made from one
+                # simulated click per object; always test on the manual ground truth.
+                raw = self._with_weak_labels(raw, split)
             self._prepared[split] = [_PreparedSample(s) for s in raw]
         return self._prepared[split]
+
+    def _with_weak_labels(self, samples: list[Sample], split: str) -> list[Sample]:
+        from seg_bench.weak_labels import click_points_from_instances, label_quality, weak_labels
+
+        if self.num_classes != 2:
+            raise UserError(f"weak labels need a binary dataset; {self.name} has {self.num_classes} classes")
+        options = dict(self.weak_label_options)
+        click = {k: options.pop(k) for k in ("mode", "jitter", "drop_fraction") if k in options}
+        out, quality = [], []
+        for i, s in enumerate(samples):
+            truth = s.instances if s.instances is not None else connected_instances(s.mask)
+            points = click_points_from_instances(truth, seed=self.seed * 100_003 + i, **click)
+            image = s.image[..., 0] if s.image.ndim == 3 and s.image.shape[-1] == 1 else s.image
+            kw = dict(options)
+            if self.labels == "floodfill" and "bright_objects" not in kw and len(points):
+                # Polarity from the clicks alone: objects brighter than the image's median?
+                grey = image.mean(-1) if image.ndim == 3 else image
+                kw["bright_objects"] = bool(np.median(grey[points["y"], points["x"]]) > np.median(grey))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # leaks and skipped clicks are expected here
+                labels = weak_labels(image, points[["x", "y"]].to_numpy(), self.labels, image_name=s.id, **kw)
+            quality.append(label_quality(labels, s.mask))
+            out.append(Sample(s.id, s.image, (labels > 0).astype(np.uint8), labels.astype(np.int32), s.meta))
+        self.weak_label_quality[split] = {k: float(np.mean([q[k] for q in quality])) for k in quality[0]}
+        return out
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
@@ -308,6 +345,8 @@ class SegmentationDataModule(L.LightningDataModule):
             "in_channels": self.in_channels,
             "patch_size": self.patch_size,
             "augment": self.augment_name,
+            "labels": self.labels,
+            "weak_label_quality": self.weak_label_quality,
             "splits": {k: [s.id for s in v] for k, v in self._prepared.items()},
             **self.split_info(),
         }
