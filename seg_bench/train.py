@@ -60,6 +60,8 @@ def build_datamodule(cfg: RunConfig) -> SegmentationDataModule:
         samples_per_epoch=cfg.samples_per_epoch,
         foreground_bias=cfg.foreground_bias,
         seed=cfg.seed,
+        labels=cfg.labels,
+        weak_label_options=cfg.weak_label_options,
         **cfg.dataset_options,
     )
 
