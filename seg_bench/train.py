@@ -32,6 +32,7 @@ class TrainResult:
     train_time_s: float
     epochs: int
     best_val: dict[str, float]
+    is_global_zero: bool = True  # under DDP only rank 0 evaluates and writes results
 
 
 def quiet_lightning() -> None:
@@ -171,7 +172,7 @@ def train(
     best_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if ckpt.best_model_score is not None:
         best_val["val/iou"] = float(ckpt.best_model_score)
-    return TrainResult(task, dm, best, timer.seconds, trainer.current_epoch, best_val)
+    return TrainResult(task, dm, best, timer.seconds, trainer.current_epoch, best_val, trainer.is_global_zero)
 
 
 def cpu_threads() -> int:
