@@ -27,4 +27,6 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def _import_builtins() -> None:
-    from seg_bench.models import unet  # noqa: F401
+    # Imported for their @MODELS.register side effects. smp.py defers importing
+    # segmentation_models_pytorch (slow) until an smp- name is used.
+    from seg_bench.models import resunet, segnet, smp, tiramisu, unet  # noqa: F401
