@@ -158,7 +158,7 @@ def cmd_leaderboard(args) -> int:
     from seg_bench.report import write_leaderboard
 
     results = Path(args.results_dir) if args.results_dir else RUNS_DIR / "results"
-    print(write_leaderboard(args.dataset, results, Path(args.leaderboard_dir)))
+    print(write_leaderboard(args.dataset, results, Path(args.leaderboard_dir), by=args.by))
     return 0
 
 
@@ -302,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--results-dir")
     p.add_argument("--leaderboard-dir", default="leaderboards")
+    p.add_argument("--by", choices=["labels"], help="labels: the label-source study's tables")
     p.set_defaults(func=cmd_leaderboard)
     return parser
 

@@ -93,3 +93,22 @@ def test_leaderboard_without_records_says_what_to_run(tmp_path):
         from seg_bench.report import write_leaderboard
 
         write_leaderboard("synthetic", tmp_path / "none", tmp_path / "lb")
+
+
+def test_label_source_study_trains_on_weak_labels_and_tests_on_manual(dirs):
+    for labels in ("manual", "floodfill", "region"):
+        bench("synthetic", models=["toy_fcn"], profile="smoke", overrides={"labels": labels}, **dirs)
+    records = load_records(dirs["results_dir"], "synthetic")
+    assert sorted(r["labels"] for r in records) == ["floodfill", "manual", "region"]
+    for r in records:
+        quality = r["data"]["weak_label_quality"]
+        assert ("train" in quality) == (r["labels"] != "manual")
+        # Test images are always the manual masks: the same ids and truth for every source.
+        assert [im["id"] for im in r["metrics"]["per_image"]] == ["test-0000", "test-0001"]
+    truth_pixels = {sum(sum(im["confmat"][1]) for im in r["metrics"]["per_image"]) for r in records}
+    assert len(truth_pixels) == 1
+    from seg_bench.report import write_leaderboard
+
+    md = write_leaderboard("synthetic", dirs["results_dir"], dirs["leaderboard_dir"], by="labels")
+    assert "kappa (floodfill)" in md and "FNR (region)" in md
+    assert "| floodfill |" in md and "| region |" in md  # weak-label quality rows
