@@ -6,8 +6,9 @@ running the same config into the same directory resumes from ``last.ckpt``.
 
 from __future__ import annotations
 
+import json
 import logging
-import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from seg_bench.checkpoint_io import AtomicCheckpointIO
 from seg_bench.config import RunConfig
 from seg_bench.data import SegmentationDataModule, create_datamodule
+from seg_bench.results import write_json
 from seg_bench.task import SegmentationTask
 
 
@@ -163,6 +165,11 @@ def train(
         task.model = torch.compile(task.model)
     trainer, ckpt, timer = build_trainer(cfg, run_dir, logger, callbacks, progress)
     last = run_dir / "checkpoints" / "last.ckpt"
+    if not resume_matches(cfg, run_dir) and (run_dir / "checkpoints").exists():
+        warnings.warn(f"{run_dir} holds a run with another configuration; starting afresh", stacklevel=2)
+        shutil.rmtree(run_dir / "checkpoints")
+    if trainer.is_global_zero:
+        write_json(run_dir / "config.json", cfg.to_dict())
     resume = last if last.exists() else None
     trainer.fit(task, datamodule=dm, ckpt_path=resume)
     best = Path(ckpt.best_model_path) if ckpt.best_model_path else None
@@ -175,5 +182,11 @@ def train(
     return TrainResult(task, dm, best, timer.seconds, trainer.current_epoch, best_val, trainer.is_global_zero)
 
 
-def cpu_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def resume_matches(cfg: RunConfig, run_dir: Path) -> bool:
+    """A checkpoint in ``run_dir`` may only be resumed by the configuration that wrote it."""
+    try:
+        with open(run_dir / "config.json") as f:
+            return json.load(f) == json.loads(json.dumps(cfg.to_dict()))
+    except (OSError, ValueError):
+        return False
+

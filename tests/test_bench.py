@@ -112,3 +112,18 @@ def test_label_source_study_trains_on_weak_labels_and_tests_on_manual(dirs):
     md = write_leaderboard("synthetic", dirs["results_dir"], dirs["leaderboard_dir"], by="labels")
     assert "kappa (floodfill)" in md and "FNR (region)" in md
     assert "| floodfill |" in md and "| region |" in md  # weak-label quality rows
+
+
+def test_a_changed_config_never_resumes_a_stale_checkpoint(tmp_path):
+    from seg_bench.config import resolve_config
+    from seg_bench.train import resume_matches, train
+
+    cfg = resolve_config("synthetic", "toy_fcn", "smoke", max_epochs=2)
+    train(cfg, tmp_path, progress=False)
+    assert resume_matches(cfg, tmp_path)
+    shorter = resolve_config("synthetic", "toy_fcn", "smoke", max_epochs=1)
+    assert not resume_matches(shorter, tmp_path)
+    # Lightning would refuse to resume an epoch-2 checkpoint with max_epochs=1; we start afresh.
+    with pytest.warns(UserWarning, match="another configuration"):
+        result = train(shorter, tmp_path, progress=False)
+    assert result.epochs == 1

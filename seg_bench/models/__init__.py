@@ -7,6 +7,8 @@ B,classes,H,W for any H and W.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 import torch.nn as nn
@@ -27,6 +29,8 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def _import_builtins() -> None:
-    # Imported for their @MODELS.register side effects. smp.py defers importing
-    # segmentation_models_pytorch (slow) until an smp- name is used.
-    from seg_bench.models import resunet, segnet, smp, tiramisu, unet  # noqa: F401
+    """Import every module of this package for its @MODELS.register side effects, so a new
+    architecture is one new file. smp.py defers importing segmentation_models_pytorch (slow)
+    until an smp- name is used."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
