@@ -64,7 +64,7 @@ class RunConfig:
     tta: bool = False
     postprocess: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
-    logger: str = "csv"
+    logger: str = "auto"  # seg_bench.tracking: W&B (offline without WANDB_API_KEY), CSV if W&B fails
 
     def validate(self) -> RunConfig:
         checks = [
@@ -121,11 +121,14 @@ def _merge(base: dict, extra: dict | None) -> dict:
     return out
 
 
-def benchmark_models(dataset: str) -> list[str]:
+def benchmark_models(dataset: str, profile: str | None = None) -> list[str]:
+    """The models a bench runs by default: the profile's ``bench_models``, else the file's ``models``."""
     from seg_bench.data import DATASETS
 
     DATASETS.get(dataset)
-    return list(load_profile_file(dataset).get("models", ["unet", "resunet", "segnet", "tiramisu"]))
+    spec = load_profile_file(dataset)
+    section = spec.get("profiles", {}).get(profile or default_profile(), {})
+    return list(section.get("bench_models") or spec.get("models", ["unet", "resunet", "segnet", "tiramisu"]))
 
 
 def resolve_config(dataset: str, model: str, profile: str | None = None, **overrides: Any) -> RunConfig:
@@ -139,7 +142,9 @@ def resolve_config(dataset: str, model: str, profile: str | None = None, **overr
     if profile not in PROFILES:
         raise UserError(f"unknown profile '{profile}'. Known: {', '.join(PROFILES)}")
     section = profiles.get(profile, {})
-    values: dict[str, Any] = _merge(spec.get("common", {}), {k: v for k, v in section.items() if k != "models"})
+    values: dict[str, Any] = _merge(
+        spec.get("common", {}), {k: v for k, v in section.items() if k not in ("models", "bench_models")}
+    )
     values = _merge(values, section.get("models", {}).get(model.split("-")[0] if model.startswith("smp-") else model, {}))
     values = _merge(values, {k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in dataclasses.fields(RunConfig)}

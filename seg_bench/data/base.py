@@ -23,8 +23,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from scipy import ndimage as ndi
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from scipy import ndimage as ndi
 from torch.utils.data import DataLoader, Dataset
 
 from seg_bench.errors import DataError, UserError

@@ -63,22 +63,12 @@ class EPFL(SegmentationDataModule):
     def __init__(
         self,
         root=None,
-        patch_size=None,
-        batch_size=4,
-        num_workers=None,
-        augment="d4",
-        augment_params=None,
-        samples_per_epoch=None,
-        foreground_bias=0.0,
-        seed=0,
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         split_seed: int = 0,
+        **kwargs,
     ):
-        super().__init__(
-            root, patch_size, batch_size, num_workers, augment, augment_params,
-            samples_per_epoch, foreground_bias, seed,
-        )  # fmt: skip
+        super().__init__(root=root, **kwargs)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
         self.split_seed = int(split_seed)

@@ -62,21 +62,11 @@ class ISBI2013(SegmentationDataModule):
     def __init__(
         self,
         root=None,
-        patch_size=None,
-        batch_size=4,
-        num_workers=None,
-        augment="d4",
-        augment_params=None,
-        samples_per_epoch=None,
-        foreground_bias=0.0,
-        seed=0,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
+        **kwargs,
     ):
-        super().__init__(
-            root, patch_size, batch_size, num_workers, augment, augment_params,
-            samples_per_epoch, foreground_bias, seed,
-        )  # fmt: skip
+        super().__init__(root=root, **kwargs)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
         self.dir = Path(data_root(self.name, root, "isbi2013"))
