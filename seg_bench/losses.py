@@ -93,7 +93,7 @@ def unet_weight_map(
 def border_weighted_ce(logits: torch.Tensor, batch: dict) -> torch.Tensor:
     inst = batch["instances"].cpu().numpy()
     mask = batch["mask"].cpu().numpy()
-    weight = np.stack([unet_weight_map(i, m) for i, m in zip(inst, mask)])
+    weight = np.stack([unet_weight_map(i, m) for i, m in zip(inst, mask, strict=True)])
     return cross_entropy(logits, batch, torch.from_numpy(weight).to(logits.device))
 
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from conftest import real_data
 from PIL import Image
 from scipy import ndimage as ndi
 
-from conftest import real_data
 from seg_bench.cli import main
 from seg_bench.config import resolve_config
 from seg_bench.errors import UserError

@@ -11,7 +11,7 @@ def test_nuclei_are_deterministic_per_seed():
     a = nuclei_image(np.random.default_rng(3))
     b = nuclei_image(np.random.default_rng(3))
     c = nuclei_image(np.random.default_rng(4))
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not np.array_equal(a[0], c[0])
 
 
