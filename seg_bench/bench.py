@@ -52,16 +52,33 @@ def make_record(cfg: RunConfig, result, evaluation: dict[str, Any]) -> dict[str,
     }
 
 
-def run_one(cfg: RunConfig, results_dir: Path, runs_dir: Path, force: bool = False, logger: Any = False) -> dict:
+def run_one(
+    cfg: RunConfig,
+    results_dir: Path,
+    runs_dir: Path,
+    force: bool = False,
+    logger: Any = None,
+    log_model: bool = False,
+    project: str | None = None,
+) -> dict:
+    """logger: None builds one from ``cfg.logger`` (seg_bench.tracking), False logs nothing."""
+    from seg_bench.tracking import tracked_run
+
     path = record_path(results_dir, cfg.dataset, cfg.model, cfg.seed, cfg.labels)
     run_dir = run_dir_for(runs_dir, cfg)
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
-    result = train(cfg, run_dir, logger=logger, progress=False)
-    evaluation = evaluate(result.task.model, result.datamodule, cfg, keep_predictions=PREVIEWS)
-    save_previews(preview_path(path), evaluation.pop("previews"))
-    record = make_record(cfg, result, evaluation)
-    write_json(path, record)
+    with tracked_run(
+        cfg, run_dir, group=f"bench-{cfg.dataset}-{cfg.profile}", name=f"{cfg.model}-seed{cfg.seed}",
+        tags=[cfg.model, cfg.profile, cfg.dataset], logger=logger, project=project, log_model=log_model,
+    ) as run:  # fmt: skip
+        result = train(cfg, run_dir, logger=run.logger, callbacks=run.callbacks, progress=False)
+        evaluation = evaluate(result.task.model, result.datamodule, cfg, keep_predictions=PREVIEWS)
+        save_previews(preview_path(path), evaluation.pop("previews"))
+        record = make_record(cfg, result, evaluation)
+        write_json(path, record)
+        run.summary({f"test/{k}": v for k, v in evaluation.get("overall", {}).items()} | {"train_time_s": result.train_time_s})
+        run.log_checkpoint(result.best_checkpoint, {"best_val": result.best_val, "seed": cfg.seed})
     return record
 
 
@@ -109,18 +126,29 @@ def bench(
     force: bool = False,
     overrides: dict[str, Any] | None = None,
     trials: int = 0,
+    log_model: bool = False,
+    project: str | None = None,
+    search_options: dict[str, Any] | None = None,
 ) -> list[dict]:
     from seg_bench.models import MODELS, _import_builtins
 
     _import_builtins()
-    models = models or benchmark_models(dataset)
+    models = models or benchmark_models(dataset, profile)
     for m in models:
         if m not in MODELS:
             MODELS.create(m)  # raises the one-line 'unknown model' error
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
     overrides = dict(overrides or {})
-    configs = [resolve_config(dataset, m, profile, seed=s, **overrides) for m in models for s in range(seeds)]
+    tuned: dict[str, dict[str, Any]] = {m: {} for m in models}
+    if trials > 0:  # search every model first (resumable; a finished study runs nothing)
+        from seg_bench.search import describe_best, run_search
+
+        for m in models:
+            found = run_search(dataset, m, trials, profile, overrides=overrides, runs_dir=runs_dir, project=project, **(search_options or {}))
+            console.print(f"search {m}: {describe_best(found)}")
+            tuned[m] = dict(found.best_params or {})
+    configs = [resolve_config(dataset, m, profile, seed=s, **{**overrides, **tuned[m]}) for m in models for s in range(seeds)]
     if torch.cuda.is_available() is False and any(c.profile == "paper" for c in configs):
         console.print("[yellow]warning:[/] the paper profile on a CPU will take a long time")
 
@@ -136,7 +164,7 @@ def bench(
             continue
         t0 = time.perf_counter()
         console.print(f"{label}: training ({cfg.profile} profile, {cfg.max_epochs} epochs)")
-        record = run_one(cfg, results_dir, runs_dir, force=force)
+        record = run_one(cfg, results_dir, runs_dir, force=force, log_model=log_model, project=project)
         durations.append(time.perf_counter() - t0)
         remaining = (len(configs) - i) * (sum(durations) / len(durations))
         m = record["metrics"].get("overall", {})
@@ -150,4 +178,7 @@ def bench(
 
         md = write_leaderboard(dataset, results_dir, leaderboard_dir)
         print(md)
+        from seg_bench.tracking import log_leaderboard
+
+        log_leaderboard(dataset, Path(leaderboard_dir) / f"{dataset}.csv", configs[0].logger, f"bench-{dataset}-{configs[0].profile}", project, Path(runs_dir) / dataset)
     return records

@@ -1,0 +1,223 @@
+"""Optuna search: resumable SQLite studies, failed and interrupted trials, user errors, bench
+integration, DDP inside a trial. Trials use the smoke profile cut to 1 epoch of 8 samples."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from seg_bench import cli, search
+from seg_bench.errors import UserError
+
+FAST = {"max_epochs": 1, "samples_per_epoch": 8, "logger": "none"}
+FAST_ARGS = ["--profile", "smoke", "--epochs", "1", "--set", "samples_per_epoch=8", "--logger", "none"]
+BASE = ["search", "--dataset", "synthetic", "--model", "unet", *FAST_ARGS]
+PASSWORD = "Sup3r-s3cret"
+
+
+def run_cli(argv: list[str], runs: Path) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "RUNS_DIR", runs)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = cli.main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def trials_of(runs: Path, name: str = "synthetic-unet-smoke"):
+    import optuna
+
+    url = search.storage_url(None, runs, name)
+    return sorted(optuna.load_study(study_name=name, storage=url).get_trials(), key=lambda t: t.number)
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """2 trials, then the same command with --trials 3, then once more, then --show."""
+    runs = tmp_path_factory.mktemp("search") / "runs"
+    first = run_cli([*BASE, "--trials", "2"], runs)
+    second = run_cli([*BASE, "--trials", "3"], runs)
+    third = run_cli([*BASE, "--trials", "3"], runs)
+    shown = run_cli([*BASE, "--show"], runs)
+    return SimpleNamespace(runs=runs, first=first, second=second, third=third, shown=shown)
+
+
+def test_rerun_resumes_to_the_target_number_of_trials(resumed):
+    for rc, _, err in (resumed.first, resumed.second, resumed.third):
+        assert rc == 0, err
+    trials = trials_of(resumed.runs)
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    assert len({t.user_attrs["run_dir"] for t in trials}) == 3
+    for t in trials:
+        assert (Path(t.user_attrs["run_dir"]) / "checkpoints" / "best.ckpt").exists()
+        assert Path(t.user_attrs["run_dir"]).name == f"trial_{t.number}"
+    assert "running 1 more" in resumed.second[2]
+    assert "running" not in resumed.third[2]  # a finished study runs nothing
+    best = max(trials, key=lambda t: t.value)
+    out = resumed.second[1]
+    assert f"best: trial {best.number}" in out
+    assert f"optimizer {best.params['optimizer']}" in out and f"lr {best.params['lr']:.3g}" in out
+    assert (resumed.runs / "search" / "synthetic-unet-smoke.db").exists()
+
+
+def test_show_prints_trials_and_importances(resumed):
+    rc, out, err = resumed.shown
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("study 'synthetic-unet-smoke'") and "3 complete, 0 pruned, 0 failed" in lines[0]
+    header = next(line for line in lines if line.startswith("#"))
+    for column in ("state", "val/iou", "duration", "params"):
+        assert column in header
+    rows = [line for line in lines if line[:1].isdigit()]
+    assert len(rows) == 3 and all("COMPLETE" in r and "optimizer=" in r and "lr=" in r for r in rows)
+    importances = next(line for line in lines if line.startswith("parameter importances"))
+    assert "lr" in importances
+
+
+def test_best_params_and_bench_use_the_study(resumed, tmp_path, monkeypatch):
+    """bench --trials reuses the finished study, trains with its best parameters, and logs the
+    seed's run (offline W&B) with its test metrics in the summary."""
+    from seg_bench.bench import bench, run_dir_for
+    from seg_bench.config import resolve_config
+    from seg_bench.tracking import read_offline_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_X_DISABLE_STATS", "true")
+    params = search.best_params("synthetic", "unet", "smoke", runs_dir=resumed.runs)
+    assert set(params) == {"optimizer", "lr"}
+    records = bench(
+        "synthetic", models=["unet"], profile="smoke", seeds=1, results_dir=tmp_path / "results",
+        runs_dir=resumed.runs, leaderboard_dir=None, overrides={**FAST, "logger": "wandb"}, trials=3,
+    )  # fmt: skip
+    assert len(trials_of(resumed.runs)) == 3, "the finished study was reused, not extended"
+    cfg = records[0]["config"]
+    assert (cfg["optimizer"], cfg["lr"]) == (params["optimizer"], params["lr"])
+    run = read_offline_run(run_dir_for(resumed.runs, resolve_config("synthetic", "unet", "smoke", seed=0)))
+    assert run["run"]["group"] == "bench-synthetic-smoke" and run["run"]["name"] == "unet-seed0"
+    assert run["config"]["lr"] == params["lr"]
+    assert run["summary"]["test/iou"] == pytest.approx(records[0]["metrics"]["overall"]["iou"])
+
+
+def test_nan_trial_is_recorded_failed_and_the_study_goes_on(tmp_path):
+    runs = tmp_path / "runs"
+    space = {"optimizer": {"choices": ["sgd"]}, "lr": {"choices": [1e-2, 1e30]}}
+    name = search.default_study_name("synthetic", "unet", "smoke")
+    study = search.open_study(name, search.storage_url(None, runs, name), search.parse_space(space), dataset="synthetic", model="unet")
+    study.enqueue_trial({"optimizer": "sgd", "lr": 1e30})  # diverges to NaN on the second step
+    study.enqueue_trial({"optimizer": "sgd", "lr": 1e-2})
+    messages = []
+    result = search.run_search("synthetic", "unet", 2, "smoke", space=space, overrides=FAST, runs_dir=runs, echo=messages.append)
+    failed, ok = trials_of(runs)
+    assert failed.state.name == "FAIL" and failed.params["lr"] == 1e30
+    assert failed.user_attrs["fail_reason"].startswith("non-finite loss: loss became nan")
+    assert ok.state.name == "COMPLETE" and result.best_number == 1
+    assert any("trial 0: failed: non-finite loss" in m for m in messages)
+
+
+def test_errors_and_ctrl_c_with_a_fake_trainer(tmp_path, monkeypatch):
+    """A trial that raises is FAIL with its reason; Ctrl-C inside fit (which Lightning turns
+    into SystemExit) stops the search with the trial marked interrupted, and the rerun
+    finishes the target without counting it."""
+    calls = []
+
+    def fake_train(cfg, run_dir, logger=False, callbacks=None, progress=True):
+        calls.append(cfg.lr)
+        if len(calls) == 2:
+            raise RuntimeError(f"disk on fire at postgresql://u:{PASSWORD}@h/db")
+        if len(calls) == 3:
+            raise SystemExit(1)  # what Lightning's trainer does after catching KeyboardInterrupt
+        return SimpleNamespace(best_val={"val/iou": 0.1 * len(calls)}, best_checkpoint=None)
+
+    monkeypatch.setattr("seg_bench.train.train", fake_train)
+    runs = tmp_path / "runs"
+    rc, _, err = run_cli([*BASE, "--trials", "4"], runs)
+    assert rc == 130 and "interrupted" in err
+    trials = trials_of(runs)
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "FAIL"]
+    assert trials[1].user_attrs["fail_reason"] == "RuntimeError: disk on fire at postgresql://u:***@h/db"
+    assert trials[2].user_attrs["fail_reason"] == "interrupted"
+    assert PASSWORD not in err
+
+    rc, out, err = run_cli([*BASE, "--trials", "4"], runs)
+    assert rc == 0, err
+    trials = trials_of(runs)
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "FAIL", "COMPLETE", "COMPLETE"]
+    study, _ = search.load("synthetic", "unet", "smoke", runs_dir=runs)
+    assert search.finished_trials(study) == 4
+    assert "best: trial 4" in out
+
+
+def test_user_errors_are_one_line(tmp_path):
+    runs = tmp_path / "runs"
+    port = free_port()
+    cases = [
+        (["--trials", "0"], "--trials must be at least 1"),
+        (["--trials", "-2"], "--trials must be at least 1"),
+        ([], "--trials N is required"),
+        (["--trials", "1", "--storage", "postgresql//nohost/db"], "not a database URL"),
+        (["--trials", "1", "--storage", "nosuchdb://u:x@h/db"], "malformed --storage URL"),
+        (["--trials", "1", "--storage", f"postgresql://bench:{PASSWORD}@127.0.0.1:{port}/optuna"], "cannot open the study storage"),
+        (["--trials", "1", "--space", "optimizer,momentum"], "unknown search parameter(s) momentum"),
+        (["--trials", "1", "--pruner", "asha"], "unknown pruner 'asha'"),
+        (["--show"], "no search for synthetic/unet/smoke yet"),
+    ]
+    for extra, expected in cases:
+        rc, out, err = run_cli([*BASE, *extra], runs)
+        assert rc == 2, (extra, err)
+        assert expected in err, (extra, err)
+        assert len(err.strip().splitlines()) == 1, err
+        assert PASSWORD not in err + out
+    rc, _, err = run_cli([*BASE, "--trials", "1", "--storage", f"postgresql://bench:{PASSWORD}@127.0.0.1:{port}/optuna"], runs)
+    assert "postgresql://bench:***@127.0.0.1" in err
+
+
+def test_a_study_keeps_its_search_space(tmp_path):
+    runs = tmp_path / "runs"
+    name = "synthetic-unet-smoke"
+    search.open_study(name, search.storage_url(None, runs, name), search.parse_space("optimizer,lr"), dataset="synthetic", model="unet")
+    with pytest.raises(UserError, match=r"created with search space \[optimizer,lr\], not \[optimizer,lr,loss\]"):
+        search.run_search("synthetic", "unet", 1, "smoke", space="optimizer,lr,loss", overrides=FAST, runs_dir=runs)
+    with pytest.raises(UserError, match="belongs to model 'unet'"):
+        search.run_search("synthetic", "segnet", 1, "smoke", study_name=name, overrides=FAST, runs_dir=runs)
+    # an explicitly fixed key leaves the space, and then it is a different space too
+    with pytest.raises(UserError, match="not \\[optimizer\\]"):
+        search.run_search("synthetic", "unet", 1, "smoke", overrides={**FAST, "lr": 1e-3}, runs_dir=runs)
+
+
+def test_storage_urls_are_masked_and_normalised(tmp_path):
+    assert search.mask_url(f"postgresql://u:{PASSWORD}@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert search.storage_url("postgres://u:p@h/db", tmp_path, "s") == "postgresql://u:p@h/db"
+    assert search.storage_url(str(tmp_path / "x.db"), tmp_path, "s") == f"sqlite:///{tmp_path / 'x.db'}"
+    assert search.storage_url(None, tmp_path, "s") == f"sqlite:///{(tmp_path / 'search' / 's.db').resolve()}"
+
+
+@pytest.mark.slow
+def test_ddp_spawn_inside_a_trial_prunes_from_the_worker(tmp_path, monkeypatch):
+    """2 CPU processes in one trial: the ranks train with the trial's parameters, rank 0
+    reports val/iou, and a pruning decision taken in the worker reaches the study."""
+    import optuna
+    import torch
+
+    monkeypatch.setattr(search, "build_pruner", lambda kind, epochs: optuna.pruners.ThresholdPruner(lower=2.0))
+    runs = tmp_path / "runs"
+    overrides = {**FAST, "max_epochs": 2, "accelerator": "cpu", "devices": 2, "strategy": "ddp", "precision": "32"}
+    result = search.run_search("synthetic", "unet", 1, "smoke", overrides=overrides, runs_dir=runs)
+    (trial,) = trials_of(runs)
+    assert trial.state.name == "PRUNED", trial.user_attrs.get("fail_reason")
+    assert list(trial.intermediate_values) == [0]  # stopped after the first epoch
+    assert result.counts["PRUNED"] == 1
+    ckpt = torch.load(Path(trial.user_attrs["run_dir"]) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["hyper_parameters"]["lr"] == trial.params["lr"]
+    assert ckpt["hyper_parameters"]["optimizer"] == trial.params["optimizer"]
