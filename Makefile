@@ -16,6 +16,7 @@ DEVICES  ?=
 NUM_NODES ?=
 STRATEGY ?=
 ROOT     ?=
+LEADERBOARDS ?= leaderboards
 ARGS     ?=
 PYTEST_ARGS ?=
 
@@ -23,7 +24,7 @@ bench_opts = --dataset $(DATASET) --seeds $(SEEDS) --trials $(TRIALS) \
 	$(if $(MODELS),--models $(MODELS)) $(if $(PROFILE),--profile $(PROFILE)) \
 	$(if $(LABELS),--labels $(LABELS)) $(if $(DEVICES),--devices $(DEVICES)) \
 	$(if $(NUM_NODES),--num-nodes $(NUM_NODES)) $(if $(STRATEGY),--strategy $(STRATEGY)) \
-	$(if $(ROOT),--root $(ROOT)) $(ARGS)
+	$(if $(ROOT),--root $(ROOT)) --leaderboard-dir $(LEADERBOARDS) $(ARGS)
 
 .PHONY: install bench search test perf lint leaderboard clean
 
@@ -44,7 +45,7 @@ search: $(STAMP)
 		--trials $(or $(filter-out 0,$(TRIALS)),20) $(if $(PROFILE),--profile $(PROFILE)) $(ARGS)
 
 leaderboard: $(STAMP)
-	$(BIN)/seg-bench leaderboard --dataset $(DATASET)
+	$(BIN)/seg-bench leaderboard --dataset $(DATASET) --leaderboard-dir $(LEADERBOARDS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
