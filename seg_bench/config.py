@@ -61,6 +61,7 @@ class RunConfig:
     compile: bool = False
     # evaluation
     overlap: float = 0.25
+    window: int | None = None  # sliding-window tile; None = max(patch, 256): nets are fully convolutional
     tta: bool = False
     postprocess: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -87,6 +88,10 @@ class RunConfig:
         get_loss(self.loss)
         check_optimizer(self.optimizer, self.schedule)
         return self
+
+    def inference_window(self, patch_size: int) -> int:
+        # Tiles larger than the training patch cost fewer seams and less overhead per pixel.
+        return int(self.window or max(patch_size, 256))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

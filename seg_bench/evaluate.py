@@ -80,7 +80,7 @@ def evaluate(
     for sample in dm.samples(split):
         image = torch.from_numpy(np.ascontiguousarray(sample.image.transpose(2, 0, 1)))[None]
         start = time.perf_counter()
-        logits = predict_logits(model, image, window=dm.patch_size, overlap=cfg.overlap, tta=cfg.tta)[0]
+        logits = predict_logits(model, image, window=cfg.inference_window(dm.patch_size), overlap=cfg.overlap, tta=cfg.tta)[0]
         seconds += time.perf_counter() - start
         pixels += sample.mask.size
         prob = probabilities(logits)

@@ -82,7 +82,7 @@ def build_task(cfg: RunConfig, dm: SegmentationDataModule) -> SegmentationTask:
         weight_decay=cfg.weight_decay,
         momentum=cfg.momentum,
         schedule=cfg.schedule,
-        window=dm.patch_size,
+        window=cfg.inference_window(dm.patch_size),
         overlap=cfg.overlap,
         postprocess=cfg.postprocess,
     )
