@@ -1,10 +1,21 @@
 """The protocol: for every model and seed, train, test, and write one result record; then
 rebuild the leaderboard. Finished (model, seed) pairs are skipped, interrupted ones resume
 from their last checkpoint, so running the same command again after a kill finishes the job.
+
+Several benches may share a results folder: each (dataset, model, seed, labels) is run under an
+exclusive lock (``.<record>.lock`` beside its record, ``fcntl.flock``, released by the kernel when
+its holder exits or is killed). A pair another process holds is put off until the free pairs are
+done, then waited for; its record is then normally already there (with ``--force`` it is redone).
+A run whose loss becomes NaN/inf leaves ``<record>.failed.json`` (error, epoch, step) instead of a
+record; bench goes on with the next pair, builds the leaderboard from the records that exist
+(failed pairs are not on it), and then raises a UserError listing the failures (exit code 2).
+Rerunning retries failed pairs; a success removes the ``.failed.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import time
 from pathlib import Path
@@ -18,7 +29,17 @@ from seg_bench import provenance
 from seg_bench.config import RunConfig, benchmark_models, resolve_config
 from seg_bench.errors import UserError
 from seg_bench.evaluate import evaluate
-from seg_bench.results import RECORD_VERSION, atomic_write, read_record, record_path, write_json
+from seg_bench.results import (
+    RECORD_VERSION,
+    atomic_write,
+    failed_path,
+    file_lock,
+    read_record,
+    record_path,
+    remove_stale_temp,
+    write_json,
+)
+from seg_bench.task import NonFiniteLossError
 from seg_bench.train import train
 
 console = Console(stderr=True, highlight=False)
@@ -110,6 +131,50 @@ def existing_record(path: Path) -> dict | None:
         return None  # a foreign or damaged record is redone, not trusted
 
 
+def lock_path(record: Path) -> Path:
+    return record.with_name(f".{record.stem}.lock")
+
+
+def _rank_above_zero() -> bool:
+    """A process that a distributed launch (Lightning, torchrun, SLURM) started as rank > 0: its
+    rank-0 process holds the pair's lock, so taking it here would deadlock."""
+    return any(os.environ.get(v, "0") not in ("", "0") for v in ("LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def pair_lock(record: Path, blocking: bool):
+    if _rank_above_zero():
+        return contextlib.nullcontext(True)
+    return file_lock(lock_path(record), blocking=blocking)
+
+
+def remove_stale_pair_temp(record: Path, run_dir: Path) -> None:
+    """Temporary files of this pair that a killed process left (call with the pair's lock held)."""
+    for name in (record.name, preview_path(record).name, failed_path(record).name):
+        remove_stale_temp(record.parent, f".{name}.*.tmp")
+    remove_stale_temp(run_dir, ".*.tmp")
+    remove_stale_temp(run_dir / "checkpoints", ".*.tmp")
+
+
+def write_failure(path: Path, cfg: RunConfig, error: NonFiniteLossError) -> None:
+    write_json(
+        failed_path(path),
+        {
+            "version": RECORD_VERSION,
+            "status": "failed",
+            "dataset": cfg.dataset,
+            "model": cfg.model,
+            "seed": cfg.seed,
+            "labels": cfg.labels,
+            "profile": cfg.profile,
+            "error": str(error),
+            "epoch": error.epoch,
+            "step": error.step,
+            "config": cfg.to_dict(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+
+
 def _fmt(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     return f"{m}m{s:02d}s"
@@ -152,28 +217,53 @@ def bench(
     if torch.cuda.is_available() is False and any(c.profile == "paper" for c in configs):
         console.print("[yellow]warning:[/] the paper profile on a CPU will take a long time")
 
-    records, durations = [], []
+    done_by_index: dict[int, dict] = {}
+    durations: list[float] = []
+    failures: list[str] = []
     start = time.perf_counter()
-    for i, cfg in enumerate(configs, 1):
-        path = record_path(results_dir, cfg.dataset, cfg.model, cfg.seed, cfg.labels)
-        label = f"[{i}/{len(configs)}] {cfg.model} seed {cfg.seed}"
-        done = None if force else existing_record(path)
-        if done is not None:
-            console.print(f"{label}: already done ({path})")
-            records.append(done)
-            continue
-        t0 = time.perf_counter()
-        console.print(f"{label}: training ({cfg.profile} profile, {cfg.max_epochs} epochs)")
-        record = run_one(cfg, results_dir, runs_dir, force=force, log_model=log_model, project=project)
-        durations.append(time.perf_counter() - t0)
-        remaining = (len(configs) - i) * (sum(durations) / len(durations))
-        m = record["metrics"].get("overall", {})
-        console.print(
-            f"{label}: done in {_fmt(durations[-1])}, IoU {m.get('iou', float('nan')):.3f}; "
-            f"elapsed {_fmt(time.perf_counter() - start)}, about {_fmt(remaining)} left"
-        )
-        records.append(record)
-    if leaderboard_dir is not None:
+    todo = list(enumerate(configs, 1))
+    for wait in (False, True):  # first every pair no other process holds, then wait for the rest
+        later = []
+        for i, cfg in todo:
+            path = record_path(results_dir, cfg.dataset, cfg.model, cfg.seed, cfg.labels)
+            label = f"[{i}/{len(configs)}] {cfg.model} seed {cfg.seed}"
+            if wait:
+                console.print(f"{label}: waiting for the other seg-bench process ({lock_path(path)})")
+            with pair_lock(path, blocking=wait) as held:
+                if not held:
+                    console.print(f"{label}: another seg-bench process is running it; coming back to it later")
+                    later.append((i, cfg))
+                    continue
+                if not _rank_above_zero():  # only the lock holder may delete temporaries
+                    remove_stale_pair_temp(path, run_dir_for(runs_dir, cfg))
+                done = None if force else existing_record(path)
+                if done is not None:
+                    console.print(f"{label}: already done ({path})")
+                    done_by_index[i] = done
+                    continue
+                t0 = time.perf_counter()
+                console.print(f"{label}: training ({cfg.profile} profile, {cfg.max_epochs} epochs)")
+                try:
+                    record = run_one(cfg, results_dir, runs_dir, force=force, log_model=log_model, project=project)
+                except NonFiniteLossError as e:
+                    write_failure(path, cfg, e)
+                    failures.append(f"{cfg.model} seed {cfg.seed} ({e})")
+                    console.print(f"[red]{label}: failed:[/] {e} (noted in {failed_path(path)})")
+                    continue
+                failed_path(path).unlink(missing_ok=True)
+            durations.append(time.perf_counter() - t0)
+            remaining = (len(configs) - i) * (sum(durations) / len(durations))
+            m = record["metrics"].get("overall", {})
+            console.print(
+                f"{label}: done in {_fmt(durations[-1])}, IoU {m.get('iou', float('nan')):.3f}; "
+                f"elapsed {_fmt(time.perf_counter() - start)}, about {_fmt(remaining)} left"
+            )
+            done_by_index[i] = record
+        todo = later
+        if not todo:
+            break
+    records = [done_by_index[i] for i in sorted(done_by_index)]
+    if leaderboard_dir is not None and records:
         from seg_bench.report import write_leaderboard
 
         md = write_leaderboard(dataset, results_dir, leaderboard_dir)
@@ -181,4 +271,9 @@ def bench(
         from seg_bench.tracking import log_leaderboard
 
         log_leaderboard(dataset, Path(leaderboard_dir) / f"{dataset}.csv", configs[0].logger, f"bench-{dataset}-{configs[0].profile}", project, Path(runs_dir) / dataset)
+    if failures:
+        raise UserError(
+            f"{len(failures)} of {len(configs)} runs failed and are not on the leaderboard: {'; '.join(failures)}. "
+            "Each is noted in <record>.failed.json; rerun the same command to retry them"
+        )
     return records

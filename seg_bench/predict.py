@@ -7,8 +7,6 @@ label image); with ``dsb_csv`` also a Kaggle DSB 2018 submission CSV of the inst
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,19 +35,28 @@ def load_checkpoint(path: str | Path):
         raise UserError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - a damaged file makes torch raise almost anything (OSError, KeyError, ...)
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{path} is not a readable seg-bench checkpoint (truncated or foreign? {reason})") from None
-    if not isinstance(ckpt, dict) or "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
+    if (
+        not isinstance(ckpt, dict)
+        or not isinstance(ckpt.get("hyper_parameters"), dict)
+        or not isinstance(ckpt.get("state_dict"), dict)
+    ):
         raise UserError(f"{path} is not a seg-bench checkpoint (no hyper_parameters/state_dict)")
-    task = SegmentationTask(**ckpt["hyper_parameters"])
+    hp = ckpt["hyper_parameters"]
+    try:
+        task = SegmentationTask(**hp)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - damaged hyper-parameters
+        raise UserError(f"{path} holds hyper-parameters that build no model ({type(e).__name__}: {str(e)[:200]})") from None
     try:
         task.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
-        raise UserError(
-            f"{path} does not match the model it names ({ckpt['hyper_parameters'].get('model')}): {first}"
-        ) from None
+    except Exception as e:  # noqa: BLE001 - RuntimeError for a mismatch; damaged entries raise others
+        lines = str(e).splitlines()
+        first = lines[1].strip() if len(lines) > 1 else (lines[0] if lines else type(e).__name__)
+        raise UserError(f"{path} does not match the model it names ({hp.get('model')}): {first}") from None
     return task.eval()
 
 

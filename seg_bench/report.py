@@ -13,7 +13,7 @@ import numpy as np
 
 from seg_bench.evaluate import aggregate
 from seg_bench.provenance import hardware_label
-from seg_bench.results import atomic_write, load_records
+from seg_bench.results import atomic_write, file_lock, load_records, remove_stale_temp
 
 # (record key in metrics.overall, column title); a column appears when any record has it.
 COLUMNS = [
@@ -36,17 +36,29 @@ def bootstrap_ci(
     records: list[dict], key: str, n_boot: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
     """CI of the seed-averaged score, resampling test images (the same draw for every seed)."""
+    return bootstrap_cis(records, [key], n_boot, seed, level)[key]
+
+
+def bootstrap_cis(
+    records: list[dict], keys: list[str], n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, tuple[float, float]]:
+    """``bootstrap_ci`` of several keys from one set of resamples (each resample scored once)."""
     per_seed = [r["metrics"]["per_image"] for r in records]
     n = min(len(p) for p in per_seed)
     if n < 2:
-        return float("nan"), float("nan")
+        return {k: (float("nan"), float("nan")) for k in keys}
     rng = np.random.default_rng(seed)
-    stats = []
+    stats: dict[str, list[float]] = {k: [] for k in keys}
     for _ in range(n_boot):
         idx = rng.integers(0, n, n)
-        stats.append(np.mean([aggregate(p, idx).get(key, np.nan) for p in per_seed]))
-    lo, hi = np.nanpercentile(stats, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
-    return float(lo), float(hi)
+        scores = [aggregate(p, idx) for p in per_seed]
+        for k in keys:
+            stats[k].append(np.mean([s.get(k, np.nan) for s in scores]))
+    out = {}
+    for k in keys:
+        lo, hi = np.nanpercentile(stats[k], [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+        out[k] = (float(lo), float(hi))
+    return out
 
 
 def summarise(records: list[dict], n_boot: int = 1000) -> list[dict[str, Any]]:
@@ -70,7 +82,9 @@ def summarise(records: list[dict], n_boot: int = 1000) -> list[dict[str, Any]]:
                 continue
             row[key] = float(np.mean(values))
             row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-            row[f"{key}_ci"] = bootstrap_ci(recs, key, n_boot)
+        keys = [k for k, _ in COLUMNS if k in row]
+        for key, ci in bootstrap_cis(recs, keys, n_boot).items():
+            row[f"{key}_ci"] = ci
         rows.append(row)
     rows.sort(key=lambda r: -r.get("iou", -1))
     return rows
@@ -192,6 +206,19 @@ def render_label_study(dataset: str, rows: list[dict], records: list[dict]) -> s
 def write_leaderboard(
     dataset: str, results_dir: Path, out_dir: Path, n_boot: int = 1000, by: str | None = None
 ) -> str:
+    """Rebuild the leaderboard from every record on disk now. Writers into one ``out_dir`` take
+    turns (a lock on the folder), so with concurrent benches the last one to finish writes a
+    table with every record; each file is replaced atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(out_dir):
+        for name in (f"{dataset}.md", f"{dataset}.csv", f"{dataset}_labels.md"):
+            remove_stale_temp(out_dir, f".{name}.*.tmp")  # left by a killed writer
+        remove_stale_temp(out_dir / dataset, ".*.tmp")
+        return _write_leaderboard(dataset, results_dir, out_dir, n_boot, by)
+
+
+def _write_leaderboard(dataset: str, results_dir: Path, out_dir: Path, n_boot: int, by: str | None) -> str:
     records = load_records(results_dir, dataset)
     if not records:
         from seg_bench.errors import UserError

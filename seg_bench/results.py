@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -20,22 +21,68 @@ def atomic_write(path: Path, mode: str = "w") -> Iterator[Any]:
     """Write to a temporary file beside ``path``, fsync, then rename over it.
 
     Readers see the old file or the new one, never a half-written one; on any error (a full
-    disk included) the temporary file is removed and the old file stays as it was.
+    disk included) the temporary file is removed and the old file stays as it was. A failed
+    write raises UserError naming the file and the reason (e.g. no space left on device).
+    A process killed mid-write can leave its ``.<name>.*.tmp`` behind: never a result (no
+    reader globs it), removed by ``remove_stale_temp`` under the lock that guards ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)  # reopened by name: some writers (tifffile) need a real file name
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)  # reopened by name: some writers (tifffile) need a real file name
         with open(tmp, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(e, OSError):
+            full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+            hint = "; free space or write elsewhere" if full else ""
+            raise UserError(f"cannot write {path}: {e.strerror or e}{hint} (any previous version is unchanged)") from e
         raise
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
+    """An exclusive advisory lock (``fcntl.flock``) on ``path``, a file (created if needed) or a
+    folder. Yields True once held; with ``blocking=False`` yields False at once when another
+    process holds it. The kernel releases it when the block ends or the process dies, a
+    SIGKILL included, so a killed run never leaves a stale lock. (No locking without fcntl.)"""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield True
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            held = True
+        except BlockingIOError:
+            held = False
+        yield held
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_stale_temp(folder: Path, pattern: str) -> int:
+    """Delete ``atomic_write`` temporaries matching ``pattern`` in ``folder`` that a killed process
+    left; call it only while holding the lock of the files they belong to."""
+    n = 0
+    for p in Path(folder).glob(pattern):
+        if p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                n += 1
+    return n
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -63,13 +110,24 @@ def record_path(results_dir: Path, dataset: str, model: str, seed: int, labels: 
     return Path(results_dir) / dataset / record_name(model, seed, labels)
 
 
+def failed_path(record: Path) -> Path:
+    """Where bench notes a (model, seed) whose training failed (e.g. a non-finite loss)."""
+    return Path(record).with_suffix(".failed.json")
+
+
 def read_record(path: Path) -> dict[str, Any]:
     try:
         with open(path) as f:
             record = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise UserError(f"result record {path} is unreadable ({e}); delete it and rerun that model") from e
-    if not isinstance(record, dict) or record.get("version") != RECORD_VERSION or "metrics" not in record:
+    if (
+        not isinstance(record, dict)
+        or record.get("version") != RECORD_VERSION
+        or not isinstance(record.get("metrics"), dict)
+        or not isinstance(record.get("model"), str)
+        or not isinstance(record.get("seed"), int)
+    ):
         raise UserError(f"result record {path} is not a seg-bench v{RECORD_VERSION} record; delete it and rerun")
     return record
 
@@ -78,4 +136,4 @@ def load_records(results_dir: Path, dataset: str) -> list[dict[str, Any]]:
     folder = Path(results_dir) / dataset
     if not folder.is_dir():
         return []
-    return [read_record(p) for p in sorted(folder.glob("*.json"))]
+    return [read_record(p) for p in sorted(folder.glob("*.json")) if not p.name.endswith(".failed.json")]

@@ -177,13 +177,15 @@ def _parse(rle: str, where: str) -> tuple[np.ndarray, np.ndarray]:
         )
     values = []
     for pos, tok in enumerate(tokens):
+        kind = "start" if pos % 2 == 0 else "length"
         try:
             values.append(int(tok))
         except ValueError:
-            kind = "start" if pos % 2 == 0 else "length"
             raise UserError(
                 f"{where}: {kind} of pair {pos // 2 + 1} is {tok!r}, not an integer"
             ) from None
+        if abs(values[-1]) >= 2**62:  # no image has that many pixels (and int64 would overflow)
+            raise UserError(f"{where}: {kind} of pair {pos // 2 + 1} is {tok[:30]!r}, far too large")
     arr = np.asarray(values, dtype=np.int64).reshape(-1, 2)
     starts, lengths = arr[:, 0], arr[:, 1]
     for k in range(arr.shape[0]):
@@ -237,6 +239,13 @@ def read_rle_csv(path: str | os.PathLike) -> dict[str, list[str]]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError(f"RLE CSV not found: {path}")
+    try:
+        return _read_rle_rows(path)
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: not a readable CSV ({str(exc)[:200]}); expected UTF-8 text with ImageId,EncodedPixels") from None
+
+
+def _read_rle_rows(path: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)

@@ -25,6 +25,10 @@ from seg_bench.optim import build_optimizer
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; training on would only produce garbage."""
 
+    def __init__(self, message: str, epoch: int | None = None, step: int | None = None):
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
+
 
 def classes_from_logits(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     if logits.shape[1] == 1:
@@ -69,7 +73,9 @@ class SegmentationTask(L.LightningModule):
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
-                "lower the learning rate or check the data"
+                "lower the learning rate or check the data",
+                epoch=self.current_epoch,
+                step=self.global_step,
             )
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
         return loss

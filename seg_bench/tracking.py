@@ -173,8 +173,22 @@ def _wandb_logger(run_dir: Path, project, group, name, tags, config, job_type=No
         allow_val_change=True,
     )
     logger._wandb_init.pop("anonymous", None)  # deprecated in W&B; passing None still warns
-    _ = logger.experiment  # start now, so a failure surfaces here and not in the middle of fit
+    with _redacted_argv():
+        _ = logger.experiment  # start now, so a failure surfaces here and not in the middle of fit
     return logger
+
+
+@contextlib.contextmanager
+def _redacted_argv() -> Iterator[None]:
+    """W&B stores the command line (sys.argv) in each run's metadata, e.g. a --storage URL with
+    its password: let it see a redacted copy while the run starts, and only then (Lightning's
+    DDP launcher starts the other processes with the real sys.argv)."""
+    saved = sys.argv
+    sys.argv = [redact_text(a) for a in saved]
+    try:
+        yield
+    finally:
+        sys.argv = saved
 
 
 def build_logger(
