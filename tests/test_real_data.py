@@ -4,8 +4,8 @@ import os
 import subprocess
 
 import pytest
-
 from conftest import REPO, real_data
+
 from seg_bench.bench import bench
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
