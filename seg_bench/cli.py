@@ -103,6 +103,8 @@ def cmd_train(args) -> int:
         tags=[cfg.model, cfg.profile, cfg.dataset], project=args.project, log_model=args.log_model,
     ) as run:  # fmt: skip
         result = train(cfg, run_dir, logger=run.logger, callbacks=run.callbacks)
+        if not result.is_global_zero:  # under DDP only rank 0 tests and reports
+            return 0
         scores = evaluate(result.task.model, result.datamodule, cfg)["overall"]
         run.summary({f"test/{k}": v for k, v in scores.items()})
         run.log_checkpoint(result.best_checkpoint, {"best_val": result.best_val})
