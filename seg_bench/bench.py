@@ -40,7 +40,7 @@ from seg_bench.results import (
     write_json,
 )
 from seg_bench.task import NonFiniteLossError
-from seg_bench.train import train
+from seg_bench.train import resolve_precision, train
 
 console = Console(stderr=True, highlight=False)
 
@@ -66,6 +66,7 @@ def make_record(cfg: RunConfig, result, evaluation: dict[str, Any]) -> dict[str,
         "epochs": result.epochs,
         "best_val": result.best_val,
         "hardware": provenance.hardware(),
+        "precision": resolve_precision(cfg.precision, cfg.accelerator),
         "versions": provenance.versions(),
         "commit": provenance.git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

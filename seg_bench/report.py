@@ -99,12 +99,14 @@ def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
     counts = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
     profiles = sorted({r["profile"] for r in records})
     cfg = first["config"]
+    precisions = sorted({r.get("precision", "?") for r in records})
     return [
         f"- **Data**: `{dataset}` from `{data.get('root') or 'generated'}`; images per split: {counts}; "
         f"split: {data.get('split', 'see record')}",
         f"- **Budget**: profile {', '.join(profiles)}; {cfg['max_epochs']} epochs of "
         f"{cfg.get('samples_per_epoch') or 'one pass of'} patches of {data.get('patch_size')} px, "
-        f"batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']}, loss {cfg['loss']}",
+        f"batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']}, loss {cfg['loss']}, "
+        f"precision {', '.join(precisions)}",
         f"- **Hardware**: {'; '.join(hardware)}",
         f"- **Code**: commit {', '.join(commits)}",
         f"- **Reproduce**: `make bench DATASET={dataset} PROFILE={profiles[0]} SEEDS={max(r['seed'] for r in records) + 1}`",

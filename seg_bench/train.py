@@ -44,11 +44,29 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
 
 
+def cpu_has_fast_bf16() -> bool:
+    """True where oneDNN runs bf16 convolutions on AMX tiles.
+
+    Without AMX, bf16 autocast on the CPU is no gain: 0.8-1.0x of float32 on an AVX-512 Xeon,
+    and 20-100x slower on an AVX2-only EPYC, where oneDNN has no bf16 kernels at all
+    (benchmarks/bench_precision.py measures it on any machine).
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "amx_bf16" in flags
+
+
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
+    """``auto``: 16-bit mixed precision on GPUs; bf16 on CPUs with AMX; float32 elsewhere."""
     if precision != "auto":
         return precision
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return "16-mixed" if on_gpu else "bf16-mixed"
+    if on_gpu:
+        return "16-mixed"
+    return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
 
 
 def build_datamodule(cfg: RunConfig) -> SegmentationDataModule:

@@ -36,7 +36,9 @@ def test_registered_toy_model_is_trained_benched_and_ranked(dirs):
     assert -1.0 <= overall["kappa"] <= 1.0
     assert len(rec["metrics"]["per_image"]) == 2  # the smoke test split
     assert rec["hardware"]["cores"] >= 1 and rec["commit"]
+    assert rec["precision"] in ("32-true", "bf16-mixed", "16-mixed")
     md = (dirs["leaderboard_dir"] / "synthetic.md").read_text()
+    assert f"precision {rec['precision']}" in md
     assert "| toy_fcn |" in md and "PROFILE=smoke SEEDS=2" in md
     rows = list(csv.DictReader(open(dirs["leaderboard_dir"] / "synthetic.csv")))
     assert rows[0]["model"] == "toy_fcn" and rows[0]["seeds"] == "2"
@@ -127,3 +129,24 @@ def test_a_changed_config_never_resumes_a_stale_checkpoint(tmp_path):
     with pytest.warns(UserWarning, match="another configuration"):
         result = train(shorter, tmp_path, progress=False)
     assert result.epochs == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "cuda", "expected"),
+    [("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", False, "bf16-mixed"),
+     ("fpu avx2 avx512f avx512_bf16", False, "32-true"),  # bf16 without AMX: no faster than fp32
+     ("fpu avx2", False, "32-true"),  # no bf16 kernels: 15x slower than fp32 on an AVX2 EPYC
+     ("fpu avx2", True, "16-mixed")],
+)  # fmt: skip
+def test_auto_precision_uses_bf16_only_where_the_cpu_has_amx(flags, cuda, expected, tmp_path, monkeypatch):
+    import builtins
+
+    import seg_bench.train as train_mod
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: real_open(cpuinfo if f == "/proc/cpuinfo" else f, *a, **k))
+    monkeypatch.setattr(train_mod.torch.cuda, "is_available", lambda: cuda)
+    assert train_mod.resolve_precision("auto") == expected
+    assert train_mod.resolve_precision("32-true") == "32-true"  # an explicit choice is kept
