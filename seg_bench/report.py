@@ -81,7 +81,8 @@ def summarise(records: list[dict], n_boot: int = 1000) -> list[dict[str, Any]]:
             if not values:
                 continue
             row[key] = float(np.mean(values))
-            row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            # One seed says nothing about the spread over seeds: NaN, shown as no "± std" at all.
+            row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
         keys = [k for k, _ in COLUMNS if k in row]
         for key, ci in bootstrap_cis(recs, keys, n_boot).items():
             row[f"{key}_ci"] = ci
@@ -118,7 +119,8 @@ def _cell(row: dict, key: str) -> str:
         return "–"
     lo, hi = row[f"{key}_ci"]
     ci = "" if np.isnan(lo) else f" [{lo:.3f}, {hi:.3f}]"
-    return f"{row[key]:.3f} ± {row[f'{key}_std']:.3f}{ci}"
+    std = row[f"{key}_std"]
+    return f"{row[key]:.3f}{'' if np.isnan(std) else f' ± {std:.3f}'}{ci}"
 
 
 def render_markdown(dataset: str, rows: list[dict], records: list[dict]) -> str:
@@ -226,22 +228,23 @@ def _write_leaderboard(dataset: str, results_dir: Path, out_dir: Path, n_boot: i
         from seg_bench.errors import UserError
 
         raise UserError(f"no result records for '{dataset}' in {results_dir}; run `seg-bench bench --dataset {dataset}` first")
-    rows = summarise(records, n_boot)
     out_dir = Path(out_dir)
-    if by == "labels":
-        md = render_label_study(dataset, rows, records)
+    study = None
+    if len({r.get("labels", "manual") for r in records}) > 1:
+        study = render_label_study(dataset, summarise(records, n_boot), records)
         with atomic_write(out_dir / f"{dataset}_labels.md") as f:
-            f.write(md)
-        return md
+            f.write(study)
+    if by == "labels":
+        return study or render_label_study(dataset, summarise(records, n_boot), records)
+    # The leaderboard ranks models trained on the manual masks; weak-label runs have their study.
+    records = [r for r in records if r.get("labels", "manual") == "manual"] or records
+    rows = summarise(records, n_boot)
     md = render_markdown(dataset, rows, records)
     with atomic_write(out_dir / f"{dataset}.md") as f:
         f.write(md)
     with atomic_write(out_dir / f"{dataset}.csv") as f:
         f.write(render_csv(rows))
     write_figures(dataset, records, Path(results_dir), out_dir / dataset)
-    if len({r["labels"] for r in rows}) > 1:
-        with atomic_write(out_dir / f"{dataset}_labels.md") as f:
-            f.write(render_label_study(dataset, rows, records))
     return md
 
 

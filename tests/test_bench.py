@@ -114,6 +114,9 @@ def test_label_source_study_trains_on_weak_labels_and_tests_on_manual(dirs):
     md = write_leaderboard("synthetic", dirs["results_dir"], dirs["leaderboard_dir"], by="labels")
     assert "kappa (floodfill)" in md and "FNR (region)" in md
     assert "| floodfill |" in md and "| region |" in md  # weak-label quality rows
+    board = (dirs["leaderboard_dir"] / "synthetic.md").read_text()  # written by the last bench
+    assert "| toy_fcn |" in board and "floodfill" not in board  # the leaderboard ranks manual-mask runs
+    assert (dirs["leaderboard_dir"] / "synthetic_labels.md").read_text() == md
 
 
 def test_a_changed_config_never_resumes_a_stale_checkpoint(tmp_path):

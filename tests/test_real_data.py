@@ -38,7 +38,7 @@ def test_make_bench_isbi2012_smoke(tmp_path):
     root = real_data("isbi2012")
     env = {**os.environ, "SEG_BENCH_RUNS": str(tmp_path / "runs")}
     done = subprocess.run(
-        ["make", "-s", "bench", "DATASET=isbi2012", "PROFILE=smoke", "MODELS=unet,segnet", f"ROOT={root}",
+        ["make", "-s", "bench", "DATASET=isbi2012", "PROFILE=smoke", "SEEDS=1", "MODELS=unet,segnet", f"ROOT={root}",
          f"LEADERBOARDS={tmp_path / 'lb'}", "ARGS=--logger none"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip

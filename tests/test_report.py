@@ -1,0 +1,82 @@
+"""Leaderboard statistics: seed mean/std, bootstrap intervals over test images, Markdown and CSV."""
+
+import csv
+import io
+
+import numpy as np
+import pytest
+
+from seg_bench.evaluate import aggregate, image_record
+from seg_bench.postprocess import PostprocessConfig
+from seg_bench.report import bootstrap_ci, render_csv, render_markdown, summarise
+
+
+def per_image_stats(rng, n_images, noise):
+    out = []
+    for i in range(n_images):
+        truth = (rng.random((32, 32)) < 0.3).astype(np.uint8)
+        prob = np.clip(truth * 0.8 + rng.normal(0.1, noise, truth.shape), 0, 1)
+        rec, _ = image_record(prob, truth, truth, None, PostprocessConfig.from_dict({"threshold": 0.5}))
+        out.append({"id": f"img{i}", **rec})
+    return out
+
+
+def record(model, seed, per_image):
+    return {
+        "model": model, "seed": seed, "labels": "manual", "profile": "cpu", "params": 1000, "train_time_s": 10.0 + seed,
+        "precision": "32-true", "hardware": {"cpu": "test", "cores": 2, "gpu": None}, "commit": "abc",
+        "config": {"max_epochs": 1, "samples_per_epoch": 8, "batch_size": 2, "optimizer": "adam", "lr": 0.001, "loss": "bce"},
+        "data": {"splits": {"test": [p["id"] for p in per_image]}, "patch_size": 32},
+        "metrics": {"overall": aggregate(per_image), "per_image": per_image, "inference_mpix_per_s": 1.0},
+    }  # fmt: skip
+
+
+@pytest.fixture
+def records():
+    rng = np.random.default_rng(0)
+    good = [record("good", s, per_image_stats(rng, 6, 0.15)) for s in range(3)]
+    poor = [record("poor", 0, per_image_stats(rng, 6, 0.4))]
+    return good + poor
+
+
+def test_seed_mean_and_sample_std_and_ranking(records):
+    rows = summarise(records, n_boot=50)
+    assert [r["model"] for r in rows] == ["good", "poor"]  # ranked by IoU
+    ious = [r["metrics"]["overall"]["iou"] for r in records[:3]]
+    assert rows[0]["iou"] == pytest.approx(np.mean(ious))
+    assert rows[0]["iou_std"] == pytest.approx(np.std(ious, ddof=1))
+    assert rows[0]["seeds"] == 3 and rows[0]["train_time_s"] == pytest.approx(11.0)
+    assert np.isnan(rows[1]["iou_std"])  # one seed has no spread to report
+
+
+def test_pooled_iou_interval_lies_between_the_worst_and_best_image(records):
+    # Pooled IoU is a mediant of the per-image ratios, so any resample lies within their range.
+    one = records[3]
+    per = [aggregate([p])["iou"] for p in one["metrics"]["per_image"]]
+    lo, hi = bootstrap_ci([one], "iou", n_boot=200)
+    assert min(per) <= lo <= one["metrics"]["overall"]["iou"] <= hi <= max(per)
+    assert lo < hi
+
+
+def test_identical_images_collapse_the_interval():
+    rng = np.random.default_rng(1)
+    [img] = per_image_stats(rng, 1, 0.2)
+    rec = record("m", 0, [dict(img, id=f"i{k}") for k in range(5)])
+    lo, hi = bootstrap_ci([rec], "dice", n_boot=100)
+    assert lo == pytest.approx(hi) == pytest.approx(rec["metrics"]["overall"]["dice"])
+
+
+def test_markdown_shows_std_only_with_several_seeds_and_csv_round_trips(records):
+    rows = summarise(records, n_boot=50)
+    md = render_markdown("toy", rows, records)
+    good = next(line for line in md.splitlines() if line.startswith("| good |"))
+    poor = next(line for line in md.splitlines() if line.startswith("| poor |"))
+    assert f"{rows[0]['iou']:.3f} ± {rows[0]['iou_std']:.3f}" in good
+    assert "±" not in poor and f"{rows[1]['iou']:.3f} [" in poor
+    assert "precision 32-true" in md and "SEEDS=3" in md
+    parsed = list(csv.DictReader(io.StringIO(render_csv(rows))))
+    assert [p["model"] for p in parsed] == ["good", "poor"]
+    for p, r in zip(parsed, rows, strict=True):
+        for key in ("iou", "kappa", "auroc", "fnr"):
+            assert float(p[key]) == pytest.approx(r[key])
+            assert (float(p[f"{key}_ci_low"]), float(p[f"{key}_ci_high"])) == pytest.approx(r[f"{key}_ci"])
