@@ -29,6 +29,7 @@ def test_smoke_bench_on_real_sample(dataset, tmp_path):
     overall = record["metrics"]["overall"]
     for key in ["iou", "dice", "kappa", "auroc", "fnr", "fpr", *extra]:
         assert key in overall and overall[key] == overall[key], key  # present and not NaN
+    assert record["data"]["root"] == str(root)  # the leaderboard names the folder it read
     split = record["data"]["splits"]
     assert not set(split["train"]) & set(split["test"])  # no leakage between splits
     assert (tmp_path / "lb" / f"{dataset}.md").read_text().count("| unet |") == 1
@@ -46,3 +47,11 @@ def test_make_bench_isbi2012_smoke(tmp_path):
     board = (tmp_path / "lb" / "isbi2012.md").read_text()
     assert "| unet |" in board and "| segnet |" in board and "V_rand" in board
     assert len(list((tmp_path / "runs" / "results" / "isbi2012").glob("*.json"))) == 2
+
+
+def test_description_names_the_folder_found_through_seg_bench_data(monkeypatch):
+    root = real_data("isbi2012")
+    monkeypatch.setenv("SEG_BENCH_DATA", str(root.parent))
+    from seg_bench.data import create_datamodule
+
+    assert create_datamodule("isbi2012", patch_size=64).describe()["root"] == str(root)

@@ -340,7 +340,8 @@ class SegmentationDataModule(L.LightningDataModule):
     def describe(self) -> dict[str, Any]:
         return {
             "dataset": self.name,
-            "root": None if self.root is None else os.fspath(self.root),
+            # Where the files were read from: --root, else the resolved $SEG_BENCH_DATA folder.
+            "root": None if (where := getattr(self, "dir", None) or self.root) is None else os.fspath(where),
             "num_classes": self.num_classes,
             "in_channels": self.in_channels,
             "patch_size": self.patch_size,
