@@ -229,17 +229,6 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -249,7 +238,9 @@ def machine_info() -> dict[str, Any]:
     import numpy
     import torch
 
-    flags = _cpu_flags()
+    from seg_bench.provenance import cpu_flags
+
+    flags = cpu_flags()
     gpu = None
     if torch.cuda.is_available():
         gpu = f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"

@@ -51,12 +51,9 @@ def cpu_has_fast_bf16() -> bool:
     and 20-100x slower on an AVX2-only EPYC, where oneDNN has no bf16 kernels at all
     (benchmarks/bench_precision.py measures it on any machine).
     """
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "amx_bf16" in flags
+    from seg_bench.provenance import cpu_flags
+
+    return "amx_bf16" in cpu_flags()
 
 
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
