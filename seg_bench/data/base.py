@@ -18,6 +18,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -182,6 +183,8 @@ class SegmentationDataModule(L.LightningDataModule):
     # Which instance-level metric applies: "dsb" (nuclei mAP), "em" (Rand/VI), or None.
     instance_metric: str | None = None
     default_patch_size = 256
+    # Folder under $SEG_BENCH_DATA read when no --root is given; None for generated datasets.
+    subdir: str | None = None
 
     def __init__(
         self,
@@ -199,6 +202,9 @@ class SegmentationDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.root = root
+        # Resolved once here so every loader, error message and result record names the
+        # same folder, whether it came from --root or from $SEG_BENCH_DATA.
+        self.dir = Path(data_root(self.name, root, self.subdir)) if self.subdir else None
         self.patch_size = int(patch_size or self.default_patch_size)
         self.batch_size = int(batch_size)
         self.num_workers = default_num_workers() if num_workers is None else int(num_workers)
@@ -340,8 +346,7 @@ class SegmentationDataModule(L.LightningDataModule):
     def describe(self) -> dict[str, Any]:
         return {
             "dataset": self.name,
-            # Where the files were read from: --root, else the resolved $SEG_BENCH_DATA folder.
-            "root": None if (where := getattr(self, "dir", None) or self.root) is None else os.fspath(where),
+            "root": None if self.dir is None else os.fspath(self.dir),
             "num_classes": self.num_classes,
             "in_channels": self.in_channels,
             "patch_size": self.patch_size,

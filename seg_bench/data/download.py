@@ -48,7 +48,6 @@ class Remote:
 
 @dataclass(frozen=True)
 class Source:
-    subdir: str  # default folder under $SEG_BENCH_DATA
     remotes: tuple[Remote, ...]
     expected: tuple[str, ...]  # present after a successful download (relative paths)
     manual: str  # what to place where by hand; "{dest}" is filled in
@@ -288,7 +287,6 @@ NCMIR_VALIDATION = tuple(
 
 SOURCES: dict[str, Source] = {
     "dsb2018": Source(
-        subdir="dsb2018",
         remotes=(
             Remote(f"{BBBC038}/stage1_train.zip", "stage1_train.zip", None, done="stage1_train"),
             Remote(f"{BBBC038}/stage1_test.zip", "stage1_test.zip", None, done="stage1_test"),
@@ -303,7 +301,6 @@ SOURCES: dict[str, Source] = {
         finish=_finish_dsb2018,
     ),
     "isbi2012": Source(
-        subdir="isbi2012",
         remotes=(
             Remote(
                 "https://oc.embl.de/index.php/s/h0TkwqxU0PJDdMd/download",
@@ -319,7 +316,6 @@ SOURCES: dict[str, Source] = {
         finish=_finish_isbi2012,
     ),
     "isbi2013": Source(
-        subdir="isbi2013",
         remotes=(
             Remote(
                 "https://oc.embl.de/index.php/s/43iMotlXPyAB39z/download",
@@ -340,7 +336,6 @@ SOURCES: dict[str, Source] = {
         finish=_finish_isbi2013,
     ),
     "epfl": Source(
-        subdir="epfl_mito",
         remotes=tuple(
             Remote(f"{EPFL_URL}/{n}", n, None)
             for n in (
@@ -362,7 +357,6 @@ SOURCES: dict[str, Source] = {
         ),
     ),
     "ncmir": Source(
-        subdir="ncmir_mito",
         remotes=tuple(Remote(f"{CDEEP3M}/{p}", p, h) for p, h in NCMIR_SHA256.items())
         + tuple(Remote(f"{CDEEP3M}/{p}", p, None) for p in NCMIR_VALIDATION),
         expected=tuple(NCMIR_SHA256) + NCMIR_VALIDATION,
@@ -417,8 +411,10 @@ def download(name: str, root: str | Path | None = None, force: bool = False) -> 
         raise UserError(
             f"no download for dataset '{name}'. Downloadable: {', '.join(sorted(SOURCES))}"
         )
+    from seg_bench.data import DATASETS  # the DataModule owns its default folder
+
     src = SOURCES[name]
-    dest = Path(data_root(name, root, src.subdir))
+    dest = Path(data_root(name, root, DATASETS.get(name).subdir))
     if not force and all((dest / p).exists() for p in src.expected):
         log.info("%s: already complete in %s", name, dest)
         return dest

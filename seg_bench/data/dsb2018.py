@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from seg_bench.data.base import DATASETS, Sample, SegmentationDataModule, data_root, seeded_split
+from seg_bench.data.base import DATASETS, Sample, SegmentationDataModule, seeded_split
 from seg_bench.data.io import read_image, require_dir, require_same_shape
 from seg_bench.errors import DataError
 from seg_bench.rle import rle_decode as _rle_decode
@@ -76,6 +76,7 @@ class DSB2018(SegmentationDataModule):
     """DSB 2018 stage 1 nuclei; instance masks from one PNG per nucleus."""
 
     name = "dsb2018"
+    subdir = "dsb2018"  # default folder under $SEG_BENCH_DATA
     num_classes = 2
     in_channels = 3
     positive_class = "nucleus"
@@ -99,7 +100,6 @@ class DSB2018(SegmentationDataModule):
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
         self.split_seed = int(split_seed)
-        self.dir = Path(data_root(self.name, root, "dsb2018"))
         self._layout: dict[str, list[tuple[str, Path]]] | None = None
         self._solution: dict[str, list[tuple[int, str, tuple[int, int] | None]]] = {}
         self._cache: dict[str, Sample] = {}

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from seg_bench.data.base import DATASETS, Sample, SegmentationDataModule, data_root, seeded_split
+from seg_bench.data.base import DATASETS, Sample, SegmentationDataModule, seeded_split
 from seg_bench.data.io import read_stack, require_file, require_values
 from seg_bench.data.isbi2012 import require_same_stack_shape
 from seg_bench.errors import DataError
@@ -54,6 +54,7 @@ class EPFL(SegmentationDataModule):
     """EPFL mitochondria: official testing stack as test, seeded validation slices."""
 
     name = "epfl"
+    subdir = "epfl_mito"  # default folder under $SEG_BENCH_DATA
     num_classes = 2
     in_channels = 1
     positive_class = "mitochondrion"
@@ -72,7 +73,6 @@ class EPFL(SegmentationDataModule):
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
         self.split_seed = int(split_seed)
-        self.dir = Path(data_root(self.name, root, "epfl_mito"))
         self._samples: dict[str, list[Sample]] | None = None
         self._official = False
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from seg_bench.data.base import DATASETS, Sample, SegmentationDataModule, data_root, seeded_split
+from seg_bench.data.base import DATASETS, Sample, SegmentationDataModule, seeded_split
 from seg_bench.data.io import IMAGE_SUFFIXES, read_image, require_dir, require_same_shape
 from seg_bench.errors import DataError, UserError
 
@@ -43,6 +43,7 @@ class FolderDataset(SegmentationDataModule):
     """images/ + masks/ [+ instances/] with matching stems; nonzero mask = foreground by default."""
 
     name = "folder"
+    subdir = "folder"  # default folder under $SEG_BENCH_DATA
     num_classes = 2
     positive_class = "foreground"
     instance_metric = None
@@ -68,7 +69,6 @@ class FolderDataset(SegmentationDataModule):
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
         self.split_seed = int(split_seed)
-        self.dir = Path(data_root(self.name, root, "folder"))
         self._layout: dict[str, list[str]] | None = None
         self._files: dict[str, dict[str, Path]] = {}
         self._cache: dict[str, Sample] = {}

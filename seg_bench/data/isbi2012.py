@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from seg_bench.data.base import DATASETS, Sample, SegmentationDataModule, data_root
+from seg_bench.data.base import DATASETS, Sample, SegmentationDataModule
 from seg_bench.data.io import contiguous_split, read_stack, require_file, require_values
 from seg_bench.errors import DataError
 
@@ -43,6 +43,7 @@ class ISBI2012(SegmentationDataModule):
     """ISBI 2012 membranes: binary membrane mask, cells between membranes as instances."""
 
     name = "isbi2012"
+    subdir = "isbi2012"  # default folder under $SEG_BENCH_DATA
     num_classes = 2
     in_channels = 1
     positive_class = "membrane"
@@ -59,7 +60,6 @@ class ISBI2012(SegmentationDataModule):
         super().__init__(root=root, **kwargs)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
-        self.dir = Path(data_root(self.name, root, "isbi2012"))
         self._samples: dict[str, list[Sample]] | None = None
         self._blocks: dict[str, list[int]] = {}
 

@@ -11,12 +11,11 @@ Splits: contiguous slice blocks, as for ISBI 2012 (last 20% test, the 10% before
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from seg_bench.data.base import DATASETS, Sample, SegmentationDataModule, data_root
+from seg_bench.data.base import DATASETS, Sample, SegmentationDataModule
 from seg_bench.data.io import contiguous_split, read_stack, require_file
 from seg_bench.data.isbi2012 import require_same_stack_shape
 from seg_bench.errors import DataError
@@ -53,6 +52,7 @@ class ISBI2013(SegmentationDataModule):
     """SNEMI3D: boundary mask derived from neuron ids; the ids are the instances."""
 
     name = "isbi2013"
+    subdir = "isbi2013"  # default folder under $SEG_BENCH_DATA
     num_classes = 2
     in_channels = 1
     positive_class = "boundary"
@@ -69,7 +69,6 @@ class ISBI2013(SegmentationDataModule):
         super().__init__(root=root, **kwargs)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
-        self.dir = Path(data_root(self.name, root, "isbi2013"))
         self._samples: dict[str, list[Sample]] | None = None
         self._blocks: dict[str, list[int]] = {}
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from seg_bench.data.base import DATASETS, Sample, SegmentationDataModule, data_root, seeded_split
+from seg_bench.data.base import DATASETS, Sample, SegmentationDataModule, seeded_split
 from seg_bench.data.io import read_image, require_dir, require_same_shape, require_values
 from seg_bench.errors import DataError
 
@@ -75,6 +75,7 @@ class NCMIR(SegmentationDataModule):
     """NCMIR mitochondria from palette-PNG labels (index 1 = mitochondrion)."""
 
     name = "ncmir"
+    subdir = "ncmir_mito"  # default folder under $SEG_BENCH_DATA
     num_classes = 2
     in_channels = 1
     positive_class = "mitochondrion"
@@ -95,7 +96,6 @@ class NCMIR(SegmentationDataModule):
         self.test_fraction = float(test_fraction)
         self.split_seed = int(split_seed)
         self.allow_empty_masks = bool(allow_empty_masks)
-        self.dir = Path(data_root(self.name, root, "ncmir_mito"))
         self._layout: dict[str, list[tuple[str, Path, Path]]] | None = None
         self._has_validation = False
         self._cache: dict[str, Sample] = {}
