@@ -267,7 +267,8 @@ def bench(
     if leaderboard_dir is not None and records:
         from seg_bench.report import write_leaderboard
 
-        md = write_leaderboard(dataset, results_dir, leaderboard_dir)
+        weak = any(c.labels != "manual" for c in configs)
+        md = write_leaderboard(dataset, results_dir, leaderboard_dir, by="labels" if weak else None)
         print(md)
         from seg_bench.tracking import log_leaderboard
 

@@ -13,13 +13,19 @@ import torch
 _REPO = Path(__file__).resolve().parents[1]
 
 
-def git_commit() -> str:
+# What a bench itself rewrites: changes there say nothing about the code that made a number.
+GENERATED = ("leaderboards", "benchmarks/RESULTS.md")
+
+
+def git_commit(repo: Path = _REPO) -> str:
+    """Short HEAD commit, with ``-dirty`` when tracked files other than generated outputs differ."""
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"], cwd=_REPO, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=_REPO, capture_output=True, text=True
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *(f":(exclude){p}" for p in GENERATED)],
+            cwd=repo, capture_output=True, text=True,
         ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

@@ -230,22 +230,25 @@ def _write_leaderboard(dataset: str, results_dir: Path, out_dir: Path, n_boot: i
         raise UserError(f"no result records for '{dataset}' in {results_dir}; run `seg-bench bench --dataset {dataset}` first")
     out_dir = Path(out_dir)
     study = None
-    if len({r.get("labels", "manual") for r in records}) > 1:
+    if any(r.get("labels", "manual") != "manual" for r in records):
         study = render_label_study(dataset, summarise(records, n_boot), records)
         with atomic_write(out_dir / f"{dataset}_labels.md") as f:
             f.write(study)
+    # The leaderboard ranks models trained on the manual masks only; weak-label runs are
+    # compared in their study, so a weak-label-only results folder leaves the leaderboard alone.
+    manual = [r for r in records if r.get("labels", "manual") == "manual"]
+    md = None
+    if manual:
+        rows = summarise(manual, n_boot)
+        md = render_markdown(dataset, rows, manual)
+        with atomic_write(out_dir / f"{dataset}.md") as f:
+            f.write(md)
+        with atomic_write(out_dir / f"{dataset}.csv") as f:
+            f.write(render_csv(rows))
+        write_figures(dataset, manual, Path(results_dir), out_dir / dataset)
     if by == "labels":
         return study or render_label_study(dataset, summarise(records, n_boot), records)
-    # The leaderboard ranks models trained on the manual masks; weak-label runs have their study.
-    records = [r for r in records if r.get("labels", "manual") == "manual"] or records
-    rows = summarise(records, n_boot)
-    md = render_markdown(dataset, rows, records)
-    with atomic_write(out_dir / f"{dataset}.md") as f:
-        f.write(md)
-    with atomic_write(out_dir / f"{dataset}.csv") as f:
-        f.write(render_csv(rows))
-    write_figures(dataset, records, Path(results_dir), out_dir / dataset)
-    return md
+    return md if md is not None else study
 
 
 def write_figures(dataset: str, records: list[dict], results_dir: Path, fig_dir: Path) -> list[Path]:

@@ -80,3 +80,26 @@ def test_markdown_shows_std_only_with_several_seeds_and_csv_round_trips(records)
         for key in ("iou", "kappa", "auroc", "fnr"):
             assert float(p[key]) == pytest.approx(r[key])
             assert (float(p[f"{key}_ci_low"]), float(p[f"{key}_ci_high"])) == pytest.approx(r[f"{key}_ci"])
+
+
+def test_weak_label_runs_never_rank_on_the_leaderboard(tmp_path, records):
+    import json
+
+    from seg_bench.report import write_leaderboard
+    from seg_bench.results import RECORD_VERSION, record_path
+
+    results, board = tmp_path / "results", tmp_path / "lb"
+    (board).mkdir()
+    (board / "synthetic.md").write_text("earlier leaderboard\n")
+    for r in records[:3]:
+        r = {**r, "version": RECORD_VERSION, "labels": "floodfill"}
+        r["data"] = {**r["data"], "weak_label_quality": {"train": {"iou": 0.4, "dice": 0.57, "kappa": 0.5}}}
+        path = record_path(results, "synthetic", r["model"], r["seed"], "floodfill")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(r))
+    md = write_leaderboard("synthetic", results, board, n_boot=20)
+    assert "kappa (floodfill)" in md and "| floodfill | 0.400 |" in md
+    assert (board / "synthetic_labels.md").read_text() == md
+    # Only weak-label runs on disk: the leaderboard of manual-mask runs is left as it was.
+    assert (board / "synthetic.md").read_text() == "earlier leaderboard\n"
+    assert not (board / "synthetic.csv").exists()

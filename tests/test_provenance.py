@@ -1,0 +1,37 @@
+"""The code version a result record names."""
+
+import subprocess
+
+import pytest
+
+from seg_bench.provenance import git_commit
+
+
+def _git(repo, *args):
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "config", "user.email", "t@example.org")
+    _git(tmp_path, "config", "user.name", "t")
+    (tmp_path / "model.py").write_text("width = 1\n")
+    (tmp_path / "leaderboards").mkdir()
+    (tmp_path / "leaderboards" / "epfl.md").write_text("| unet | 0.5 |\n")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-qm", "init")
+    return tmp_path
+
+
+def test_rewritten_leaderboards_do_not_make_the_commit_dirty(repo):
+    sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    assert git_commit(repo) == sha
+    (repo / "leaderboards" / "epfl.md").write_text("| unet | 0.6 |\n")  # what a previous bench leaves
+    assert git_commit(repo) == sha
+    (repo / "model.py").write_text("width = 2\n")  # a code change does
+    assert git_commit(repo) == sha + "-dirty"
+
+
+def test_outside_a_repository_the_commit_is_unknown(tmp_path):
+    assert git_commit(tmp_path) == "unknown"
