@@ -110,8 +110,20 @@ def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
         f"precision {', '.join(precisions)}",
         f"- **Hardware**: {'; '.join(hardware)}",
         f"- **Code**: commit {', '.join(commits)}",
-        f"- **Reproduce**: `make bench DATASET={dataset} PROFILE={profiles[0]} SEEDS={max(r['seed'] for r in records) + 1}`",
+        f"- **Reproduce**: {reproduce_commands(dataset, profiles[0], records)}",
     ]
+
+
+def reproduce_commands(dataset: str, profile: str, records: list[dict]) -> str:
+    """One `make bench` per label source; weak-label runs name their models and source."""
+    seeds = max(r["seed"] for r in records) + 1
+    commands = []
+    for source in ("manual", "floodfill", "region"):
+        models = sorted({r["model"] for r in records if r.get("labels", "manual") == source})
+        if models:
+            extra = "" if source == "manual" else f" MODELS={','.join(models)} LABELS={source}"
+            commands.append(f"`make bench DATASET={dataset} PROFILE={profile} SEEDS={seeds}{extra}`")
+    return "; ".join(commands)
 
 
 def _cell(row: dict, key: str) -> str:

@@ -100,6 +100,7 @@ def test_weak_label_runs_never_rank_on_the_leaderboard(tmp_path, records):
     md = write_leaderboard("synthetic", results, board, n_boot=20)
     assert "kappa (floodfill)" in md and "| floodfill | 0.400 |" in md
     assert (board / "synthetic_labels.md").read_text() == md
+    assert "`make bench DATASET=synthetic PROFILE=cpu SEEDS=3 MODELS=good LABELS=floodfill`" in md
     # Only weak-label runs on disk: the leaderboard of manual-mask runs is left as it was.
     assert (board / "synthetic.md").read_text() == "earlier leaderboard\n"
     assert not (board / "synthetic.csv").exists()
