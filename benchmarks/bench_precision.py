@@ -17,6 +17,11 @@ Per core architecture at the cpu profile (synthetic nuclei, patch 128, batch 8, 
   layout and so a different summation order, i.e. what mere rounding differences do to the
   result. A change beyond both is marked (!).
 
+A CPU setting more than ``SLOWER`` times slower than fp32 in a one-step probe (bf16 on a CPU
+without native bf16 instructions, where oneDNN emulates it: ~10-20x on AVX2) is reported from
+that probe alone and left out of the rounds and the IoU runs: it would never be chosen, and
+timing it properly would spend the whole budget on it.
+
     python benchmarks/bench_precision.py            # 4 models, ~5 min on 2 cores
     python benchmarks/bench_precision.py --quick    # unet, 1 seed, 1 epoch
 """
@@ -61,6 +66,7 @@ CPU_SETTINGS = {
     "bf16": ("cpu", "bf16-mixed", False),
     "bf16+cl": ("cpu", "bf16-mixed", True),
 }
+SLOWER = 2.0
 GPU_SETTINGS = {
     "cuda fp32": ("cuda", "32-true", False),
     "cuda 16-mixed": ("cuda", "16-mixed", False),
@@ -154,31 +160,52 @@ def main(argv: list[str] | None = None) -> None:
     speedups = []
     for i, name in enumerate(models):
         cfg = cpu_config(name)
-        probe = step_times(cfg, dm, pool[:2], settings["fp32"], 1, args.seed)[-1]
-        # Budget: timing takes ~ rounds x settings x steps, IoU ~ seeds x settings x iou_steps / 4
-        # (patch 64 is about 4x cheaper than 128).
+        if budget.left() <= 0:
+            n_speed = sum(k not in ("fp32", "cuda fp32") for k in settings)
+            rows.append([name, "skipped: budget", *["-"] * (len(settings) + n_speed)])
+            continue
+        probe = {
+            k: step_times(cfg, dm, pool[:2], st, 1, args.seed)[-1] for k, st in settings.items()
+        }
+        slow = [k for k in CPU_SETTINGS if k != "fp32" and probe[k] > SLOWER * probe["fp32"]]
+        timed = {k: st for k, st in settings.items() if k not in slow}
+        run_iou = not args.no_iou and not slow
+        # Budget: timing takes ~ rounds x sum of step times x steps, IoU ~ seeds x the same x
+        # iou_steps / 3.5 (patch 64 is about 4x cheaper than 128).
+        round_s = sum(probe[k] for k in timed)
         left = budget.share(len(models) - i)
-        iou_cost = 0 if args.no_iou else seeds * len(settings) * iou_steps * probe / 3.5
-        per_run = max(left - iou_cost, 0) / (n_rounds * len(settings))
-        n = steps_for(per_run - args.warmup * probe, probe, 2 if args.quick else 3, max_steps)
+        iou_cost = seeds * round_s * iou_steps / 3.5 if run_iou else 0
+        per_round_s = max(left - iou_cost, 0) / n_rounds
+        n = steps_for(
+            per_round_s - args.warmup * round_s, round_s, 2 if args.quick else 3, max_steps
+        )
         batches = pool[: args.warmup + n]
         variants = {
             k: functools.partial(step_times, cfg, dm, batches, st, args.warmup, args.seed)
-            for k, st in settings.items()
+            for k, st in timed.items()
         }
         per_round = rounds(variants, n_rounds)
         s = {k: stats(flat(v)) for k, v in per_round.items()}
         speed = {k: paired_ratio(per_round["fp32"], v) for k, v in per_round.items()}
+        for k in slow:  # one probe step each: enough to rule them out
+            s[k] = {"median": probe[k], "n": 1}
+            speed[k] = probe["fp32"] / probe[k]
         if "cuda fp32" in per_round:
             for k in GPU_SETTINGS:
                 speed[k] = paired_ratio(per_round["cuda fp32"], per_round[k])
-        entry = {"steps": n, "rounds": n_rounds, "stats": s, "speedup_vs_fp32": speed}
+        entry = {
+            "steps": n,
+            "rounds": n_rounds,
+            "stats": s,
+            "speedup_vs_fp32": speed,
+            "probe_only": slow,
+        }
         speedups.append(speed["bf16"])
         headline[f"bf16 vs fp32 speed-up {name}"] = f"{speed['bf16']:.2f}x"
         headline[f"bf16+channels_last vs fp32 {name}"] = f"{speed['bf16+cl']:.2f}x"
         rows.append(
             [name, f"{n} x {n_rounds}"]
-            + [f"{1000 * s[k]['median']:.0f}" for k in settings]
+            + [f"{1000 * s[k]['median']:.0f}" + ("*" if k in slow else "") for k in settings]
             + [f"{speed[k]:.2f}x" for k in settings if k not in ("fp32", "cuda fp32")]
         )
         print(
@@ -186,9 +213,12 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
 
-        if not args.no_iou and budget.left() < 0.5 * iou_cost:
+        if slow and not args.no_iou:
+            verdict = f"not run: {', '.join(slow)} slower than fp32 here, never chosen"
+            iou_rows.append([name, *["-"] * len(settings), "-", "-", verdict])
+        elif run_iou and budget.left() < 0.5 * iou_cost:
             iou_rows.append([name, *["-"] * len(settings), "-", "-", "skipped: budget"])
-        elif not args.no_iou:
+        elif run_iou:
             icfg = cpu_config(name, patch_size=args.iou_patch)
             ious = {k: [] for k in settings}
             for seed in range(seeds):
@@ -246,6 +276,12 @@ def main(argv: list[str] | None = None) -> None:
         "",
         md_table(hdr, rows),
     ]
+    if any(d["probe_only"] for d in data.values()):
+        md += [
+            "",
+            f"\\* one step after one warm-up step, not repeated: more than {SLOWER:g}x slower than "
+            "fp32, so never chosen; without native bf16 instructions oneDNN emulates bf16.",
+        ]
     if iou_rows:
         md += [
             "",
@@ -266,12 +302,11 @@ def main(argv: list[str] | None = None) -> None:
         if speedups
         else float("nan")
     )
-    cl_gm = statistics.geometric_mean(
-        [
-            data[m]["speedup_vs_fp32"]["bf16+cl"]
-            for m in data
-            if data[m]["speedup_vs_fp32"]["bf16+cl"] > 0
-        ]
+    cl_speedups = [d["speedup_vs_fp32"]["bf16+cl"] for d in data.values()]
+    cl_gm = (
+        statistics.geometric_mean([x for x in cl_speedups if x > 0])
+        if cl_speedups
+        else float("nan")
     )
     worse = [m for m in data if data[m]["speedup_vs_fp32"]["bf16"] < 0.95]
     iou_moved = [m for m in data if "bf16" in data[m].get("iou_beyond_noise", [])]
@@ -290,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
             + (f"; slower for {', '.join(worse)}" if worse else "")
             + "): a per-model choice"
         )
-    if iou_rows:
+    if any("iou" in d for d in data.values()):
         rec += (
             "; final IoU with bf16 within the noise of these short runs for every model"
             if not iou_moved
