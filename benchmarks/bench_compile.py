@@ -205,7 +205,10 @@ def main(argv: list[str] | None = None) -> None:
         for i, name in enumerate(models):
             # The first models may use what the later ones do not need up front: a compile that
             # finishes is worth more than four that are all stopped half-way.
-            left = budget.left() - reserve * (len(models) - i - 1)
+            # ... but never less than an even share, or the first model is starved.
+            left = max(
+                budget.left() - reserve * (len(models) - i - 1), budget.share(len(models) - i)
+            )
             if left < 20:
                 rows.append([name, "-", "-", "-", "-", "-", "-", "skipped: budget"])
                 continue
