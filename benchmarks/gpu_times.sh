@@ -46,9 +46,9 @@ bench epfl_paper_slow 200 --dataset epfl --profile paper --epochs 2 \
 bench epfl_paper_fp32 60 --dataset epfl --profile paper --epochs 2 --models unet --precision 32
 bench epfl_paper_bf16 60 --dataset epfl --profile paper --epochs 2 --models unet \
   --precision bf16-mixed
-step precision 75 $PY benchmarks/bench_precision.py --models unet,smp-unet-resnet18 --budget 55
+step precision 120 $PY benchmarks/bench_precision.py --models unet,smp-unet-resnet18 --budget 90
 step training 45 $PY benchmarks/bench_training.py --device cuda --quick --budget 35
-step inference 40 $PY benchmarks/bench_inference.py --device cuda --no-tta
+step inference 60 $PY benchmarks/bench_inference.py --device cuda --no-tta
 
 # One line per result record: what the README's GPU times are read from.
 $PY - "$RUNS" >"$OUT/records.tsv" <<'PY'
@@ -58,7 +58,7 @@ for p in sorted(pathlib.Path(sys.argv[1]).glob("*/*/*.json")):
     r = json.loads(p.read_text())
     if "train_time_s" in r:
         print(p.parts[-3], r["model"], r["profile"], r["precision"], r["epochs"],
-              f"{r['train_time_s']:.1f}", f"{r['metrics'].get('iou', float('nan')):.3f}",
+              f"{r['train_time_s']:.1f}", f"{r['metrics']['overall'].get('iou', float('nan')):.3f}",
               r["hardware"].get("gpu"), sep="\t")
 PY
 rm -rf "$RUNS"
