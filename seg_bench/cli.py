@@ -181,7 +181,7 @@ def cmd_predict(args) -> int:
 
     names = predict_path(
         args.checkpoint, args.input, args.output, tta=args.tta, instances=args.instances,
-        overlap=args.overlap, dsb_csv=args.dsb_csv,
+        overlap=args.overlap, dsb_csv=args.dsb_csv, device=args.device,
     )  # fmt: skip
     print(f"wrote predictions for {len(names)} image(s) to {args.output}")
     return 0
@@ -282,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instances", action="store_true", help="also write instance label images")
     p.add_argument("--overlap", type=float, default=0.25)
     p.add_argument("--dsb-csv", help="also write a Kaggle DSB 2018 submission CSV here")
+    p.add_argument("--device", default="auto", help="auto (the GPU if present) | cpu | cuda")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("score", help="score predictions against ground truth")

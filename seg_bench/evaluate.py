@@ -16,7 +16,7 @@ import torch
 
 from seg_bench.config import RunConfig
 from seg_bench.data.base import SegmentationDataModule
-from seg_bench.inference import predict_logits
+from seg_bench.inference import inference_device, predict_logits
 from seg_bench.metrics import (
     confusion_matrix,
     dsb_average_precision,
@@ -77,6 +77,7 @@ def evaluate(
     post = PostprocessConfig.from_dict(cfg.postprocess)
     per_image, previews = [], []
     seconds, pixels = 0.0, 0
+    model = model.to(inference_device(cfg.accelerator))
     for sample in dm.samples(split):
         image = torch.from_numpy(np.ascontiguousarray(sample.image.transpose(2, 0, 1)))[None]
         start = time.perf_counter()

@@ -19,7 +19,7 @@ from seg_bench.data.base import normalize_percentile
 from seg_bench.data.io import read_image, read_stack
 from seg_bench.errors import UserError
 from seg_bench.evaluate import probabilities
-from seg_bench.inference import predict_logits
+from seg_bench.inference import inference_device, predict_logits
 from seg_bench.postprocess import PostprocessConfig, postprocess
 from seg_bench.results import atomic_write
 
@@ -115,8 +115,10 @@ def predict_path(
     overlap: float = 0.25,
     dsb_csv: str | Path | None = None,
     postprocess_options: dict | None = None,
+    device: str = "auto",
 ) -> list[str]:
     task = load_checkpoint(checkpoint)
+    task.model.to(inference_device(device))
     hp = task.hparams
     post = PostprocessConfig.from_dict({**(hp.get("postprocess") or {}), **(postprocess_options or {})})
     out = Path(output_dir)

@@ -401,3 +401,47 @@ def test_predict_volume_multiclass_softmax_zhwc():
 def test_predict_volume_bad_shape():
     with pytest.raises(UserError, match="volume"):
         predict_volume(pointwise_model(), np.zeros((4, 4)))
+
+
+# ------------------------------------------------------------------------------------------
+# Device: a trained model is tested and applied where it was meant to run
+
+
+@pytest.mark.parametrize("gpu_present", [False, True])
+def test_inference_device_follows_the_accelerator_and_the_hardware(monkeypatch, gpu_present):
+    from seg_bench.inference import inference_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu_present)
+    assert inference_device("cpu").type == "cpu"
+    assert inference_device("auto").type == ("cuda" if gpu_present else "cpu")
+    if gpu_present:
+        assert inference_device("gpu").type == "cuda"
+    else:
+        with pytest.raises(UserError, match="'gpu'.*no CUDA GPU"):
+            inference_device("gpu")
+
+
+def test_evaluate_moves_the_model_to_the_gpu_lightning_handed_back_on_the_cpu(monkeypatch):
+    """Lightning's teardown puts the model on the CPU after fit; evaluate must move it back."""
+    import dataclasses
+
+    from seg_bench.config import resolve_config
+    from seg_bench.evaluate import evaluate
+    from seg_bench.train import build_datamodule
+
+    class RecordsMoves(nn.Conv2d):
+        moves: list = []
+
+        def to(self, *args, **kwargs):  # record, stay on the CPU (there is no GPU here)
+            self.moves.append(torch.device(args[0]))
+            return self
+
+    cfg = resolve_config("synthetic", "unet", "smoke", num_workers=0, logger="none")
+    dm = build_datamodule(cfg)
+    dm.setup("test")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    evaluate(RecordsMoves(dm.in_channels, 1, 1), dm, cfg)
+    assert RecordsMoves.moves == [torch.device("cuda")]
+    RecordsMoves.moves = []
+    evaluate(RecordsMoves(dm.in_channels, 1, 1), dm, dataclasses.replace(cfg, accelerator="cpu"))
+    assert RecordsMoves.moves == [torch.device("cpu")]
