@@ -9,6 +9,7 @@
 set -u
 OUT=${OUT:-/tmp/seg-bench-gpu}
 PY=${PYTHON:-python3}
+[[ -z ${PYTHON:-} && -x .venv/bin/python ]] && PY=.venv/bin/python  # after `make install`
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore WANDB_MODE=disabled
 RUNS=$(mktemp -d)
