@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         s = {k: stats(flat(v)) for k, v in per_round.items()}
         speed = {k: paired_ratio(per_round["fp32"], v) for k, v in per_round.items()}
         for k in slow:  # one probe step each: enough to rule them out
-            s[k] = {"median": probe[k], "n": 1}
+            s[k] = stats([probe[k]])
             speed[k] = probe["fp32"] / probe[k]
         if "cuda fp32" in per_round:
             for k in GPU_SETTINGS:

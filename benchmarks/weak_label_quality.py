@@ -22,16 +22,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def pooled(weak_samples, manual_samples) -> dict[str, float]:
-    tp = fp = fn = 0
-    for w, m in zip(weak_samples, manual_samples, strict=True):
-        weak, truth = np.asarray(w.mask) > 0, np.asarray(m.mask) > 0
-        tp += int(np.count_nonzero(weak & truth))
-        fp += int(np.count_nonzero(weak & ~truth))
-        fn += int(np.count_nonzero(~weak & truth))
+    """Precision, recall and weak/manual foreground area over all pixels of the split."""
+    from seg_bench.metrics import confusion_matrix, pixel_metrics
+
+    cm = sum(
+        confusion_matrix(np.asarray(w.mask) > 0, np.asarray(m.mask) > 0, 2)
+        for w, m in zip(weak_samples, manual_samples, strict=True)
+    )
+    m = pixel_metrics(cm)  # rows = truth (manual), columns = prediction (weak)
     return {
-        "precision": tp / max(tp + fp, 1),
-        "recall": tp / max(tp + fn, 1),
-        "area": (tp + fp) / max(tp + fn, 1),
+        "precision": m["precision"],
+        "recall": m["recall"],
+        "area": cm[:, 1].sum() / max(cm[1].sum(), 1),
     }
 
 

@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from seg_bench.checkpoint_io import AtomicCheckpointIO
 from seg_bench.config import RunConfig
 from seg_bench.data import SegmentationDataModule, create_datamodule
+from seg_bench.inference import uses_gpu
 from seg_bench.results import write_json
 from seg_bench.task import SegmentationTask
 
@@ -60,8 +61,7 @@ def resolve_precision(precision: str, accelerator: str = "auto") -> str:
     """``auto``: 16-bit mixed precision on GPUs; bf16 on CPUs with AMX; float32 elsewhere."""
     if precision != "auto":
         return precision
-    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if on_gpu:
+    if uses_gpu(accelerator):
         return "16-mixed"
     return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
 

@@ -429,11 +429,11 @@ def test_evaluate_moves_the_model_to_the_gpu_lightning_handed_back_on_the_cpu(mo
     from seg_bench.evaluate import evaluate
     from seg_bench.train import build_datamodule
 
-    class RecordsMoves(nn.Conv2d):
-        moves: list = []
+    moves = []
 
+    class RecordsMoves(nn.Conv2d):
         def to(self, *args, **kwargs):  # record, stay on the CPU (there is no GPU here)
-            self.moves.append(torch.device(args[0]))
+            moves.append(torch.device(args[0]))
             return self
 
     cfg = resolve_config("synthetic", "unet", "smoke", num_workers=0, logger="none")
@@ -441,7 +441,5 @@ def test_evaluate_moves_the_model_to_the_gpu_lightning_handed_back_on_the_cpu(mo
     dm.setup("test")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     evaluate(RecordsMoves(dm.in_channels, 1, 1), dm, cfg)
-    assert RecordsMoves.moves == [torch.device("cuda")]
-    RecordsMoves.moves = []
     evaluate(RecordsMoves(dm.in_channels, 1, 1), dm, dataclasses.replace(cfg, accelerator="cpu"))
-    assert RecordsMoves.moves == [torch.device("cpu")]
+    assert moves == [torch.device("cuda"), torch.device("cpu")]
