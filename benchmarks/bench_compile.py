@@ -5,7 +5,7 @@ precision), each in its own subprocess with an empty Inductor cache (a cold comp
 run of a model on a machine) and a hard time limit:
 
 * eager: the hand-written training step (:class:`common.HandLoop`), warm-up dropped, median;
-* compiled: ``torch.compile(model)`` as ``seg_bench.train`` does with ``compile: true`` (the
+* compiled: ``torch.compile(model)`` as ``seg_bench.training.trainer`` does with ``compile: true`` (the
   loss and the optimizer stay eager; AOTAutograd compiles the backward too). Compile cost = the
   time of the first compiled steps beyond the same number of compiled steady steps;
 * eval compile (``--eval``, first model only, to show its cost): seg-bench validates every epoch with the
@@ -83,7 +83,7 @@ def worker(spec: dict) -> dict:
     emit_partial()
 
     if spec["eval"]:
-        from seg_bench.inference import predict_logits
+        from seg_bench.inference.sliding_window import predict_logits
 
         image = next(iter(dm.val_dataloader()))["image"]
         t0 = time.perf_counter()

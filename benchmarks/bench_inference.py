@@ -1,4 +1,4 @@
-"""Sliding-window inference benchmark: throughput and peak host memory of ``seg_bench.inference``.
+"""Sliding-window inference benchmark: throughput and peak host memory of ``seg_bench.inference.sliding_window``.
 
 Cases (each in its own subprocess, so every peak RSS is that case's alone):
 
@@ -75,7 +75,7 @@ def run_case(case: dict) -> dict:
     import numpy as np
     import torch
 
-    from seg_bench.inference import predict_logits, predict_volume, tile_positions
+    from seg_bench.inference.sliding_window import predict_logits, predict_volume, tile_positions
 
     if case["threads"]:
         torch.set_num_threads(case["threads"])
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"\nmodel {results[0]['model'] if results else args.model}, device {args.device}, "
         f"batch_size {args.batch_size}, precision {args.precision or 'fp32'}, threads {threads}; "
-        "volume overlap 0.25, logits blended (see seg_bench.inference)"
+        "volume overlap 0.25, logits blended (see seg_bench.inference.sliding_window)"
     )
     if args.json:
         with open(args.json, "w") as fh:

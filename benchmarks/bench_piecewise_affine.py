@@ -34,7 +34,7 @@ from albumentations.augmentations.geometric import functional as fgeometric
 from skimage.transform import PiecewiseAffineTransform, warp
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from seg_bench.data.piecewise import (  # noqa: E402
+from seg_bench.data.augment.piecewise import (  # noqa: E402
     FastPiecewiseAffine,
     grid_diagonals,
     piecewise_affine_maps,

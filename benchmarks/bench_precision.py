@@ -82,8 +82,8 @@ def step_times(cfg, dm, batches, setting, warmup, seed) -> list[float]:
 
 def val_iou(model, dm, window: int, overlap: float, device: str, precision: str) -> float:
     """Foreground IoU pooled over the validation images (seg-bench's sliding-window validation)."""
-    from seg_bench.inference import predict_logits
-    from seg_bench.task import classes_from_logits
+    from seg_bench.inference.outputs import classes_from_logits
+    from seg_bench.inference.sliding_window import predict_logits
 
     inter = union = 0
     for batch in dm.val_dataloader():

@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from seg_bench.weak_labels import (
+from seg_bench.labels.weak_labels import (
     _region_growing_reference,
     flood_fill_labels,
     label_quality,

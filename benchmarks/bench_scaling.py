@@ -3,7 +3,7 @@
 * patch size: training step time (hand loop, the cpu profile's precision, batch 8, width 0.25)
   at patch 64, 128 and 256 per architecture, with ms per megapixel to show whether cost grows
   linearly with the pixels;
-* dataset size: ``seg_bench.train.train`` (the real Lightning path, no progress bar) for one epoch
+* dataset size: ``seg_bench.training.trainer.train`` (the real Lightning path, no progress bar) for one epoch
   of the synthetic cpu profile with n_train 8, 16 and 32 images, both with the profile's fixed
   ``samples_per_epoch`` and with the data-driven epoch (``samples_per_epoch`` unset: enough
   patches to cover every training pixel once, so it grows with the dataset). Columns: set-up
@@ -130,7 +130,7 @@ def _phase_timer():
 
 
 def epoch_scaling(model, sizes, seed, budget, quick) -> tuple[list, dict]:
-    from seg_bench.train import build_datamodule, train
+    from seg_bench.training.trainer import build_datamodule, train
 
     rows, data = [], {}
     for mode in ("profile", "coverage"):
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
         "",
         md_table(["model", *[f"patch {p}" for p in patches], "relative"], prow),
         "",
-        f"One epoch of `seg_bench.train.train` ({args.epoch_model}, cpu profile, no progress bar) vs "
+        f"One epoch of `seg_bench.training.trainer.train` ({args.epoch_model}, cpu profile, no progress bar) vs "
         f"synthetic training-set size. `profile`: the profile's samples_per_epoch "
         f"({cfg0.samples_per_epoch}); `coverage`: samples_per_epoch unset (patches to cover every "
         f"training pixel once)"

@@ -5,7 +5,7 @@ the profile's precision: bf16 autocast on CPU, 16-mixed on a GPU):
 
 * ``loop``: :class:`common.HandLoop`, the same network (``create_model``), loss, optimizer and
   autocast, nothing else;
-* ``lightning``: ``SegmentationTask`` fitted by the Trainer from ``seg_bench.train.build_trainer``
+* ``lightning``: ``SegmentationTask`` fitted by the Trainer from ``seg_bench.training.trainer.build_trainer``
   exactly as ``seg-bench train`` builds it (progress bar, ``log_every_n_steps=1``, the epoch
   timer) minus what the comparison excludes: no logger, no checkpointing (the ModelCheckpoint is
   taken off), no validation (``limit_val_batches=0``), ``limit_train_batches=N``;
@@ -148,7 +148,7 @@ def lightning_fit(cfg, dm, batches, device: str, progress: bool, seed: int, run_
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from seg_bench.train import build_task, build_trainer
+    from seg_bench.training.trainer import build_task, build_trainer
 
     torch.manual_seed(seed)
     task = build_task(cfg, dm)

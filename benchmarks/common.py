@@ -100,7 +100,7 @@ def setup_torch(threads: int = 0, cpu_time: bool = False) -> None:
         _CLOCK.update(now=time.thread_time, name="main-thread CPU time, 1 torch thread")
     if threads:
         torch.set_num_threads(threads)
-    from seg_bench.train import quiet_lightning
+    from seg_bench.training.trainer import quiet_lightning
 
     quiet_lightning()
 
@@ -238,7 +238,7 @@ def machine_info() -> dict[str, Any]:
     import numpy
     import torch
 
-    from seg_bench.provenance import cpu_flags
+    from seg_bench.hardware import cpu_flags
 
     flags = cpu_flags()
     gpu = None
@@ -372,7 +372,7 @@ def cpu_config(model: str = "unet", dataset: str = "synthetic", **overrides: Any
 
 def profile_precision(cfg) -> str:
     """The precision seg-bench's Trainer would use for this config on this machine."""
-    from seg_bench.train import resolve_precision
+    from seg_bench.training.precision import resolve_precision
 
     return resolve_precision(cfg.precision, cfg.accelerator)
 
@@ -384,7 +384,7 @@ def profile_steps(cfg) -> int:
     dm = None
     n = cfg.samples_per_epoch
     if not n:  # epoch length from the data (covering every training pixel once)
-        from seg_bench.train import build_datamodule
+        from seg_bench.training.trainer import build_datamodule
 
         dm = build_datamodule(cfg)
         n = dm.epoch_length()
@@ -392,7 +392,7 @@ def profile_steps(cfg) -> int:
 
 
 def datamodule(cfg, stage: str = "fit"):
-    from seg_bench.train import build_datamodule
+    from seg_bench.training.trainer import build_datamodule
 
     dm = build_datamodule(cfg)
     dm.setup(stage)
@@ -474,8 +474,8 @@ class HandLoop:
     ):
         import torch
 
-        from seg_bench.losses import get_loss
-        from seg_bench.optim import build_optimizer
+        from seg_bench.training.losses import get_loss
+        from seg_bench.training.optimizers import build_optimizer
 
         self.model = model
         self.loss_fn = get_loss(cfg.loss)

@@ -29,6 +29,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run options (override the profile)")
     g.add_argument("--profile", help="smoke | cpu | paper (default: cpu without a GPU, paper with one)")
     g.add_argument("--root", help="dataset folder (default: $SEG_BENCH_DATA/<dataset>)")
+    g.add_argument("--config", dest="config_file", help="a profile file of your own (YAML, as seg_bench/profiles/*.yaml)")
     g.add_argument("--epochs", dest="max_epochs", type=int)
     g.add_argument("--lr", type=float)
     g.add_argument("--optimizer", help="sgd | adagrad | adam | adamw")
@@ -52,7 +53,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = [
-        "root", "max_epochs", "lr", "optimizer", "weight_decay", "schedule", "loss", "batch_size",
+        "root", "config_file", "max_epochs", "lr", "optimizer", "weight_decay", "schedule", "loss", "batch_size",
         "patch_size", "width", "augment", "labels", "precision", "accelerator", "devices",
         "num_nodes", "strategy", "tta", "logger",
     ]  # fmt: skip
@@ -70,9 +71,8 @@ def add_tracking_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_models(args) -> int:
-    from seg_bench.models import MODELS, _import_builtins
+    from seg_bench.registry import MODELS
 
-    _import_builtins()
     for name in MODELS.names():
         print(f"{name:24s} {MODELS.describe(name)}")
     for fam in MODELS.families():
@@ -90,11 +90,11 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from seg_bench.bench import run_dir_for
     from seg_bench.config import resolve_config
-    from seg_bench.evaluate import evaluate
-    from seg_bench.tracking import tracked_run
-    from seg_bench.train import train
+    from seg_bench.evaluation.evaluate import evaluate
+    from seg_bench.protocol.bench import run_dir_for
+    from seg_bench.tracking.runs import tracked_run
+    from seg_bench.training.trainer import train
 
     cfg = resolve_config(args.dataset, args.model, args.profile, seed=args.seed, **run_overrides(args))
     run_dir = Path(args.run_dir) if args.run_dir else run_dir_for(RUNS_DIR, cfg)
@@ -114,7 +114,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from seg_bench.bench import bench
+    from seg_bench.protocol.bench import bench
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     bench(
@@ -135,7 +135,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from seg_bench import search
+    from seg_bench.search import runner as search
 
     overrides = run_overrides(args)
     if args.seed is not None:
@@ -157,7 +157,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_leaderboard(args) -> int:
-    from seg_bench.report import write_leaderboard
+    from seg_bench.protocol.report import write_leaderboard
 
     results = Path(args.results_dir) if args.results_dir else RUNS_DIR / "results"
     print(write_leaderboard(args.dataset, results, Path(args.leaderboard_dir), by=args.by))
@@ -177,7 +177,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from seg_bench.predict import predict_path
+    from seg_bench.inference.predict import predict_path
 
     names = predict_path(
         args.checkpoint, args.input, args.output, tta=args.tta, instances=args.instances,
@@ -190,7 +190,7 @@ def cmd_predict(args) -> int:
 def cmd_score(args) -> int:
     import json
 
-    from seg_bench.score import format_score, score
+    from seg_bench.evaluation.score import format_score, score
 
     result = score(Path(args.pred), Path(args.truth), kind=args.kind)
     print(json.dumps(result, indent=1) if args.json else format_score(result))
@@ -202,8 +202,8 @@ def cmd_weak_labels(args) -> int:
     import tifffile
 
     from seg_bench.data.io import read_image
-    from seg_bench.results import atomic_write
-    from seg_bench.weak_labels import read_points_csv, weak_labels
+    from seg_bench.io import atomic_write
+    from seg_bench.labels.weak_labels import read_points_csv, weak_labels
 
     points = read_points_csv(args.points)
     images = Path(args.images)

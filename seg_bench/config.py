@@ -1,6 +1,8 @@
 """Run configuration: one dataclass, filled from a profile file and then from the command line.
 
-Resolution order (later wins): the dataclass defaults, ``benchmarks/configs/<dataset>.yaml``
+Resolution order (later wins): the dataclass defaults, the dataset's profile file
+(``seg_bench/profiles/<dataset>.yaml`` shipped in the package, a file of the same name in
+``$SEG_BENCH_CONFIGS``, or the file given with ``--config``), its
 ``common``, its ``profiles.<profile>`` section, that profile's ``models.<model>`` section,
 and finally explicit overrides.
 """
@@ -11,14 +13,18 @@ import copy
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from seg_bench.errors import UserError
+from seg_bench.registry import DATASETS, LOSSES, OPTIMIZERS
 
 PROFILES = ("smoke", "cpu", "paper")
+SCHEDULES = (None, "cosine", "plateau")
 
 
 @dataclass
@@ -26,6 +32,7 @@ class RunConfig:
     dataset: str = "synthetic"
     model: str = "unet"
     profile: str = "cpu"
+    config_file: str | None = None  # a user's profile file (--config) instead of the shipped one
     root: str | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
     # model
@@ -65,7 +72,7 @@ class RunConfig:
     tta: bool = False
     postprocess: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
-    logger: str = "auto"  # seg_bench.tracking: W&B (offline without WANDB_API_KEY), CSV if W&B fails
+    logger: str = "auto"  # seg_bench.tracking.runs: W&B (offline without WANDB_API_KEY), CSV if W&B fails
 
     def validate(self) -> RunConfig:
         checks = [
@@ -82,11 +89,10 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
-        from seg_bench.losses import get_loss
-        from seg_bench.optim import check_optimizer
-
-        get_loss(self.loss)
-        check_optimizer(self.optimizer, self.schedule)
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"unknown schedule '{self.schedule}'. Known: none, cosine, plateau")
+        LOSSES.require(self.loss)
+        OPTIMIZERS.require(self.optimizer)
         return self
 
     def inference_window(self, patch_size: int) -> int:
@@ -97,17 +103,31 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-def config_dir() -> Path:
+def profile_file(dataset: str, config: str | os.PathLike | None = None) -> Traversable:
+    """The profile file for ``dataset``: ``config`` if given, else ``$SEG_BENCH_CONFIGS`` or the
+    profiles shipped inside the package (read through importlib.resources, so a wheel works)."""
+    if config is not None:
+        path = Path(config)
+        if not path.is_file():
+            raise UserError(f"--config {config}: file not found; give a YAML profile file")
+        return path
     env = os.environ.get("SEG_BENCH_CONFIGS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
+    folder: Traversable = Path(env) if env else resources.files("seg_bench") / "profiles"
+    path = folder / f"{dataset}.yaml"
+    return path if path.is_file() else folder / "default.yaml"
 
 
-def load_profile_file(dataset: str) -> dict[str, Any]:
-    path = config_dir() / f"{dataset}.yaml"
-    if not path.exists():
-        path = config_dir() / "default.yaml"
-    with open(path) as f:
-        return yaml.safe_load(f) or {}
+def load_profile_file(dataset: str, config: str | os.PathLike | None = None) -> dict[str, Any]:
+    path = profile_file(dataset, config)
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the file") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    if spec is not None and not isinstance(spec, dict):
+        raise UserError(f"{path}: a profile file is a mapping (common:, profiles:), got {type(spec).__name__}")
+    return spec or {}
 
 
 def default_profile() -> str:
@@ -126,23 +146,18 @@ def _merge(base: dict, extra: dict | None) -> dict:
     return out
 
 
-def benchmark_models(dataset: str, profile: str | None = None) -> list[str]:
+def benchmark_models(dataset: str, profile: str | None = None, config_file: str | None = None) -> list[str]:
     """The models a bench runs by default: the profile's ``bench_models``, else the file's ``models``."""
-    from seg_bench.data import DATASETS
-
-    DATASETS.get(dataset)
-    spec = load_profile_file(dataset)
+    DATASETS.require(dataset)
+    spec = load_profile_file(dataset, config_file)
     section = spec.get("profiles", {}).get(profile or default_profile(), {})
     return list(section.get("bench_models") or spec.get("models", ["unet", "resunet", "segnet", "tiramisu"]))
 
 
 def resolve_config(dataset: str, model: str, profile: str | None = None, **overrides: Any) -> RunConfig:
-    from seg_bench.data import DATASETS
-
-    if dataset not in DATASETS:
-        DATASETS.get(dataset)  # raises the one-line 'unknown dataset' error with the known names
+    DATASETS.require(dataset)
     profile = profile or default_profile()
-    spec = load_profile_file(dataset)
+    spec = load_profile_file(dataset, overrides.get("config_file"))
     profiles = spec.get("profiles", {})
     if profile not in PROFILES:
         raise UserError(f"unknown profile '{profile}'. Known: {', '.join(PROFILES)}")

@@ -1,5 +1,8 @@
-"""One small registry: name -> factory with a one-line description.
+"""One registry mechanism for everything chosen by name: models, datasets, losses, optimizers.
 
+Each registry knows the package that holds its built-in entries and imports it on first use,
+so configuration can check a name without importing torch models or datasets, and no module
+has to import the registries' users (the names are strings, resolved lazily, as in timm).
 Third-party packages add entries through a Python entry point group (``seg_bench.models`` for
 models, ``seg_bench.datasets`` for datamodules); the entry point may name a module (imported
 for its ``@register`` side effects) or a callable (registered under the entry point's name).
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -36,8 +40,9 @@ class Family:
 
 
 class Registry:
-    def __init__(self, kind: str, entry_point_group: str | None = None):
+    def __init__(self, kind: str, builtins: str | None = None, entry_point_group: str | None = None):
         self.kind = kind
+        self.builtins = builtins  # module whose import registers the built-in entries
         self.entry_point_group = entry_point_group
         self._entries: dict[str, Entry] = {}
         self._families: list[Family] = []
@@ -65,9 +70,13 @@ class Registry:
         self._families.append(Family(prefix, factory, description, tuple(examples), accepts))
 
     def _load_plugins(self) -> None:
-        if self._plugins_loaded or not self.entry_point_group:
+        if self._plugins_loaded:
             return
         self._plugins_loaded = True
+        if self.builtins:
+            importlib.import_module(self.builtins)
+        if not self.entry_point_group:
+            return
         for ep in entry_points(group=self.entry_point_group):
             obj = ep.load()
             if callable(obj) and ep.name not in self._entries:
@@ -104,6 +113,11 @@ class Registry:
                 return family.factory(name, **kwargs)
         raise self._unknown(name)
 
+    def require(self, name: str) -> None:
+        """Raise the one-line 'unknown <kind>' error (with the closest name) unless ``name`` exists."""
+        if name not in self:
+            raise self._unknown(name)
+
     def get(self, name: str) -> Callable[..., Any]:
         """The factory itself (for classes such as datamodules)."""
         self._load_plugins()
@@ -117,3 +131,9 @@ class Registry:
         hint = f" Did you mean '{close[0]}'?" if close else ""
         fams = "".join(f", {f.prefix}<...> (e.g. {f.examples[0]})" for f in self._families)
         return UserError(f"unknown {self.kind} '{name}'.{hint} Registered: {', '.join(known)}{fams}")
+
+
+MODELS = Registry("model", "seg_bench.models", entry_point_group="seg_bench.models")
+DATASETS = Registry("dataset", "seg_bench.data.datasets", entry_point_group="seg_bench.datasets")
+LOSSES = Registry("loss", "seg_bench.training.losses")
+OPTIMIZERS = Registry("optimizer", "seg_bench.training.optimizers")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-import seg_bench.data.augment as augment_module
-from seg_bench.data.augment import (
+import seg_bench.data.augment.presets as augment_module
+from seg_bench.data.augment.presets import (
     PRESETS,
     FloatBrightnessContrast,
     FloatGamma,

@@ -4,13 +4,14 @@ import csv
 import json
 
 import pytest
+import torch
 import torch.nn as nn
 
-from seg_bench.bench import bench
 from seg_bench.cli import main
 from seg_bench.errors import UserError
 from seg_bench.models import MODELS
-from seg_bench.results import load_records
+from seg_bench.protocol.bench import bench
+from seg_bench.protocol.records import load_records
 
 
 # The README's recipe for adding an architecture: one registered function, nothing else edited.
@@ -50,7 +51,7 @@ def test_rerun_skips_finished_pairs_and_force_redoes_them(dirs, monkeypatch):
     path = dirs["results_dir"] / "synthetic" / "toy_fcn__seed0.json"
     first = json.loads(path.read_text())
 
-    import seg_bench.bench as bench_module
+    import seg_bench.protocol.bench as bench_module
 
     def fail(*a, **k):
         raise AssertionError("a finished (model, seed) pair was retrained")
@@ -92,7 +93,7 @@ def test_user_errors_are_one_line_without_traceback(argv, message, capsys):
 
 def test_leaderboard_without_records_says_what_to_run(tmp_path):
     with pytest.raises(UserError, match="run `seg-bench bench --dataset synthetic`"):
-        from seg_bench.report import write_leaderboard
+        from seg_bench.protocol.report import write_leaderboard
 
         write_leaderboard("synthetic", tmp_path / "none", tmp_path / "lb")
 
@@ -109,7 +110,7 @@ def test_label_source_study_trains_on_weak_labels_and_tests_on_manual(dirs):
         assert [im["id"] for im in r["metrics"]["per_image"]] == ["test-0000", "test-0001"]
     truth_pixels = {sum(sum(im["confmat"][1]) for im in r["metrics"]["per_image"]) for r in records}
     assert len(truth_pixels) == 1
-    from seg_bench.report import write_leaderboard
+    from seg_bench.protocol.report import write_leaderboard
 
     md = write_leaderboard("synthetic", dirs["results_dir"], dirs["leaderboard_dir"], by="labels")
     assert "kappa (floodfill)" in md and "FNR (region)" in md
@@ -121,7 +122,7 @@ def test_label_source_study_trains_on_weak_labels_and_tests_on_manual(dirs):
 
 def test_a_changed_config_never_resumes_a_stale_checkpoint(tmp_path):
     from seg_bench.config import resolve_config
-    from seg_bench.train import resume_matches, train
+    from seg_bench.training.trainer import resume_matches, train
 
     cfg = resolve_config("synthetic", "toy_fcn", "smoke", max_epochs=2)
     train(cfg, tmp_path, progress=False)
@@ -144,12 +145,12 @@ def test_a_changed_config_never_resumes_a_stale_checkpoint(tmp_path):
 def test_auto_precision_uses_bf16_only_where_the_cpu_has_amx(flags, cuda, expected, tmp_path, monkeypatch):
     import builtins
 
-    import seg_bench.train as train_mod
+    import seg_bench.training.precision as train_mod
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
     real_open = builtins.open
     monkeypatch.setattr(builtins, "open", lambda f, *a, **k: real_open(cpuinfo if f == "/proc/cpuinfo" else f, *a, **k))
-    monkeypatch.setattr(train_mod.torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     assert train_mod.resolve_precision("auto") == expected
     assert train_mod.resolve_precision("32-true") == "32-true"  # an explicit choice is kept

@@ -21,9 +21,9 @@ import pytest
 from data_fixtures import REAL_DATA, write_dsb, write_dsb_test
 
 from seg_bench.data import download as dl
-from seg_bench.data.dsb2018 import DSB2018
-from seg_bench.data.isbi2012 import ISBI2012
-from seg_bench.data.isbi2013 import ISBI2013
+from seg_bench.data.datasets.dsb2018 import DSB2018
+from seg_bench.data.datasets.isbi2012 import ISBI2012
+from seg_bench.data.datasets.isbi2013 import ISBI2013
 from seg_bench.errors import DataError, UserError
 
 

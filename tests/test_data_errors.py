@@ -18,8 +18,8 @@ from data_fixtures import (
 )
 from PIL import Image
 
-from seg_bench.data import dsb2018, epfl, folder, isbi2012, isbi2013, ncmir
 from seg_bench.data.base import SPLITS
+from seg_bench.data.datasets import dsb2018, epfl, folder, isbi2012, isbi2013, ncmir
 from seg_bench.errors import DataError
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from data_fixtures import write_dsb, write_dsb_test, write_folder, write_ncmir, write_snemi
 
-from seg_bench.data import dsb2018, epfl, folder, isbi2012, isbi2013, ncmir
 from seg_bench.data.base import DATASETS, SPLITS, SegmentationDataModule
+from seg_bench.data.datasets import dsb2018, epfl, folder, isbi2012, isbi2013, ncmir
 
 BASE_KWARGS = dict(
     patch_size=32, batch_size=2, num_workers=0, augment="none", augment_params=None,

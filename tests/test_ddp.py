@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from seg_bench.config import resolve_config
-from seg_bench.predict import load_checkpoint
-from seg_bench.train import build_datamodule, build_trainer
+from seg_bench.training.task import SegmentationTask
+from seg_bench.training.trainer import build_datamodule, build_trainer
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,7 @@ def test_ddp_validation_metrics_cover_the_whole_validation_set(tmp_path):
     # The same weights validated by one process over all three images.
     cfg = resolve_config("synthetic", "unet", "smoke", precision="32", accelerator="cpu", dataset_options={"n_train": 4, "n_val": 3, "n_test": 1, "image_size": 80})
     dm = build_datamodule(cfg)
-    task = load_checkpoint(last)
+    task = SegmentationTask.load_from_checkpoint(last, map_location="cpu")
     trainer, _, _ = build_trainer(cfg, tmp_path / "single", progress=False)
     single = trainer.validate(task, datamodule=dm, verbose=False)[0]
     assert ddp_iou == pytest.approx(single["val/iou"], abs=1e-6)

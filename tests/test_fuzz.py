@@ -115,7 +115,7 @@ RLE_TEXT = st.one_of(
 @settings(FUZZ, max_examples=600)
 @given(text=RLE_TEXT, h=st.integers(1, 12), w=st.integers(1, 12))
 def test_rle_decode_gives_a_mask_or_a_clear_error(text, h, w):
-    from seg_bench.rle import rle_decode, rle_encode
+    from seg_bench.data.rle import rle_decode, rle_encode
 
     CASES["rle_decode"] += 1
     try:
@@ -132,7 +132,7 @@ def test_rle_decode_gives_a_mask_or_a_clear_error(text, h, w):
 @settings(FUZZ, max_examples=300)
 @given(data=damaged(RLE_CSV))
 def test_read_rle_csv_gives_encodings_or_a_data_error(work, data):
-    from seg_bench.rle import _parse, read_rle_csv
+    from seg_bench.data.rle import _parse, read_rle_csv
 
     CASES["read_rle_csv"] += 1
     path = _write(work, "labels.csv", data)
@@ -191,8 +191,8 @@ def layouts(work):
 @settings(FUZZ, max_examples=120)
 @given(which=st.sampled_from(["isbi2012 train-volume.tif", "isbi2012 train-labels.tif", "dsb2018 image png", "dsb2018 mask png"]), data=st.data())
 def test_dataset_loaders_on_a_corrupted_file_give_samples_or_a_data_error(layouts, which, data):
-    from seg_bench.data.dsb2018 import DSB2018
-    from seg_bench.data.isbi2012 import ISBI2012
+    from seg_bench.data.datasets.dsb2018 import DSB2018
+    from seg_bench.data.datasets.isbi2012 import ISBI2012
 
     isbi, dsb, files, original = layouts
     CASES["dataset loaders"] += 1
@@ -213,7 +213,7 @@ def test_dataset_loaders_on_a_corrupted_file_give_samples_or_a_data_error(layout
 @settings(FUZZ, max_examples=300)
 @given(data=damaged(POINTS_CSV))
 def test_read_points_csv_gives_points_or_a_user_error(work, data):
-    from seg_bench.weak_labels import read_points_csv
+    from seg_bench.labels.weak_labels import read_points_csv
 
     CASES["read_points_csv"] += 1
     path = _write(work, "points.csv", data)
@@ -226,7 +226,7 @@ def test_read_points_csv_gives_points_or_a_user_error(work, data):
 
 
 def _record_or_user_error(path: Path):
-    from seg_bench.results import read_record
+    from seg_bench.protocol.records import read_record
 
     try:
         rec = read_record(path)
@@ -259,8 +259,8 @@ def test_every_truncation_of_a_record_and_hostile_json_are_user_errors(work):
 
 @pytest.fixture(scope="module")
 def checkpoint_bytes(work) -> bytes:
-    from seg_bench.checkpoint_io import AtomicCheckpointIO
-    from seg_bench.task import SegmentationTask
+    from seg_bench.training.checkpoint_io import AtomicCheckpointIO
+    from seg_bench.training.task import SegmentationTask
 
     task = SegmentationTask(model="unet", width=0.0625)
     AtomicCheckpointIO().save_checkpoint({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams), "epoch": 0}, work / "good.ckpt")
@@ -284,7 +284,7 @@ def damaged_checkpoint(draw, seed: bytes):
 @settings(FUZZ, max_examples=150)
 @given(data=st.data())
 def test_load_checkpoint_gives_a_model_or_a_user_error(work, checkpoint_bytes, data):
-    from seg_bench.predict import load_checkpoint
+    from seg_bench.inference.checkpoint import load_checkpoint
 
     CASES["load_checkpoint"] += 1
     path = _write(work, "m.ckpt", data.draw(damaged_checkpoint(checkpoint_bytes)))
@@ -305,9 +305,9 @@ sys.path.insert(0, sys.argv[3])
 from test_fuzz import PNG_GREY, PNG_RGBA, TIF_16, TIF_STACK, TIF_DEFLATE, RLE_CSV, POINTS_CSV, RECORD
 from seg_bench.errors import UserError
 from seg_bench.data.io import read_image, read_stack
-from seg_bench.rle import read_rle_csv, rle_decode
-from seg_bench.weak_labels import read_points_csv
-from seg_bench.results import read_record
+from seg_bench.data.rle import read_rle_csv, rle_decode
+from seg_bench.labels.weak_labels import read_points_csv
+from seg_bench.protocol.records import read_record
 
 work, n = sys.argv[1], int(sys.argv[2])
 rng = np.random.default_rng(12345)

@@ -1,4 +1,4 @@
-"""Sliding-window inference, Gaussian blending and D4 TTA (seg_bench.inference)."""
+"""Sliding-window inference, Gaussian blending and D4 TTA (seg_bench.inference.sliding_window)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from seg_bench.errors import UserError
-from seg_bench.inference import (
+from seg_bench.inference.sliding_window import (
     MIN_WEIGHT,
     d4_transforms,
     gaussian_weight,
@@ -409,7 +409,7 @@ def test_predict_volume_bad_shape():
 
 @pytest.mark.parametrize("gpu_present", [False, True])
 def test_inference_device_follows_the_accelerator_and_the_hardware(monkeypatch, gpu_present):
-    from seg_bench.inference import inference_device
+    from seg_bench.inference.device import inference_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu_present)
     assert inference_device("cpu").type == "cpu"
@@ -426,8 +426,8 @@ def test_evaluate_moves_the_model_to_the_gpu_lightning_handed_back_on_the_cpu(mo
     import dataclasses
 
     from seg_bench.config import resolve_config
-    from seg_bench.evaluate import evaluate
-    from seg_bench.train import build_datamodule
+    from seg_bench.evaluation.evaluate import evaluate
+    from seg_bench.training.trainer import build_datamodule
 
     moves = []
 

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from seg_bench.errors import UserError
-from seg_bench.losses import focal, get_loss, soft_dice, unet_weight_map
+from seg_bench.training.losses import focal, get_loss, soft_dice, unet_weight_map
 
 
 def _batch(mask):

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from seg_bench.errors import UserError
 from seg_bench.models import MODELS, create_model, list_models
-from seg_bench.models.common import pad_to_multiple, unpad
+from seg_bench.models.base import pad_to_multiple, unpad
 from seg_bench.models.smp import smp_architectures, smp_encoders, split_name
 
 CORE = ["unet", "resunet", "segnet", "tiramisu56", "tiramisu67", "tiramisu103", "tiramisu"]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from skimage.transform import PiecewiseAffineTransform, warp
 
-from seg_bench.data.piecewise import (
+from seg_bench.data.augment.piecewise import (
     FastPiecewiseAffine,
     checkerboard_diagonals,
     grid_diagonals,

@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 from skimage.filters import apply_hysteresis_threshold, threshold_otsu
 
 from seg_bench.errors import UserError
-from seg_bench.metrics.instance import dsb_average_precision
-from seg_bench.postprocess import (
+from seg_bench.inference.postprocess import (
     PostprocessConfig,
     binarize,
     boundary_targets,
@@ -20,6 +19,7 @@ from seg_bench.postprocess import (
     three_class_instances,
     watershed_split,
 )
+from seg_bench.metrics.instance import dsb_average_precision
 
 
 def disks(centres, radii, shape=(48, 48)):

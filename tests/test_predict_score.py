@@ -11,9 +11,10 @@ from scipy import ndimage as ndi
 from seg_bench.cli import main
 from seg_bench.config import resolve_config
 from seg_bench.errors import UserError
-from seg_bench.predict import load_checkpoint, predict_path
-from seg_bench.score import _dsb_layout, score
-from seg_bench.train import train
+from seg_bench.evaluation.score import _dsb_layout, score
+from seg_bench.inference.checkpoint import load_checkpoint
+from seg_bench.inference.predict import predict_path
+from seg_bench.training.trainer import train
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from seg_bench.provenance import git_commit
+from seg_bench.protocol.provenance import git_commit
 
 
 def _git(repo, *args):

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 from conftest import REPO, real_data
 
-from seg_bench.bench import bench
+from seg_bench.protocol.bench import bench
 
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 

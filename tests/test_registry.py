@@ -59,6 +59,6 @@ def test_entry_point_plugins_are_loaded(monkeypatch):
             return lambda in_channels=1, classes=1, width=1.0: nn.Conv2d(in_channels, classes, 1)
 
     monkeypatch.setattr(registry, "entry_points", lambda group: [FakeEP()] if group == "g" else [])
-    reg = Registry("model", "g")
+    reg = Registry("model", entry_point_group="g")
     assert "plugged" in reg
     assert isinstance(reg.create("plugged", in_channels=2), nn.Conv2d)

@@ -27,8 +27,9 @@ import torch
 import torch.nn as nn
 
 from seg_bench.errors import UserError
+from seg_bench.io import atomic_write, write_json
 from seg_bench.models import MODELS
-from seg_bench.results import atomic_write, read_record, write_json
+from seg_bench.protocol.records import read_record
 
 MODELS_UNDER_TEST = ["unet", "resunet"]
 SEEDS = 2
@@ -57,7 +58,7 @@ def check_consistent(d: Path, complete: bool = False, models: list[str] = MODELS
 
     complete: also exactly one valid record per (model, seed), a parseable leaderboard, and no
     temporary file anywhere (a later run removes those a killed one left)."""
-    from seg_bench.predict import load_checkpoint
+    from seg_bench.inference.checkpoint import load_checkpoint
 
     checked: Counter = Counter()
     results = d / "results" / "synthetic"
@@ -120,9 +121,7 @@ def check_consistent(d: Path, complete: bool = False, models: list[str] = MODELS
 # place it drops a flag file and sleeps, and the test kills it there.
 FORKER = r"""
 import fnmatch, json, os, sys, time, traceback
-import seg_bench.cli, seg_bench.bench, seg_bench.evaluate, seg_bench.figures, seg_bench.report, seg_bench.train
-from seg_bench.models import _import_builtins
-_import_builtins()
+import seg_bench.cli, seg_bench.protocol.bench, seg_bench.evaluation.evaluate, seg_bench.protocol.figures, seg_bench.protocol.report, seg_bench.training.trainer
 print("ready", flush=True)
 for line in sys.stdin:
     job = json.loads(line)
@@ -324,8 +323,9 @@ def test_sigkill_at_random_and_targeted_points_then_rerun_finishes_cleanly(tmp_p
 def test_two_benches_on_one_results_folder_share_the_work_and_lose_nothing(tmp_path):
     """Two processes with the same model and seeds (the worst case: the same pairs). The test
     holds unet seed 0's lock at first, so both must put it off and then wait for it."""
-    from seg_bench.bench import lock_path
-    from seg_bench.results import file_lock, record_path
+    from seg_bench.io import file_lock
+    from seg_bench.protocol.bench import lock_path
+    from seg_bench.protocol.records import record_path
 
     d = tmp_path
     held = lock_path(record_path(d / "results", "synthetic", "unet", 0))
@@ -355,8 +355,8 @@ def test_two_benches_on_one_results_folder_share_the_work_and_lose_nothing(tmp_p
 def test_distributed_ranks_above_zero_do_not_take_the_pair_lock(tmp_path, monkeypatch):
     """Under DDP, rank 0 holds the lock while its rank-1 process runs the same bench: taking it
     there would deadlock, so ranks > 0 skip it (they write nothing rank 0 does not)."""
-    from seg_bench.bench import pair_lock
-    from seg_bench.results import file_lock
+    from seg_bench.io import file_lock
+    from seg_bench.protocol.bench import pair_lock
 
     record = tmp_path / "synthetic" / "unet__seed0.json"
     for var in ("LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"):
@@ -417,7 +417,7 @@ def test_full_disk_during_record_write_keeps_the_old_record(tmp_path, monkeypatc
 
 
 def test_full_disk_during_checkpoint_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
-    import seg_bench.checkpoint_io as cio
+    import seg_bench.training.checkpoint_io as cio
 
     path = tmp_path / "checkpoints" / "last.ckpt"
     io_ = cio.AtomicCheckpointIO()
@@ -440,7 +440,7 @@ def test_full_disk_during_checkpoint_save_keeps_the_old_checkpoint(tmp_path, mon
 
 
 def test_full_disk_while_training_is_one_line_from_the_cli(tmp_path, monkeypatch, capsys):
-    import seg_bench.checkpoint_io as cio
+    import seg_bench.training.checkpoint_io as cio
     from seg_bench.cli import main
 
     monkeypatch.setattr(cio.torch, "save", _enospc)
@@ -463,7 +463,7 @@ def full_tmpfs(tmp_path):
         pytest.skip(f"mount -t tmpfs is not permitted here: {done.stderr.strip()}")
     try:
         write_json(mnt / "results" / "unet__seed0.json", {"version": 1, "model": "unet", "seed": 0, "metrics": {"overall": {}}})
-        from seg_bench.checkpoint_io import AtomicCheckpointIO
+        from seg_bench.training.checkpoint_io import AtomicCheckpointIO
 
         AtomicCheckpointIO().save_checkpoint(_tiny_checkpoint(), mnt / "checkpoints" / "last.ckpt")
         try:
@@ -479,7 +479,7 @@ def full_tmpfs(tmp_path):
 
 
 def test_real_full_disk_tmpfs(full_tmpfs, monkeypatch, capsys):
-    from seg_bench.checkpoint_io import AtomicCheckpointIO
+    from seg_bench.training.checkpoint_io import AtomicCheckpointIO
 
     record, ckpt = full_tmpfs / "results" / "unet__seed0.json", full_tmpfs / "checkpoints" / "last.ckpt"
     old_record, old_ckpt = record.read_bytes(), ckpt.read_bytes()
@@ -511,8 +511,8 @@ class _RunsCode:
 @pytest.fixture(scope="module")
 def unet_checkpoint(tmp_path_factory) -> Path:
     """A real checkpoint as Lightning writes it, without training (fast)."""
-    from seg_bench.checkpoint_io import AtomicCheckpointIO
-    from seg_bench.task import SegmentationTask
+    from seg_bench.training.checkpoint_io import AtomicCheckpointIO
+    from seg_bench.training.task import SegmentationTask
 
     task = SegmentationTask(model="unet", width=0.0625)
     path = tmp_path_factory.mktemp("ckpt") / "unet.ckpt"
@@ -521,7 +521,7 @@ def unet_checkpoint(tmp_path_factory) -> Path:
 
 
 def test_checkpoint_that_would_run_code_is_refused(unet_checkpoint, tmp_path):
-    from seg_bench.predict import load_checkpoint
+    from seg_bench.inference.checkpoint import load_checkpoint
 
     marker = tmp_path / "pwned"
     ckpt = torch.load(unet_checkpoint, weights_only=True)
@@ -539,9 +539,9 @@ def test_checkpoint_that_would_run_code_is_refused(unet_checkpoint, tmp_path):
 
 
 def test_checkpoint_of_another_architecture_or_class_count_is_refused(unet_checkpoint, tmp_path):
-    from seg_bench.checkpoint_io import AtomicCheckpointIO
-    from seg_bench.predict import load_model_for_inference
-    from seg_bench.task import SegmentationTask
+    from seg_bench.inference.checkpoint import load_model_for_inference
+    from seg_bench.training.checkpoint_io import AtomicCheckpointIO
+    from seg_bench.training.task import SegmentationTask
 
     assert load_model_for_inference(unet_checkpoint, expected_model="unet", classes=2).hparams["model"] == "unet"
     with pytest.raises(UserError, match="holds a 'unet' model, not 'segnet'"):
@@ -590,8 +590,8 @@ def tiny_ok(in_channels: int = 1, classes: int = 1, width: float = 1.0) -> nn.Mo
 
 @pytest.mark.slow
 def test_nan_loss_writes_a_failed_note_and_the_bench_goes_on(tmp_path):
-    from seg_bench.bench import bench
-    from seg_bench.results import load_records
+    from seg_bench.protocol.bench import bench
+    from seg_bench.protocol.records import load_records
 
     dirs = {"results_dir": tmp_path / "results", "runs_dir": tmp_path / "runs", "leaderboard_dir": tmp_path / "lb"}
     kw = {"profile": "smoke", "overrides": {"logger": "none", "num_workers": 0}, **dirs}
@@ -618,7 +618,7 @@ def test_nan_loss_writes_a_failed_note_and_the_bench_goes_on(tmp_path):
 
 
 def test_all_runs_failing_is_one_clear_error_and_no_leaderboard(tmp_path):
-    from seg_bench.bench import bench
+    from seg_bench.protocol.bench import bench
 
     with pytest.raises(UserError, match=r"1 of 1 runs failed"):
         bench("synthetic", models=["nan_after_step1"], profile="smoke", overrides={"logger": "none", "num_workers": 0},
@@ -632,9 +632,9 @@ def _all_finite(d: dict) -> bool:
 
 @pytest.mark.parametrize("truth_value", [0, 1], ids=["all-background", "all-foreground"])
 def test_single_class_images_give_finite_metrics(truth_value):
-    from seg_bench.evaluate import aggregate, image_record
+    from seg_bench.evaluation.evaluate import aggregate, image_record
+    from seg_bench.inference.postprocess import PostprocessConfig
     from seg_bench.metrics import pixel_metrics
-    from seg_bench.postprocess import PostprocessConfig
 
     rng = np.random.default_rng(0)
     truth = np.full((32, 32), truth_value, np.uint8)
@@ -652,7 +652,7 @@ def test_single_class_images_give_finite_metrics(truth_value):
 @pytest.mark.parametrize("loss", ["bce", "dice", "bce_dice", "focal", "unet_weighted"])
 @pytest.mark.parametrize("truth_value", [0, 1], ids=["all-background", "all-foreground"])
 def test_losses_are_finite_on_single_class_batches(loss, truth_value):
-    from seg_bench.losses import get_loss
+    from seg_bench.training.losses import get_loss
 
     mask = torch.full((2, 16, 16), truth_value, dtype=torch.long)
     batch = {"mask": mask, "instances": mask.int()}
@@ -662,8 +662,8 @@ def test_losses_are_finite_on_single_class_batches(loss, truth_value):
 
 def test_validation_and_evaluation_on_all_background_images_are_finite(tmp_path):
     from seg_bench.config import resolve_config
-    from seg_bench.evaluate import evaluate
-    from seg_bench.train import build_datamodule, build_task, build_trainer
+    from seg_bench.evaluation.evaluate import evaluate
+    from seg_bench.training.trainer import build_datamodule, build_task, build_trainer
 
     cfg = resolve_config("synthetic", "tiny_ok", "smoke", num_workers=0, logger="none")
     dm = build_datamodule(cfg)
@@ -824,7 +824,7 @@ def test_api_key_and_database_password_are_never_written_by_bench_or_search(tmp_
 
 def test_a_password_on_the_command_line_stays_out_of_wandb_run_metadata(tmp_path, monkeypatch):
     """W&B records sys.argv in every run, e.g. `search --storage postgresql://u:PASSWORD@h/db`."""
-    from seg_bench import tracking
+    from seg_bench.tracking import runs as tracking
 
     for k, v in _wandb_env(tmp_path).items():
         monkeypatch.setenv(k, v)

@@ -6,9 +6,9 @@ import io
 import numpy as np
 import pytest
 
-from seg_bench.evaluate import aggregate, image_record
-from seg_bench.postprocess import PostprocessConfig
-from seg_bench.report import bootstrap_ci, render_csv, render_markdown, summarise
+from seg_bench.evaluation.evaluate import aggregate, image_record
+from seg_bench.inference.postprocess import PostprocessConfig
+from seg_bench.protocol.report import bootstrap_ci, render_csv, render_markdown, summarise
 
 
 def per_image_stats(rng, n_images, noise):
@@ -85,8 +85,8 @@ def test_markdown_shows_std_only_with_several_seeds_and_csv_round_trips(records)
 def test_weak_label_runs_never_rank_on_the_leaderboard(tmp_path, records):
     import json
 
-    from seg_bench.report import write_leaderboard
-    from seg_bench.results import RECORD_VERSION, record_path
+    from seg_bench.protocol.records import RECORD_VERSION, record_path
+    from seg_bench.protocol.report import write_leaderboard
 
     results, board = tmp_path / "results", tmp_path / "lb"
     (board).mkdir()

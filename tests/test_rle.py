@@ -10,14 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from seg_bench.errors import DataError, UserError
-from seg_bench.rle import (
+from seg_bench.data.rle import (
     read_rle_csv,
     rle_decode,
     rle_encode,
     rle_encode_labels,
     write_submission_csv,
 )
+from seg_bench.errors import DataError, UserError
 
 DATA = Path(
     os.environ.get("SEG_BENCH_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")

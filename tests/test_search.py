@@ -11,8 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from seg_bench import cli, search
+from seg_bench import cli
 from seg_bench.errors import UserError
+from seg_bench.search import runner as search
 
 FAST = {"max_epochs": 1, "samples_per_epoch": 8, "logger": "none"}
 FAST_ARGS = ["--profile", "smoke", "--epochs", "1", "--set", "samples_per_epoch=8", "--logger", "none"]
@@ -89,9 +90,9 @@ def test_show_prints_trials_and_importances(resumed):
 def test_best_params_and_bench_use_the_study(resumed, tmp_path, monkeypatch):
     """bench --trials reuses the finished study, trains with its best parameters, and logs the
     seed's run (offline W&B) with its test metrics in the summary."""
-    from seg_bench.bench import bench, run_dir_for
     from seg_bench.config import resolve_config
-    from seg_bench.tracking import read_offline_run
+    from seg_bench.protocol.bench import bench, run_dir_for
+    from seg_bench.tracking.runs import read_offline_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_X_DISABLE_STATS", "true")
@@ -140,7 +141,7 @@ def test_errors_and_ctrl_c_with_a_fake_trainer(tmp_path, monkeypatch):
             raise SystemExit(1)  # what Lightning's trainer does after catching KeyboardInterrupt
         return SimpleNamespace(best_val={"val/iou": 0.1 * len(calls)}, best_checkpoint=None)
 
-    monkeypatch.setattr("seg_bench.train.train", fake_train)
+    monkeypatch.setattr("seg_bench.training.trainer.train", fake_train)
     runs = tmp_path / "runs"
     rc, _, err = run_cli([*BASE, "--trials", "4"], runs)
     assert rc == 130 and "interrupted" in err

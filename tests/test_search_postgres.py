@@ -117,7 +117,7 @@ def _worker(url: str, runs: Path, trials: int) -> tuple[subprocess.Popen, Path, 
 def test_two_workers_share_one_postgres_study(postgres_url, tmp_path):
     import optuna
 
-    from seg_bench import search
+    from seg_bench.search import runner as search
 
     target = 3
     start = time.monotonic()

@@ -3,7 +3,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from seg_bench.data import create_datamodule
-from seg_bench.data.synthetic import membrane_image, nuclei_image
+from seg_bench.data.datasets.synthetic import membrane_image, nuclei_image
 from seg_bench.errors import UserError
 
 

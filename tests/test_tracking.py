@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from seg_bench import tracking
 from seg_bench.errors import UserError
+from seg_bench.tracking import runs as tracking
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
 DB_PASSWORD = "s3cr3t-Pa55"
@@ -108,7 +108,7 @@ def test_wandb_failure_falls_back_to_csv_and_warns_once(tmp_path, offline_wandb,
 # --- W&B offline, read back --------------------------------------------------------------------
 def test_offline_wandb_run_has_config_history_summary_and_overlays(tmp_path, offline_wandb):
     from seg_bench.config import resolve_config
-    from seg_bench.train import train
+    from seg_bench.training.trainer import train
 
     cfg = resolve_config("synthetic", "unet", "smoke", logger="auto", max_epochs=2)
     run_dir = tmp_path / "run"

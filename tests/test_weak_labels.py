@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seg_bench.errors import UserError
-from seg_bench.weak_labels import (
+from seg_bench.labels.weak_labels import (
     _region_growing_reference,
     click_points_from_instances,
     flood_fill_labels,
@@ -431,7 +431,7 @@ def test_label_quality():
 def test_docstring_examples():
     import doctest
 
-    import seg_bench.weak_labels as module
+    import seg_bench.labels.weak_labels as module
 
     result = doctest.testmod(module, extraglobs={"np": np})
     assert result.failed == 0 and result.attempted >= 7

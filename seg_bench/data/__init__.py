@@ -1,6 +1,8 @@
-"""Datasets: importing this package registers every built-in one."""
+"""Data: the DataModule contract (``base``), reading files (``io``), downloading and checking
+copies (``download``, ``check``), RLE (``rle``), one file per dataset (``datasets/``) and
+augmentation presets (``augment/``)."""
 
-from seg_bench.data import dsb2018, epfl, folder, isbi2012, isbi2013, ncmir, synthetic  # noqa: E402,F401  (registration side effects)
-from seg_bench.data.base import DATASETS, Sample, SegmentationDataModule, create_datamodule
+from seg_bench.data.base import Sample, SegmentationDataModule, create_datamodule
+from seg_bench.registry import DATASETS
 
 __all__ = ["DATASETS", "Sample", "SegmentationDataModule", "create_datamodule"]

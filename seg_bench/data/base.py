@@ -29,9 +29,8 @@ from scipy import ndimage as ndi
 from torch.utils.data import DataLoader, Dataset
 
 from seg_bench.errors import DataError, UserError
-from seg_bench.registry import Registry
+from seg_bench.registry import DATASETS
 
-DATASETS = Registry("dataset", "seg_bench.datasets")
 SPLITS = ("train", "val", "test")
 
 
@@ -248,7 +247,11 @@ class SegmentationDataModule(L.LightningDataModule):
         return self._prepared[split]
 
     def _with_weak_labels(self, samples: list[Sample], split: str) -> list[Sample]:
-        from seg_bench.weak_labels import click_points_from_instances, label_quality, weak_labels
+        from seg_bench.labels.weak_labels import (
+            click_points_from_instances,
+            label_quality,
+            weak_labels,
+        )
 
         if self.num_classes != 2:
             raise UserError(f"weak labels need a binary dataset; {self.name} has {self.num_classes} classes")
@@ -288,7 +291,7 @@ class SegmentationDataModule(L.LightningDataModule):
             self.samples("val")
 
     def build_augment(self):
-        from seg_bench.data.augment import build_augment
+        from seg_bench.data.augment.presets import build_augment
 
         return build_augment(self.augment_name, **self.augment_params)
 
@@ -359,6 +362,4 @@ class SegmentationDataModule(L.LightningDataModule):
 
 
 def create_datamodule(name: str, **kwargs: Any) -> SegmentationDataModule:
-    import seg_bench.data  # noqa: F401  (registers the built-in datasets)
-
     return DATASETS.create(name, **kwargs)

@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from seg_bench.data.base import SPLITS, Sample, SegmentationDataModule
+
 # Registration side effects (harmless once seg_bench.data imports them itself).
-from seg_bench.data import dsb2018, epfl, folder, isbi2012, isbi2013, ncmir  # noqa: F401
-from seg_bench.data.base import DATASETS, SPLITS, Sample, SegmentationDataModule
+from seg_bench.data.datasets import dsb2018, epfl, folder, isbi2012, isbi2013, ncmir  # noqa: F401
 from seg_bench.errors import DataError, UserError
+from seg_bench.registry import DATASETS
 
 
 @dataclass

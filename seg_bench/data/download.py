@@ -411,7 +411,7 @@ def download(name: str, root: str | Path | None = None, force: bool = False) -> 
         raise UserError(
             f"no download for dataset '{name}'. Downloadable: {', '.join(sorted(SOURCES))}"
         )
-    from seg_bench.data import DATASETS  # the DataModule owns its default folder
+    from seg_bench.registry import DATASETS  # the DataModule owns its default folder
 
     src = SOURCES[name]
     dest = Path(data_root(name, root, DATASETS.get(name).subdir))

@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 
 from seg_bench.errors import UserError
-from seg_bench.models import MODELS
-from seg_bench.models.common import pad_to_multiple, unpad
+from seg_bench.models.base import pad_to_multiple, unpad
+from seg_bench.registry import MODELS
 
 PREFIX = "smp-"
 

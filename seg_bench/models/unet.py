@@ -13,8 +13,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from seg_bench.models import MODELS
-from seg_bench.models.common import pad_to_multiple, scaled, unpad
+from seg_bench.models.base import pad_to_multiple, scaled, unpad
+from seg_bench.registry import MODELS
 
 
 class DoubleConv(nn.Sequential):

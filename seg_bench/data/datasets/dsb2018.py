@@ -1,0 +1,283 @@
+"""Kaggle Data Science Bowl 2018 nuclei (BBBC038v1), read in the Kaggle layout.
+
+    <root>/stage1_train/<id>/images/<id>.png   RGBA (alpha ignored) or grey, any size
+    <root>/stage1_train/<id>/masks/*.png       one 0/255 PNG per nucleus, none overlapping
+    <root>/stage1_test/<id>/images/<id>.png    optional, with
+    <root>/stage1_solution.csv                 ImageId,EncodedPixels[,Height,Width,Usage] (RLE)
+
+Targets: semantic mask {0, 1} = union of the nucleus masks; instance image where the k-th mask
+file (sorted by name) has value k. Splits: when ``stage1_test/`` and ``stage1_solution.csv``
+are both present, test = the official stage-1 test set and stage1_train is split seeded into
+train/val; otherwise stage1_train is split seeded into train/val/test (70/15/15 by default).
+The split seed is its own option (``split_seed``), so training seeds never move the split.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seg_bench.data.base import Sample, SegmentationDataModule, seeded_split
+from seg_bench.data.io import read_image, require_dir, require_same_shape
+from seg_bench.data.rle import rle_decode as _rle_decode
+from seg_bench.errors import DataError
+from seg_bench.registry import DATASETS
+
+HINT = "Run `seg-bench data download dsb2018 --root DIR` or pass --root to a folder in the Kaggle layout."
+
+
+def instances_from_mask_files(files: list[Path], shape: tuple[int, int], image_path: Path) -> np.ndarray:
+    """One label image from DSB's one-PNG-per-nucleus masks (mask k -> label k)."""
+    inst = np.zeros(shape, dtype=np.int32)
+    for k, p in enumerate(files, start=1):
+        m = read_image(p)
+        if m.ndim != 2:
+            raise DataError(
+                f"{p}: mask has shape {m.shape}; expected a single-channel 0/255 PNG (one nucleus)"
+            )
+        require_same_shape(np.empty(shape, bool), m, image_path, p)
+        # Work inside the nucleus' bounding box: a full-image pass per mask is the slow part.
+        rows, cols = np.flatnonzero(m.max(axis=1)), np.flatnonzero(m.max(axis=0))
+        if rows.size == 0:
+            raise DataError(
+                f"{p}: mask holds no nucleus pixel; expected 255 on exactly one nucleus, 0 elsewhere"
+            )
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        crop = m[box]
+        fg = crop > 0
+        if not (crop[fg] == 255).all():
+            found = sorted({0, *np.unique(crop).tolist()})[:6]
+            raise DataError(
+                f"{p}: mask values {found}; expected 0 (background) / 255 (nucleus)"
+            )
+        target = inst[box]
+        taken = target[fg]
+        if taken.any():
+            other = files[int(taken[taken > 0][0]) - 1]
+            raise DataError(
+                f"{p}: overlaps mask {other.name} ({int((taken > 0).sum())} pixels); expected non-overlapping nucleus masks"
+            )
+        target[fg] = k
+    return inst
+
+
+def bright_background(grey: np.ndarray) -> bool:
+    """True when the median (background) intensity is above half the range: brightfield and H&E."""
+    top = np.iinfo(grey.dtype).max if np.issubdtype(grey.dtype, np.integer) else float(grey.max())
+    return float(np.median(grey)) > top / 2
+
+
+@DATASETS.register(
+    "dsb2018", "Kaggle Data Science Bowl 2018 nuclei (BBBC038v1): fluorescence, brightfield, H&E"
+)
+class DSB2018(SegmentationDataModule):
+    """DSB 2018 stage 1 nuclei; instance masks from one PNG per nucleus."""
+
+    name = "dsb2018"
+    subdir = "dsb2018"  # default folder under $SEG_BENCH_DATA
+    num_classes = 2
+    in_channels = 3
+    positive_class = "nucleus"
+    instance_metric = "dsb"
+    default_patch_size = 256
+
+    def __init__(
+        self,
+        root=None,
+        grey: bool = False,
+        invert_bright: bool = False,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 0,
+        **kwargs,
+    ):
+        super().__init__(root=root, **kwargs)
+        self.grey = bool(grey)
+        self.invert_bright = bool(invert_bright)
+        self.in_channels = 1 if self.grey else 3
+        self.val_fraction = float(val_fraction)
+        self.test_fraction = float(test_fraction)
+        self.split_seed = int(split_seed)
+        self._layout: dict[str, list[tuple[str, Path]]] | None = None
+        self._solution: dict[str, list[tuple[int, str, tuple[int, int] | None]]] = {}
+        self._cache: dict[str, Sample] = {}
+        self._official = False
+
+    # --- layout and splits (file names only; no pixels read) -------------------------------
+    def _scan(self, folder: Path, with_masks: bool) -> list[tuple[str, Path]]:
+        require_dir(
+            folder,
+            "one sub-folder per image: <id>/images/<id>.png"
+            + (" and <id>/masks/*.png" if with_masks else ""),
+            HINT,
+        )
+        entries = []
+        for d in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            image = d / "images" / f"{d.name}.png"
+            masks = d / "masks"
+            has_masks = masks.is_dir() and any(masks.glob("*.png"))
+            if not image.is_file():
+                what = "its masks/ have no image" if has_masks else "no image"
+                raise DataError(
+                    f"{image}: file not found ({what}); expected {d.name}/images/{d.name}.png"
+                )
+            if with_masks and not has_masks:
+                raise DataError(
+                    f"{masks}: no mask PNGs for image {image.name}; expected one 0/255 PNG per nucleus"
+                )
+            entries.append((d.name, d))
+        if not entries:
+            raise DataError(f"{folder}: no image folders; expected <id>/images/<id>.png. {HINT}")
+        return entries
+
+    def _read_solution(self, csv_path: Path, test_ids: set[str]) -> None:
+        rows: dict[str, list[tuple[int, str, tuple[int, int] | None]]] = {}
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"ImageId", "EncodedPixels"} <= set(reader.fieldnames):
+                raise DataError(
+                    f"{csv_path}: header {reader.fieldnames}; expected ImageId,EncodedPixels[,Height,Width,Usage]"
+                )
+            for line, row in enumerate(reader, start=2):
+                rle = (row["EncodedPixels"] or "").strip()
+                if not rle:
+                    continue
+                shape = (
+                    (int(row["Height"]), int(row["Width"]))
+                    if row.get("Height") and row.get("Width")
+                    else None
+                )
+                rows.setdefault(row["ImageId"], []).append((line, rle, shape))
+        unknown = sorted(set(rows) - test_ids)
+        if unknown:
+            raise DataError(
+                f"{csv_path}: ImageId {unknown[0]} has no folder in stage1_test/; expected stage1_test/{unknown[0]}/images/{unknown[0]}.png"
+            )
+        missing = sorted(test_ids - set(rows))
+        if missing:
+            raise DataError(
+                f"{self.dir / 'stage1_test' / missing[0]}: no rows in {csv_path.name}; expected RLE rows for every stage1_test image"
+            )
+        self._solution = rows
+
+    def layout(self) -> dict[str, list[tuple[str, Path]]]:
+        """split -> [(id, folder)], decided from file names alone."""
+        if self._layout is not None:
+            return self._layout
+        if not self.dir.is_dir():
+            raise DataError(
+                f"{self.dir}: folder not found; expected the DSB 2018 layout stage1_train/<id>/images/<id>.png. {HINT}"
+            )
+        train = self._scan(self.dir / "stage1_train", with_masks=True)
+        test_dir, solution = self.dir / "stage1_test", self.dir / "stage1_solution.csv"
+        official = test_dir.is_dir() and solution.is_file()
+        fractions = {"train": 1 - self.val_fraction, "val": self.val_fraction}
+        if not official:
+            fractions = {
+                "train": 1 - self.val_fraction - self.test_fraction,
+                "val": self.val_fraction,
+                "test": self.test_fraction,
+            }
+        if len(train) < len(fractions):
+            raise DataError(
+                f"{self.dir / 'stage1_train'}: {len(train)} image folders are too few for {'/'.join(fractions)}; expected at least {len(fractions)}"
+            )
+        folders = dict(train)
+        split = seeded_split(sorted(folders), fractions, self.split_seed)
+        out = {k: [(i, folders[i]) for i in v] for k, v in split.items()}
+        if official:
+            out["test"] = self._scan(test_dir, with_masks=False)
+            self._read_solution(solution, {i for i, _ in out["test"]})
+        self._official = official
+        self._layout = out
+        return out
+
+    def split_info(self) -> dict[str, Any]:
+        lay = self.layout()
+        info: dict[str, Any] = {
+            "split": "seeded"
+            if not self._official
+            else "official stage1_test; seeded train/val from stage1_train",
+            "split_seed": self.split_seed,
+            "counts": {k: len(v) for k, v in lay.items()},
+            "grey": self.grey,
+            "invert_bright": self.invert_bright,
+        }
+        info["fractions"] = (
+            {"val": self.val_fraction}
+            if self._official
+            else {"val": self.val_fraction, "test": self.test_fraction}
+        )
+        return info
+
+    # --- pixels --------------------------------------------------------------------------------
+    def _image(self, image_path: Path) -> tuple[np.ndarray, bool]:
+        image = read_image(image_path)
+        if self.grey and image.ndim == 3:
+            image = np.round(image.mean(axis=-1)).astype(image.dtype)
+        elif not self.grey and image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=-1)
+        inverted = False
+        if self.invert_bright:
+            g = image if image.ndim == 2 else image.mean(axis=-1).astype(image.dtype)
+            if bright_background(g):
+                top = (
+                    np.iinfo(image.dtype).max
+                    if np.issubdtype(image.dtype, np.integer)
+                    else image.max()
+                )
+                image, inverted = (top - image).astype(image.dtype), True
+        return image, inverted
+
+    def _instances_from_masks(
+        self, folder: Path, image: np.ndarray, image_path: Path
+    ) -> np.ndarray:
+        return instances_from_mask_files(sorted((folder / "masks").glob("*.png")), image.shape[:2], image_path)
+
+    def _instances_from_rle(self, image_id: str, image: np.ndarray) -> np.ndarray:
+        csv_path = self.dir / "stage1_solution.csv"
+        inst = np.zeros(image.shape[:2], dtype=np.int32)
+        for k, (line, rle, shape) in enumerate(self._solution[image_id], start=1):
+            if shape is not None and shape != image.shape[:2]:
+                raise DataError(
+                    f"{csv_path}: line {line} says {shape[0]}x{shape[1]} but image {image_id} is {image.shape[0]}x{image.shape[1]}; expected matching Height,Width"
+                )
+            try:
+                m = np.asarray(_rle_decode(rle, image.shape[:2]), dtype=bool)
+            except Exception as e:
+                raise DataError(
+                    f"{csv_path}: line {line}: bad RLE ({e}); expected 1-based 'start length' pairs, column-major"
+                ) from None
+            if (inst[m] > 0).any():
+                raise DataError(
+                    f"{csv_path}: line {line} overlaps an earlier nucleus of {image_id}; expected non-overlapping nuclei"
+                )
+            inst[m] = k
+        return inst
+
+    def _load(self, image_id: str, folder: Path, official_test: bool) -> Sample:
+        if image_id in self._cache:
+            return self._cache[image_id]
+        image_path = folder / "images" / f"{image_id}.png"
+        image, inverted = self._image(image_path)
+        if official_test:
+            inst = self._instances_from_rle(image_id, image)
+        else:
+            inst = self._instances_from_masks(folder, image, image_path)
+        sample = Sample(
+            id=image_id,
+            image=image,
+            mask=(inst > 0).astype(np.uint8),
+            instances=inst,
+            meta={"path": str(image_path), "inverted": inverted},
+        )
+        self._cache[image_id] = sample
+        return sample
+
+    def load_split(self, split: str) -> list[Sample]:
+        entries = self.layout()[split]
+        official_test = split == "test" and self._official
+        return [self._load(i, d, official_test) for i, d in entries]

@@ -1,0 +1,164 @@
+"""EPFL CVLab hippocampus mitochondria (Lucchi et al. 2012), read as the CVLab TIFF stacks.
+
+    <root>/training.tif               Z,768,1024 uint8 (165 slices in the original)
+    <root>/training_groundtruth.tif   Z,768,1024 uint8: 255 = mitochondrion, 0 = background
+    <root>/testing.tif                optional pair (165 slices in the original), the official test
+    <root>/testing_groundtruth.tif
+    <root>/training_slices.csv        optional ``page,original_slice`` (names the samples)
+
+Splits: official test = the testing stacks; val = a seeded 15% of the training slices. When
+the testing stacks are absent (as in the shared sample), the training slices are split seeded
+70/15/15 and a warning says so; ``split_info`` records which. Instances: connected components.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seg_bench.data.base import Sample, SegmentationDataModule, seeded_split
+from seg_bench.data.datasets.isbi2012 import require_same_stack_shape
+from seg_bench.data.io import read_stack, require_file, require_values
+from seg_bench.errors import DataError
+from seg_bench.registry import DATASETS
+
+log = logging.getLogger(__name__)
+HINT = "Run `seg-bench data download epfl --root DIR` or pass --root to a folder holding it."
+LABEL_FORM = "0 (background) / 255 (mitochondrion), uint8"
+
+
+def _slice_names(csv_path: Path, n: int) -> list[str]:
+    if not csv_path.is_file():
+        return [f"{z:03d}" for z in range(n)]
+    names = {}
+    with open(csv_path, newline="") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                names[int(row["page"])] = f"{int(row['original_slice']):03d}"
+            except (KeyError, TypeError, ValueError):
+                raise DataError(
+                    f"{csv_path}: line {line} is not 'page,original_slice' integers; expected header page,original_slice"
+                ) from None
+    if sorted(names) != list(range(n)):
+        raise DataError(
+            f"{csv_path}: lists pages {sorted(names)[:5]}...; expected one row for each of the {n} pages of training.tif"
+        )
+    return [names[z] for z in range(n)]
+
+
+@DATASETS.register("epfl", "EPFL CVLab hippocampus mitochondria (Lucchi, FIB-SEM 768x1024)")
+class EPFL(SegmentationDataModule):
+    """EPFL mitochondria: official testing stack as test, seeded validation slices."""
+
+    name = "epfl"
+    subdir = "epfl_mito"  # default folder under $SEG_BENCH_DATA
+    num_classes = 2
+    in_channels = 1
+    positive_class = "mitochondrion"
+    instance_metric = None
+    default_patch_size = 256
+
+    def __init__(
+        self,
+        root=None,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        split_seed: int = 0,
+        **kwargs,
+    ):
+        super().__init__(root=root, **kwargs)
+        self.val_fraction = float(val_fraction)
+        self.test_fraction = float(test_fraction)
+        self.split_seed = int(split_seed)
+        self._samples: dict[str, list[Sample]] | None = None
+        self._official = False
+
+    def _pair(self, image_name: str, label_name: str) -> tuple[np.ndarray, np.ndarray, Path]:
+        image_path = require_file(
+            self.dir / image_name, f"the EPFL {image_name} stack (Z,768,1024 uint8)", HINT
+        )
+        label_path = require_file(
+            self.dir / label_name, f"the EPFL ground truth stack ({LABEL_FORM})", HINT
+        )
+        images, labels = read_stack(image_path), read_stack(label_path)
+        require_same_stack_shape(images, labels, image_path, label_path)
+        require_values(labels, {0, 255}, label_path, LABEL_FORM)
+        return images, (labels > 0).astype(np.uint8), image_path
+
+    def _load_all(self) -> dict[str, list[Sample]]:
+        if self._samples is not None:
+            return self._samples
+        test_files = [self.dir / "testing.tif", self.dir / "testing_groundtruth.tif"]
+        present = [p.is_file() for p in test_files]
+        if any(present) and not all(present):
+            have, lack = (
+                (test_files[0], test_files[1]) if present[0] else (test_files[1], test_files[0])
+            )
+            raise DataError(
+                f"{lack}: file not found but {have.name} is there; expected both testing stacks or neither"
+            )
+        self._official = all(present)
+        images, masks, image_path = self._pair("training.tif", "training_groundtruth.tif")
+        names = _slice_names(self.dir / "training_slices.csv", len(images))
+        if self._official:
+            fractions = {"train": 1 - self.val_fraction, "val": self.val_fraction}
+        else:
+            fractions = {
+                "train": 1 - self.val_fraction - self.test_fraction,
+                "val": self.val_fraction,
+                "test": self.test_fraction,
+            }
+            log.warning(
+                "epfl: %s not found; the test split is a seeded %.0f%% of the training slices instead of the official testing stack",
+                test_files[0], 100 * self.test_fraction,
+            )  # fmt: skip
+        if len(images) < len(fractions):
+            raise DataError(
+                f"{image_path}: {len(images)} slices are too few for {'/'.join(fractions)}; expected at least {len(fractions)}"
+            )
+        ids = [f"training_{n}" for n in names]
+        page = {i: z for z, i in enumerate(ids)}
+        split = seeded_split(ids, fractions, self.split_seed)
+        out = {
+            k: [
+                Sample(
+                    i,
+                    images[page[i]],
+                    masks[page[i]],
+                    None,
+                    {"path": str(image_path), "page": page[i]},
+                )
+                for i in v
+            ]
+            for k, v in split.items()
+        }
+        if self._official:
+            timages, tmasks, tpath = self._pair("testing.tif", "testing_groundtruth.tif")
+            out["test"] = [
+                Sample(
+                    f"testing_{z:03d}", timages[z], tmasks[z], None, {"path": str(tpath), "page": z}
+                )
+                for z in range(len(timages))
+            ]
+        self._samples = out
+        return out
+
+    def load_split(self, split: str) -> list[Sample]:
+        return self._load_all()[split]
+
+    def split_info(self) -> dict[str, Any]:
+        out = self._load_all()
+        return {
+            "split": "official testing stack; seeded val from training"
+            if self._official
+            else "testing stacks absent: seeded train/val/test split of the training slices",
+            "split_seed": self.split_seed,
+            "counts": {k: len(v) for k, v in out.items()},
+            "fractions": {"val": self.val_fraction}
+            if self._official
+            else {"val": self.val_fraction, "test": self.test_fraction},
+        }

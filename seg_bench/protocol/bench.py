@@ -1,0 +1,273 @@
+"""The protocol: for every model and seed, train, test, and write one result record; then
+rebuild the leaderboard. Finished (model, seed) pairs are skipped, interrupted ones resume
+from their last checkpoint, so running the same command again after a kill finishes the job.
+
+Several benches may share a results folder: each (dataset, model, seed, labels) is run under an
+exclusive lock (``.<record>.lock`` beside its record, ``fcntl.flock``, released by the kernel when
+its holder exits or is killed). A pair another process holds is put off until the free pairs are
+done, then waited for; its record is then normally already there (with ``--force`` it is redone).
+A run whose loss becomes NaN/inf leaves ``<record>.failed.json`` (error, epoch, step) instead of a
+record; bench goes on with the next pair, builds the leaderboard from the records that exist
+(failed pairs are not on it), and then raises a UserError listing the failures (exit code 2).
+Rerunning retries failed pairs; a success removes the ``.failed.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from seg_bench.config import RunConfig, benchmark_models, resolve_config
+from seg_bench.errors import UserError
+from seg_bench.evaluation.evaluate import evaluate
+from seg_bench.hardware import hardware
+from seg_bench.io import atomic_write, file_lock, remove_stale_temp, write_json
+from seg_bench.protocol import provenance
+from seg_bench.protocol.records import RECORD_VERSION, failed_path, read_record, record_path
+from seg_bench.training.precision import resolve_precision
+from seg_bench.training.task import NonFiniteLossError
+from seg_bench.training.trainer import train
+
+console = Console(stderr=True, highlight=False)
+
+
+def run_dir_for(runs_dir: Path, cfg: RunConfig) -> Path:
+    labels = "" if cfg.labels == "manual" else f"__{cfg.labels}"
+    return Path(runs_dir) / cfg.dataset / f"{cfg.model}__seed{cfg.seed}__{cfg.profile}{labels}"
+
+
+def make_record(cfg: RunConfig, result, evaluation: dict[str, Any]) -> dict[str, Any]:
+    dm = result.datamodule
+    return {
+        "version": RECORD_VERSION,
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "seed": cfg.seed,
+        "labels": cfg.labels,
+        "profile": cfg.profile,
+        "config": cfg.to_dict(),
+        "data": dm.describe(),
+        "params": sum(p.numel() for p in result.task.model.parameters()),
+        "train_time_s": result.train_time_s,
+        "epochs": result.epochs,
+        "best_val": result.best_val,
+        "hardware": hardware(),
+        "precision": resolve_precision(cfg.precision, cfg.accelerator),
+        "versions": provenance.versions(),
+        "commit": provenance.git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "metrics": evaluation,
+    }
+
+
+def run_one(
+    cfg: RunConfig,
+    results_dir: Path,
+    runs_dir: Path,
+    force: bool = False,
+    logger: Any = None,
+    log_model: bool = False,
+    project: str | None = None,
+) -> dict:
+    """logger: None builds one from ``cfg.logger`` (seg_bench.tracking.runs), False logs nothing."""
+    from seg_bench.tracking.runs import tracked_run
+
+    path = record_path(results_dir, cfg.dataset, cfg.model, cfg.seed, cfg.labels)
+    run_dir = run_dir_for(runs_dir, cfg)
+    if force and run_dir.exists():
+        shutil.rmtree(run_dir)
+    with tracked_run(
+        cfg, run_dir, group=f"bench-{cfg.dataset}-{cfg.profile}", name=f"{cfg.model}-seed{cfg.seed}",
+        tags=[cfg.model, cfg.profile, cfg.dataset], logger=logger, project=project, log_model=log_model,
+    ) as run:  # fmt: skip
+        result = train(cfg, run_dir, logger=run.logger, callbacks=run.callbacks, progress=False)
+        evaluation = evaluate(result.task.model, result.datamodule, cfg, keep_predictions=PREVIEWS)
+        save_previews(preview_path(path), evaluation.pop("previews"))
+        record = make_record(cfg, result, evaluation)
+        write_json(path, record)
+        run.summary({f"test/{k}": v for k, v in evaluation.get("overall", {}).items()} | {"train_time_s": result.train_time_s})
+        run.log_checkpoint(result.best_checkpoint, {"best_val": result.best_val, "seed": cfg.seed})
+    return record
+
+
+PREVIEWS = 4
+
+
+def preview_path(record: Path) -> Path:
+    return record.with_suffix(".preview.npz")
+
+
+def save_previews(path: Path, previews: list) -> None:
+    """A few test images with truth and probability, for the leaderboard's overlay figure."""
+    arrays = {}
+    for i, (sample_id, image, truth, prob) in enumerate(previews):
+        arrays[f"image{i}"] = image.astype(np.float16)
+        arrays[f"truth{i}"] = truth.astype(np.uint8)
+        arrays[f"prob{i}"] = prob.astype(np.float16)
+        arrays[f"id{i}"] = np.array(sample_id)
+    with atomic_write(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def existing_record(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        return read_record(path)
+    except UserError:
+        return None  # a foreign or damaged record is redone, not trusted
+
+
+def lock_path(record: Path) -> Path:
+    return record.with_name(f".{record.stem}.lock")
+
+
+def _rank_above_zero() -> bool:
+    """A process that a distributed launch (Lightning, torchrun, SLURM) started as rank > 0: its
+    rank-0 process holds the pair's lock, so taking it here would deadlock."""
+    return any(os.environ.get(v, "0") not in ("", "0") for v in ("LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def pair_lock(record: Path, blocking: bool):
+    if _rank_above_zero():
+        return contextlib.nullcontext(True)
+    return file_lock(lock_path(record), blocking=blocking)
+
+
+def remove_stale_pair_temp(record: Path, run_dir: Path) -> None:
+    """Temporary files of this pair that a killed process left (call with the pair's lock held)."""
+    for name in (record.name, preview_path(record).name, failed_path(record).name):
+        remove_stale_temp(record.parent, f".{name}.*.tmp")
+    remove_stale_temp(run_dir, ".*.tmp")
+    remove_stale_temp(run_dir / "checkpoints", ".*.tmp")
+
+
+def write_failure(path: Path, cfg: RunConfig, error: NonFiniteLossError) -> None:
+    write_json(
+        failed_path(path),
+        {
+            "version": RECORD_VERSION,
+            "status": "failed",
+            "dataset": cfg.dataset,
+            "model": cfg.model,
+            "seed": cfg.seed,
+            "labels": cfg.labels,
+            "profile": cfg.profile,
+            "error": str(error),
+            "epoch": error.epoch,
+            "step": error.step,
+            "config": cfg.to_dict(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+
+
+def _fmt(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s"
+
+
+def bench(
+    dataset: str,
+    models: list[str] | None = None,
+    profile: str | None = None,
+    seeds: int = 1,
+    results_dir: Path = Path("runs/results"),
+    runs_dir: Path = Path("runs"),
+    leaderboard_dir: Path | None = Path("leaderboards"),
+    force: bool = False,
+    overrides: dict[str, Any] | None = None,
+    trials: int = 0,
+    log_model: bool = False,
+    project: str | None = None,
+    search_options: dict[str, Any] | None = None,
+) -> list[dict]:
+    from seg_bench.registry import MODELS
+
+    models = models or benchmark_models(dataset, profile, (overrides or {}).get("config_file"))
+    for m in models:
+        MODELS.require(m)
+    if seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {seeds}")
+    overrides = dict(overrides or {})
+    tuned: dict[str, dict[str, Any]] = {m: {} for m in models}
+    if trials > 0:  # search every model first (resumable; a finished study runs nothing)
+        from seg_bench.search.runner import describe_best, run_search
+
+        for m in models:
+            found = run_search(dataset, m, trials, profile, overrides=overrides, runs_dir=runs_dir, project=project, **(search_options or {}))
+            console.print(f"search {m}: {describe_best(found)}")
+            tuned[m] = dict(found.best_params or {})
+    configs = [resolve_config(dataset, m, profile, seed=s, **{**overrides, **tuned[m]}) for m in models for s in range(seeds)]
+    if torch.cuda.is_available() is False and any(c.profile == "paper" for c in configs):
+        console.print("[yellow]warning:[/] the paper profile on a CPU will take a long time")
+
+    done_by_index: dict[int, dict] = {}
+    durations: list[float] = []
+    failures: list[str] = []
+    start = time.perf_counter()
+    todo = list(enumerate(configs, 1))
+    for wait in (False, True):  # first every pair no other process holds, then wait for the rest
+        later = []
+        for i, cfg in todo:
+            path = record_path(results_dir, cfg.dataset, cfg.model, cfg.seed, cfg.labels)
+            label = f"[{i}/{len(configs)}] {cfg.model} seed {cfg.seed}"
+            if wait:
+                console.print(f"{label}: waiting for the other seg-bench process ({lock_path(path)})")
+            with pair_lock(path, blocking=wait) as held:
+                if not held:
+                    console.print(f"{label}: another seg-bench process is running it; coming back to it later")
+                    later.append((i, cfg))
+                    continue
+                if not _rank_above_zero():  # only the lock holder may delete temporaries
+                    remove_stale_pair_temp(path, run_dir_for(runs_dir, cfg))
+                done = None if force else existing_record(path)
+                if done is not None:
+                    console.print(f"{label}: already done ({path})")
+                    done_by_index[i] = done
+                    continue
+                t0 = time.perf_counter()
+                console.print(f"{label}: training ({cfg.profile} profile, {cfg.max_epochs} epochs)")
+                try:
+                    record = run_one(cfg, results_dir, runs_dir, force=force, log_model=log_model, project=project)
+                except NonFiniteLossError as e:
+                    write_failure(path, cfg, e)
+                    failures.append(f"{cfg.model} seed {cfg.seed} ({e})")
+                    console.print(f"[red]{label}: failed:[/] {e} (noted in {failed_path(path)})")
+                    continue
+                failed_path(path).unlink(missing_ok=True)
+            durations.append(time.perf_counter() - t0)
+            remaining = (len(configs) - i) * (sum(durations) / len(durations))
+            m = record["metrics"].get("overall", {})
+            console.print(
+                f"{label}: done in {_fmt(durations[-1])}, IoU {m.get('iou', float('nan')):.3f}; "
+                f"elapsed {_fmt(time.perf_counter() - start)}, about {_fmt(remaining)} left"
+            )
+            done_by_index[i] = record
+        todo = later
+        if not todo:
+            break
+    records = [done_by_index[i] for i in sorted(done_by_index)]
+    if leaderboard_dir is not None and records:
+        from seg_bench.protocol.report import write_leaderboard
+
+        weak = any(c.labels != "manual" for c in configs)
+        md = write_leaderboard(dataset, results_dir, leaderboard_dir, by="labels" if weak else None)
+        print(md)
+        from seg_bench.tracking.runs import log_leaderboard
+
+        log_leaderboard(dataset, Path(leaderboard_dir) / f"{dataset}.csv", configs[0].logger, f"bench-{dataset}-{configs[0].profile}", project, Path(runs_dir) / dataset)
+    if failures:
+        raise UserError(
+            f"{len(failures)} of {len(configs)} runs failed and are not on the leaderboard: {'; '.join(failures)}. "
+            "Each is noted in <record>.failed.json; rerun the same command to retry them"
+        )
+    return records

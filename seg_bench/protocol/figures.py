@@ -1,0 +1,101 @@
+"""Leaderboard figures: ROC and precision-recall curves from the records' pooled probability
+histograms, and a grid of prediction overlays (errors coloured) from the saved previews."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from seg_bench.io import atomic_write  # noqa: E402
+
+# True positives green, false positives magenta, false negatives cyan: readable by most colour-blind readers.
+ERROR_COLOURS = {"tp": (0.1, 0.8, 0.1), "fp": (0.9, 0.1, 0.9), "fn": (0.1, 0.8, 0.9)}
+
+
+def curves_from_histograms(pos: np.ndarray, neg: np.ndarray) -> dict[str, np.ndarray]:
+    """ROC and PR points for thresholds at every bin edge, from high to low."""
+    tp = np.cumsum(pos[::-1])
+    fp = np.cumsum(neg[::-1])
+    tpr = tp / max(pos.sum(), 1)
+    fpr = fp / max(neg.sum(), 1)
+    precision = tp / np.maximum(tp + fp, 1)
+    return {"fpr": np.r_[0, fpr], "tpr": np.r_[0, tpr], "recall": tpr, "precision": precision}
+
+
+def _pooled(records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    per_image = [im for r in records for im in r["metrics"]["per_image"]]
+    return (np.sum([im["hist_pos"] for im in per_image], axis=0), np.sum([im["hist_neg"] for im in per_image], axis=0))
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_curves(dataset: str, records: list[dict], out_dir: Path) -> list[Path]:
+    by_model: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_model[f"{r['model']}" + ("" if r.get("labels", "manual") == "manual" else f" ({r['labels']})")].append(r)
+    fig_roc, ax_roc = plt.subplots(figsize=(5, 5))
+    fig_pr, ax_pr = plt.subplots(figsize=(5, 5))
+    for name, recs in sorted(by_model.items()):
+        c = curves_from_histograms(*_pooled(recs))
+        auc = np.mean([r["metrics"]["overall"].get("auroc", np.nan) for r in recs])
+        ax_roc.plot(c["fpr"], c["tpr"], label=f"{name} (AUROC {auc:.3f})")
+        ax_pr.plot(c["recall"], c["precision"], label=name)
+    ax_roc.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{dataset}: ROC (test pixels, all seeds)")
+    ax_pr.set(xlabel="recall", ylabel="precision", title=f"{dataset}: precision-recall", xlim=(0, 1), ylim=(0, 1.02))
+    for ax in (ax_roc, ax_pr):
+        ax.legend(fontsize=8, loc="lower right" if ax is ax_roc else "lower left")
+        ax.grid(alpha=0.3)
+    paths = [out_dir / "roc.png", out_dir / "pr.png"]
+    _save(fig_roc, paths[0])
+    _save(fig_pr, paths[1])
+    return paths
+
+
+def error_overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """RGB picture of the image with TP/FP/FN pixels tinted."""
+    grey = image.astype(np.float32)
+    grey = grey.mean(-1) if grey.ndim == 3 else grey
+    lo, hi = np.percentile(grey, [1, 99.5])
+    rgb = np.repeat(np.clip((grey - lo) / max(hi - lo, 1e-6), 0, 1)[..., None], 3, -1)
+    for key, where in (("tp", truth & pred), ("fp", ~truth & pred), ("fn", truth & ~pred)):
+        rgb[where] = 0.45 * rgb[where] + 0.55 * np.array(ERROR_COLOURS[key])
+    return rgb
+
+
+def plot_overlays(dataset: str, previews: dict[str, Path], out_path: Path, threshold: float = 0.5, rows: int = 3) -> Path | None:
+    """One row per test image: image, truth, then each model's errors."""
+    loaded = {m: np.load(p) for m, p in sorted(previews.items()) if p.exists()}
+    if not loaded:
+        return None
+    first = next(iter(loaded.values()))
+    n = min(rows, sum(1 for k in first.files if k.startswith("image")))
+    cols = 2 + len(loaded)
+    fig, axes = plt.subplots(n, cols, figsize=(2.4 * cols, 2.4 * n), squeeze=False)
+    for i in range(n):
+        image = first[f"image{i}"].astype(np.float32)
+        truth = first[f"truth{i}"] > 0
+        axes[i, 0].imshow(image[..., 0] if image.shape[-1] == 1 else np.clip(image, 0, 1), cmap="gray")
+        axes[i, 1].imshow(truth, cmap="gray")
+        for j, (model, data) in enumerate(loaded.items()):
+            pred = data[f"prob{i}"].astype(np.float32) > threshold
+            axes[i, 2 + j].imshow(error_overlay(image, truth, pred))
+            if i == 0:
+                axes[0, 2 + j].set_title(model, fontsize=9)
+    axes[0, 0].set_title("image", fontsize=9)
+    axes[0, 1].set_title("truth", fontsize=9)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    fig.suptitle(f"{dataset}: green TP, magenta FP, cyan FN (seed 0)", fontsize=10)
+    _save(fig, out_path)
+    return out_path

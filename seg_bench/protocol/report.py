@@ -1,0 +1,278 @@
+"""Leaderboards from result records: Markdown and CSV, mean ± std over seeds and a bootstrap
+95 % confidence interval over test images, with the provenance of every table."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seg_bench.evaluation.evaluate import aggregate
+from seg_bench.hardware import hardware_label
+from seg_bench.io import atomic_write, file_lock, remove_stale_temp
+from seg_bench.protocol.records import load_records
+
+# (record key in metrics.overall, column title); a column appears when any record has it.
+COLUMNS = [
+    ("iou", "IoU"),
+    ("dice", "Dice"),
+    ("accuracy", "Accuracy"),
+    ("kappa", "Kappa"),
+    ("auroc", "AUROC"),
+    ("auroc_balanced", "AUROC (1-(FPR+FNR)/2)"),
+    ("fnr", "FNR"),
+    ("fpr", "FPR"),
+    ("dsb_map", "mAP@[.5:.95]"),
+    ("vrand", "V_rand"),
+    ("vinfo", "V_info"),
+    ("adapted_rand_error", "ARAND"),
+]
+
+
+def bootstrap_ci(
+    records: list[dict], key: str, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """CI of the seed-averaged score, resampling test images (the same draw for every seed)."""
+    return bootstrap_cis(records, [key], n_boot, seed, level)[key]
+
+
+def bootstrap_cis(
+    records: list[dict], keys: list[str], n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, tuple[float, float]]:
+    """``bootstrap_ci`` of several keys from one set of resamples (each resample scored once)."""
+    per_seed = [r["metrics"]["per_image"] for r in records]
+    n = min(len(p) for p in per_seed)
+    if n < 2:
+        return {k: (float("nan"), float("nan")) for k in keys}
+    rng = np.random.default_rng(seed)
+    stats: dict[str, list[float]] = {k: [] for k in keys}
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        scores = [aggregate(p, idx) for p in per_seed]
+        for k in keys:
+            stats[k].append(np.mean([s.get(k, np.nan) for s in scores]))
+    out = {}
+    for k in keys:
+        lo, hi = np.nanpercentile(stats[k], [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+        out[k] = (float(lo), float(hi))
+    return out
+
+
+def summarise(records: list[dict], n_boot: int = 1000) -> list[dict[str, Any]]:
+    by_model: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in records:
+        by_model[(r["model"], r.get("labels", "manual"))].append(r)
+    rows = []
+    for (model, labels), recs in by_model.items():
+        row: dict[str, Any] = {
+            "model": model,
+            "labels": labels,
+            "seeds": len(recs),
+            "params_m": recs[0]["params"] / 1e6,
+            "train_time_s": float(np.mean([r["train_time_s"] for r in recs])),
+            "inference_mpix_s": float(np.mean([r["metrics"].get("inference_mpix_per_s", np.nan) for r in recs])),
+        }
+        for key, _ in COLUMNS:
+            values = [r["metrics"]["overall"].get(key) for r in recs]
+            values = [v for v in values if v is not None]
+            if not values:
+                continue
+            row[key] = float(np.mean(values))
+            # One seed says nothing about the spread over seeds: NaN, shown as no "± std" at all.
+            row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+        keys = [k for k, _ in COLUMNS if k in row]
+        for key, ci in bootstrap_cis(recs, keys, n_boot).items():
+            row[f"{key}_ci"] = ci
+        rows.append(row)
+    rows.sort(key=lambda r: -r.get("iou", -1))
+    return rows
+
+
+def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
+    first = records[0]
+    data = first.get("data", {})
+    commits = sorted({r.get("commit", "?") for r in records})
+    hardware = sorted({hardware_label(r["hardware"]) for r in records})
+    splits = data.get("splits", {})
+    counts = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+    profiles = sorted({r["profile"] for r in records})
+    cfg = first["config"]
+    precisions = sorted({r.get("precision", "?") for r in records})
+    return [
+        f"- **Data**: `{dataset}` from `{data.get('root') or 'generated'}`; images per split: {counts}; "
+        f"split: {data.get('split', 'see record')}",
+        f"- **Budget**: profile {', '.join(profiles)}; {cfg['max_epochs']} epochs of "
+        f"{cfg.get('samples_per_epoch') or 'one pass of'} patches of {data.get('patch_size')} px, "
+        f"batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']}, loss {cfg['loss']}, "
+        f"precision {', '.join(precisions)}",
+        f"- **Hardware**: {'; '.join(hardware)}",
+        f"- **Code**: commit {', '.join(commits)}",
+        f"- **Reproduce**: {reproduce_commands(dataset, profiles[0], records)}",
+    ]
+
+
+def reproduce_commands(dataset: str, profile: str, records: list[dict]) -> str:
+    """One `make bench` per label source; weak-label runs name their models and source."""
+    seeds = max(r["seed"] for r in records) + 1
+    commands = []
+    for source in ("manual", "floodfill", "region"):
+        models = sorted({r["model"] for r in records if r.get("labels", "manual") == source})
+        if models:
+            extra = "" if source == "manual" else f" MODELS={','.join(models)} LABELS={source}"
+            commands.append(f"`make bench DATASET={dataset} PROFILE={profile} SEEDS={seeds}{extra}`")
+    return "; ".join(commands)
+
+
+def _cell(row: dict, key: str) -> str:
+    if key not in row:
+        return "–"
+    lo, hi = row[f"{key}_ci"]
+    ci = "" if np.isnan(lo) else f" [{lo:.3f}, {hi:.3f}]"
+    std = row[f"{key}_std"]
+    return f"{row[key]:.3f}{'' if np.isnan(std) else f' ± {std:.3f}'}{ci}"
+
+
+def render_markdown(dataset: str, rows: list[dict], records: list[dict]) -> str:
+    present = [(k, t) for k, t in COLUMNS if any(k in r for r in rows)]
+    show_labels = any(r["labels"] != "manual" for r in rows)
+    head = ["Model"] + (["Labels"] if show_labels else []) + ["Params (M)", "Train time (s)", "Seeds"]
+    head += [t for _, t in present] + ["Inference (MPix/s)"]
+    lines = [
+        f"# {dataset} leaderboard",
+        "",
+        "Mean ± std over seeds, [bootstrap 95 % CI over test images]. Generated by "
+        "`seg-bench leaderboard`; do not edit by hand.",
+        "",
+        *provenance_lines(dataset, records),
+        "",
+        f"Figures: [ROC]({dataset}/roc.png), [precision-recall]({dataset}/pr.png), "
+        f"[prediction overlays]({dataset}/overlays.png).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" for _ in head) + "|",
+    ]
+    for r in rows:
+        cells = [r["model"]] + ([r["labels"]] if show_labels else [])
+        cells += [f"{r['params_m']:.2f}", f"{r['train_time_s']:.0f}", str(r["seeds"])]
+        cells += [_cell(r, k) for k, _ in present] + [f"{r['inference_mpix_s']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(rows: list[dict]) -> str:
+    keys = ["model", "labels", "seeds", "params_m", "train_time_s", "inference_mpix_s"]
+    for k, _ in COLUMNS:
+        if any(k in r for r in rows):
+            keys += [k, f"{k}_std", f"{k}_ci_low", f"{k}_ci_high"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        flat = dict(r)
+        for k, _ in COLUMNS:
+            if f"{k}_ci" in r:
+                flat[f"{k}_ci_low"], flat[f"{k}_ci_high"] = r[f"{k}_ci"]
+        writer.writerow(flat)
+    return buf.getvalue()
+
+
+def render_label_study(dataset: str, rows: list[dict], records: list[dict]) -> str:
+    """The label-source study's tables: kappa and AUROC per architecture and label source,
+    FNR/FPR, and the quality of the weak labels themselves against the manual masks."""
+    sources = [s for s in ("manual", "floodfill", "region") if any(r["labels"] == s for r in rows)]
+    models = sorted({r["model"] for r in rows})
+    by = {(r["model"], r["labels"]): r for r in rows}
+
+    def table(title: str, keys: list[tuple[str, str]]) -> list[str]:
+        head = ["Model"] + [f"{t} ({s})" for s in sources for _, t in keys]
+        out = [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        for m in models:
+            cells = [m] + [_cell(by[(m, s)], k) if (m, s) in by else "–" for s in sources for k, _ in keys]
+            out.append("| " + " | ".join(cells) + " |")
+        return out + [""]
+
+    quality = defaultdict(list)
+    for r in records:
+        q = r.get("data", {}).get("weak_label_quality", {}).get("train")
+        if q:
+            quality[r["labels"]].append(q)
+    lines = [
+        f"# {dataset}: training on manual masks vs weak labels from click points",
+        "",
+        "Every model is tested on the manual ground truth. Mean ± std over seeds [bootstrap 95 % CI].",
+        "",
+        *provenance_lines(dataset, records),
+        "",
+        *table("Agreement with the manual test masks", [("kappa", "kappa"), ("auroc", "AUROC")]),
+        *table("Error rates", [("fnr", "FNR"), ("fpr", "FPR")]),
+        "## Quality of the weak training labels against the manual masks",
+        "",
+        "| Label source | IoU | Dice | kappa |",
+        "|---|---|---|---|",
+    ]
+    for source, qs in sorted(quality.items()):
+        mean = {k: np.mean([q[k] for q in qs]) for k in ("iou", "dice", "kappa")}
+        lines.append(f"| {source} | {mean['iou']:.3f} | {mean['dice']:.3f} | {mean['kappa']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_leaderboard(
+    dataset: str, results_dir: Path, out_dir: Path, n_boot: int = 1000, by: str | None = None
+) -> str:
+    """Rebuild the leaderboard from every record on disk now. Writers into one ``out_dir`` take
+    turns (a lock on the folder), so with concurrent benches the last one to finish writes a
+    table with every record; each file is replaced atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(out_dir):
+        for name in (f"{dataset}.md", f"{dataset}.csv", f"{dataset}_labels.md"):
+            remove_stale_temp(out_dir, f".{name}.*.tmp")  # left by a killed writer
+        remove_stale_temp(out_dir / dataset, ".*.tmp")
+        return _write_leaderboard(dataset, results_dir, out_dir, n_boot, by)
+
+
+def _write_leaderboard(dataset: str, results_dir: Path, out_dir: Path, n_boot: int, by: str | None) -> str:
+    records = load_records(results_dir, dataset)
+    if not records:
+        from seg_bench.errors import UserError
+
+        raise UserError(f"no result records for '{dataset}' in {results_dir}; run `seg-bench bench --dataset {dataset}` first")
+    out_dir = Path(out_dir)
+    study = None
+    if any(r.get("labels", "manual") != "manual" for r in records):
+        study = render_label_study(dataset, summarise(records, n_boot), records)
+        with atomic_write(out_dir / f"{dataset}_labels.md") as f:
+            f.write(study)
+    # The leaderboard ranks models trained on the manual masks only; weak-label runs are
+    # compared in their study, so a weak-label-only results folder leaves the leaderboard alone.
+    manual = [r for r in records if r.get("labels", "manual") == "manual"]
+    md = None
+    if manual:
+        rows = summarise(manual, n_boot)
+        md = render_markdown(dataset, rows, manual)
+        with atomic_write(out_dir / f"{dataset}.md") as f:
+            f.write(md)
+        with atomic_write(out_dir / f"{dataset}.csv") as f:
+            f.write(render_csv(rows))
+        write_figures(dataset, manual, Path(results_dir), out_dir / dataset)
+    if by == "labels":
+        return study or render_label_study(dataset, summarise(records, n_boot), records)
+    return md if md is not None else study
+
+
+def write_figures(dataset: str, records: list[dict], results_dir: Path, fig_dir: Path) -> list[Path]:
+    from seg_bench.protocol.figures import plot_curves, plot_overlays
+    from seg_bench.protocol.records import record_path
+
+    paths = plot_curves(dataset, records, fig_dir)
+    previews = {
+        r["model"]: record_path(results_dir, dataset, r["model"], r["seed"], r.get("labels", "manual")).with_suffix(".preview.npz")
+        for r in records
+        if r["seed"] == 0 and r.get("labels", "manual") == "manual"
+    }
+    overlay = plot_overlays(dataset, previews, fig_dir / "overlays.png")
+    return paths + ([overlay] if overlay else [])

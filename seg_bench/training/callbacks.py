@@ -1,0 +1,40 @@
+"""Lightning callbacks of the training loop."""
+
+from __future__ import annotations
+
+import time
+
+from lightning.pytorch.callbacks import Callback
+
+
+class EpochTimer(Callback):
+    """Training time without validation, for the leaderboard's 'train time' column."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._start: float | None = None
+
+    def _stop(self) -> None:
+        if self._start is not None:
+            self.seconds += time.perf_counter() - self._start
+            self._start = None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    # Lightning runs the end-of-epoch validation before on_train_epoch_end: pause around it.
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._stop()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._stop()
+
+    def state_dict(self) -> dict[str, float]:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.seconds = state.get("seconds", 0.0)

@@ -1,0 +1,105 @@
+"""SegmentationTask: what is learned (model, loss, optimizer) and what is measured.
+
+Devices, precision and distribution belong to the Trainer; data belongs to the DataModule.
+Validation runs on whole images with sliding-window prediction, and its metrics are
+confusion-matrix counters summed over all processes, so under DDP they cover the whole
+validation set rather than one shard.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from seg_bench.inference.outputs import classes_from_logits
+from seg_bench.inference.sliding_window import predict_logits
+from seg_bench.metrics import pixel_metrics
+from seg_bench.models import create_model
+from seg_bench.training.losses import get_loss
+from seg_bench.training.optimizers import build_optimizer
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training on would only produce garbage."""
+
+    def __init__(self, message: str, epoch: int | None = None, step: int | None = None):
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
+
+
+
+
+class SegmentationTask(L.LightningModule):
+    def __init__(
+        self,
+        model: str = "unet",
+        in_channels: int = 1,
+        num_classes: int = 2,
+        width: float = 1.0,
+        model_options: dict[str, Any] | None = None,
+        loss: str = "bce_dice",
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        schedule: str | None = None,
+        window: int | None = None,
+        overlap: float = 0.25,
+        postprocess: dict[str, Any] | None = None,  # kept with the checkpoint for `predict`
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        out_channels = 1 if num_classes == 2 else num_classes
+        self.model = create_model(
+            model, in_channels=in_channels, classes=out_channels, width=width, **(model_options or {})
+        )
+        self.loss_fn = get_loss(loss)
+        self.val_confmat = MulticlassConfusionMatrix(num_classes)
+        self.val_loss = MeanMetric()
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(image)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = self.loss_fn(logits, batch)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
+                "lower the learning rate or check the data",
+                epoch=self.current_epoch,
+                step=self.global_step,
+            )
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = predict_logits(
+            self.model, batch["image"], window=self.hparams.window, overlap=self.hparams.overlap
+        )
+        self.val_loss.update(self.loss_fn(logits, batch))
+        self.val_confmat.update(classes_from_logits(logits).flatten(), batch["mask"].flatten())
+
+    def on_validation_epoch_end(self) -> None:
+        m = pixel_metrics(self.val_confmat.compute().cpu().numpy())
+        scores = {k: float(m[k]) for k in ("iou", "dice", "accuracy", "kappa")}
+        scores["loss"] = float(self.val_loss.compute())
+        # Already reduced over all processes by the metric states: no further sync needed.
+        self.log_dict({f"val/{k}": v for k, v in scores.items()}, prog_bar=True, sync_dist=False)
+        self.val_confmat.reset()
+        self.val_loss.reset()
+
+    def configure_optimizers(self):
+        h = self.hparams
+        opt = build_optimizer(self.parameters(), h.optimizer, h.lr, h.weight_decay, h.momentum)
+        if h.schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.trainer.max_epochs or 1, 1))
+            return {"optimizer": opt, "lr_scheduler": sched}
+        if h.schedule == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/iou"}}
+        return opt
