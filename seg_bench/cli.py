@@ -27,9 +27,15 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run options (override the profile)")
-    g.add_argument("--profile", help="smoke | cpu | paper (default: cpu without a GPU, paper with one)")
+    g.add_argument(
+        "--profile", help="smoke | cpu | paper (default: cpu without a GPU, paper with one)"
+    )
     g.add_argument("--root", help="dataset folder (default: $SEG_BENCH_DATA/<dataset>)")
-    g.add_argument("--config", dest="config_file", help="a profile file of your own (YAML, as seg_bench/profiles/*.yaml)")
+    g.add_argument(
+        "--config",
+        dest="config_file",
+        help="a profile file of your own (YAML, as seg_bench/profiles/*.yaml)",
+    )
     g.add_argument("--epochs", dest="max_epochs", type=int)
     g.add_argument("--lr", type=float)
     g.add_argument("--optimizer", help="sgd | adagrad | adam | adamw")
@@ -47,8 +53,13 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-nodes", type=int)
     g.add_argument("--strategy", help="auto | ddp | ...")
     g.add_argument("--tta", action="store_true", default=None, help="test-time augmentation (D4)")
-    g.add_argument("--logger", help="auto (W&B, offline without WANDB_API_KEY) | wandb | csv | tensorboard | none")
-    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any RunConfig field")
+    g.add_argument(
+        "--logger",
+        help="auto (W&B, offline without WANDB_API_KEY) | wandb | csv | tensorboard | none",
+    )
+    g.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any RunConfig field"
+    )
 
 
 def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -67,7 +78,9 @@ def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def add_tracking_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tracking (--logger picks the kind; see seg_bench/tracking.py)")
     g.add_argument("--project", help="W&B project (default: $WANDB_PROJECT or seg-bench-<dataset>)")
-    g.add_argument("--log-model", action="store_true", help="log the best checkpoint as a W&B artifact")
+    g.add_argument(
+        "--log-model", action="store_true", help="log the best checkpoint as a W&B artifact"
+    )
 
 
 def cmd_models(args) -> int:
@@ -96,7 +109,9 @@ def cmd_train(args) -> int:
     from seg_bench.tracking.runs import tracked_run
     from seg_bench.training.trainer import train
 
-    cfg = resolve_config(args.dataset, args.model, args.profile, seed=args.seed, **run_overrides(args))
+    cfg = resolve_config(
+        args.dataset, args.model, args.profile, seed=args.seed, **run_overrides(args)
+    )
     run_dir = Path(args.run_dir) if args.run_dir else run_dir_for(RUNS_DIR, cfg)
     with tracked_run(
         cfg, run_dir, group=f"train-{cfg.dataset}-{cfg.profile}", name=f"{cfg.model}-seed{cfg.seed}",
@@ -141,9 +156,13 @@ def cmd_search(args) -> int:
     if args.seed is not None:
         overrides["seed"] = args.seed
     if args.trials is None and not args.show:
-        raise UserError("--trials N is required (the number of finished trials the study should hold); --show alone prints an existing study")
+        raise UserError(
+            "--trials N is required (the number of finished trials the study should hold); --show alone prints an existing study"
+        )
     if args.trials is None:
-        study, url = search.load(args.dataset, args.model, args.profile, args.storage, args.study, RUNS_DIR)
+        study, url = search.load(
+            args.dataset, args.model, args.profile, args.storage, args.study, RUNS_DIR
+        )
         print(search.show(study, search.mask_url(url)))
         return 0
     result = search.run_search(
@@ -151,7 +170,11 @@ def cmd_search(args) -> int:
         timeout=args.timeout, space=args.space, pruner=args.pruner, overrides=overrides, runs_dir=RUNS_DIR,
         heartbeat_s=args.heartbeat, project=args.project, log_model=args.log_model,
     )  # fmt: skip
-    print(search.show(result.study, result.storage) if args.show else search.trials_table(result.study))
+    print(
+        search.show(result.study, result.storage)
+        if args.show
+        else search.trials_table(result.study)
+    )
     print(search.describe_best(result))
     return 0
 
@@ -251,18 +274,37 @@ def build_parser() -> argparse.ArgumentParser:
     add_tracking_options(p)
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("search", help="Optuna search; rerun to resume, share --storage across workers")
+    p = sub.add_parser(
+        "search", help="Optuna search; rerun to resume, share --storage across workers"
+    )
     p.add_argument("--dataset", default="synthetic")
     p.add_argument("--model", default="unet")
-    p.add_argument("--trials", type=int, help="run until the study holds N finished trials (rerun = resume)")
-    p.add_argument("--storage", help="database URL, e.g. postgresql://USER:PASS@HOST/DB (default: SQLite runs/search/<study>.db)")
+    p.add_argument(
+        "--trials", type=int, help="run until the study holds N finished trials (rerun = resume)"
+    )
+    p.add_argument(
+        "--storage",
+        help="database URL, e.g. postgresql://USER:PASS@HOST/DB (default: SQLite runs/search/<study>.db)",
+    )
     p.add_argument("--study", help="study name (default: <dataset>-<model>-<profile>)")
     p.add_argument("--timeout", type=float, help="start no new trial after S seconds")
-    p.add_argument("--space", default="optimizer,lr", help="comma-separated: optimizer,lr,weight_decay,batch_size,loss")
+    p.add_argument(
+        "--space",
+        default="optimizer,lr",
+        help="comma-separated: optimizer,lr,weight_decay,batch_size,loss",
+    )
     p.add_argument("--pruner", default="median", help="median | hyperband | none")
     p.add_argument("--seed", type=int, help="sampler and training seed (default: the profile's)")
-    p.add_argument("--heartbeat", type=int, help="seconds between trial heartbeats on a shared database (default 60; 0 = off)")
-    p.add_argument("--show", action="store_true", help="print trials and parameter importances (alone: without running)")
+    p.add_argument(
+        "--heartbeat",
+        type=int,
+        help="seconds between trial heartbeats on a shared database (default 60; 0 = off)",
+    )
+    p.add_argument(
+        "--show",
+        action="store_true",
+        help="print trials and parameter importances (alone: without running)",
+    )
     add_run_options(p)
     add_tracking_options(p)
     p.set_defaults(func=cmd_search)
@@ -287,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("score", help="score predictions against ground truth")
     p.add_argument("--pred", required=True, help="folder of masks/label images, or a DSB RLE CSV")
-    p.add_argument("--truth", required=True, help="folder of masks/label images, DSB layout, or RLE CSV")
+    p.add_argument(
+        "--truth", required=True, help="folder of masks/label images, DSB layout, or RLE CSV"
+    )
     p.add_argument("--kind", default="auto", help="semantic | instance | auto")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_score)
@@ -319,7 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seg-bench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("seg-bench: interrupted; finished results are saved, rerun the same command to resume", file=sys.stderr)
+        print(
+            "seg-bench: interrupted; finished results are saved, rerun the same command to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -68,11 +68,15 @@ class RunConfig:
     compile: bool = False
     # evaluation
     overlap: float = 0.25
-    window: int | None = None  # sliding-window tile; None = max(patch, 256): nets are fully convolutional
+    window: int | None = (
+        None  # sliding-window tile; None = max(patch, 256): nets are fully convolutional
+    )
     tta: bool = False
     postprocess: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
-    logger: str = "auto"  # seg_bench.tracking.runs: W&B (offline without WANDB_API_KEY), CSV if W&B fails
+    logger: str = (
+        "auto"  # seg_bench.tracking.runs: W&B (offline without WANDB_API_KEY), CSV if W&B fails
+    )
 
     def validate(self) -> RunConfig:
         checks = [
@@ -82,9 +86,18 @@ class RunConfig:
             (self.max_epochs >= 1, f"--epochs must be >= 1, got {self.max_epochs}"),
             (self.width > 0, f"--width must be positive, got {self.width}"),
             (0 <= self.overlap < 1, f"--overlap must be in [0, 1), got {self.overlap}"),
-            (self.patch_size is None or self.patch_size >= 16, f"--patch-size must be >= 16, got {self.patch_size}"),
-            (self.profile in PROFILES, f"unknown profile '{self.profile}'. Known: {', '.join(PROFILES)}"),
-            (self.labels in ("manual", "floodfill", "region"), f"--labels must be manual, floodfill or region, got '{self.labels}'"),
+            (
+                self.patch_size is None or self.patch_size >= 16,
+                f"--patch-size must be >= 16, got {self.patch_size}",
+            ),
+            (
+                self.profile in PROFILES,
+                f"unknown profile '{self.profile}'. Known: {', '.join(PROFILES)}",
+            ),
+            (
+                self.labels in ("manual", "floodfill", "region"),
+                f"--labels must be manual, floodfill or region, got '{self.labels}'",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -122,11 +135,15 @@ def load_profile_file(dataset: str, config: str | os.PathLike | None = None) -> 
     try:
         spec = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the file") from None
+        raise UserError(
+            f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the file"
+        ) from None
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
     if spec is not None and not isinstance(spec, dict):
-        raise UserError(f"{path}: a profile file is a mapping (common:, profiles:), got {type(spec).__name__}")
+        raise UserError(
+            f"{path}: a profile file is a mapping (common:, profiles:), got {type(spec).__name__}"
+        )
     return spec or {}
 
 
@@ -146,15 +163,21 @@ def _merge(base: dict, extra: dict | None) -> dict:
     return out
 
 
-def benchmark_models(dataset: str, profile: str | None = None, config_file: str | None = None) -> list[str]:
+def benchmark_models(
+    dataset: str, profile: str | None = None, config_file: str | None = None
+) -> list[str]:
     """The models a bench runs by default: the profile's ``bench_models``, else the file's ``models``."""
     DATASETS.require(dataset)
     spec = load_profile_file(dataset, config_file)
     section = spec.get("profiles", {}).get(profile or default_profile(), {})
-    return list(section.get("bench_models") or spec.get("models", ["unet", "resunet", "segnet", "tiramisu"]))
+    return list(
+        section.get("bench_models") or spec.get("models", ["unet", "resunet", "segnet", "tiramisu"])
+    )
 
 
-def resolve_config(dataset: str, model: str, profile: str | None = None, **overrides: Any) -> RunConfig:
+def resolve_config(
+    dataset: str, model: str, profile: str | None = None, **overrides: Any
+) -> RunConfig:
     DATASETS.require(dataset)
     profile = profile or default_profile()
     spec = load_profile_file(dataset, overrides.get("config_file"))
@@ -163,13 +186,21 @@ def resolve_config(dataset: str, model: str, profile: str | None = None, **overr
         raise UserError(f"unknown profile '{profile}'. Known: {', '.join(PROFILES)}")
     section = profiles.get(profile, {})
     values: dict[str, Any] = _merge(
-        spec.get("common", {}), {k: v for k, v in section.items() if k not in ("models", "bench_models")}
+        spec.get("common", {}),
+        {k: v for k, v in section.items() if k not in ("models", "bench_models")},
     )
-    values = _merge(values, section.get("models", {}).get(model.split("-")[0] if model.startswith("smp-") else model, {}))
+    values = _merge(
+        values,
+        section.get("models", {}).get(
+            model.split("-")[0] if model.startswith("smp-") else model, {}
+        ),
+    )
     values = _merge(values, {k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise UserError(f"unknown config keys {unknown} for {dataset}/{profile}. Known: {sorted(known)}")
+        raise UserError(
+            f"unknown config keys {unknown} for {dataset}/{profile}. Known: {sorted(known)}"
+        )
     values.update(dataset=dataset, model=model, profile=profile)
     return RunConfig(**values).validate()

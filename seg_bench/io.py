@@ -42,7 +42,9 @@ def atomic_write(path: Path, mode: str = "w") -> Iterator[Any]:
         if isinstance(e, OSError):
             full = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
             hint = "; free space or write elsewhere" if full else ""
-            raise UserError(f"cannot write {path}: {e.strerror or e}{hint} (any previous version is unchanged)") from e
+            raise UserError(
+                f"cannot write {path}: {e.strerror or e}{hint} (any previous version is unchanged)"
+            ) from e
         raise
 
 
@@ -59,7 +61,11 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = (
+        os.open(path, os.O_RDONLY)
+        if path.is_dir()
+        else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    )
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
@@ -88,7 +94,9 @@ def write_json(path: Path, data: Any) -> None:
         with atomic_write(path) as f:
             json.dump(data, f, indent=1, sort_keys=True, default=_jsonable)
     except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}; free space or choose another --results-dir") from e
+        raise UserError(
+            f"cannot write {path}: {e.strerror or e}; free space or choose another --results-dir"
+        ) from e
 
 
 def _jsonable(value: Any) -> Any:

@@ -40,7 +40,9 @@ class Family:
 
 
 class Registry:
-    def __init__(self, kind: str, builtins: str | None = None, entry_point_group: str | None = None):
+    def __init__(
+        self, kind: str, builtins: str | None = None, entry_point_group: str | None = None
+    ):
         self.kind = kind
         self.builtins = builtins  # module whose import registers the built-in entries
         self.entry_point_group = entry_point_group
@@ -130,7 +132,9 @@ class Registry:
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         fams = "".join(f", {f.prefix}<...> (e.g. {f.examples[0]})" for f in self._families)
-        return UserError(f"unknown {self.kind} '{name}'.{hint} Registered: {', '.join(known)}{fams}")
+        return UserError(
+            f"unknown {self.kind} '{name}'.{hint} Registered: {', '.join(known)}{fams}"
+        )
 
 
 MODELS = Registry("model", "seg_bench.models", entry_point_group="seg_bench.models")

@@ -15,7 +15,9 @@ def real_data(subdir: str) -> Path:
     """Path to a real dataset sample, or skip the test saying what is missing."""
     path = DATA / subdir
     if not path.exists():
-        pytest.skip(f"real data not found at {path}; set SEG_BENCH_DATA to the folder holding {subdir}/")
+        pytest.skip(
+            f"real data not found at {path}; set SEG_BENCH_DATA to the folder holding {subdir}/"
+        )
     return path
 
 

@@ -45,7 +45,11 @@ def _imported_stages(path: Path) -> list[tuple[int, str]]:
     out = []
     for node in ast.walk(ast.parse(path.read_text())):
         names = []
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("seg_bench."):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("seg_bench.")
+        ):
             names = [node.module]
         elif isinstance(node, ast.ImportFrom) and node.module == "seg_bench":
             names = [f"seg_bench.{a.name}" for a in node.names]

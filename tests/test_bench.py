@@ -18,12 +18,18 @@ from seg_bench.protocol.records import load_records
 @MODELS.register("toy_fcn", "two 3x3 convolutions (test-only)")
 def toy_fcn(in_channels: int = 1, classes: int = 1, width: float = 1.0) -> nn.Module:
     c = max(4, int(16 * width))
-    return nn.Sequential(nn.Conv2d(in_channels, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, classes, 3, padding=1))
+    return nn.Sequential(
+        nn.Conv2d(in_channels, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, classes, 3, padding=1)
+    )
 
 
 @pytest.fixture
 def dirs(tmp_path):
-    return {"results_dir": tmp_path / "results", "runs_dir": tmp_path / "runs", "leaderboard_dir": tmp_path / "lb"}
+    return {
+        "results_dir": tmp_path / "results",
+        "runs_dir": tmp_path / "runs",
+        "leaderboard_dir": tmp_path / "lb",
+    }
 
 
 def test_registered_toy_model_is_trained_benched_and_ranked(dirs):
@@ -43,7 +49,9 @@ def test_registered_toy_model_is_trained_benched_and_ranked(dirs):
     assert "| toy_fcn |" in md and "PROFILE=smoke SEEDS=2" in md
     rows = list(csv.DictReader(open(dirs["leaderboard_dir"] / "synthetic.csv")))
     assert rows[0]["model"] == "toy_fcn" and rows[0]["seeds"] == "2"
-    assert float(rows[0]["iou"]) == pytest.approx((records[0]["metrics"]["overall"]["iou"] + records[1]["metrics"]["overall"]["iou"]) / 2)
+    assert float(rows[0]["iou"]) == pytest.approx(
+        (records[0]["metrics"]["overall"]["iou"] + records[1]["metrics"]["overall"]["iou"]) / 2
+    )
 
 
 def test_rerun_skips_finished_pairs_and_force_redoes_them(dirs, monkeypatch):
@@ -100,7 +108,9 @@ def test_leaderboard_without_records_says_what_to_run(tmp_path):
 
 def test_label_source_study_trains_on_weak_labels_and_tests_on_manual(dirs):
     for labels in ("manual", "floodfill", "region"):
-        bench("synthetic", models=["toy_fcn"], profile="smoke", overrides={"labels": labels}, **dirs)
+        bench(
+            "synthetic", models=["toy_fcn"], profile="smoke", overrides={"labels": labels}, **dirs
+        )
     records = load_records(dirs["results_dir"], "synthetic")
     assert sorted(r["labels"] for r in records) == ["floodfill", "manual", "region"]
     for r in records:
@@ -116,7 +126,9 @@ def test_label_source_study_trains_on_weak_labels_and_tests_on_manual(dirs):
     assert "kappa (floodfill)" in md and "FNR (region)" in md
     assert "| floodfill |" in md and "| region |" in md  # weak-label quality rows
     board = (dirs["leaderboard_dir"] / "synthetic.md").read_text()  # written by the last bench
-    assert "| toy_fcn |" in board and "floodfill" not in board  # the leaderboard ranks manual-mask runs
+    assert (
+        "| toy_fcn |" in board and "floodfill" not in board
+    )  # the leaderboard ranks manual-mask runs
     assert (dirs["leaderboard_dir"] / "synthetic_labels.md").read_text() == md
 
 
@@ -142,7 +154,9 @@ def test_a_changed_config_never_resumes_a_stale_checkpoint(tmp_path):
      ("fpu avx2", False, "32-true"),  # no bf16 kernels: 15x slower than fp32 on an AVX2 EPYC
      ("fpu avx2", True, "16-mixed")],
 )  # fmt: skip
-def test_auto_precision_uses_bf16_only_where_the_cpu_has_amx(flags, cuda, expected, tmp_path, monkeypatch):
+def test_auto_precision_uses_bf16_only_where_the_cpu_has_amx(
+    flags, cuda, expected, tmp_path, monkeypatch
+):
     import builtins
 
     import seg_bench.training.precision as train_mod
@@ -150,7 +164,11 @@ def test_auto_precision_uses_bf16_only_where_the_cpu_has_amx(flags, cuda, expect
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
     real_open = builtins.open
-    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: real_open(cpuinfo if f == "/proc/cpuinfo" else f, *a, **k))
+    monkeypatch.setattr(
+        builtins,
+        "open",
+        lambda f, *a, **k: real_open(cpuinfo if f == "/proc/cpuinfo" else f, *a, **k),
+    )
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     assert train_mod.resolve_precision("auto") == expected
     assert train_mod.resolve_precision("32-true") == "32-true"  # an explicit choice is kept

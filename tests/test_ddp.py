@@ -32,7 +32,14 @@ def test_ddp_validation_metrics_cover_the_whole_validation_set(tmp_path):
     ddp_iou = float(state["current_score"])
 
     # The same weights validated by one process over all three images.
-    cfg = resolve_config("synthetic", "unet", "smoke", precision="32", accelerator="cpu", dataset_options={"n_train": 4, "n_val": 3, "n_test": 1, "image_size": 80})
+    cfg = resolve_config(
+        "synthetic",
+        "unet",
+        "smoke",
+        precision="32",
+        accelerator="cpu",
+        dataset_options={"n_train": 4, "n_val": 3, "n_test": 1, "image_size": 80},
+    )
     dm = build_datamodule(cfg)
     task = SegmentationTask.load_from_checkpoint(last, map_location="cpu")
     trainer, _, _ = build_trainer(cfg, tmp_path / "single", progress=False)

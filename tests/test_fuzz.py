@@ -47,7 +47,9 @@ def work(tmp_path_factory) -> Path:
 # --- valid seeds that the strategies damage ----------------------------------------------------------
 def _png(a: np.ndarray, mode: str | None = None) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(a, mode=mode).save(buf, format="PNG") if mode else Image.fromarray(a).save(buf, format="PNG")
+    Image.fromarray(a, mode=mode).save(buf, format="PNG") if mode else Image.fromarray(a).save(
+        buf, format="PNG"
+    )
     return buf.getvalue()
 
 
@@ -62,13 +64,24 @@ PNG_GREY = _png(RNG.integers(0, 255, (20, 30), dtype=np.uint8))
 PNG_RGBA = _png(RNG.integers(0, 255, (12, 9, 4), dtype=np.uint8), "RGBA")
 TIF_16 = _tif(RNG.integers(0, 65535, (17, 11), dtype=np.uint16))
 TIF_STACK = _tif(RNG.integers(0, 255, (3, 16, 20), dtype=np.uint8), photometric="minisblack")
-TIF_DEFLATE = _tif(RNG.integers(0, 4, (3, 16, 20), dtype=np.uint8), photometric="minisblack", compression="zlib")
+TIF_DEFLATE = _tif(
+    RNG.integers(0, 4, (3, 16, 20), dtype=np.uint8), photometric="minisblack", compression="zlib"
+)
 RLE_CSV = b"ImageId,EncodedPixels,Height,Width,Usage\na,1 2 5 3,4,4,Public\na,10 4,4,4,Public\nb,,4,4,Public\n"
 POINTS_CSV = b"image,x,y,note\na.png,3,4,first\na.png,5.5,6,\nb.png, 1 ,1e1,x\n"
 
 
 def _record() -> bytes:
-    per_image = [{"id": f"test-{i}", "confmat": [[90, 3], [2, 5]], "hist_pos": [0, 1, 4], "hist_neg": [7, 1, 0], "dsb_map": 0.5} for i in range(2)]
+    per_image = [
+        {
+            "id": f"test-{i}",
+            "confmat": [[90, 3], [2, 5]],
+            "hist_pos": [0, 1, 4],
+            "hist_neg": [7, 1, 0],
+            "dsb_map": 0.5,
+        }
+        for i in range(2)
+    ]
     rec = {"version": 1, "model": "unet", "seed": 0, "labels": "manual", "profile": "smoke", "params": 1234,
            "train_time_s": 1.5, "config": {"max_epochs": 1}, "metrics": {"overall": {"iou": 0.5, "dice": 0.66}, "per_image": per_image}}  # fmt: skip
     return json.dumps(rec, indent=1).encode()
@@ -88,7 +101,11 @@ def damaged(draw, seed: bytes):
         return bytes(b[: draw(st.integers(0, len(b) - 1))])
     if kind in ("flip", "flip-header"):
         hi = min(len(b), 160) if kind == "flip-header" else len(b)
-        for i, v in draw(st.lists(st.tuples(st.integers(0, hi - 1), st.integers(0, 255)), min_size=1, max_size=12)):
+        for i, v in draw(
+            st.lists(
+                st.tuples(st.integers(0, hi - 1), st.integers(0, 255)), min_size=1, max_size=12
+            )
+        ):
             b[i] = v
         return bytes(b)
     at = draw(st.integers(0, len(b)))
@@ -149,11 +166,20 @@ def test_read_rle_csv_gives_encodings_or_a_data_error(work, data):
 # --- images, stacks, and a dataset reading them -------------------------------------------------------
 @pytest.mark.timeout(180)
 @settings(FUZZ, max_examples=400)
-@given(seed=st.sampled_from(["grey.png", "rgba.png", "u16.tif", "stack.tif", "deflate.tif"]), data=st.data())
+@given(
+    seed=st.sampled_from(["grey.png", "rgba.png", "u16.tif", "stack.tif", "deflate.tif"]),
+    data=st.data(),
+)
 def test_read_image_and_read_stack_give_arrays_or_a_data_error(work, seed, data):
     from seg_bench.data.io import read_image, read_stack
 
-    source = {"grey.png": PNG_GREY, "rgba.png": PNG_RGBA, "u16.tif": TIF_16, "stack.tif": TIF_STACK, "deflate.tif": TIF_DEFLATE}[seed]
+    source = {
+        "grey.png": PNG_GREY,
+        "rgba.png": PNG_RGBA,
+        "u16.tif": TIF_16,
+        "stack.tif": TIF_STACK,
+        "deflate.tif": TIF_DEFLATE,
+    }[seed]
     path = _write(work, f"x{Path(seed).suffix}", data.draw(damaged(source)))
     CASES["read_image"] += 1
     try:
@@ -189,7 +215,17 @@ def layouts(work):
 
 @pytest.mark.timeout(180)
 @settings(FUZZ, max_examples=120)
-@given(which=st.sampled_from(["isbi2012 train-volume.tif", "isbi2012 train-labels.tif", "dsb2018 image png", "dsb2018 mask png"]), data=st.data())
+@given(
+    which=st.sampled_from(
+        [
+            "isbi2012 train-volume.tif",
+            "isbi2012 train-labels.tif",
+            "dsb2018 image png",
+            "dsb2018 mask png",
+        ]
+    ),
+    data=st.data(),
+)
 def test_dataset_loaders_on_a_corrupted_file_give_samples_or_a_data_error(layouts, which, data):
     from seg_bench.data.datasets.dsb2018 import DSB2018
     from seg_bench.data.datasets.isbi2012 import ISBI2012
@@ -232,7 +268,12 @@ def _record_or_user_error(path: Path):
         rec = read_record(path)
     except UserError:
         return None
-    assert rec["version"] == 1 and isinstance(rec["metrics"], dict) and isinstance(rec["model"], str) and isinstance(rec["seed"], int)
+    assert (
+        rec["version"] == 1
+        and isinstance(rec["metrics"], dict)
+        and isinstance(rec["model"], str)
+        and isinstance(rec["seed"], int)
+    )
     return rec
 
 
@@ -263,7 +304,10 @@ def checkpoint_bytes(work) -> bytes:
     from seg_bench.training.task import SegmentationTask
 
     task = SegmentationTask(model="unet", width=0.0625)
-    AtomicCheckpointIO().save_checkpoint({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams), "epoch": 0}, work / "good.ckpt")
+    AtomicCheckpointIO().save_checkpoint(
+        {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams), "epoch": 0},
+        work / "good.ckpt",
+    )
     return (work / "good.ckpt").read_bytes()
 
 
@@ -275,7 +319,11 @@ def damaged_checkpoint(draw, seed: bytes):
         return draw(damaged(seed))
     start = seed.find(b"data.pkl") + 8
     b = bytearray(seed)
-    for i, v in draw(st.lists(st.tuples(st.integers(start, start + 3000), st.integers(0, 255)), min_size=1, max_size=4)):
+    for i, v in draw(
+        st.lists(
+            st.tuples(st.integers(start, start + 3000), st.integers(0, 255)), min_size=1, max_size=4
+        )
+    ):
         b[i] = v
     return bytes(b)
 
@@ -372,7 +420,9 @@ def test_readers_never_crash_or_hang_the_interpreter(work):
         capture_output=True, text=True, timeout=280, cwd=work,
         env={**os.environ, "PYTHONFAULTHANDLER": "1"},
     )  # fmt: skip
-    assert done.returncode == 0, f"exit status {done.returncode}: {done.stdout[-2000:]} {done.stderr[-3000:]}"
+    assert done.returncode == 0, (
+        f"exit status {done.returncode}: {done.stdout[-2000:]} {done.stderr[-3000:]}"
+    )
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     total = outcome["value"] + outcome["clear error"]
     CASES["subprocess (all readers)"] += total

@@ -36,7 +36,9 @@ def test_soft_dice_is_zero_for_confident_correct_and_near_one_for_wrong():
 def test_focal_with_gamma_zero_is_cross_entropy():
     logits = torch.randn(3, 1, 6, 6)
     mask = (torch.rand(3, 6, 6) > 0.3).long()
-    assert torch.allclose(focal(logits, _batch(mask), gamma=0.0), get_loss("bce")(logits, _batch(mask)), atol=1e-6)
+    assert torch.allclose(
+        focal(logits, _batch(mask), gamma=0.0), get_loss("bce")(logits, _batch(mask)), atol=1e-6
+    )
 
 
 def test_focal_down_weights_easy_pixels():

@@ -20,7 +20,9 @@ from seg_bench.training.trainer import train
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    cfg = resolve_config("synthetic", "unet", "smoke", postprocess={"threshold": 0.4, "min_size": 3})
+    cfg = resolve_config(
+        "synthetic", "unet", "smoke", postprocess={"threshold": 0.4, "min_size": 3}
+    )
     result = train(cfg, run, progress=False)
     return result.best_checkpoint
 
@@ -32,7 +34,9 @@ def test_predict_writes_probabilities_masks_instances_and_csv(checkpoint, tmp_pa
     Image.fromarray(rng.integers(0, 255, (45, 70), dtype=np.uint8)).save(images / "a.png")
     tifffile.imwrite(images / "stack.tif", rng.integers(0, 255, (2, 40, 40), dtype=np.uint8))
     out = tmp_path / "out"
-    names = predict_path(checkpoint, images, out, tta=True, instances=True, dsb_csv=tmp_path / "sub.csv")
+    names = predict_path(
+        checkpoint, images, out, tta=True, instances=True, dsb_csv=tmp_path / "sub.csv"
+    )
     assert names == ["a", "stack_z0000", "stack_z0001"]
     prob = tifffile.imread(out / "a_prob.tif")
     mask = np.array(Image.open(out / "a_mask.png"))

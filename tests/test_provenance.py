@@ -25,9 +25,13 @@ def repo(tmp_path):
 
 
 def test_rewritten_leaderboards_do_not_make_the_commit_dirty(repo):
-    sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout.strip()
     assert git_commit(repo) == sha
-    (repo / "leaderboards" / "epfl.md").write_text("| unet | 0.6 |\n")  # what a previous bench leaves
+    (repo / "leaderboards" / "epfl.md").write_text(
+        "| unet | 0.6 |\n"
+    )  # what a previous bench leaves
     assert git_commit(repo) == sha
     (repo / "model.py").write_text("width = 2\n")  # a code change does
     assert git_commit(repo) == sha + "-dirty"

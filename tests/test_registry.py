@@ -42,7 +42,9 @@ def test_unknown_name_lists_registered_and_suggests():
 
 def test_family_names_resolve_through_the_factory():
     reg = Registry("model")
-    reg.register_family("fam-", lambda name, **kw: name.upper(), "a family", ["fam-a"], lambda n: n != "fam-bad")
+    reg.register_family(
+        "fam-", lambda name, **kw: name.upper(), "a family", ["fam-a"], lambda n: n != "fam-bad"
+    )
     assert reg.create("fam-x") == "FAM-X"
     assert "fam-x" in reg and "fam-bad" not in reg
     with pytest.raises(UserError, match="fam-<...>"):

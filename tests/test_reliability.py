@@ -53,7 +53,9 @@ def cli_env(d: Path, **extra: str) -> dict[str, str]:
 
 
 # --- what every state of the folders must satisfy ----------------------------------------------
-def check_consistent(d: Path, complete: bool = False, models: list[str] = MODELS_UNDER_TEST) -> Counter:
+def check_consistent(
+    d: Path, complete: bool = False, models: list[str] = MODELS_UNDER_TEST
+) -> Counter:
     """Every file a reader could take for a result is whole. Returns counts of files checked.
 
     complete: also exactly one valid record per (model, seed), a parseable leaderboard, and no
@@ -101,7 +103,9 @@ def check_consistent(d: Path, complete: bool = False, models: list[str] = MODELS
         names = sorted(p.name for p in results.glob("*.json"))
         assert names == sorted(f"{m}__seed{s}.json" for m in models for s in range(SEEDS))
         rows = {r["model"]: r for r in csv.DictReader(open(lb / "synthetic.csv"))}
-        assert sorted(rows) == sorted(models) and all(r["seeds"] == str(SEEDS) for r in rows.values())
+        assert sorted(rows) == sorted(models) and all(
+            r["seeds"] == str(SEEDS) for r in rows.values()
+        )
         md = (lb / "synthetic.md").read_text()
         assert all(f"| {m} |" in md for m in models)
         leftovers = [p for p in d.rglob("*.tmp")]
@@ -247,7 +251,13 @@ def test_sigkill_at_random_and_targeted_points_then_rerun_finishes_cleanly(tmp_p
     # One kill of a plain `python -m seg_bench.cli bench` process, mid-training.
     log = d / "cli0.log"
     with open(log, "w") as f:
-        p = subprocess.Popen([sys.executable, "-m", "seg_bench.cli", *bench_argv(d)], stdout=f, stderr=f, env=cli_env(d), cwd=d)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "seg_bench.cli", *bench_argv(d)],
+            stdout=f,
+            stderr=f,
+            env=cli_env(d),
+            cwd=d,
+        )
     while ": training (" not in log.read_text() and p.poll() is None:
         time.sleep(0.05)
     time.sleep(rng.uniform(0.0, 1.5))
@@ -302,7 +312,14 @@ def test_sigkill_at_random_and_targeted_points_then_rerun_finishes_cleanly(tmp_p
     # The final, uninterrupted run finishes the job with a plain CLI process.
     # Newest first: later folders live inside the first one, whose check looks through them.
     for cycle_dir in reversed(folders):
-        done = subprocess.run([sys.executable, "-m", "seg_bench.cli", *bench_argv(cycle_dir)], capture_output=True, text=True, env=cli_env(cycle_dir), cwd=cycle_dir, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-m", "seg_bench.cli", *bench_argv(cycle_dir)],
+            capture_output=True,
+            text=True,
+            env=cli_env(cycle_dir),
+            cwd=cycle_dir,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         if cycle_dir != folders[-1]:  # earlier folders were finished by runs that kills interrupted
             assert done.stderr.count("already done") == len(MODELS_UNDER_TEST) * SEEDS
@@ -310,7 +327,9 @@ def test_sigkill_at_random_and_targeted_points_then_rerun_finishes_cleanly(tmp_p
 
     elapsed = time.monotonic() - t_start
     print(f"\n[kill test] kills survived: {kills} in {elapsed:.0f}s; by phase: {dict(phases)}")
-    print(f"[kill test] files checked after every kill and at the end: {sum(checked.values())} {dict(checked)}")
+    print(
+        f"[kill test] files checked after every kill and at the end: {sum(checked.values())} {dict(checked)}"
+    )
     assert kills >= 20
     landed = " ".join(phases)
     for phase in ("training", "checkpoint saving", "result writing", "leaderboard writing"):
@@ -335,10 +354,20 @@ def test_two_benches_on_one_results_folder_share_the_work_and_lose_nothing(tmp_p
         procs = []
         for log in logs:
             with open(log, "w") as f:
-                procs.append(subprocess.Popen([sys.executable, "-m", "seg_bench.cli", *bench_argv(d, models=["unet"])], stdout=f, stderr=f, env=cli_env(d), cwd=d))
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "seg_bench.cli", *bench_argv(d, models=["unet"])],
+                        stdout=f,
+                        stderr=f,
+                        env=cli_env(d),
+                        cwd=d,
+                    )
+                )
         deadline = time.monotonic() + 240
         while not all("unet seed 0: waiting for the other" in flat(log) for log in logs):
-            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [log.read_text()[-2000:] for log in logs]
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [
+                log.read_text()[-2000:] for log in logs
+            ]
             time.sleep(0.1)
     codes = [p.wait(240) for p in procs]
     texts = [flat(log) for log in logs]
@@ -388,11 +417,17 @@ def _temporaries(folder: Path) -> list[Path]:
 
 def test_full_disk_during_record_write_keeps_the_old_record(tmp_path, monkeypatch):
     path = tmp_path / "synthetic" / "unet__seed0.json"
-    write_json(path, {"version": 1, "model": "unet", "seed": 0, "metrics": {"overall": {"iou": 0.5}}})
+    write_json(
+        path, {"version": 1, "model": "unet", "seed": 0, "metrics": {"overall": {"iou": 0.5}}}
+    )
     before = path.read_bytes()
     monkeypatch.setattr(os, "fsync", _enospc)  # where a full disk surfaces on delayed allocation
-    with pytest.raises(UserError, match=r"cannot write .*unet__seed0\.json: No space left on device; free space"):
-        write_json(path, {"version": 1, "model": "unet", "seed": 0, "metrics": {"overall": {"iou": 0.9}}})
+    with pytest.raises(
+        UserError, match=r"cannot write .*unet__seed0\.json: No space left on device; free space"
+    ):
+        write_json(
+            path, {"version": 1, "model": "unet", "seed": 0, "metrics": {"overall": {"iou": 0.9}}}
+        )
     monkeypatch.undo()
     assert path.read_bytes() == before and not _temporaries(path.parent)
 
@@ -447,7 +482,10 @@ def test_full_disk_while_training_is_one_line_from_the_cli(tmp_path, monkeypatch
     code = main(["train", "--model", "tiny_ok", "--run-dir", str(tmp_path / "run"), *CLI_FAST])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err, err
-    assert f"cannot write {tmp_path / 'run' / 'checkpoints'}/" in err and "No space left on device; free space" in err
+    assert (
+        f"cannot write {tmp_path / 'run' / 'checkpoints'}/" in err
+        and "No space left on device; free space" in err
+    )
     assert not _temporaries(tmp_path / "run" / "checkpoints")
 
 
@@ -457,12 +495,19 @@ def full_tmpfs(tmp_path):
     mnt = tmp_path / "small"
     mnt.mkdir()
     if sys.platform != "linux" or os.geteuid() != 0:
-        pytest.skip("mounting a 1 MiB tmpfs needs root on Linux (the injected-failure tests cover the logic)")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+        pytest.skip(
+            "mounting a 1 MiB tmpfs needs root on Linux (the injected-failure tests cover the logic)"
+        )
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"mount -t tmpfs is not permitted here: {done.stderr.strip()}")
     try:
-        write_json(mnt / "results" / "unet__seed0.json", {"version": 1, "model": "unet", "seed": 0, "metrics": {"overall": {}}})
+        write_json(
+            mnt / "results" / "unet__seed0.json",
+            {"version": 1, "model": "unet", "seed": 0, "metrics": {"overall": {}}},
+        )
         from seg_bench.training.checkpoint_io import AtomicCheckpointIO
 
         AtomicCheckpointIO().save_checkpoint(_tiny_checkpoint(), mnt / "checkpoints" / "last.ckpt")
@@ -481,21 +526,50 @@ def full_tmpfs(tmp_path):
 def test_real_full_disk_tmpfs(full_tmpfs, monkeypatch, capsys):
     from seg_bench.training.checkpoint_io import AtomicCheckpointIO
 
-    record, ckpt = full_tmpfs / "results" / "unet__seed0.json", full_tmpfs / "checkpoints" / "last.ckpt"
+    record, ckpt = (
+        full_tmpfs / "results" / "unet__seed0.json",
+        full_tmpfs / "checkpoints" / "last.ckpt",
+    )
     old_record, old_ckpt = record.read_bytes(), ckpt.read_bytes()
     with pytest.raises(UserError, match="No space left on device"):
-        write_json(record, {"version": 1, "model": "unet", "seed": 0, "metrics": {"overall": {"iou": 0.1}}, "pad": "x" * 10000})
+        write_json(
+            record,
+            {
+                "version": 1,
+                "model": "unet",
+                "seed": 0,
+                "metrics": {"overall": {"iou": 0.1}},
+                "pad": "x" * 10000,
+            },
+        )
     with pytest.raises(UserError, match="No space left on device"):
-        AtomicCheckpointIO().save_checkpoint({**_tiny_checkpoint(), "pad": torch.zeros(100000)}, ckpt)
+        AtomicCheckpointIO().save_checkpoint(
+            {**_tiny_checkpoint(), "pad": torch.zeros(100000)}, ckpt
+        )
     assert record.read_bytes() == old_record and ckpt.read_bytes() == old_ckpt
     assert not _temporaries(record.parent) and not _temporaries(ckpt.parent)
     # The command line says it in one line, without a traceback.
     import seg_bench.cli as cli
 
     monkeypatch.setattr(cli, "RUNS_DIR", full_tmpfs / "runs")
-    code = cli.main(["bench", "--models", "unet", "--results-dir", str(full_tmpfs / "results"), "--leaderboard-dir", str(full_tmpfs / "lb"), *CLI_FAST])
+    code = cli.main(
+        [
+            "bench",
+            "--models",
+            "unet",
+            "--results-dir",
+            str(full_tmpfs / "results"),
+            "--leaderboard-dir",
+            str(full_tmpfs / "lb"),
+            *CLI_FAST,
+        ]
+    )
     err = capsys.readouterr().err
-    assert code == 2 and "No space left on device; free space or write elsewhere" in err and "Traceback" not in err, err
+    assert (
+        code == 2
+        and "No space left on device; free space or write elsewhere" in err
+        and "Traceback" not in err
+    ), err
     print(f"\n[full disk] {err.strip()}")
 
 
@@ -516,7 +590,9 @@ def unet_checkpoint(tmp_path_factory) -> Path:
 
     task = SegmentationTask(model="unet", width=0.0625)
     path = tmp_path_factory.mktemp("ckpt") / "unet.ckpt"
-    AtomicCheckpointIO().save_checkpoint({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams), "epoch": 0}, path)
+    AtomicCheckpointIO().save_checkpoint(
+        {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams), "epoch": 0}, path
+    )
     return path
 
 
@@ -543,16 +619,28 @@ def test_checkpoint_of_another_architecture_or_class_count_is_refused(unet_check
     from seg_bench.training.checkpoint_io import AtomicCheckpointIO
     from seg_bench.training.task import SegmentationTask
 
-    assert load_model_for_inference(unet_checkpoint, expected_model="unet", classes=2).hparams["model"] == "unet"
+    assert (
+        load_model_for_inference(unet_checkpoint, expected_model="unet", classes=2).hparams["model"]
+        == "unet"
+    )
     with pytest.raises(UserError, match="holds a 'unet' model, not 'segnet'"):
         load_model_for_inference(unet_checkpoint, expected_model="segnet")
     three = SegmentationTask(model="unet", width=0.0625, num_classes=3)
-    AtomicCheckpointIO().save_checkpoint({"state_dict": three.state_dict(), "hyper_parameters": dict(three.hparams)}, tmp_path / "three.ckpt")
+    AtomicCheckpointIO().save_checkpoint(
+        {"state_dict": three.state_dict(), "hyper_parameters": dict(three.hparams)},
+        tmp_path / "three.ckpt",
+    )
     with pytest.raises(UserError, match="predicts 3 classes, not 2"):
         load_model_for_inference(tmp_path / "three.ckpt", classes=2)
     # segnet weights filed under unet's name: the state dict does not fit
     seg = SegmentationTask(model="segnet", width=0.0625)
-    AtomicCheckpointIO().save_checkpoint({"state_dict": seg.state_dict(), "hyper_parameters": {**dict(seg.hparams), "model": "unet"}}, tmp_path / "swap.ckpt")
+    AtomicCheckpointIO().save_checkpoint(
+        {
+            "state_dict": seg.state_dict(),
+            "hyper_parameters": {**dict(seg.hparams), "model": "unet"},
+        },
+        tmp_path / "swap.ckpt",
+    )
     with pytest.raises(UserError, match=r"does not match the model it names \(unet\)"):
         load_model_for_inference(tmp_path / "swap.ckpt")
 
@@ -593,17 +681,29 @@ def test_nan_loss_writes_a_failed_note_and_the_bench_goes_on(tmp_path):
     from seg_bench.protocol.bench import bench
     from seg_bench.protocol.records import load_records
 
-    dirs = {"results_dir": tmp_path / "results", "runs_dir": tmp_path / "runs", "leaderboard_dir": tmp_path / "lb"}
+    dirs = {
+        "results_dir": tmp_path / "results",
+        "runs_dir": tmp_path / "runs",
+        "leaderboard_dir": tmp_path / "lb",
+    }
     kw = {"profile": "smoke", "overrides": {"logger": "none", "num_workers": 0}, **dirs}
     NAN_SWITCH["on"] = True
-    with pytest.raises(UserError, match=r"1 of 2 runs failed .*nan_after_step1 seed 0 \(loss became nan at epoch 0, step 1;"):
+    with pytest.raises(
+        UserError,
+        match=r"1 of 2 runs failed .*nan_after_step1 seed 0 \(loss became nan at epoch 0, step 1;",
+    ):
         bench("synthetic", models=["nan_after_step1", "tiny_ok"], **kw)
     folder = dirs["results_dir"] / "synthetic"
     failed = json.loads((folder / "nan_after_step1__seed0.failed.json").read_text())
     assert failed["status"] == "failed" and (failed["epoch"], failed["step"]) == (0, 1)
-    assert "lower the learning rate" in failed["error"] and failed["config"]["model"] == "nan_after_step1"
+    assert (
+        "lower the learning rate" in failed["error"]
+        and failed["config"]["model"] == "nan_after_step1"
+    )
     assert not (folder / "nan_after_step1__seed0.json").exists()
-    assert [r["model"] for r in load_records(dirs["results_dir"], "synthetic")] == ["tiny_ok"]  # the note is no record
+    assert [r["model"] for r in load_records(dirs["results_dir"], "synthetic")] == [
+        "tiny_ok"
+    ]  # the note is no record
     md = (dirs["leaderboard_dir"] / "synthetic.md").read_text()
     assert "| tiny_ok |" in md and "nan_after_step1" not in md  # failed pairs are left off
 
@@ -639,13 +739,18 @@ def test_single_class_images_give_finite_metrics(truth_value):
     rng = np.random.default_rng(0)
     truth = np.full((32, 32), truth_value, np.uint8)
     for prob in (rng.random((32, 32)), np.zeros((32, 32)), np.ones((32, 32))):
-        rec, _ = image_record(prob, truth, truth.astype(np.int32), "dsb", PostprocessConfig.from_dict({}))
+        rec, _ = image_record(
+            prob, truth, truth.astype(np.int32), "dsb", PostprocessConfig.from_dict({})
+        )
         overall = aggregate([rec, rec])
         assert overall and _all_finite(overall), overall
         assert np.isfinite(rec["dsb_map"])
     for cm in ([[100, 0], [0, 0]], [[0, 0], [0, 100]], [[50, 50], [0, 0]], [[0, 0], [50, 50]]):
         m = pixel_metrics(np.array(cm))
-        headline = {k: m[k] for k in ("iou", "dice", "kappa", "precision", "recall", "specificity", "fpr", "fnr")}
+        headline = {
+            k: m[k]
+            for k in ("iou", "dice", "kappa", "precision", "recall", "specificity", "fpr", "fnr")
+        }
         assert _all_finite({k: float(v) for k, v in headline.items()}), (cm, headline)
 
 
@@ -656,7 +761,11 @@ def test_losses_are_finite_on_single_class_batches(loss, truth_value):
 
     mask = torch.full((2, 16, 16), truth_value, dtype=torch.long)
     batch = {"mask": mask, "instances": mask.int()}
-    for logits in (torch.randn(2, 1, 16, 16), torch.full((2, 1, 16, 16), 30.0), torch.full((2, 1, 16, 16), -30.0)):
+    for logits in (
+        torch.randn(2, 1, 16, 16),
+        torch.full((2, 1, 16, 16), 30.0),
+        torch.full((2, 1, 16, 16), -30.0),
+    ):
         assert torch.isfinite(get_loss(loss)(logits, batch)), (loss, logits.flatten()[0])
 
 
@@ -709,14 +818,18 @@ def flaky_server(tmp_path, monkeypatch):
             self.wfile.write(body)
 
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/training.tif", body, hits
     httpd.shutdown()
     httpd.server_close()
 
 
 @pytest.mark.parametrize("checked", [True, False], ids=["sha256", "no-checksum"])
-def test_download_cut_off_midway_leaves_nothing_and_the_next_call_restarts_cleanly(tmp_path, flaky_server, checked):
+def test_download_cut_off_midway_leaves_nothing_and_the_next_call_restarts_cleanly(
+    tmp_path, flaky_server, checked
+):
     from seg_bench.data import download as dl
     from seg_bench.errors import DataError
 
@@ -724,7 +837,9 @@ def test_download_cut_off_midway_leaves_nothing_and_the_next_call_restarts_clean
     remote = dl.Remote(url, "training.tif", hashlib.sha256(body).hexdigest() if checked else None)
     dest = tmp_path / "epfl"
     dest.mkdir()
-    with pytest.raises(DataError, match=rf"could not download {url} .*By hand: place training\.tif"):
+    with pytest.raises(
+        DataError, match=rf"could not download {url} .*By hand: place training\.tif"
+    ):
         dl.fetch(remote, dest, dl.SOURCES["epfl"].manual)
     assert list(dest.iterdir()) == []  # no partial file, no temporary under any name
     target = dl.fetch(remote, dest, dl.SOURCES["epfl"].manual)
@@ -742,7 +857,14 @@ def test_download_cut_off_midway_leaves_nothing_and_the_next_call_restarts_clean
         [("symlink", "a", "b/../.."), ("file", "a/evil.txt")],
         [("hardlink", "ok/h", "/etc/passwd")],
     ],
-    ids=["tar-absolute", "tar-dotdot-inside-name", "tar-symlink-absolute", "tar-symlink-chain", "tar-write-through-escaping-link", "tar-hardlink-absolute"],
+    ids=[
+        "tar-absolute",
+        "tar-dotdot-inside-name",
+        "tar-symlink-absolute",
+        "tar-symlink-chain",
+        "tar-write-through-escaping-link",
+        "tar-hardlink-absolute",
+    ],
 )
 def test_escaping_tar_entries_are_refused_before_anything_is_written(tmp_path, entries):
     """Cases beyond test_data_download.py's: absolute names, escape via a chain of links, a file
@@ -777,7 +899,12 @@ DB_PASSWORD = "Pg-s3cret-Pa55"
 
 
 def _wandb_env(d: Path) -> dict[str, str]:
-    env = {"WANDB_MODE": "offline", "WANDB_API_KEY": FAKE_KEY, "WANDB_SILENT": "true", "WANDB_X_DISABLE_STATS": "true"}
+    env = {
+        "WANDB_MODE": "offline",
+        "WANDB_API_KEY": FAKE_KEY,
+        "WANDB_SILENT": "true",
+        "WANDB_X_DISABLE_STATS": "true",
+    }
     for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
         env[var] = str(d / "wandb-home" / var.lower())
     return env
@@ -803,20 +930,59 @@ def test_api_key_and_database_password_are_never_written_by_bench_or_search(tmp_
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"postgresql://bench:{DB_PASSWORD}@127.0.0.1:{port}/optuna"
-    env = {**os.environ, **_wandb_env(tmp_path), "SEG_BENCH_RUNS": str(tmp_path / "runs"), "PYTHONUNBUFFERED": "1"}
-    fast = ["--profile", "smoke", "--width", "0.0625", "--set", "num_workers=0", "--logger", "wandb"]
+    env = {
+        **os.environ,
+        **_wandb_env(tmp_path),
+        "SEG_BENCH_RUNS": str(tmp_path / "runs"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    fast = [
+        "--profile",
+        "smoke",
+        "--width",
+        "0.0625",
+        "--set",
+        "num_workers=0",
+        "--logger",
+        "wandb",
+    ]
     cmds = [
-        ["bench", "--models", "unet", "--results-dir", str(tmp_path / "results"), "--leaderboard-dir", str(tmp_path / "lb"), *fast],
+        [
+            "bench",
+            "--models",
+            "unet",
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--leaderboard-dir",
+            str(tmp_path / "lb"),
+            *fast,
+        ],
         ["search", "--model", "unet", "--trials", "1", "--storage", url, *fast],
     ]
-    procs = [subprocess.Popen([sys.executable, "-m", "seg_bench.cli", *c], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path) for c in cmds]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "seg_bench.cli", *c],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
+        for c in cmds
+    ]
     (b_out, b_err), (s_out, s_err) = (p.communicate(timeout=240) for p in procs)
     assert procs[0].returncode == 0, b_err[-3000:]
-    assert procs[1].returncode == 2 and f"cannot open the study storage postgresql://bench:***@127.0.0.1:{port}/optuna" in " ".join(s_err.split()), s_err
+    assert (
+        procs[1].returncode == 2
+        and f"cannot open the study storage postgresql://bench:***@127.0.0.1:{port}/optuna"
+        in " ".join(s_err.split())
+    ), s_err
     output = b_out + b_err + s_out + s_err
     assert FAKE_KEY not in output and DB_PASSWORD not in output
     assert list(tmp_path.rglob("*.wandb")), "W&B wrote no offline run: nothing was checked"
-    assert (tmp_path / "results" / "synthetic" / "unet__seed0.json").exists() and (tmp_path / "lb" / "synthetic.md").exists()
+    assert (tmp_path / "results" / "synthetic" / "unet__seed0.json").exists() and (
+        tmp_path / "lb" / "synthetic.md"
+    ).exists()
     assert _files_holding(tmp_path, FAKE_KEY, DB_PASSWORD) == []
     n = sum(1 for p in tmp_path.rglob("*") if p.is_file())
     print(f"\n[secrets] {n} files and {len(output)} characters of output checked")
@@ -828,9 +994,18 @@ def test_a_password_on_the_command_line_stays_out_of_wandb_run_metadata(tmp_path
 
     for k, v in _wandb_env(tmp_path).items():
         monkeypatch.setenv(k, v)
-    argv = ["seg-bench", "search", "--storage", f"postgresql://bench:{DB_PASSWORD}@db.example:5432/optuna", "--trials", "2"]
+    argv = [
+        "seg-bench",
+        "search",
+        "--storage",
+        f"postgresql://bench:{DB_PASSWORD}@db.example:5432/optuna",
+        "--trials",
+        "2",
+    ]
     monkeypatch.setattr(sys, "argv", argv)
-    logger = tracking.build_logger("wandb", tmp_path / "run", project="p", name="trial-0", config={"lr": 0.1})
+    logger = tracking.build_logger(
+        "wandb", tmp_path / "run", project="p", name="trial-0", config={"lr": 0.1}
+    )
     assert tracking.is_wandb(logger) and sys.argv == argv  # restored for Lightning's DDP launcher
     tracking.TrackedRun(logger).finish()
     run_file = next((tmp_path / "run").rglob("*.wandb")).read_bytes()

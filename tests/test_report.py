@@ -16,7 +16,9 @@ def per_image_stats(rng, n_images, noise):
     for i in range(n_images):
         truth = (rng.random((32, 32)) < 0.3).astype(np.uint8)
         prob = np.clip(truth * 0.8 + rng.normal(0.1, noise, truth.shape), 0, 1)
-        rec, _ = image_record(prob, truth, truth, None, PostprocessConfig.from_dict({"threshold": 0.5}))
+        rec, _ = image_record(
+            prob, truth, truth, None, PostprocessConfig.from_dict({"threshold": 0.5})
+        )
         out.append({"id": f"img{i}", **rec})
     return out
 
@@ -79,7 +81,9 @@ def test_markdown_shows_std_only_with_several_seeds_and_csv_round_trips(records)
     for p, r in zip(parsed, rows, strict=True):
         for key in ("iou", "kappa", "auroc", "fnr"):
             assert float(p[key]) == pytest.approx(r[key])
-            assert (float(p[f"{key}_ci_low"]), float(p[f"{key}_ci_high"])) == pytest.approx(r[f"{key}_ci"])
+            assert (float(p[f"{key}_ci_low"]), float(p[f"{key}_ci_high"])) == pytest.approx(
+                r[f"{key}_ci"]
+            )
 
 
 def test_weak_label_runs_never_rank_on_the_leaderboard(tmp_path, records):
@@ -93,7 +97,10 @@ def test_weak_label_runs_never_rank_on_the_leaderboard(tmp_path, records):
     (board / "synthetic.md").write_text("earlier leaderboard\n")
     for r in records[:3]:
         r = {**r, "version": RECORD_VERSION, "labels": "floodfill"}
-        r["data"] = {**r["data"], "weak_label_quality": {"train": {"iou": 0.4, "dice": 0.57, "kappa": 0.5}}}
+        r["data"] = {
+            **r["data"],
+            "weak_label_quality": {"train": {"iou": 0.4, "dice": 0.57, "kappa": 0.5}},
+        }
         path = record_path(results, "synthetic", r["model"], r["seed"], "floodfill")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(r))

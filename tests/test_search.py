@@ -16,7 +16,16 @@ from seg_bench.errors import UserError
 from seg_bench.search import runner as search
 
 FAST = {"max_epochs": 1, "samples_per_epoch": 8, "logger": "none"}
-FAST_ARGS = ["--profile", "smoke", "--epochs", "1", "--set", "samples_per_epoch=8", "--logger", "none"]
+FAST_ARGS = [
+    "--profile",
+    "smoke",
+    "--epochs",
+    "1",
+    "--set",
+    "samples_per_epoch=8",
+    "--logger",
+    "none",
+]
 BASE = ["search", "--dataset", "synthetic", "--model", "unet", *FAST_ARGS]
 PASSWORD = "Sup3r-s3cret"
 
@@ -40,7 +49,9 @@ def trials_of(runs: Path, name: str = "synthetic-unet-smoke"):
     import optuna
 
     url = search.storage_url(None, runs, name)
-    return sorted(optuna.load_study(study_name=name, storage=url).get_trials(), key=lambda t: t.number)
+    return sorted(
+        optuna.load_study(study_name=name, storage=url).get_trials(), key=lambda t: t.number
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +88,17 @@ def test_show_prints_trials_and_importances(resumed):
     rc, out, err = resumed.shown
     assert rc == 0, err
     lines = out.splitlines()
-    assert lines[0].startswith("study 'synthetic-unet-smoke'") and "3 complete, 0 pruned, 0 failed" in lines[0]
+    assert (
+        lines[0].startswith("study 'synthetic-unet-smoke'")
+        and "3 complete, 0 pruned, 0 failed" in lines[0]
+    )
     header = next(line for line in lines if line.startswith("#"))
     for column in ("state", "val/iou", "duration", "params"):
         assert column in header
     rows = [line for line in lines if line[:1].isdigit()]
-    assert len(rows) == 3 and all("COMPLETE" in r and "optimizer=" in r and "lr=" in r for r in rows)
+    assert len(rows) == 3 and all(
+        "COMPLETE" in r and "optimizer=" in r and "lr=" in r for r in rows
+    )
     importances = next(line for line in lines if line.startswith("parameter importances"))
     assert "lr" in importances
 
@@ -105,7 +121,9 @@ def test_best_params_and_bench_use_the_study(resumed, tmp_path, monkeypatch):
     assert len(trials_of(resumed.runs)) == 3, "the finished study was reused, not extended"
     cfg = records[0]["config"]
     assert (cfg["optimizer"], cfg["lr"]) == (params["optimizer"], params["lr"])
-    run = read_offline_run(run_dir_for(resumed.runs, resolve_config("synthetic", "unet", "smoke", seed=0)))
+    run = read_offline_run(
+        run_dir_for(resumed.runs, resolve_config("synthetic", "unet", "smoke", seed=0))
+    )
     assert run["run"]["group"] == "bench-synthetic-smoke" and run["run"]["name"] == "unet-seed0"
     assert run["config"]["lr"] == params["lr"]
     assert run["summary"]["test/iou"] == pytest.approx(records[0]["metrics"]["overall"]["iou"])
@@ -115,11 +133,26 @@ def test_nan_trial_is_recorded_failed_and_the_study_goes_on(tmp_path):
     runs = tmp_path / "runs"
     space = {"optimizer": {"choices": ["sgd"]}, "lr": {"choices": [1e-2, 1e30]}}
     name = search.default_study_name("synthetic", "unet", "smoke")
-    study = search.open_study(name, search.storage_url(None, runs, name), search.parse_space(space), dataset="synthetic", model="unet")
+    study = search.open_study(
+        name,
+        search.storage_url(None, runs, name),
+        search.parse_space(space),
+        dataset="synthetic",
+        model="unet",
+    )
     study.enqueue_trial({"optimizer": "sgd", "lr": 1e30})  # diverges to NaN on the second step
     study.enqueue_trial({"optimizer": "sgd", "lr": 1e-2})
     messages = []
-    result = search.run_search("synthetic", "unet", 2, "smoke", space=space, overrides=FAST, runs_dir=runs, echo=messages.append)
+    result = search.run_search(
+        "synthetic",
+        "unet",
+        2,
+        "smoke",
+        space=space,
+        overrides=FAST,
+        runs_dir=runs,
+        echo=messages.append,
+    )
     failed, ok = trials_of(runs)
     assert failed.state.name == "FAIL" and failed.params["lr"] == 1e30
     assert failed.user_attrs["fail_reason"].startswith("non-finite loss: loss became nan")
@@ -147,7 +180,10 @@ def test_errors_and_ctrl_c_with_a_fake_trainer(tmp_path, monkeypatch):
     assert rc == 130 and "interrupted" in err
     trials = trials_of(runs)
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "FAIL"]
-    assert trials[1].user_attrs["fail_reason"] == "RuntimeError: disk on fire at postgresql://u:***@h/db"
+    assert (
+        trials[1].user_attrs["fail_reason"]
+        == "RuntimeError: disk on fire at postgresql://u:***@h/db"
+    )
     assert trials[2].user_attrs["fail_reason"] == "interrupted"
     assert PASSWORD not in err
 
@@ -169,8 +205,19 @@ def test_user_errors_are_one_line(tmp_path):
         ([], "--trials N is required"),
         (["--trials", "1", "--storage", "postgresql//nohost/db"], "not a database URL"),
         (["--trials", "1", "--storage", "nosuchdb://u:x@h/db"], "malformed --storage URL"),
-        (["--trials", "1", "--storage", f"postgresql://bench:{PASSWORD}@127.0.0.1:{port}/optuna"], "cannot open the study storage"),
-        (["--trials", "1", "--space", "optimizer,momentum"], "unknown search parameter(s) momentum"),
+        (
+            [
+                "--trials",
+                "1",
+                "--storage",
+                f"postgresql://bench:{PASSWORD}@127.0.0.1:{port}/optuna",
+            ],
+            "cannot open the study storage",
+        ),
+        (
+            ["--trials", "1", "--space", "optimizer,momentum"],
+            "unknown search parameter(s) momentum",
+        ),
         (["--trials", "1", "--pruner", "asha"], "unknown pruner 'asha'"),
         (["--show"], "no search for synthetic/unet/smoke yet"),
     ]
@@ -180,28 +227,63 @@ def test_user_errors_are_one_line(tmp_path):
         assert expected in err, (extra, err)
         assert len(err.strip().splitlines()) == 1, err
         assert PASSWORD not in err + out
-    rc, _, err = run_cli([*BASE, "--trials", "1", "--storage", f"postgresql://bench:{PASSWORD}@127.0.0.1:{port}/optuna"], runs)
+    rc, _, err = run_cli(
+        [
+            *BASE,
+            "--trials",
+            "1",
+            "--storage",
+            f"postgresql://bench:{PASSWORD}@127.0.0.1:{port}/optuna",
+        ],
+        runs,
+    )
     assert "postgresql://bench:***@127.0.0.1" in err
 
 
 def test_a_study_keeps_its_search_space(tmp_path):
     runs = tmp_path / "runs"
     name = "synthetic-unet-smoke"
-    search.open_study(name, search.storage_url(None, runs, name), search.parse_space("optimizer,lr"), dataset="synthetic", model="unet")
-    with pytest.raises(UserError, match=r"created with search space \[optimizer,lr\], not \[optimizer,lr,loss\]"):
-        search.run_search("synthetic", "unet", 1, "smoke", space="optimizer,lr,loss", overrides=FAST, runs_dir=runs)
+    search.open_study(
+        name,
+        search.storage_url(None, runs, name),
+        search.parse_space("optimizer,lr"),
+        dataset="synthetic",
+        model="unet",
+    )
+    with pytest.raises(
+        UserError, match=r"created with search space \[optimizer,lr\], not \[optimizer,lr,loss\]"
+    ):
+        search.run_search(
+            "synthetic",
+            "unet",
+            1,
+            "smoke",
+            space="optimizer,lr,loss",
+            overrides=FAST,
+            runs_dir=runs,
+        )
     with pytest.raises(UserError, match="belongs to model 'unet'"):
-        search.run_search("synthetic", "segnet", 1, "smoke", study_name=name, overrides=FAST, runs_dir=runs)
+        search.run_search(
+            "synthetic", "segnet", 1, "smoke", study_name=name, overrides=FAST, runs_dir=runs
+        )
     # an explicitly fixed key leaves the space, and then it is a different space too
     with pytest.raises(UserError, match="not \\[optimizer\\]"):
-        search.run_search("synthetic", "unet", 1, "smoke", overrides={**FAST, "lr": 1e-3}, runs_dir=runs)
+        search.run_search(
+            "synthetic", "unet", 1, "smoke", overrides={**FAST, "lr": 1e-3}, runs_dir=runs
+        )
 
 
 def test_storage_urls_are_masked_and_normalised(tmp_path):
     assert search.mask_url(f"postgresql://u:{PASSWORD}@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert search.storage_url("postgres://u:p@h/db", tmp_path, "s") == "postgresql://u:p@h/db"
-    assert search.storage_url(str(tmp_path / "x.db"), tmp_path, "s") == f"sqlite:///{tmp_path / 'x.db'}"
-    assert search.storage_url(None, tmp_path, "s") == f"sqlite:///{(tmp_path / 'search' / 's.db').resolve()}"
+    assert (
+        search.storage_url(str(tmp_path / "x.db"), tmp_path, "s")
+        == f"sqlite:///{tmp_path / 'x.db'}"
+    )
+    assert (
+        search.storage_url(None, tmp_path, "s")
+        == f"sqlite:///{(tmp_path / 'search' / 's.db').resolve()}"
+    )
 
 
 @pytest.mark.slow
@@ -211,14 +293,27 @@ def test_ddp_spawn_inside_a_trial_prunes_from_the_worker(tmp_path, monkeypatch):
     import optuna
     import torch
 
-    monkeypatch.setattr(search, "build_pruner", lambda kind, epochs: optuna.pruners.ThresholdPruner(lower=2.0))
+    monkeypatch.setattr(
+        search, "build_pruner", lambda kind, epochs: optuna.pruners.ThresholdPruner(lower=2.0)
+    )
     runs = tmp_path / "runs"
-    overrides = {**FAST, "max_epochs": 2, "accelerator": "cpu", "devices": 2, "strategy": "ddp", "precision": "32"}
+    overrides = {
+        **FAST,
+        "max_epochs": 2,
+        "accelerator": "cpu",
+        "devices": 2,
+        "strategy": "ddp",
+        "precision": "32",
+    }
     result = search.run_search("synthetic", "unet", 1, "smoke", overrides=overrides, runs_dir=runs)
     (trial,) = trials_of(runs)
     assert trial.state.name == "PRUNED", trial.user_attrs.get("fail_reason")
     assert list(trial.intermediate_values) == [0]  # stopped after the first epoch
     assert result.counts["PRUNED"] == 1
-    ckpt = torch.load(Path(trial.user_attrs["run_dir"]) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(
+        Path(trial.user_attrs["run_dir"]) / "checkpoints" / "last.ckpt",
+        map_location="cpu",
+        weights_only=False,
+    )
     assert ckpt["hyper_parameters"]["lr"] == trial.params["lr"]
     assert ckpt["hyper_parameters"]["optimizer"] == trial.params["optimizer"]

@@ -21,7 +21,16 @@ pytestmark = pytest.mark.postgres
 
 PG_USER = "segbench"  # the OS user that owns and runs the server when the tests run as root
 DB_USER, DB_PASSWORD, DB_NAME = "bench", "pg-S3cret-w0rd", "optuna"
-FAST_ARGS = ["--profile", "smoke", "--epochs", "1", "--set", "samples_per_epoch=8", "--logger", "none"]
+FAST_ARGS = [
+    "--profile",
+    "smoke",
+    "--epochs",
+    "1",
+    "--set",
+    "samples_per_epoch=8",
+    "--logger",
+    "none",
+]
 
 
 def _pg_bin() -> Path | None:
@@ -53,9 +62,15 @@ def _ensure_user() -> None:
     except KeyError:
         pass
     try:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER], check=True, capture_output=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER],
+            check=True,
+            capture_output=True,
+        )
     except (OSError, subprocess.CalledProcessError) as e:
-        pytest.skip(f"running as root and cannot create the non-root user '{PG_USER}' that PostgreSQL needs: {e}")
+        pytest.skip(
+            f"running as root and cannot create the non-root user '{PG_USER}' that PostgreSQL needs: {e}"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +108,19 @@ def postgres_url():
     try:
         import psycopg2
 
-        conn = psycopg2.connect(host="127.0.0.1", port=port, user=DB_USER, password=DB_PASSWORD, dbname="postgres")
+        conn = psycopg2.connect(
+            host="127.0.0.1", port=port, user=DB_USER, password=DB_PASSWORD, dbname="postgres"
+        )
         conn.autocommit = True
         conn.cursor().execute(f"CREATE DATABASE {DB_NAME}")
         conn.close()
         yield f"postgresql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{port}/{DB_NAME}"
     finally:
-        subprocess.run(_as_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]), capture_output=True, timeout=60)
+        subprocess.run(
+            _as_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -124,7 +145,9 @@ def test_two_workers_share_one_postgres_study(postgres_url, tmp_path):
     workers = [_worker(postgres_url, tmp_path / f"machine{i}", target) for i in range(2)]
     exit_order: list[int] = []
     while len(exit_order) < 2:
-        exit_order += [i for i, (w, _, _) in enumerate(workers) if i not in exit_order and w.poll() is not None]
+        exit_order += [
+            i for i, (w, _, _) in enumerate(workers) if i not in exit_order and w.poll() is not None
+        ]
         if time.monotonic() - start > 300:
             for w, _, _ in workers:
                 w.kill()
@@ -148,7 +171,9 @@ def test_two_workers_share_one_postgres_study(postgres_url, tmp_path):
     ran = [set(int(n) for n in re.findall(r"^trial (\d+): ", err, re.M)) for _, _, err in outputs]
     assert ran[0].isdisjoint(ran[1]) and ran[0] | ran[1] == set(numbers)
     dirs = [Path(t.user_attrs["run_dir"]) for t in trials]
-    assert len(set(dirs)) == len(trials) and all((d / "checkpoints" / "best.ckpt").exists() for d in dirs)
+    assert len(set(dirs)) == len(trials) and all(
+        (d / "checkpoints" / "best.ckpt").exists() for d in dirs
+    )
     for runs in (tmp_path / "machine0", tmp_path / "machine1"):
         for f in runs.rglob("*"):
             if f.is_file() and f.suffix != ".ckpt" and f.name not in ("stdout.txt", "stderr.txt"):
@@ -157,10 +182,14 @@ def test_two_workers_share_one_postgres_study(postgres_url, tmp_path):
     # Both views agree on the best trial: this process, and the worker that ended last (when
     # it printed its summary no trial was running anywhere). The other worker may have ended
     # before the last trial finished, so its best can only be the same or worse.
-    best = search.best_params("synthetic", "unet", "smoke", storage=postgres_url, study_name="shared")
+    best = search.best_params(
+        "synthetic", "unet", "smoke", storage=postgres_url, study_name="shared"
+    )
     assert best == study.best_trial.params
     last, first = outputs[exit_order[1]][1], outputs[exit_order[0]][1]
     assert f"best: trial {study.best_trial.number}," in last
     seen = re.search(r"val/iou ([0-9.]+)", first.splitlines()[-1])
-    assert seen is None or float(seen.group(1)) <= study.best_value + 1e-4  # printed with 4 decimals
+    assert (
+        seen is None or float(seen.group(1)) <= study.best_value + 1e-4
+    )  # printed with 4 decimals
     assert time.monotonic() - start < 240

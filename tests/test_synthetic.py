@@ -27,7 +27,9 @@ def test_some_nuclei_touch():
     for seed in range(10):
         _, labels = nuclei_image(np.random.default_rng(seed))
         # Two different ids side by side means two nuclei touch.
-        touching += np.any((labels[:, 1:] != labels[:, :-1]) & (labels[:, 1:] > 0) & (labels[:, :-1] > 0))
+        touching += np.any(
+            (labels[:, 1:] != labels[:, :-1]) & (labels[:, 1:] > 0) & (labels[:, :-1] > 0)
+        )
     assert touching >= 3
 
 
@@ -43,7 +45,9 @@ def test_membranes_separate_cells():
 
 def test_datamodule_splits_are_disjoint_and_reproducible():
     dm = create_datamodule("synthetic", n_train=3, n_val=2, n_test=2, image_size=64, patch_size=32)
-    dm2 = create_datamodule("synthetic", n_train=3, n_val=2, n_test=2, image_size=64, patch_size=32, seed=5)
+    dm2 = create_datamodule(
+        "synthetic", n_train=3, n_val=2, n_test=2, image_size=64, patch_size=32, seed=5
+    )
     train, test = dm.samples("train"), dm.samples("test")
     assert len(train) == 3 and len(test) == 2
     assert not np.array_equal(train[0].image, test[0].image)
@@ -52,7 +56,16 @@ def test_datamodule_splits_are_disjoint_and_reproducible():
 
 
 def test_batches_follow_the_contract():
-    dm = create_datamodule("synthetic", n_train=2, n_val=1, n_test=1, image_size=64, patch_size=32, batch_size=2, num_workers=0)
+    dm = create_datamodule(
+        "synthetic",
+        n_train=2,
+        n_val=1,
+        n_test=1,
+        image_size=64,
+        patch_size=32,
+        batch_size=2,
+        num_workers=0,
+    )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (2, 1, 32, 32) and batch["image"].dtype.is_floating_point

@@ -40,7 +40,12 @@ def test_redact_masks_urls_pairs_and_secret_keys(monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     cfg = {
         "storage": f"postgresql://bench:{DB_PASSWORD}@db.example:5432/optuna",
-        "nested": {"api_key": "k-123", "auth_token": "t-456", "db_password": "p-789", "keys_seen": 3},
+        "nested": {
+            "api_key": "k-123",
+            "auth_token": "t-456",
+            "db_password": "p-789",
+            "keys_seen": 3,
+        },
         "dsn": f"host=db user=bench password={DB_PASSWORD} dbname=x",
         "note": f"key is {FAKE_KEY}",
         "lr": 1e-3,
@@ -89,7 +94,9 @@ def test_csv_logger_config_is_redacted(tmp_path):
     assert tracking.build_logger("none", tmp_path / "run2") is False
 
 
-def test_wandb_failure_falls_back_to_csv_and_warns_once(tmp_path, offline_wandb, monkeypatch, capsys):
+def test_wandb_failure_falls_back_to_csv_and_warns_once(
+    tmp_path, offline_wandb, monkeypatch, capsys
+):
     import wandb
 
     def broken_init(*args, **kwargs):
@@ -116,7 +123,9 @@ def test_offline_wandb_run_has_config_history_summary_and_overlays(tmp_path, off
         cfg, run_dir, group="bench-synthetic-smoke", name="unet-seed0", tags=["unet", "smoke"],
         extra={"storage": f"postgresql://u:{DB_PASSWORD}@h/db"}, log_model=True,
     ) as tracked:  # fmt: skip
-        result = train(cfg, run_dir, logger=tracked.logger, callbacks=tracked.callbacks, progress=False)
+        result = train(
+            cfg, run_dir, logger=tracked.logger, callbacks=tracked.callbacks, progress=False
+        )
         tracked.summary({"test/iou": 0.625})
         tracked.log_checkpoint(result.best_checkpoint, {"val/iou": result.best_val["val/iou"]})
     offline = sorted((run_dir / "wandb").glob("offline-run-*"))
@@ -133,7 +142,13 @@ def test_offline_wandb_run_has_config_history_summary_and_overlays(tmp_path, off
     assert run["config"]["storage"] == "postgresql://u:***@h/db"
     # metric history: per-step loss, per-epoch validation, learning rate, throughput
     keys = set().union(*run["history"])
-    assert {"train/loss_step", "train/loss_epoch", "val/iou", "val/dice", "train/samples_per_s"} <= keys
+    assert {
+        "train/loss_step",
+        "train/loss_epoch",
+        "val/iou",
+        "val/dice",
+        "train/samples_per_s",
+    } <= keys
     assert any(k.startswith("lr-") for k in keys)
     ious = [row["val/iou"] for row in run["history"] if "val/iou" in row]
     assert len(ious) == 2 and all(0.0 <= v <= 1.0 for v in ious)
@@ -169,8 +184,12 @@ def test_offline_wandb_config_redacted_and_leaderboard_table(tmp_path, offline_w
         w = csv.writer(f)
         w.writerow(["model", "iou"])
         w.writerows([["unet", 0.8], ["segnet", 0.7]])
-    tracking.log_leaderboard("synthetic", board, "wandb", "bench-synthetic-smoke", run_dir=tmp_path / "lb")
+    tracking.log_leaderboard(
+        "synthetic", board, "wandb", "bench-synthetic-smoke", run_dir=tmp_path / "lb"
+    )
     table_run = tracking.read_offline_run(tmp_path / "lb")
     assert table_run["run"]["job_type"] == "leaderboard"
     rows = [row for row in table_run["history"] if "leaderboard/_type" in row]
-    assert rows and rows[0]["leaderboard/_type"] == "table-file" and rows[0]["leaderboard/nrows"] == 2
+    assert (
+        rows and rows[0]["leaderboard/_type"] == "table-file" and rows[0]["leaderboard/nrows"] == 2
+    )

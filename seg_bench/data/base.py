@@ -97,7 +97,9 @@ class _PreparedSample:
 
     def __init__(self, s: Sample):
         if s.mask is None:
-            raise DataError(f"sample {s.id} has no labels and cannot be used for training or scoring")
+            raise DataError(
+                f"sample {s.id} has no labels and cannot be used for training or scoring"
+            )
         self.id = s.id
         self.image = normalize_percentile(s.image)
         self.mask = s.mask.astype(np.uint8)
@@ -122,7 +124,9 @@ def _to_batch_item(image, mask, instances, sample_id) -> dict[str, Any]:
 class RandomPatchDataset(Dataset):
     """``length`` random patches per epoch, augmented; optionally centred on foreground."""
 
-    def __init__(self, samples, patch_size: int, length: int, augment=None, foreground_bias: float = 0.0):
+    def __init__(
+        self, samples, patch_size: int, length: int, augment=None, foreground_bias: float = 0.0
+    ):
         self.samples = samples
         self.patch = patch_size
         self.length = length
@@ -168,7 +172,9 @@ class WholeImageDataset(Dataset):
 def default_num_workers() -> int:
     """Leave one core to the training process; 0 (in-process) on a 1-2 core machine where
     worker start-up and IPC cost more than they give."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
     return 0 if cores <= 2 else min(8, cores - 1)
 
 
@@ -254,7 +260,9 @@ class SegmentationDataModule(L.LightningDataModule):
         )
 
         if self.num_classes != 2:
-            raise UserError(f"weak labels need a binary dataset; {self.name} has {self.num_classes} classes")
+            raise UserError(
+                f"weak labels need a binary dataset; {self.name} has {self.num_classes} classes"
+            )
         options = dict(self.weak_label_options)
         click = {k: options.pop(k) for k in ("mode", "jitter", "drop_fraction") if k in options}
         out, quality = [], []
@@ -266,13 +274,23 @@ class SegmentationDataModule(L.LightningDataModule):
             if self.labels == "floodfill" and "bright_objects" not in kw and len(points):
                 # Polarity from the clicks alone: objects brighter than the image's median?
                 grey = image.mean(-1) if image.ndim == 3 else image
-                kw["bright_objects"] = bool(np.median(grey[points["y"], points["x"]]) > np.median(grey))
+                kw["bright_objects"] = bool(
+                    np.median(grey[points["y"], points["x"]]) > np.median(grey)
+                )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # leaks and skipped clicks are expected here
-                labels = weak_labels(image, points[["x", "y"]].to_numpy(), self.labels, image_name=s.id, **kw)
+                labels = weak_labels(
+                    image, points[["x", "y"]].to_numpy(), self.labels, image_name=s.id, **kw
+                )
             quality.append(label_quality(labels, s.mask))
-            out.append(Sample(s.id, s.image, (labels > 0).astype(np.uint8), labels.astype(np.int32), s.meta))
-        self.weak_label_quality[split] = {k: float(np.mean([q[k] for q in quality])) for k in quality[0]}
+            out.append(
+                Sample(
+                    s.id, s.image, (labels > 0).astype(np.uint8), labels.astype(np.int32), s.meta
+                )
+            )
+        self.weak_label_quality[split] = {
+            k: float(np.mean([q[k] for q in quality])) for k in quality[0]
+        }
         return out
 
     def setup(self, stage: str | None = None) -> None:

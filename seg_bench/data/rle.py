@@ -185,7 +185,9 @@ def _parse(rle: str, where: str) -> tuple[np.ndarray, np.ndarray]:
                 f"{where}: {kind} of pair {pos // 2 + 1} is {tok!r}, not an integer"
             ) from None
         if abs(values[-1]) >= 2**62:  # no image has that many pixels (and int64 would overflow)
-            raise UserError(f"{where}: {kind} of pair {pos // 2 + 1} is {tok[:30]!r}, far too large")
+            raise UserError(
+                f"{where}: {kind} of pair {pos // 2 + 1} is {tok[:30]!r}, far too large"
+            )
     arr = np.asarray(values, dtype=np.int64).reshape(-1, 2)
     starts, lengths = arr[:, 0], arr[:, 1]
     for k in range(arr.shape[0]):
@@ -242,7 +244,9 @@ def read_rle_csv(path: str | os.PathLike) -> dict[str, list[str]]:
     try:
         return _read_rle_rows(path)
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise DataError(f"{path}: not a readable CSV ({str(exc)[:200]}); expected UTF-8 text with ImageId,EncodedPixels") from None
+        raise DataError(
+            f"{path}: not a readable CSV ({str(exc)[:200]}); expected UTF-8 text with ImageId,EncodedPixels"
+        ) from None
 
 
 def _read_rle_rows(path: str) -> dict[str, list[str]]:

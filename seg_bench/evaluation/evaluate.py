@@ -41,10 +41,11 @@ DEFINITIONS = {
 }
 
 
-
-
 def image_record(
-    prob: np.ndarray, truth: np.ndarray, truth_instances: np.ndarray, instance_metric: str | None,
+    prob: np.ndarray,
+    truth: np.ndarray,
+    truth_instances: np.ndarray,
+    instance_metric: str | None,
     post: PostprocessConfig,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Sufficient statistics of one image; also returns the predicted instance labels."""
@@ -77,7 +78,13 @@ def evaluate(
     for sample in dm.samples(split):
         image = torch.from_numpy(np.ascontiguousarray(sample.image.transpose(2, 0, 1)))[None]
         start = time.perf_counter()
-        logits = predict_logits(model, image, window=cfg.inference_window(dm.patch_size), overlap=cfg.overlap, tta=cfg.tta)[0]
+        logits = predict_logits(
+            model,
+            image,
+            window=cfg.inference_window(dm.patch_size),
+            overlap=cfg.overlap,
+            tta=cfg.tta,
+        )[0]
         seconds += time.perf_counter() - start
         pixels += sample.mask.size
         prob = probabilities(logits)
@@ -97,11 +104,26 @@ def evaluate(
     }
 
 
-def aggregate(per_image: list[dict[str, Any]], indices: np.ndarray | None = None) -> dict[str, float]:
+def aggregate(
+    per_image: list[dict[str, Any]], indices: np.ndarray | None = None
+) -> dict[str, float]:
     """Dataset-level scores over ``indices`` (all images by default; repeats allowed, for bootstrap)."""
     chosen = per_image if indices is None else [per_image[i] for i in indices]
     m = pixel_metrics(np.sum([r["confmat"] for r in chosen], axis=0))
-    out = {k: m[k] for k in ("iou", "dice", "accuracy", "kappa", "precision", "recall", "specificity", "fpr", "fnr")}
+    out = {
+        k: m[k]
+        for k in (
+            "iou",
+            "dice",
+            "accuracy",
+            "kappa",
+            "precision",
+            "recall",
+            "specificity",
+            "fpr",
+            "fnr",
+        )
+    }
     out["auroc_balanced"] = m["balanced_auroc"]
     pos = np.sum([r["hist_pos"] for r in chosen], axis=0)
     neg = np.sum([r["hist_neg"] for r in chosen], axis=0)

@@ -77,7 +77,9 @@ def load_pairs(pred: Path, truth: Path) -> list[tuple[str, np.ndarray, np.ndarra
             raise UserError(f"--{role} {p} does not exist")
     if truth.suffix.lower() == ".csv":
         if pred.suffix.lower() == ".csv":
-            raise UserError("with CSV truth, --pred must be a folder of label images (their shapes are needed)")
+            raise UserError(
+                "with CSV truth, --pred must be a folder of label images (their shapes are needed)"
+            )
         pred_files = _folder(pred, "pred")
         pred_arrays = {k: read_image(p) for k, p in pred_files.items()}
         truth_arrays = _labels_from_csv(truth, {k: a.shape[:2] for k, a in pred_arrays.items()})
@@ -91,7 +93,9 @@ def load_pairs(pred: Path, truth: Path) -> list[tuple[str, np.ndarray, np.ndarra
             pred_arrays = {k: read_image(p) for k, p in _folder(pred, "pred").items()}
     missing = sorted(set(truth_arrays) - set(pred_arrays))
     if missing:
-        raise UserError(f"no prediction for {len(missing)} truth image(s), e.g. '{missing[0]}'; names must match")
+        raise UserError(
+            f"no prediction for {len(missing)} truth image(s), e.g. '{missing[0]}'; names must match"
+        )
     pairs = []
     for key in sorted(truth_arrays):
         p, t = pred_arrays[key], truth_arrays[key]
@@ -116,7 +120,10 @@ def score(pred: Path, truth: Path, kind: str = "auto") -> dict[str, Any]:
             row["dsb_ap"] = float(dsb_average_precision(t, p)[0])
         per_image.append(row)
     m = pixel_metrics(pooled)
-    overall = {k: float(m[k]) for k in ("iou", "dice", "accuracy", "kappa", "precision", "recall", "fpr", "fnr")}
+    overall = {
+        k: float(m[k])
+        for k in ("iou", "dice", "accuracy", "kappa", "precision", "recall", "fpr", "fnr")
+    }
     if kind == "instance":
         overall["dsb_map"] = float(np.mean([r["dsb_ap"] for r in per_image]))
     return {"kind": kind, "images": len(pairs), "overall": overall, "per_image": per_image}

@@ -48,7 +48,9 @@ def load_checkpoint(path: str | Path) -> TrainedModel:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a damaged file makes torch raise almost anything (OSError, KeyError, ...)
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"{path} is not a readable seg-bench checkpoint (truncated or foreign? {reason})") from None
+        raise UserError(
+            f"{path} is not a readable seg-bench checkpoint (truncated or foreign? {reason})"
+        ) from None
     if (
         not isinstance(ckpt, dict)
         or not isinstance(ckpt.get("hyper_parameters"), dict)
@@ -63,17 +65,23 @@ def load_checkpoint(path: str | Path) -> TrainedModel:
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001 - damaged hyper-parameters
-        raise UserError(f"{path} holds hyper-parameters that build no model ({type(e).__name__}: {str(e)[:200]})") from None
+        raise UserError(
+            f"{path} holds hyper-parameters that build no model ({type(e).__name__}: {str(e)[:200]})"
+        ) from None
     try:
         task.load_weights(ckpt["state_dict"])
     except Exception as e:  # noqa: BLE001 - RuntimeError for a mismatch; damaged entries raise others
         lines = str(e).splitlines()
         first = lines[1].strip() if len(lines) > 1 else (lines[0] if lines else type(e).__name__)
-        raise UserError(f"{path} does not match the model it names ({hp.get('model')}): {first}") from None
+        raise UserError(
+            f"{path} does not match the model it names ({hp.get('model')}): {first}"
+        ) from None
     return task.eval()
 
 
-def load_model_for_inference(path: str | Path, expected_model: str | None = None, classes: int | None = None):
+def load_model_for_inference(
+    path: str | Path, expected_model: str | None = None, classes: int | None = None
+):
     """Like ``load_checkpoint`` but also checks the architecture and number of classes."""
     task = load_checkpoint(path)
     hp = task.hparams

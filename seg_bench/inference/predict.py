@@ -28,15 +28,15 @@ from seg_bench.io import atomic_write
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 
 
-
-
-
-
 def iter_inputs(path: Path) -> Iterator[tuple[str, np.ndarray]]:
     """(name, 2-D image) pairs from an image file, a folder of images, or a TIFF stack."""
     if not path.exists():
         raise UserError(f"--input {path} does not exist")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
+    files = (
+        sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if path.is_dir()
+        else [path]
+    )
     if not files:
         raise UserError(f"--input {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     for f in files:
@@ -81,7 +81,9 @@ def predict_path(
     task = load_checkpoint(checkpoint)
     task.model.to(inference_device(device))
     hp = task.hparams
-    post = PostprocessConfig.from_dict({**(hp.get("postprocess") or {}), **(postprocess_options or {})})
+    post = PostprocessConfig.from_dict(
+        {**(hp.get("postprocess") or {}), **(postprocess_options or {})}
+    )
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     names, submission = [], {}

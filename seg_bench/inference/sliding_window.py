@@ -242,10 +242,6 @@ def _pad_to_window(image: torch.Tensor, wh: int, ww: int) -> tuple[torch.Tensor,
 # Model plumbing
 
 
-
-
-
-
 def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
     tensors = [*model.parameters(), *model.buffers()]
     if not tensors:

@@ -22,7 +22,9 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 
-def create_model(name: str, in_channels: int = 1, classes: int = 1, width: float = 1.0, **kwargs: Any) -> nn.Module:
+def create_model(
+    name: str, in_channels: int = 1, classes: int = 1, width: float = 1.0, **kwargs: Any
+) -> nn.Module:
     return MODELS.create(name, in_channels=in_channels, classes=classes, width=width, **kwargs)
 
 

@@ -93,7 +93,10 @@ def run_one(
         save_previews(preview_path(path), evaluation.pop("previews"))
         record = make_record(cfg, result, evaluation)
         write_json(path, record)
-        run.summary({f"test/{k}": v for k, v in evaluation.get("overall", {}).items()} | {"train_time_s": result.train_time_s})
+        run.summary(
+            {f"test/{k}": v for k, v in evaluation.get("overall", {}).items()}
+            | {"train_time_s": result.train_time_s}
+        )
         run.log_checkpoint(result.best_checkpoint, {"best_val": result.best_val, "seed": cfg.seed})
     return record
 
@@ -133,7 +136,10 @@ def lock_path(record: Path) -> Path:
 def _rank_above_zero() -> bool:
     """A process that a distributed launch (Lightning, torchrun, SLURM) started as rank > 0: its
     rank-0 process holds the pair's lock, so taking it here would deadlock."""
-    return any(os.environ.get(v, "0") not in ("", "0") for v in ("LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"))
+    return any(
+        os.environ.get(v, "0") not in ("", "0")
+        for v in ("LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID")
+    )
 
 
 def pair_lock(record: Path, blocking: bool):
@@ -203,10 +209,23 @@ def bench(
         from seg_bench.search.runner import describe_best, run_search
 
         for m in models:
-            found = run_search(dataset, m, trials, profile, overrides=overrides, runs_dir=runs_dir, project=project, **(search_options or {}))
+            found = run_search(
+                dataset,
+                m,
+                trials,
+                profile,
+                overrides=overrides,
+                runs_dir=runs_dir,
+                project=project,
+                **(search_options or {}),
+            )
             console.print(f"search {m}: {describe_best(found)}")
             tuned[m] = dict(found.best_params or {})
-    configs = [resolve_config(dataset, m, profile, seed=s, **{**overrides, **tuned[m]}) for m in models for s in range(seeds)]
+    configs = [
+        resolve_config(dataset, m, profile, seed=s, **{**overrides, **tuned[m]})
+        for m in models
+        for s in range(seeds)
+    ]
     if torch.cuda.is_available() is False and any(c.profile == "paper" for c in configs):
         console.print("[yellow]warning:[/] the paper profile on a CPU will take a long time")
 
@@ -221,10 +240,14 @@ def bench(
             path = record_path(results_dir, cfg.dataset, cfg.model, cfg.seed, cfg.labels)
             label = f"[{i}/{len(configs)}] {cfg.model} seed {cfg.seed}"
             if wait:
-                console.print(f"{label}: waiting for the other seg-bench process ({lock_path(path)})")
+                console.print(
+                    f"{label}: waiting for the other seg-bench process ({lock_path(path)})"
+                )
             with pair_lock(path, blocking=wait) as held:
                 if not held:
-                    console.print(f"{label}: another seg-bench process is running it; coming back to it later")
+                    console.print(
+                        f"{label}: another seg-bench process is running it; coming back to it later"
+                    )
                     later.append((i, cfg))
                     continue
                 if not _rank_above_zero():  # only the lock holder may delete temporaries
@@ -237,7 +260,14 @@ def bench(
                 t0 = time.perf_counter()
                 console.print(f"{label}: training ({cfg.profile} profile, {cfg.max_epochs} epochs)")
                 try:
-                    record = run_one(cfg, results_dir, runs_dir, force=force, log_model=log_model, project=project)
+                    record = run_one(
+                        cfg,
+                        results_dir,
+                        runs_dir,
+                        force=force,
+                        log_model=log_model,
+                        project=project,
+                    )
                 except NonFiniteLossError as e:
                     write_failure(path, cfg, e)
                     failures.append(f"{cfg.model} seed {cfg.seed} ({e})")
@@ -264,7 +294,14 @@ def bench(
         print(md)
         from seg_bench.tracking.runs import log_leaderboard
 
-        log_leaderboard(dataset, Path(leaderboard_dir) / f"{dataset}.csv", configs[0].logger, f"bench-{dataset}-{configs[0].profile}", project, Path(runs_dir) / dataset)
+        log_leaderboard(
+            dataset,
+            Path(leaderboard_dir) / f"{dataset}.csv",
+            configs[0].logger,
+            f"bench-{dataset}-{configs[0].profile}",
+            project,
+            Path(runs_dir) / dataset,
+        )
     if failures:
         raise UserError(
             f"{len(failures)} of {len(configs)} runs failed and are not on the leaderboard: {'; '.join(failures)}. "

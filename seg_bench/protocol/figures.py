@@ -30,7 +30,10 @@ def curves_from_histograms(pos: np.ndarray, neg: np.ndarray) -> dict[str, np.nda
 
 def _pooled(records: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     per_image = [im for r in records for im in r["metrics"]["per_image"]]
-    return (np.sum([im["hist_pos"] for im in per_image], axis=0), np.sum([im["hist_neg"] for im in per_image], axis=0))
+    return (
+        np.sum([im["hist_pos"] for im in per_image], axis=0),
+        np.sum([im["hist_neg"] for im in per_image], axis=0),
+    )
 
 
 def _save(fig, path: Path) -> None:
@@ -42,7 +45,9 @@ def _save(fig, path: Path) -> None:
 def plot_curves(dataset: str, records: list[dict], out_dir: Path) -> list[Path]:
     by_model: dict[str, list[dict]] = defaultdict(list)
     for r in records:
-        by_model[f"{r['model']}" + ("" if r.get("labels", "manual") == "manual" else f" ({r['labels']})")].append(r)
+        by_model[
+            f"{r['model']}" + ("" if r.get("labels", "manual") == "manual" else f" ({r['labels']})")
+        ].append(r)
     fig_roc, ax_roc = plt.subplots(figsize=(5, 5))
     fig_pr, ax_pr = plt.subplots(figsize=(5, 5))
     for name, recs in sorted(by_model.items()):
@@ -51,8 +56,18 @@ def plot_curves(dataset: str, records: list[dict], out_dir: Path) -> list[Path]:
         ax_roc.plot(c["fpr"], c["tpr"], label=f"{name} (AUROC {auc:.3f})")
         ax_pr.plot(c["recall"], c["precision"], label=name)
     ax_roc.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{dataset}: ROC (test pixels, all seeds)")
-    ax_pr.set(xlabel="recall", ylabel="precision", title=f"{dataset}: precision-recall", xlim=(0, 1), ylim=(0, 1.02))
+    ax_roc.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title=f"{dataset}: ROC (test pixels, all seeds)",
+    )
+    ax_pr.set(
+        xlabel="recall",
+        ylabel="precision",
+        title=f"{dataset}: precision-recall",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+    )
     for ax in (ax_roc, ax_pr):
         ax.legend(fontsize=8, loc="lower right" if ax is ax_roc else "lower left")
         ax.grid(alpha=0.3)
@@ -73,7 +88,9 @@ def error_overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.
     return rgb
 
 
-def plot_overlays(dataset: str, previews: dict[str, Path], out_path: Path, threshold: float = 0.5, rows: int = 3) -> Path | None:
+def plot_overlays(
+    dataset: str, previews: dict[str, Path], out_path: Path, threshold: float = 0.5, rows: int = 3
+) -> Path | None:
     """One row per test image: image, truth, then each model's errors."""
     loaded = {m: np.load(p) for m, p in sorted(previews.items()) if p.exists()}
     if not loaded:
@@ -85,7 +102,9 @@ def plot_overlays(dataset: str, previews: dict[str, Path], out_path: Path, thres
     for i in range(n):
         image = first[f"image{i}"].astype(np.float32)
         truth = first[f"truth{i}"] > 0
-        axes[i, 0].imshow(image[..., 0] if image.shape[-1] == 1 else np.clip(image, 0, 1), cmap="gray")
+        axes[i, 0].imshow(
+            image[..., 0] if image.shape[-1] == 1 else np.clip(image, 0, 1), cmap="gray"
+        )
         axes[i, 1].imshow(truth, cmap="gray")
         for j, (model, data) in enumerate(loaded.items()):
             pred = data[f"prob{i}"].astype(np.float32) > threshold

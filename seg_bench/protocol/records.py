@@ -11,22 +11,14 @@ from seg_bench.errors import UserError
 RECORD_VERSION = 1
 
 
-
-
-
-
-
-
-
-
-
-
 def record_name(model: str, seed: int, labels: str = "manual") -> str:
     suffix = "" if labels == "manual" else f"__{labels}"
     return f"{model}__seed{seed}{suffix}.json"
 
 
-def record_path(results_dir: Path, dataset: str, model: str, seed: int, labels: str = "manual") -> Path:
+def record_path(
+    results_dir: Path, dataset: str, model: str, seed: int, labels: str = "manual"
+) -> Path:
     return Path(results_dir) / dataset / record_name(model, seed, labels)
 
 
@@ -40,7 +32,9 @@ def read_record(path: Path) -> dict[str, Any]:
         with open(path) as f:
             record = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise UserError(f"result record {path} is unreadable ({e}); delete it and rerun that model") from e
+        raise UserError(
+            f"result record {path} is unreadable ({e}); delete it and rerun that model"
+        ) from e
     if (
         not isinstance(record, dict)
         or record.get("version") != RECORD_VERSION
@@ -48,7 +42,9 @@ def read_record(path: Path) -> dict[str, Any]:
         or not isinstance(record.get("model"), str)
         or not isinstance(record.get("seed"), int)
     ):
-        raise UserError(f"result record {path} is not a seg-bench v{RECORD_VERSION} record; delete it and rerun")
+        raise UserError(
+            f"result record {path} is not a seg-bench v{RECORD_VERSION} record; delete it and rerun"
+        )
     return record
 
 
@@ -56,4 +52,6 @@ def load_records(results_dir: Path, dataset: str) -> list[dict[str, Any]]:
     folder = Path(results_dir) / dataset
     if not folder.is_dir():
         return []
-    return [read_record(p) for p in sorted(folder.glob("*.json")) if not p.name.endswith(".failed.json")]
+    return [
+        read_record(p) for p in sorted(folder.glob("*.json")) if not p.name.endswith(".failed.json")
+    ]

@@ -74,7 +74,9 @@ def summarise(records: list[dict], n_boot: int = 1000) -> list[dict[str, Any]]:
             "seeds": len(recs),
             "params_m": recs[0]["params"] / 1e6,
             "train_time_s": float(np.mean([r["train_time_s"] for r in recs])),
-            "inference_mpix_s": float(np.mean([r["metrics"].get("inference_mpix_per_s", np.nan) for r in recs])),
+            "inference_mpix_s": float(
+                np.mean([r["metrics"].get("inference_mpix_per_s", np.nan) for r in recs])
+            ),
         }
         for key, _ in COLUMNS:
             values = [r["metrics"]["overall"].get(key) for r in recs]
@@ -123,7 +125,9 @@ def reproduce_commands(dataset: str, profile: str, records: list[dict]) -> str:
         models = sorted({r["model"] for r in records if r.get("labels", "manual") == source})
         if models:
             extra = "" if source == "manual" else f" MODELS={','.join(models)} LABELS={source}"
-            commands.append(f"`make bench DATASET={dataset} PROFILE={profile} SEEDS={seeds}{extra}`")
+            commands.append(
+                f"`make bench DATASET={dataset} PROFILE={profile} SEEDS={seeds}{extra}`"
+            )
     return "; ".join(commands)
 
 
@@ -139,7 +143,9 @@ def _cell(row: dict, key: str) -> str:
 def render_markdown(dataset: str, rows: list[dict], records: list[dict]) -> str:
     present = [(k, t) for k, t in COLUMNS if any(k in r for r in rows)]
     show_labels = any(r["labels"] != "manual" for r in rows)
-    head = ["Model"] + (["Labels"] if show_labels else []) + ["Params (M)", "Train time (s)", "Seeds"]
+    head = (
+        ["Model"] + (["Labels"] if show_labels else []) + ["Params (M)", "Train time (s)", "Seeds"]
+    )
     head += [t for _, t in present] + ["Inference (MPix/s)"]
     lines = [
         f"# {dataset} leaderboard",
@@ -189,9 +195,16 @@ def render_label_study(dataset: str, rows: list[dict], records: list[dict]) -> s
 
     def table(title: str, keys: list[tuple[str, str]]) -> list[str]:
         head = ["Model"] + [f"{t} ({s})" for s in sources for _, t in keys]
-        out = [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        out = [
+            f"## {title}",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "|".join("---" for _ in head) + "|",
+        ]
         for m in models:
-            cells = [m] + [_cell(by[(m, s)], k) if (m, s) in by else "–" for s in sources for k, _ in keys]
+            cells = [m] + [
+                _cell(by[(m, s)], k) if (m, s) in by else "–" for s in sources for k, _ in keys
+            ]
             out.append("| " + " | ".join(cells) + " |")
         return out + [""]
 
@@ -235,12 +248,16 @@ def write_leaderboard(
         return _write_leaderboard(dataset, results_dir, out_dir, n_boot, by)
 
 
-def _write_leaderboard(dataset: str, results_dir: Path, out_dir: Path, n_boot: int, by: str | None) -> str:
+def _write_leaderboard(
+    dataset: str, results_dir: Path, out_dir: Path, n_boot: int, by: str | None
+) -> str:
     records = load_records(results_dir, dataset)
     if not records:
         from seg_bench.errors import UserError
 
-        raise UserError(f"no result records for '{dataset}' in {results_dir}; run `seg-bench bench --dataset {dataset}` first")
+        raise UserError(
+            f"no result records for '{dataset}' in {results_dir}; run `seg-bench bench --dataset {dataset}` first"
+        )
     out_dir = Path(out_dir)
     study = None
     if any(r.get("labels", "manual") != "manual" for r in records):
@@ -264,13 +281,17 @@ def _write_leaderboard(dataset: str, results_dir: Path, out_dir: Path, n_boot: i
     return md if md is not None else study
 
 
-def write_figures(dataset: str, records: list[dict], results_dir: Path, fig_dir: Path) -> list[Path]:
+def write_figures(
+    dataset: str, records: list[dict], results_dir: Path, fig_dir: Path
+) -> list[Path]:
     from seg_bench.protocol.figures import plot_curves, plot_overlays
     from seg_bench.protocol.records import record_path
 
     paths = plot_curves(dataset, records, fig_dir)
     previews = {
-        r["model"]: record_path(results_dir, dataset, r["model"], r["seed"], r.get("labels", "manual")).with_suffix(".preview.npz")
+        r["model"]: record_path(
+            results_dir, dataset, r["model"], r["seed"], r.get("labels", "manual")
+        ).with_suffix(".preview.npz")
         for r in records
         if r["seed"] == 0 and r.get("labels", "manual") == "manual"
     }

@@ -84,7 +84,9 @@ DEFAULT_SPACE = ("optimizer", "lr")
 PRUNERS = ("median", "hyperband", "none")
 # Search trials need several validations that differ for pruning to compare; smoke trains
 # 1 epoch of 2 steps, after which every trial scores the same. Explicit options win.
-SEARCH_PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {"smoke": {"max_epochs": 4, "samples_per_epoch": 32}}
+SEARCH_PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "smoke": {"max_epochs": 4, "samples_per_epoch": 32}
+}
 FINISHED_STATES = ("COMPLETE", "PRUNED", "FAIL")
 INTERRUPTED = "interrupted"
 
@@ -101,14 +103,20 @@ def parse_space(text: str | list[str] | tuple[str, ...] | dict | None) -> dict[s
     if isinstance(text, dict):
         spec = {}
         for name, entry in text.items():
-            if not isinstance(entry, dict) or not ("choices" in entry or {"low", "high"} <= set(entry)):
-                raise UserError(f"search space entry '{name}' needs 'choices' or 'low' and 'high', got {entry!r}")
+            if not isinstance(entry, dict) or not (
+                "choices" in entry or {"low", "high"} <= set(entry)
+            ):
+                raise UserError(
+                    f"search space entry '{name}' needs 'choices' or 'low' and 'high', got {entry!r}"
+                )
             spec[str(name)] = dict(entry)
         return spec
     names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
     unknown = [n for n in names if n not in SPACE]
     if unknown:
-        raise UserError(f"unknown search parameter(s) {', '.join(unknown)} in --space. Known: {', '.join(SPACE)}")
+        raise UserError(
+            f"unknown search parameter(s) {', '.join(unknown)} in --space. Known: {', '.join(SPACE)}"
+        )
     if not names:
         raise UserError(f"--space is empty. Choose from: {', '.join(SPACE)}")
     return {n: dict(SPACE[n]) for n in dict.fromkeys(names)}
@@ -120,9 +128,13 @@ def suggest(trial, spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if "choices" in entry:
             params[name] = trial.suggest_categorical(name, list(entry["choices"]))
         elif isinstance(entry["low"], int) and isinstance(entry["high"], int):
-            params[name] = trial.suggest_int(name, entry["low"], entry["high"], log=bool(entry.get("log")))
+            params[name] = trial.suggest_int(
+                name, entry["low"], entry["high"], log=bool(entry.get("log"))
+            )
         else:
-            params[name] = trial.suggest_float(name, float(entry["low"]), float(entry["high"]), log=bool(entry.get("log")))
+            params[name] = trial.suggest_float(
+                name, float(entry["low"]), float(entry["high"]), log=bool(entry.get("log"))
+            )
     return params
 
 
@@ -179,14 +191,23 @@ def open_storage(url: str, heartbeat_s: int | None = None):
         if parsed.password:
             register_secret(str(parsed.password))
     except Exception as e:  # noqa: BLE001
-        raise UserError(f"malformed --storage URL '{shown}' ({_first_line(e)}); expected e.g. postgresql://USER:PASSWORD@HOST:5432/DB or sqlite:///file.db") from None
-    if parsed.drivername == "postgresql":  # SQLAlchemy 2.1 means psycopg 3 by this; we ship psycopg2
+        raise UserError(
+            f"malformed --storage URL '{shown}' ({_first_line(e)}); expected e.g. postgresql://USER:PASSWORD@HOST:5432/DB or sqlite:///file.db"
+        ) from None
+    if (
+        parsed.drivername == "postgresql"
+    ):  # SQLAlchemy 2.1 means psycopg 3 by this; we ship psycopg2
         import importlib.util
 
-        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        if (
+            importlib.util.find_spec("psycopg") is None
+            and importlib.util.find_spec("psycopg2") is not None
+        ):
             url = parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
     sqlite = parsed.drivername.startswith("sqlite")
-    engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
+    engine_kwargs: dict[str, Any] = (
+        {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
+    )
     if parsed.drivername.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": 10}
     heartbeat = None if sqlite else (heartbeat_s if heartbeat_s is not None else 60)
@@ -211,8 +232,14 @@ def open_storage(url: str, heartbeat_s: int | None = None):
     except ImportError as e:  # optuna turns the driver's ModuleNotFoundError into an ImportError
         cause = e if isinstance(e, ModuleNotFoundError) else (e.__cause__ or e)
         missing = getattr(cause, "name", None) or "the driver"
-        hint = "pip install 'seg-bench[postgres]' (psycopg2-binary)" if parsed.drivername.startswith("postgresql") else f"install {missing}"
-        raise UserError(f"--storage {shown} needs a database driver ({missing} is not installed): {hint}") from None
+        hint = (
+            "pip install 'seg-bench[postgres]' (psycopg2-binary)"
+            if parsed.drivername.startswith("postgresql")
+            else f"install {missing}"
+        )
+        raise UserError(
+            f"--storage {shown} needs a database driver ({missing} is not installed): {hint}"
+        ) from None
     except Exception as e:  # noqa: BLE001 - sqlalchemy raises many kinds; all mean "cannot open it"
         name = type(e).__name__
         if name in ("ArgumentError", "NoSuchModuleError", "ValueError"):
@@ -273,11 +300,20 @@ def open_study(
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001
-        raise UserError(f"cannot open study '{name}' in {mask_url(url)}: {_first_line(e)}") from None
+        raise UserError(
+            f"cannot open study '{name}' in {mask_url(url)}: {_first_line(e)}"
+        ) from None
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
-        raise UserError(f"study '{name}' in {mask_url(url)} minimises its objective; seg-bench studies maximise {MONITOR}. Use another --study name")
+        raise UserError(
+            f"study '{name}' in {mask_url(url)} minimises its objective; seg-bench studies maximise {MONITOR}. Use another --study name"
+        )
     attrs = study.user_attrs
-    want = {"search_space": _space_json(spec), "dataset": dataset, "model": model, "objective": f"max {MONITOR}"}
+    want = {
+        "search_space": _space_json(spec),
+        "dataset": dataset,
+        "model": model,
+        "objective": f"max {MONITOR}",
+    }
     if "search_space" in attrs:
         if json.loads(attrs["search_space"]) != json.loads(want["search_space"]):  # order-free
             have = ",".join(json.loads(attrs["search_space"]))
@@ -287,7 +323,9 @@ def open_study(
             )
         for key in ("dataset", "model"):
             if attrs.get(key) not in (None, want[key]):
-                raise UserError(f"study '{name}' belongs to {key} '{attrs[key]}', not '{want[key]}'; use --study NEW_NAME")
+                raise UserError(
+                    f"study '{name}' belongs to {key} '{attrs[key]}', not '{want[key]}'; use --study NEW_NAME"
+                )
     elif create:
         for key, value in want.items():
             study.set_user_attr(key, value)
@@ -300,7 +338,9 @@ def build_pruner(kind: str, max_epochs: int):
     if kind == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
     if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(int(max_epochs), 1), reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max(int(max_epochs), 1), reduction_factor=3
+        )
     if kind == "none":
         return optuna.pruners.NopPruner()
     raise UserError(f"unknown pruner '{kind}'. Known: {', '.join(PRUNERS)}")
@@ -351,9 +391,13 @@ def _search_config(dataset, model, profile, overrides, params):
     merged = {**profile_defaults, **overrides, **params}
     cfg = resolve_config(dataset, model, profile, **merged)
     if cfg.num_nodes > 1:
-        raise UserError("multi-node DDP inside a search trial is not supported; run one search worker per machine against a shared --storage instead")
+        raise UserError(
+            "multi-node DDP inside a search trial is not supported; run one search worker per machine against a shared --storage instead"
+        )
     if cfg.strategy == "ddp" or (cfg.strategy == "auto" and _more_than_one(cfg.devices)):
-        cfg.strategy = "ddp_spawn"  # see the module docstring: 'ddp' re-executes the command per rank
+        cfg.strategy = (
+            "ddp_spawn"  # see the module docstring: 'ddp' re-executes the command per rank
+        )
     return cfg
 
 
@@ -373,7 +417,9 @@ def _value_of(study, trial, result) -> float:
     """The trial's best val/iou: the best reported epoch (also right under ddp_spawn, where the
     checkpoint callback's best score stays in the worker), else the training result."""
     frozen = study._storage.get_trial(trial._trial_id)
-    reported = [v for v in frozen.intermediate_values.values() if v is not None and math.isfinite(v)]
+    reported = [
+        v for v in frozen.intermediate_values.values() if v is not None and math.isfinite(v)
+    ]
     if reported:
         return float(max(reported))
     value = result.best_val.get(MONITOR)
@@ -418,7 +464,9 @@ def run_search(
 
     echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
     if trials is None or int(trials) < 1:
-        raise UserError(f"--trials must be at least 1 (the number of finished trials the study should hold), got {trials}")
+        raise UserError(
+            f"--trials must be at least 1 (the number of finished trials the study should hold), got {trials}"
+        )
     trials = int(trials)
     if timeout is not None and timeout <= 0:
         raise UserError(f"--timeout must be positive seconds, got {timeout}")
@@ -433,7 +481,9 @@ def run_search(
     if fixed:
         echo(f"search: {', '.join(fixed)} given explicitly, so not searched")
     if not spec:
-        raise UserError("nothing left to search: every --space parameter was fixed on the command line")
+        raise UserError(
+            "nothing left to search: every --space parameter was fixed on the command line"
+        )
     base = _search_config(dataset, model, profile, overrides, {})  # fails early on bad options
     resolve_kind(base.logger)
     seed = base.seed if seed is None else seed
@@ -442,7 +492,17 @@ def run_search(
     previous = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own one line per trial instead
     try:
-        study = open_study(name, url, spec, dataset=dataset, model=model, seed=seed, pruner=pruner, max_epochs=base.max_epochs, heartbeat_s=heartbeat_s)
+        study = open_study(
+            name,
+            url,
+            spec,
+            dataset=dataset,
+            model=model,
+            seed=seed,
+            pruner=pruner,
+            max_epochs=base.max_epochs,
+            heartbeat_s=heartbeat_s,
+        )
     except BaseException:
         optuna.logging.set_verbosity(previous)
         raise
@@ -470,18 +530,32 @@ def run_search(
                 group=name,
                 name=f"trial-{trial.number}",
                 tags=[model, profile, dataset, "search"],
-                extra={"study": name, "trial": trial.number, "params": params, "storage": mask_url(url)},
+                extra={
+                    "study": name,
+                    "trial": trial.number,
+                    "params": params,
+                    "storage": mask_url(url),
+                },
                 project=project,
                 log_model=log_model,
             ) as run:
                 try:
-                    result = train(cfg, run_dir, logger=run.logger, callbacks=[pruning, *run.callbacks], progress=progress)
+                    result = train(
+                        cfg,
+                        run_dir,
+                        logger=run.logger,
+                        callbacks=[pruning, *run.callbacks],
+                        progress=progress,
+                    )
                 except SystemExit as e:  # Lightning turns Ctrl-C inside fit into sys.exit(1)
                     raise KeyboardInterrupt from e
                 pruning.check_pruned()  # a pruning decision taken in a DDP worker
                 value = _value_of(study, trial, result)
                 run.summary({f"best_{MONITOR}": value, "trial": trial.number, "state": "COMPLETE"})
-                run.log_checkpoint(result.best_checkpoint, {MONITOR: value, "trial": trial.number, "params": params})
+                run.log_checkpoint(
+                    result.best_checkpoint,
+                    {MONITOR: value, "trial": trial.number, "params": params},
+                )
             return value
         except optuna.TrialPruned:
             raise
@@ -504,7 +578,9 @@ def run_search(
     def report(study, frozen) -> None:
         state = frozen.state.name
         if state == "COMPLETE":
-            echo(f"trial {frozen.number}: {MONITOR} {frozen.value:.4f} ({_fmt_params(frozen.params)})")
+            echo(
+                f"trial {frozen.number}: {MONITOR} {frozen.value:.4f} ({_fmt_params(frozen.params)})"
+            )
         elif state == "PRUNED":
             steps = sorted(frozen.intermediate_values)
             at = f" after epoch {steps[-1]}" if steps else ""
@@ -536,8 +612,12 @@ def run_search(
                 echo(f"search: --timeout {timeout:g}s reached after {ran} trial(s)")
                 break
             if ran == 0:
-                echo(f"search: study '{name}' in {mask_url(url)}: {done} of {trials} trials finished, running {trials - done - busy} more")
-            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[report], gc_after_trial=True)
+                echo(
+                    f"search: study '{name}' in {mask_url(url)}: {done} of {trials} trials finished, running {trials - done - busy} more"
+                )
+            study.optimize(
+                objective, n_trials=1, catch=(Exception,), callbacks=[report], gc_after_trial=True
+            )
             ran += 1
             if abort:
                 raise UserError(str(abort[0]))
@@ -588,14 +668,18 @@ def load(
     name = study_name or default_study_name(dataset, model, profile)
     url = storage_url(storage, runs_dir, name)
     if _is_sqlite(url) and not Path(url.split(":///", 1)[1]).exists():
-        raise UserError(f"no search for {dataset}/{model}/{profile} yet ({mask_url(url)} does not exist); run `seg-bench search --dataset {dataset} --model {model} --profile {profile} --trials N` first")
+        raise UserError(
+            f"no search for {dataset}/{model}/{profile} yet ({mask_url(url)} does not exist); run `seg-bench search --dataset {dataset} --model {model} --profile {profile} --trials N` first"
+        )
     import optuna
 
     storage_obj = open_storage(url)
     try:
         study = optuna.load_study(study_name=name, storage=storage_obj)
     except KeyError:
-        raise UserError(f"no study '{name}' in {mask_url(url)}; run `seg-bench search --dataset {dataset} --model {model} --profile {profile} --trials N` first") from None
+        raise UserError(
+            f"no study '{name}' in {mask_url(url)}; run `seg-bench search --dataset {dataset} --model {model} --profile {profile} --trials N` first"
+        ) from None
     return study, url
 
 
@@ -611,7 +695,9 @@ def best_params(
     study, url = load(dataset, model, profile, storage, study_name, runs_dir)
     best = _best_trial(study)
     if best is None:
-        raise UserError(f"study '{study.study_name}' in {mask_url(url)} has no completed trial yet; run more trials")
+        raise UserError(
+            f"study '{study.study_name}' in {mask_url(url)} has no completed trial yet; run more trials"
+        )
     return dict(best.params)
 
 
@@ -636,9 +722,13 @@ def trials_table(study) -> str:
         elif t.state.name == "FAIL":
             note = t.user_attrs.get("fail_reason", "")
         note = " ".join(redact_text(note).split())
-        rows.append((str(t.number), t.state.name, value, _duration(t), _fmt_params(t.params), note[:100]))
+        rows.append(
+            (str(t.number), t.state.name, value, _duration(t), _fmt_params(t.params), note[:100])
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -651,7 +741,11 @@ def importances_text(study) -> str:
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if len(complete) < 2:
         return "parameter importances: need at least 2 completed trials"
-    varying = [p for p in {k for t in complete for k in t.params} if len({repr(t.params.get(p)) for t in complete}) > 1]
+    varying = [
+        p
+        for p in {k for t in complete for k in t.params}
+        if len({repr(t.params.get(p)) for t in complete}) > 1
+    ]
     if not varying:
         return "parameter importances: the completed trials do not vary their parameters"
     try:
@@ -674,7 +768,9 @@ def show(study, masked_url: str = "") -> str:
     lines = [head, trials_table(study)]
     best = _best_trial(study)
     if best is not None:
-        lines.append(f"best: trial {best.number}, {MONITOR} {best.value:.4f} ({_fmt_params(best.params)})")
+        lines.append(
+            f"best: trial {best.number}, {MONITOR} {best.value:.4f} ({_fmt_params(best.params)})"
+        )
     lines.append(importances_text(study))
     return "\n".join(lines)
 

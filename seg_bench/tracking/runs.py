@@ -56,7 +56,9 @@ MASK = "***"
 
 _SECRET_KEY = re.compile(r"(key|token|password|passwd|secret|credential)", re.IGNORECASE)
 # scheme://user:password@host  ->  scheme://user:***@host
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<at>@)")
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<at>@)"
+)
 # password=..., api_key: ..., token=...  (libpq DSNs, query strings, log lines)
 _PAIR = re.compile(
     r"(?P<head>\b(?:password|passwd|pwd|api[_-]?key|token|secret)\s*[=:]\s*)(?P<value>[^\s&;,'\"]+)",
@@ -106,7 +108,13 @@ def redact(obj: Any) -> Any:
         return out
     if isinstance(obj, (list, tuple, set)):
         items = [redact(v) for v in obj]
-        return items if isinstance(obj, list) else type(obj)(items) if isinstance(obj, tuple) else set(items)
+        return (
+            items
+            if isinstance(obj, list)
+            else type(obj)(items)
+            if isinstance(obj, tuple)
+            else set(items)
+        )
     if isinstance(obj, Path):
         return obj
     return obj
@@ -215,7 +223,10 @@ def build_logger(
             return _wandb_logger(run_dir, project, group, name, tags, safe, job_type)
         except Exception as e:  # noqa: BLE001 - any W&B failure must leave training alone
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            warn_once("wandb", f"W&B logging unavailable ({type(e).__name__}: {reason}); logging to CSV under the run directory instead")
+            warn_once(
+                "wandb",
+                f"W&B logging unavailable ({type(e).__name__}: {reason}); logging to CSV under the run directory instead",
+            )
             with contextlib.suppress(Exception):
                 import wandb
 
@@ -230,9 +241,13 @@ def build_logger(
         from lightning.pytorch.loggers import TensorBoardLogger
 
         try:
-            logger = TensorBoardLogger(save_dir=str(run_dir), name="logs", version="tensorboard", default_hp_metric=False)
+            logger = TensorBoardLogger(
+                save_dir=str(run_dir), name="logs", version="tensorboard", default_hp_metric=False
+            )
         except ModuleNotFoundError as e:
-            raise UserError("--logger tensorboard needs the tensorboard package: pip install tensorboard") from e
+            raise UserError(
+                "--logger tensorboard needs the tensorboard package: pip install tensorboard"
+            ) from e
     logger.log_hyperparams({**safe, "group": group, "name": name, "tags": list(tags or ())})
     return logger
 
@@ -263,7 +278,9 @@ class Throughput(Callback):
         seconds = time.perf_counter() - self._start
         if seconds > 0 and self._samples:
             rate = self._samples * trainer.world_size / seconds
-            pl_module.log("train/samples_per_s", float(rate), on_epoch=True, on_step=False, sync_dist=False)
+            pl_module.log(
+                "train/samples_per_s", float(rate), on_epoch=True, on_step=False, sync_dist=False
+            )
 
 
 def _to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -275,7 +292,11 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
 
 
 def _overlay_rgb(gray: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    rgb = np.repeat(gray[..., None], 3, axis=-1).astype(np.float32) if gray.ndim == 2 else gray.astype(np.float32)
+    rgb = (
+        np.repeat(gray[..., None], 3, axis=-1).astype(np.float32)
+        if gray.ndim == 2
+        else gray.astype(np.float32)
+    )
     rgb[..., 0] = np.where(pred > 0, 0.5 * rgb[..., 0] + 127, rgb[..., 0])  # prediction: red
     rgb[..., 1] = np.where(truth > 0, 0.5 * rgb[..., 1] + 127, rgb[..., 1])  # truth: green
     return rgb.clip(0, 255).astype(np.uint8)
@@ -285,7 +306,9 @@ class ValidationOverlays(Callback):
     """Logs the first validation images with their predicted and true masks: on the first and
     last epoch and every ``every_n_epochs`` in between (W&B masks, or TensorBoard RGB overlays)."""
 
-    def __init__(self, every_n_epochs: int = 5, max_images: int = 4, key: str = "val/overlay") -> None:
+    def __init__(
+        self, every_n_epochs: int = 5, max_images: int = 4, key: str = "val/overlay"
+    ) -> None:
         self.every = max(1, int(every_n_epochs))
         self.max_images = max_images
         self.key = key
@@ -295,12 +318,21 @@ class ValidationOverlays(Callback):
         last = trainer.max_epochs is not None and epoch == trainer.max_epochs - 1
         return epoch == 0 or last or (epoch + 1) % self.every == 0
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if batch_idx != 0 or dataloader_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if (
+            batch_idx != 0
+            or dataloader_idx != 0
+            or trainer.sanity_checking
+            or not trainer.is_global_zero
+        ):
             return
         if not self._due(trainer) or not isinstance(batch, dict) or "image" not in batch:
             return
-        loggers = [lg for lg in trainer.loggers if is_wandb(lg) or type(lg).__name__ == "TensorBoardLogger"]
+        loggers = [
+            lg for lg in trainer.loggers if is_wandb(lg) or type(lg).__name__ == "TensorBoardLogger"
+        ]
         if not loggers:
             return
         try:
@@ -316,25 +348,36 @@ class ValidationOverlays(Callback):
         n = min(self.max_images, len(batch["image"]))
         image = batch["image"][:n]
         hp = getattr(pl_module, "hparams", {})
-        logits = predict_logits(pl_module.model, image, window=hp.get("window"), overlap=hp.get("overlap", 0.25))
+        logits = predict_logits(
+            pl_module.model, image, window=hp.get("window"), overlap=hp.get("overlap", 0.25)
+        )
         pred = classes_from_logits(logits).cpu().numpy().astype(np.uint8)
         truth = batch["mask"][:n].detach().cpu().numpy()
         truth = (truth[:, 0] if truth.ndim == 4 else truth).astype(np.uint8)
         images = [_to_uint8(x) for x in image]
         num_classes = int(hp.get("num_classes", 2))
-        labels = {0: "background"} | ({1: "object"} if num_classes == 2 else {i: f"class {i}" for i in range(1, num_classes)})
+        labels = {0: "background"} | (
+            {1: "object"} if num_classes == 2 else {i: f"class {i}" for i in range(1, num_classes)}
+        )
         ids = batch.get("id")
         captions = [str(i) for i in ids[:n]] if isinstance(ids, (list, tuple)) else None
         for lg in loggers:
             if is_wandb(lg):
                 masks = [
-                    {"prediction": {"mask_data": p, "class_labels": labels}, "ground_truth": {"mask_data": t, "class_labels": labels}}
+                    {
+                        "prediction": {"mask_data": p, "class_labels": labels},
+                        "ground_truth": {"mask_data": t, "class_labels": labels},
+                    }
                     for p, t in zip(pred, truth, strict=True)
                 ]
                 kwargs = {"caption": captions} if captions else {}
-                lg.log_image(key=self.key, images=images, step=trainer.global_step, masks=masks, **kwargs)
+                lg.log_image(
+                    key=self.key, images=images, step=trainer.global_step, masks=masks, **kwargs
+                )
             else:
-                rgb = np.stack([_overlay_rgb(g, p, t) for g, p, t in zip(images, pred, truth, strict=True)])
+                rgb = np.stack(
+                    [_overlay_rgb(g, p, t) for g, p, t in zip(images, pred, truth, strict=True)]
+                )
                 lg.experiment.add_images(self.key, rgb, trainer.global_step, dataformats="NHWC")
 
 
@@ -342,7 +385,11 @@ def tracking_callbacks(logger: Any, overlay_every: int = 5) -> list[Callback]:
     """Learning rate, throughput and overlays; nothing when there is no logger."""
     if not logger:
         return []
-    return [LearningRateMonitor(logging_interval="epoch"), Throughput(), ValidationOverlays(overlay_every)]
+    return [
+        LearningRateMonitor(logging_interval="epoch"),
+        Throughput(),
+        ValidationOverlays(overlay_every),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,14 +421,20 @@ class TrackedRun:
             if is_wandb(self.logger):
                 self.logger.experiment.summary.update(metrics)
             else:
-                numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                numeric = {
+                    k: float(v)
+                    for k, v in metrics.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)
+                }
                 if numeric:
                     self.logger.log_metrics(numeric)
                     self.logger.save()
         except Exception as e:  # noqa: BLE001
             warn_once("summary", f"could not write the run summary: {type(e).__name__}: {e}")
 
-    def log_checkpoint(self, path: Path | str | None, metadata: dict[str, Any] | None = None) -> None:
+    def log_checkpoint(
+        self, path: Path | str | None, metadata: dict[str, Any] | None = None
+    ) -> None:
         """With --log-model: the best checkpoint as a W&B ``model`` artifact (aliases best, latest)."""
         if not (self.log_model and path and Path(path).exists() and is_wandb(self.logger)):
             return
@@ -389,7 +442,9 @@ class TrackedRun:
             import wandb
 
             run = self.logger.experiment
-            artifact = wandb.Artifact(name=f"model-{run.id}", type="model", metadata=redact(dict(metadata or {})))
+            artifact = wandb.Artifact(
+                name=f"model-{run.id}", type="model", metadata=redact(dict(metadata or {}))
+            )
             artifact.add_file(str(path), name="best.ckpt")
             run.log_artifact(artifact, aliases=["best", "latest"])
         except Exception as e:  # noqa: BLE001
@@ -446,7 +501,9 @@ def tracked_run(
         owned = True
     else:
         owned = False
-    every = max(1, min(5, math.ceil((getattr(cfg, "max_epochs", 20) or 20) / 4)))  # >= 4 overlays a run
+    every = max(
+        1, min(5, math.ceil((getattr(cfg, "max_epochs", 20) or 20) / 4))
+    )  # >= 4 overlays a run
     run = TrackedRun(logger, tracking_callbacks(logger, every), log_model, owned)
     try:
         yield run
@@ -456,7 +513,14 @@ def tracked_run(
     run.finish(0)
 
 
-def log_leaderboard(dataset: str, csv_path: Path | str, kind: str | None, group: str, project: str | None = None, run_dir: Path | str = "runs") -> None:
+def log_leaderboard(
+    dataset: str,
+    csv_path: Path | str,
+    kind: str | None,
+    group: str,
+    project: str | None = None,
+    run_dir: Path | str = "runs",
+) -> None:
     """The leaderboard CSV as a W&B table, in a short run of its own (W&B kinds only)."""
     if resolve_kind(kind) != "wandb" or not Path(csv_path).exists():
         return
@@ -465,7 +529,16 @@ def log_leaderboard(dataset: str, csv_path: Path | str, kind: str | None, group:
         import wandb
 
         table = wandb.Table(dataframe=pd.read_csv(csv_path))
-        logger = build_logger("wandb", Path(run_dir), project or default_project(dataset), group, f"leaderboard-{dataset}", ["leaderboard"], {"dataset": dataset}, job_type="leaderboard")
+        logger = build_logger(
+            "wandb",
+            Path(run_dir),
+            project or default_project(dataset),
+            group,
+            f"leaderboard-{dataset}",
+            ["leaderboard"],
+            {"dataset": dataset},
+            job_type="leaderboard",
+        )
         if not is_wandb(logger):
             return
         logger.experiment.log({"leaderboard": table})
@@ -542,7 +615,14 @@ def read_offline_run(path: Path | str, wait_s: float = 15.0) -> dict[str, Any]:
     files = sorted(path.glob("*.wandb")) if path.is_dir() else [path]
     if not files:
         raise FileNotFoundError(f"no .wandb file in {path}")
-    out: dict[str, Any] = {"config": {}, "history": [], "summary": {}, "run": {}, "files": [], "artifacts": []}
+    out: dict[str, Any] = {
+        "config": {},
+        "history": [],
+        "summary": {},
+        "run": {},
+        "files": [],
+        "artifacts": [],
+    }
 
     def _value(s: str) -> Any:
         try:
@@ -557,7 +637,10 @@ def read_offline_run(path: Path | str, wait_s: float = 15.0) -> dict[str, Any]:
             rec = pb.Record()
             rec.ParseFromString(raw)
             records.append(rec)
-        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+        if (
+            any(r.WhichOneof("record_type") == "exit" for r in records)
+            or time.monotonic() > deadline
+        ):
             break
         time.sleep(0.2)
     out["exited"] = any(r.WhichOneof("record_type") == "exit" for r in records)
@@ -565,14 +648,23 @@ def read_offline_run(path: Path | str, wait_s: float = 15.0) -> dict[str, Any]:
         what = rec.WhichOneof("record_type")
         if what == "run":
             r = rec.run
-            out["run"] = {"id": r.run_id, "project": r.project, "group": r.run_group, "name": r.display_name, "tags": list(r.tags), "job_type": r.job_type}
+            out["run"] = {
+                "id": r.run_id,
+                "project": r.project,
+                "group": r.run_group,
+                "name": r.display_name,
+                "tags": list(r.tags),
+                "job_type": r.job_type,
+            }
             for item in r.config.update:
                 out["config"][_item_key(item)] = _value(item.value_json)
         elif what == "config":
             for item in rec.config.update:
                 out["config"][_item_key(item)] = _value(item.value_json)
         elif what == "history":
-            out["history"].append({_item_key(i): _history_value(i, _value) for i in rec.history.item})
+            out["history"].append(
+                {_item_key(i): _history_value(i, _value) for i in rec.history.item}
+            )
         elif what == "summary":
             for item in rec.summary.update:
                 out["summary"][_item_key(item)] = _value(item.value_json)
@@ -581,7 +673,18 @@ def read_offline_run(path: Path | str, wait_s: float = 15.0) -> dict[str, Any]:
         elif what == "artifact":
             out["artifacts"].append({"name": rec.artifact.name, "type": rec.artifact.type})
     # W&B stores config values as {"value": v}
-    out["config"] = {k: (v["value"] if isinstance(v, dict) and set(v) == {"value"} else v) for k, v in out["config"].items()}
+    out["config"] = {
+        k: (v["value"] if isinstance(v, dict) and set(v) == {"value"} else v)
+        for k, v in out["config"].items()
+    }
     run_root = files[0].parent
-    out["media"] = sorted(str(p.relative_to(run_root)) for p in (run_root / "files" / "media").rglob("*") if p.is_file()) if (run_root / "files" / "media").exists() else []
+    out["media"] = (
+        sorted(
+            str(p.relative_to(run_root))
+            for p in (run_root / "files" / "media").rglob("*")
+            if p.is_file()
+        )
+        if (run_root / "files" / "media").exists()
+        else []
+    )
     return out

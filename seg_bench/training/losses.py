@@ -32,7 +32,9 @@ def _probs(logits: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logits) if _binary(logits) else logits.softmax(1)
 
 
-def cross_entropy(logits: torch.Tensor, batch: dict, weight: torch.Tensor | None = None) -> torch.Tensor:
+def cross_entropy(
+    logits: torch.Tensor, batch: dict, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     mask = batch["mask"]
     if _binary(logits):
         per_pixel = F.binary_cross_entropy_with_logits(
@@ -79,7 +81,11 @@ def unet_weight_map(
     applies to background pixels, which is where touching objects must be separated."""
     fg = mask > 0
     frac = fg.mean()
-    wc = np.where(fg, 0.5 / max(frac, 1e-6), 0.5 / max(1 - frac, 1e-6)) if 0 < frac < 1 else np.ones(mask.shape)
+    wc = (
+        np.where(fg, 0.5 / max(frac, 1e-6), 0.5 / max(1 - frac, 1e-6))
+        if 0 < frac < 1
+        else np.ones(mask.shape)
+    )
     ids = np.unique(instances)
     ids = ids[ids > 0]
     if len(ids) < 2:

@@ -28,4 +28,6 @@ def adamw(params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9):
 
 
 def build_optimizer(params, name: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.9):
-    return OPTIMIZERS.create(name, params=params, lr=lr, weight_decay=weight_decay, momentum=momentum)
+    return OPTIMIZERS.create(
+        name, params=params, lr=lr, weight_decay=weight_decay, momentum=momentum
+    )

@@ -31,8 +31,6 @@ class NonFiniteLossError(RuntimeError):
         self.epoch, self.step = epoch, step
 
 
-
-
 class SegmentationTask(L.LightningModule):
     def __init__(
         self,
@@ -55,7 +53,11 @@ class SegmentationTask(L.LightningModule):
         self.save_hyperparameters()
         out_channels = 1 if num_classes == 2 else num_classes
         self.model = create_model(
-            model, in_channels=in_channels, classes=out_channels, width=width, **(model_options or {})
+            model,
+            in_channels=in_channels,
+            classes=out_channels,
+            width=width,
+            **(model_options or {}),
         )
         self.loss_fn = get_loss(loss)
         self.val_confmat = MulticlassConfusionMatrix(num_classes)
@@ -74,7 +76,9 @@ class SegmentationTask(L.LightningModule):
                 epoch=self.current_epoch,
                 step=self.global_step,
             )
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits))
+        self.log(
+            "train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(logits)
+        )
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -97,9 +101,13 @@ class SegmentationTask(L.LightningModule):
         h = self.hparams
         opt = build_optimizer(self.parameters(), h.optimizer, h.lr, h.weight_decay, h.momentum)
         if h.schedule == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(self.trainer.max_epochs or 1, 1))
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+                opt, T_max=max(self.trainer.max_epochs or 1, 1)
+            )
             return {"optimizer": opt, "lr_scheduler": sched}
         if h.schedule == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=3)
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                opt, mode="max", factor=0.5, patience=3
+            )
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/iou"}}
         return opt

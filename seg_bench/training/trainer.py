@@ -45,10 +45,6 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
 
 
-
-
-
-
 def build_datamodule(cfg: RunConfig) -> SegmentationDataModule:
     return create_datamodule(
         cfg.dataset,
@@ -84,8 +80,6 @@ def build_task(cfg: RunConfig, dm: SegmentationDataModule) -> SegmentationTask:
         overlap=cfg.overlap,
         postprocess=cfg.postprocess,
     )
-
-
 
 
 def build_trainer(
@@ -146,7 +140,9 @@ def train(
     trainer, ckpt, timer = build_trainer(cfg, run_dir, logger, callbacks, progress)
     last = run_dir / "checkpoints" / "last.ckpt"
     if not resume_matches(cfg, run_dir) and (run_dir / "checkpoints").exists():
-        warnings.warn(f"{run_dir} holds a run with another configuration; starting afresh", stacklevel=2)
+        warnings.warn(
+            f"{run_dir} holds a run with another configuration; starting afresh", stacklevel=2
+        )
         shutil.rmtree(run_dir / "checkpoints")
     if trainer.is_global_zero:
         write_json(run_dir / "config.json", cfg.to_dict())
@@ -159,7 +155,9 @@ def train(
     best_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if ckpt.best_model_score is not None:
         best_val["val/iou"] = float(ckpt.best_model_score)
-    return TrainResult(task, dm, best, timer.seconds, trainer.current_epoch, best_val, trainer.is_global_zero)
+    return TrainResult(
+        task, dm, best, timer.seconds, trainer.current_epoch, best_val, trainer.is_global_zero
+    )
 
 
 def resume_matches(cfg: RunConfig, run_dir: Path) -> bool:
@@ -169,4 +167,3 @@ def resume_matches(cfg: RunConfig, run_dir: Path) -> bool:
             return json.load(f) == json.loads(json.dumps(cfg.to_dict()))
     except (OSError, ValueError):
         return False
-

@@ -29,7 +29,9 @@ from seg_bench.registry import DATASETS
 HINT = "Run `seg-bench data download dsb2018 --root DIR` or pass --root to a folder in the Kaggle layout."
 
 
-def instances_from_mask_files(files: list[Path], shape: tuple[int, int], image_path: Path) -> np.ndarray:
+def instances_from_mask_files(
+    files: list[Path], shape: tuple[int, int], image_path: Path
+) -> np.ndarray:
     """One label image from DSB's one-PNG-per-nucleus masks (mask k -> label k)."""
     inst = np.zeros(shape, dtype=np.int32)
     for k, p in enumerate(files, start=1):
@@ -50,9 +52,7 @@ def instances_from_mask_files(files: list[Path], shape: tuple[int, int], image_p
         fg = crop > 0
         if not (crop[fg] == 255).all():
             found = sorted({0, *np.unique(crop).tolist()})[:6]
-            raise DataError(
-                f"{p}: mask values {found}; expected 0 (background) / 255 (nucleus)"
-            )
+            raise DataError(f"{p}: mask values {found}; expected 0 (background) / 255 (nucleus)")
         target = inst[box]
         taken = target[fg]
         if taken.any():
@@ -235,7 +235,9 @@ class DSB2018(SegmentationDataModule):
     def _instances_from_masks(
         self, folder: Path, image: np.ndarray, image_path: Path
     ) -> np.ndarray:
-        return instances_from_mask_files(sorted((folder / "masks").glob("*.png")), image.shape[:2], image_path)
+        return instances_from_mask_files(
+            sorted((folder / "masks").glob("*.png")), image.shape[:2], image_path
+        )
 
     def _instances_from_rle(self, image_id: str, image: np.ndarray) -> np.ndarray:
         csv_path = self.dir / "stage1_solution.csv"

@@ -26,7 +26,10 @@ def _smooth_field(rng: np.random.Generator, size: int, scale: float) -> np.ndarr
 
 
 def nuclei_image(
-    rng: np.random.Generator, size: int = 256, n_objects: tuple[int, int] = (8, 24), invert: bool = False
+    rng: np.random.Generator,
+    size: int = 256,
+    n_objects: tuple[int, int] = (8, 24),
+    invert: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One nuclei image (uint8) and its instance labels (int32, 0 = background)."""
     labels = np.zeros((size, size), np.int32)
@@ -53,7 +56,10 @@ def nuclei_image(
 
 
 def membrane_image(
-    rng: np.random.Generator, size: int = 256, n_cells: tuple[int, int] = (30, 60), thickness: int = 2
+    rng: np.random.Generator,
+    size: int = 256,
+    n_cells: tuple[int, int] = (30, 60),
+    thickness: int = 2,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """An EM-like image (uint8), membrane mask ({0,1}) and cell ids (int32)."""
     n = int(rng.integers(*n_cells))
@@ -80,7 +86,9 @@ def membrane_image(
     return (image * 255).astype(np.uint8), membrane.astype(np.uint8), cells
 
 
-@DATASETS.register("synthetic", "generated nuclei (or EM membranes) with instance labels; no download")
+@DATASETS.register(
+    "synthetic", "generated nuclei (or EM membranes) with instance labels; no download"
+)
 class SyntheticDataModule(SegmentationDataModule):
     name = "synthetic"
     positive_class = "nucleus"
