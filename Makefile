@@ -26,7 +26,7 @@ bench_opts = --dataset $(DATASET) --seeds $(SEEDS) --trials $(TRIALS) \
 	$(if $(NUM_NODES),--num-nodes $(NUM_NODES)) $(if $(STRATEGY),--strategy $(STRATEGY)) \
 	$(if $(ROOT),--root $(ROOT)) --leaderboard-dir $(LEADERBOARDS) $(ARGS)
 
-.PHONY: install bench search test perf lint leaderboard clean
+.PHONY: install bench search test perf lint wheel-check leaderboard clean
 
 install: $(STAMP)
 
@@ -55,6 +55,10 @@ perf: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check seg_bench tests benchmarks
+	$(BIN)/ruff format --check seg_bench tests benchmarks
+
+wheel-check: $(STAMP)
+	bash .ci/wheel-check
 
 clean:
 	rm -rf runs .pytest_cache

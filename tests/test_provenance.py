@@ -37,5 +37,13 @@ def test_rewritten_leaderboards_do_not_make_the_commit_dirty(repo):
     assert git_commit(repo) == sha + "-dirty"
 
 
-def test_outside_a_repository_the_commit_is_unknown(tmp_path):
-    assert git_commit(tmp_path) == "unknown"
+def test_outside_a_repository_provenance_says_so(tmp_path):
+    assert git_commit(tmp_path) == "not a git checkout"
+
+
+def test_an_installed_package_inside_another_repository_names_no_commit(repo):
+    # A virtual environment inside a user's own repository: site-packages is in that work
+    # tree, but the package was installed from a wheel and that repository's HEAD is not ours.
+    site = repo / "venv" / "lib" / "site-packages"
+    site.mkdir(parents=True)
+    assert git_commit(site) == "not a git checkout"

@@ -14,8 +14,30 @@ _REPO = Path(__file__).resolve().parents[2]
 GENERATED = ("leaderboards", "benchmarks/RESULTS.md")
 
 
+NOT_A_CHECKOUT = "not a git checkout"
+
+
+def _is_checkout_root(repo: Path) -> bool:
+    """True only where ``repo`` is the top of a git work tree. An installed package sits in
+    site-packages, which may lie inside someone else's repository: its commit is not ours."""
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return Path(top).resolve() == Path(repo).resolve()
+
+
 def git_commit(repo: Path = _REPO) -> str:
-    """Short HEAD commit, with ``-dirty`` when tracked files other than generated outputs differ."""
+    """Short HEAD commit, with ``-dirty`` when tracked files other than generated outputs differ;
+    ``not a git checkout`` for an installed package (a wheel) or any folder outside a work tree."""
+    if not _is_checkout_root(repo):
+        return NOT_A_CHECKOUT
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],
