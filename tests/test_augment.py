@@ -8,15 +8,13 @@ import pytest
 import torch
 
 import seg_bench.data.augment.presets as augment_module
-from seg_bench.data.augment.presets import (
-    PRESETS,
+from seg_bench.data.augment.presets import PRESETS, build_augment, override_names
+from seg_bench.data.augment.transforms import (
     FloatBrightnessContrast,
     FloatGamma,
     FloatGaussianBlur,
     FloatGaussNoise,
-    build_augment,
     labels_for_cv2,
-    override_names,
 )
 from seg_bench.data.base import RandomPatchDataset, Sample, _PreparedSample
 from seg_bench.errors import UserError
