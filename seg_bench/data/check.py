@@ -76,11 +76,14 @@ def _validate(dm: SegmentationDataModule, s: Sample) -> None:
     channels = 1 if img.ndim == 2 else img.shape[-1]
     if img.ndim not in (2, 3) or channels != dm.in_channels:
         raise DataError(
-            f"{where}: image of shape {img.shape}; expected H,W{'' if dm.in_channels == 1 else f',{dm.in_channels}'} ({dm.in_channels} channel(s))"
+            f"{where}: image of shape {img.shape}; expected "
+            f"H,W{'' if dm.in_channels == 1 else f',{dm.in_channels}'} ({dm.in_channels} "
+            "channel(s))"
         )
     if s.mask.shape != img.shape[:2]:
         raise DataError(
-            f"{where}: mask is {s.mask.shape} but image is {img.shape[:2]}; expected the same height and width"
+            f"{where}: mask is {s.mask.shape} but image is {img.shape[:2]}; expected the same "
+            "height and width"
         )
     if (
         not np.issubdtype(s.mask.dtype, np.integer)
@@ -88,11 +91,13 @@ def _validate(dm: SegmentationDataModule, s: Sample) -> None:
         or s.mask.max() >= dm.num_classes
     ):
         raise DataError(
-            f"{where}: mask values {int(s.mask.min())}..{int(s.mask.max())}; expected class ids 0..{dm.num_classes - 1}"
+            f"{where}: mask values {int(s.mask.min())}..{int(s.mask.max())}; expected class ids "
+            f"0..{dm.num_classes - 1}"
         )
     if s.instances is not None and s.instances.shape != s.mask.shape:
         raise DataError(
-            f"{where}: instances are {s.instances.shape} but mask is {s.mask.shape}; expected the same shape"
+            f"{where}: instances are {s.instances.shape} but mask is {s.mask.shape}; expected the "
+            "same shape"
         )
 
 
@@ -143,12 +148,14 @@ def check_datamodule(dm: SegmentationDataModule) -> Summary:
         samples = dm.load_split(split)
         if not samples:
             raise DataError(
-                f"{getattr(dm, 'dir', dm.root)}: the {split} split is empty; expected at least one labelled image"
+                f"{getattr(dm, 'dir', dm.root)}: the {split} split is empty; expected at least one "
+                "labelled image"
             )
         for s in samples:
             if s.id in seen:
                 raise DataError(
-                    f"{_where(dm, s)}: sample {s.id} is in both {seen[s.id]} and {split}; expected disjoint splits"
+                    f"{_where(dm, s)}: sample {s.id} is in both {seen[s.id]} and {split}; expected "
+                    "disjoint splits"
                 )
             seen[s.id] = split
         splits[split] = summarise_split(dm, samples)

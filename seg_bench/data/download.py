@@ -27,6 +27,7 @@ import tarfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -57,7 +58,8 @@ class Source:
 # --- safe extraction ------------------------------------------------------------------------
 def _refuse(archive: Path, name: str, why: str) -> UserError:
     return UserError(
-        f"{archive}: refusing archive entry '{name}': {why}; nothing outside the target folder is written"
+        f"{archive}: refusing archive entry '{name}': {why}; nothing outside the target folder is "
+        "written"
     )
 
 
@@ -122,7 +124,8 @@ def safe_extract(archive: str | Path, dest: str | Path) -> Path:
                 tf.extractall(dest, members=members)
         return dest
     raise DataError(
-        f"{archive}: not a zip or tar archive; expected the downloaded archive, delete it and download again"
+        f"{archive}: not a zip or tar archive; expected the downloaded archive, delete it and "
+        "download again"
     )
 
 
@@ -157,7 +160,8 @@ def _h5py(path: Path, makes: str):
         import h5py
     except ImportError:
         raise DataError(
-            f"{path}: converting this HDF5 mirror to {makes} needs h5py; run `pip install h5py` and download again "
+            f"{path}: converting this HDF5 mirror to {makes} needs h5py; run `pip install h5py` "
+            "and download again "
             "(the checked file is kept)"
         ) from None
     return h5py
@@ -172,7 +176,8 @@ def isbi2012_labels(labels: np.ndarray) -> np.ndarray:
     values = sorted(value_set(labels.astype(np.int64) if labels.dtype.kind == "b" else labels))
     if len(values) != 2:
         raise DataError(
-            f"ISBI 2012 mirror: membrane labels hold values {values[:6]}; expected two values (membrane / cell)"
+            f"ISBI 2012 mirror: membrane labels hold values {values[:6]}; expected two values "
+            "(membrane / cell)"
         )
     counts = [(labels == v).sum() for v in values]
     interior = values[int(np.argmax(counts))]
@@ -225,6 +230,15 @@ def _finish_dsb2018(dest: Path) -> None:
 
 # --- the sources ----------------------------------------------------------------------------------
 BBBC038 = "https://data.broadinstitute.org/bbbc/BBBC038"
+
+
+def read_checksums(name: str) -> dict[str, str]:
+    """``path -> sha256`` from a sha256sum-format file shipped in ``seg_bench/data/checksums``."""
+    text = (resources.files("seg_bench.data") / "checksums" / name).read_text()
+    pairs = (line.split(maxsplit=1) for line in text.splitlines() if line and line[0] != "#")
+    return {path.strip(): digest for digest, path in pairs}
+
+
 EPFL_URL = (
     "https://documents.epfl.ch/groups/c/cv/cvlab-unit/www/data/%20ElectronMicroscopy_Hippocampus"
 )
@@ -232,53 +246,7 @@ CDEEP3M = "https://raw.githubusercontent.com/CRBS/cdeep3m/abf995802608073532f324
 
 # SHA-256 of CDeep3M's mito_testsample files at the commit above (training/ and testset/;
 # no checksum is available for validation/).
-NCMIR_SHA256 = {
-    "testset/images.081.png": "3abf7968699fe08eb6f4b778f834b50a961fdd0ac895c13d46e0417350ae0541",
-    "testset/images.082.png": "803281b2def19d9c15c492c19f7a0defeb5bacc4950edb6db8744d5450a63e57",
-    "testset/images.083.png": "2a1373df031fe0372a8d3cdcee9baf22c51bdc68db9d1f686cec7b2f2197cec2",
-    "testset/images.084.png": "2e5fd3182d5fa4379b113dcb91d3b856eecd896a3a24b7611744914f00035724",
-    "testset/images.085.png": "59813e91d1542f1965528435d8732892a65cce2cea8f518816116345c9e88cc1",
-    "training/images/images.010.png": "8a87ab65e06861324d186a86591b4509f4aa6d7456cdd0dd05a80cbc7cc11a27",
-    "training/images/images.011.png": "6f6ad693d68dd21dfeae106210e6e368632ae56d1d4e1378f5451c38f06d5e98",
-    "training/images/images.012.png": "9281a2f55c90f5fcac3b71271aef6b7f690e162c09df6f3821313c62fa63ad0f",
-    "training/images/images.013.png": "9493cbe167faf7db06e585508a3a85d70731ffff077aab41939936f6d0997203",
-    "training/images/images.014.png": "aa26cd0683e62d3bac922e7f0ae8f88d20fdb03acf65c4b76927778ac7ea4e00",
-    "training/images/images.015.png": "92503aee126073a8b4ef430bb6d35585a478bc9c2c6e6cd28fc7ae31ab098044",
-    "training/images/images.016.png": "648d08b8e5d42e15de8b3d46ed1600404cefff455ee40f3296cb08861aca07e8",
-    "training/images/images.017.png": "c080822d7c346c70ccd3ef675e6dc28da992d1099a318ce7a19c37457a7aae57",
-    "training/images/images.018.png": "4e4ce75fa1e3e0f9b2fe6e561a931148a1bcfed7cf696476099028f169b6b146",
-    "training/images/images.019.png": "cec0bea9e1e237a4a6ee4aef5f6fbeef34f72be47266604671643eb4f15b531d",
-    "training/images/images.020.png": "aa82401cc5608fb8a5a14fedabc72526086bdc7b9e12ab9cd1cb0a9af19c6ded",
-    "training/images/images.021.png": "4de7f89e805398ae9fc85f6a0df2030d9745b2948be3b3245996a2d4cbc9d5ed",
-    "training/images/images.022.png": "c25896d8f905934da82a5d6c41bd1d8d74429add9f7369abc002b89a271f58dd",
-    "training/images/images.023.png": "0c63d321927f4b3c627577ee60f64b7b300255af225f5ab8faaaf697160087c4",
-    "training/images/images.024.png": "b830beca7147fc0b27c9489efcefcd26980ea8a837419bef4548a296c8acd20a",
-    "training/images/images.025.png": "9c7bcfb6e29b26d75182d1b95c160365bae1e69c0a0043c863a1845bb601fcf1",
-    "training/images/images.026.png": "1289ce8ed1e132db96ed517a6b9780f1063ebfd6c1bf69b0d95a5b7813c4939f",
-    "training/images/images.027.png": "02564e9fa06aa2ff1af2e4742b67d362ed702fa79bfa9c036e45fa63a7053bfb",
-    "training/images/images.028.png": "3c88bcf5cd507cc6e7df9617f4d1f7b8f8d9167962a6dafdd5e37951e190784b",
-    "training/images/images.029.png": "b4570f54ece3bcf7b54271a82397445a8dd7e6d9c3a9cedd363c929d71212d1f",
-    "training/labels/mitos_3D.010.png": "533e65efe86ecf4b006688b613b47e049a393ccbed02dedfe6a234c8657743cc",
-    "training/labels/mitos_3D.011.png": "00d883fab540c7a8550144d111c91b00d7b5e9d342d1d77c9d1b5f60879c9a85",
-    "training/labels/mitos_3D.012.png": "e70ff1f7a0f84116dd53e09d296a994459898ac5fccf774639a04784a7bf140f",
-    "training/labels/mitos_3D.013.png": "193b173cf8449c812f7c220477df6a356429c55155becb39e4a08e1a30c24efe",
-    "training/labels/mitos_3D.014.png": "4b9c73ea9de0c66b6b1eea5b2a73c4f46dd43be7cee8bcb8bbd8540b76f8dcbb",
-    "training/labels/mitos_3D.015.png": "2bbdeae4a69615aec3e4de5fb8830141a232565c709477d50b154c507a46df67",
-    "training/labels/mitos_3D.016.png": "21a9597343b0be72b663326a9ec497091cf75707b02537abb5e27ae93ce9c590",
-    "training/labels/mitos_3D.017.png": "31b483e560d16473691467375ac224b68d3554c2ea32a6b6d915c6d088786247",
-    "training/labels/mitos_3D.018.png": "d57d1bd649f5e31afa16a92b8853db867a8b87d695d42ba3150b75ff88f1be2b",
-    "training/labels/mitos_3D.019.png": "fe6d0a8c6945312e15f2ac4fb6c3a3909ded5ff735b685fe16a333e3c857ebf1",
-    "training/labels/mitos_3D.020.png": "115ef5f5f3a63b9ec69dbf7dc80c4e34cca7de17341133695da325c8250e863a",
-    "training/labels/mitos_3D.021.png": "922d1f4de147a7386ce20989b4378300607ad0c837ff81e549e0ad0fb671c926",
-    "training/labels/mitos_3D.022.png": "5c641912c2665c283d536b53377814169f82a3c007e41b63e3579d969cf6339e",
-    "training/labels/mitos_3D.023.png": "a6b424c1101e3ba6f786ea3decf80689ce6e72eba52021ff4c7d25f9d96a6700",
-    "training/labels/mitos_3D.024.png": "7f37690df04c3705071631d451e4bf525e654a4952c7a5f46c7c6181ab068fbd",
-    "training/labels/mitos_3D.025.png": "13b5ce883f9efc51d0d4a3dacb0d64340bceaa84fd442519a21277f9f9396efa",
-    "training/labels/mitos_3D.026.png": "1d70c85caa0062a771a7e2b1fe44aa7a2848dcba34fa4d40cb2a38dd62ec68f6",
-    "training/labels/mitos_3D.027.png": "69abe7414ea12c37c9b1714b7d8ffeb587f99524c1c9bc63fc840e358eb5f3d8",
-    "training/labels/mitos_3D.028.png": "7cf1124d071e47ae78a9a78e5d538f6edc163b77ed634ceb4d097101490b8df6",
-    "training/labels/mitos_3D.029.png": "ececb00a4f6b3edfcfed6b707112044bf8ccd90110d57b5b64f56c636df73a3a",
-}
+NCMIR_SHA256 = read_checksums("ncmir.sha256")
 NCMIR_VALIDATION = tuple(
     f"validation/{kind}.{n:03d}.png"
     for n in range(50, 60)
@@ -295,7 +263,8 @@ SOURCES: dict[str, Source] = {
         expected=("stage1_train", "stage1_test", "stage1_solution.csv"),
         manual=(
             "get stage1_train.zip (and optionally stage1_test.zip + stage1_solution.csv) from "
-            "https://bbbc.broadinstitute.org/BBBC038 and unzip them to {dest}/stage1_train/<id>/images|masks/ "
+            "https://bbbc.broadinstitute.org/BBBC038 and unzip them to "
+            "{dest}/stage1_train/<id>/images|masks/ "
             "and {dest}/stage1_test/<id>/images/, with {dest}/stage1_solution.csv"
         ),
         finish=_finish_dsb2018,
@@ -310,7 +279,8 @@ SOURCES: dict[str, Source] = {
         ),
         expected=("train-volume.tif", "train-labels.tif"),
         manual=(
-            "place train-volume.tif and train-labels.tif (and optionally test-volume.tif) from the ISBI 2012 "
+            "place train-volume.tif and train-labels.tif (and optionally test-volume.tif) from the "
+            "ISBI 2012 "
             "challenge (https://imagej.net/events/isbi-2012-segmentation-challenge) in {dest}/"
         ),
         finish=_finish_isbi2012,
@@ -352,7 +322,8 @@ SOURCES: dict[str, Source] = {
             "testing_groundtruth.tif",
         ),
         manual=(
-            "place training.tif, training_groundtruth.tif, testing.tif and testing_groundtruth.tif from "
+            "place training.tif, training_groundtruth.tif, testing.tif and testing_groundtruth.tif "
+            "from "
             "https://www.epfl.ch/labs/cvlab/data/data-em/ in {dest}/"
         ),
     ),
@@ -390,13 +361,15 @@ def fetch(remote: Remote, dest: Path, manual: str) -> Path:
             raise
         target.unlink(missing_ok=True)
         raise DataError(
-            f"{target}: SHA-256 of the file from {remote.url} does not match {remote.sha256}; the file was deleted. "
+            f"{target}: SHA-256 of the file from {remote.url} does not match {remote.sha256}; the "
+            "file was deleted. "
             f"Try again later, or {manual.format(dest=dest)}"
         ) from None
     except Exception as e:
         reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise DataError(
-            f"could not download {remote.url} ({type(e).__name__}: {reason}). By hand: {manual.format(dest=dest)}"
+            f"could not download {remote.url} ({type(e).__name__}: {reason}). By hand: "
+            f"{manual.format(dest=dest)}"
         ) from None
     return target
 

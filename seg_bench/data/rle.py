@@ -245,7 +245,8 @@ def read_rle_csv(path: str | os.PathLike) -> dict[str, list[str]]:
         return _read_rle_rows(path)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DataError(
-            f"{path}: not a readable CSV ({str(exc)[:200]}); expected UTF-8 text with ImageId,EncodedPixels"
+            f"{path}: not a readable CSV ({str(exc)[:200]}); expected UTF-8 text with "
+            "ImageId,EncodedPixels"
         ) from None
 
 
@@ -297,7 +298,8 @@ def write_submission_csv(path: str | os.PathLike, predictions: Mapping[str, Any]
     """
     if not isinstance(predictions, Mapping):
         raise UserError(
-            f"predictions must be a mapping ImageId -> label image, got {type(predictions).__name__}"
+            "predictions must be a mapping ImageId -> label image, got "
+            f"{type(predictions).__name__}"
         )
     rows: list[tuple[str, str]] = []
     for image_id, labels in predictions.items():

@@ -32,12 +32,16 @@ from seg_bench.metrics import (
 HIST_BINS = 1000  # pooled AUROC within ~1e-3 of exact; 2 x 1000 counts per image in the record
 
 DEFINITIONS = {
-    "pixel": "pooled confusion matrix over test images (rows truth, cols prediction), positive class 1",
+    "pixel": "pooled confusion matrix over test images (rows truth, cols prediction), positive "
+    "class 1",
     "auroc": f"threshold-free ROC AUC of pooled pixel probabilities, {HIST_BINS}-bin histograms",
     "auroc_balanced": "single-threshold 1 - (FPR + FNR) / 2 at the post-processed mask",
-    "dsb_map": "Kaggle DSB 2018: mean over images of mean over IoU>t, t=0.50..0.95, of TP/(TP+FP+FN)",
-    "vrand": "ISBI 2012 foreground-restricted Rand F-score: per-threshold slice mean, max over t=0..1 step .1",
-    "vinfo": "ISBI 2012 foreground-restricted information score: per-threshold slice mean, max over t",
+    "dsb_map": "Kaggle DSB 2018: mean over images of mean over IoU>t, t=0.50..0.95, of "
+    "TP/(TP+FP+FN)",
+    "vrand": "ISBI 2012 foreground-restricted Rand F-score: per-threshold slice mean, max over "
+    "t=0..1 step .1",
+    "vinfo": "ISBI 2012 foreground-restricted information score: per-threshold slice mean, max "
+    "over t",
 }
 
 
@@ -107,7 +111,8 @@ def evaluate(
 def aggregate(
     per_image: list[dict[str, Any]], indices: np.ndarray | None = None
 ) -> dict[str, float]:
-    """Dataset-level scores over ``indices`` (all images by default; repeats allowed, for bootstrap)."""
+    """Dataset-level scores over ``indices`` (all images by default; repeats allowed, for the
+    bootstrap)."""
     chosen = per_image if indices is None else [per_image[i] for i in indices]
     m = pixel_metrics(np.sum([r["confmat"] for r in chosen], axis=0))
     out = {

@@ -51,7 +51,8 @@ __all__ = [
 
 
 def regular_grid(shape: tuple[int, ...], nb_rows: int, nb_cols: int) -> np.ndarray:
-    """``(nb_rows, nb_cols, 2)`` float64 xy points evenly spaced over the pixel centres, corners included."""
+    """``(nb_rows, nb_cols, 2)`` float64 xy points evenly spaced over the pixel centres,
+    corners included."""
     h, w = int(shape[0]), int(shape[1])
     if nb_rows < 2 or nb_cols < 2:
         raise ValueError(f"nb_rows and nb_cols must be at least 2, got {nb_rows} and {nb_cols}")
@@ -90,7 +91,7 @@ def piecewise_affine_maps(
     dst_points: np.ndarray,
     anti_diagonal: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Dense ``cv2.remap`` maps of the piecewise affine transform with ``T(src_points) = dst_points``.
+    """Dense ``cv2.remap`` maps of the piecewise affine transform, ``T(src_points) = dst_points``.
 
     Parameters
     ----------

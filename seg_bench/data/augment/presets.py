@@ -190,7 +190,8 @@ def build_augment(preset: str = "d4", **overrides: Any) -> A.Compose | None:
             )
             detail = " ".join(str(e).split()).split(" For further information")[0]
             raise UserError(
-                f"augmentation preset '{preset}', step '{s.name}' ({s.cls.__name__}): invalid arguments"
+                f"augmentation preset '{preset}', step '{s.name}' ({s.cls.__name__}): invalid "
+                "arguments"
                 f"{' ' + given if given else ''}: {detail}"
             ) from e
     return SegmentationCompose(transforms, additional_targets={"instances": "mask"})

@@ -69,7 +69,7 @@ class FloatGaussNoise(A.ImageOnlyTransform):
 
 
 class FloatBrightnessContrast(A.ImageOnlyTransform):
-    """``img * (1 + c) + b`` with ``c ~ U(-contrast, contrast)``, ``b ~ U(-brightness, brightness)``."""
+    """``img * (1 + c) + b``, ``c ~ U(-contrast, contrast)``, ``b ~ U(-brightness, brightness)``."""
 
     class InitSchema(BaseTransformInitSchema):
         brightness: float
@@ -91,7 +91,7 @@ class FloatBrightnessContrast(A.ImageOnlyTransform):
 
 
 class FloatGamma(A.ImageOnlyTransform):
-    """Gamma curve ``sign(x) |x|^g``, ``g`` drawn from the range (defined for negative values too)."""
+    """Gamma curve ``sign(x) |x|^g``, ``g`` drawn from the range (defined for negatives too)."""
 
     class InitSchema(BaseTransformInitSchema):
         gamma: tuple[float, float]
