@@ -63,7 +63,8 @@ def nuclei(shape: tuple[int, int], n: int, rng: np.random.Generator) -> list[np.
 
 
 def voronoi_ids(shape: tuple[int, ...], n: int, rng: np.random.Generator) -> np.ndarray:
-    """Voronoi cell ids 1..n (uint32) over a Z,H,W or H,W grid, seeds per slice-independent in 3-D."""
+    """Voronoi cell ids 1..n (uint32) over a Z,H,W or H,W grid; in 3-D the seeds of each slice
+    are independent."""
     seeds = rng.uniform(0, 1, (n, len(shape))) * np.array(shape)
     grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).astype(
         np.float32
@@ -169,7 +170,8 @@ def write_snemi(
 def write_ncmir(
     root: Path, numbers=range(10, 16), validation=(), testset=(81,), size: int = 64, seed: int = 0
 ) -> None:
-    """CDeep3M layout: training|validation/images/images.NNN.png + labels/mitos_3D.NNN.png (palette)."""
+    """CDeep3M layout: training|validation/images/images.NNN.png + labels/mitos_3D.NNN.png
+    (palette PNG)."""
     rng = np.random.default_rng(seed)
     for folder, nums in (("training", numbers), ("validation", validation)):
         for n in nums:

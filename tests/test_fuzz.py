@@ -44,7 +44,8 @@ def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("fuzz")
 
 
-# --- valid seeds that the strategies damage ----------------------------------------------------------
+# --- valid seeds that the strategies damage
+# ----------------------------------------------------------
 def _png(a: np.ndarray, mode: str | None = None) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(a, mode=mode).save(buf, format="PNG") if mode else Image.fromarray(a).save(
@@ -67,7 +68,10 @@ TIF_STACK = _tif(RNG.integers(0, 255, (3, 16, 20), dtype=np.uint8), photometric=
 TIF_DEFLATE = _tif(
     RNG.integers(0, 4, (3, 16, 20), dtype=np.uint8), photometric="minisblack", compression="zlib"
 )
-RLE_CSV = b"ImageId,EncodedPixels,Height,Width,Usage\na,1 2 5 3,4,4,Public\na,10 4,4,4,Public\nb,,4,4,Public\n"
+RLE_CSV = (
+    b"ImageId,EncodedPixels,Height,Width,Usage\n"
+    b"a,1 2 5 3,4,4,Public\na,10 4,4,4,Public\nb,,4,4,Public\n"
+)
 POINTS_CSV = b"image,x,y,note\na.png,3,4,first\na.png,5.5,6,\nb.png, 1 ,1e1,x\n"
 
 
@@ -82,8 +86,17 @@ def _record() -> bytes:
         }
         for i in range(2)
     ]
-    rec = {"version": 1, "model": "unet", "seed": 0, "labels": "manual", "profile": "smoke", "params": 1234,
-           "train_time_s": 1.5, "config": {"max_epochs": 1}, "metrics": {"overall": {"iou": 0.5, "dice": 0.66}, "per_image": per_image}}  # fmt: skip
+    rec = {
+        "version": 1,
+        "model": "unet",
+        "seed": 0,
+        "labels": "manual",
+        "profile": "smoke",
+        "params": 1234,
+        "train_time_s": 1.5,
+        "config": {"max_epochs": 1},
+        "metrics": {"overall": {"iou": 0.5, "dice": 0.66}, "per_image": per_image},
+    }
     return json.dumps(rec, indent=1).encode()
 
 
@@ -120,7 +133,8 @@ def _write(work: Path, name: str, data: bytes) -> Path:
     return path
 
 
-# --- RLE ---------------------------------------------------------------------------------------------
+# --- RLE
+# ---------------------------------------------------------------------------------------------
 RLE_TEXT = st.one_of(
     st.text(alphabet="0123456789 \t\n-+_.exX\u0661\u00a0", max_size=40),
     st.lists(st.integers(-5, 2**70), max_size=12).map(lambda v: " ".join(map(str, v))),
@@ -163,7 +177,8 @@ def test_read_rle_csv_gives_encodings_or_a_data_error(work, data):
             _parse(rle, "check")  # every encoding returned is well-formed
 
 
-# --- images, stacks, and a dataset reading them -------------------------------------------------------
+# --- images, stacks, and a dataset reading them
+# -------------------------------------------------------
 @pytest.mark.timeout(180)
 @settings(FUZZ, max_examples=400)
 @given(
@@ -244,7 +259,8 @@ def test_dataset_loaders_on_a_corrupted_file_give_samples_or_a_data_error(layout
         files[which].write_bytes(original[which])
 
 
-# --- click points, result records, checkpoints ---------------------------------------------------------
+# --- click points, result records, checkpoints
+# ---------------------------------------------------------
 @pytest.mark.timeout(120)
 @settings(FUZZ, max_examples=300)
 @given(data=damaged(POINTS_CSV))
@@ -289,9 +305,17 @@ def test_every_truncation_of_a_record_and_hostile_json_are_user_errors(work):
     for cut in range(len(RECORD)):
         CASES["read_record"] += 1
         assert _record_or_user_error(_write(work, "t.json", RECORD[:cut])) is None, cut
-    hostile = [b"[" * 100_000, b'{"a":' * 50_000, b'{"version": 1, "metrics": 5, "model": "m", "seed": 0}',
-               b'{"version": 1, "metrics": {}, "model": 3, "seed": 0}', b'{"version": 1, "metrics": {}, "model": "m", "seed": "0"}',
-               b"\xff\xfe\x00", b"NaN", b'"a string"', b"null"]  # fmt: skip
+    hostile = [
+        b"[" * 100_000,
+        b'{"a":' * 50_000,
+        b'{"version": 1, "metrics": 5, "model": "m", "seed": 0}',
+        b'{"version": 1, "metrics": {}, "model": 3, "seed": 0}',
+        b'{"version": 1, "metrics": {}, "model": "m", "seed": "0"}',
+        b"\xff\xfe\x00",
+        b"NaN",
+        b'"a string"',
+        b"null",
+    ]
     for data in hostile:
         CASES["read_record"] += 1
         assert _record_or_user_error(_write(work, "h.json", data)) is None, data[:40]
@@ -344,13 +368,15 @@ def test_load_checkpoint_gives_a_model_or_a_user_error(work, checkpoint_bytes, d
     assert not task.training
 
 
-# --- crash safety: the same readers on many cases in a child interpreter --------------------------------
+# --- crash safety: the same readers on many cases in a child interpreter
+# --------------------------------
 CRASH_LOOP = r"""
 import io, json, os, signal, sys
 from collections import Counter
 import numpy as np
 sys.path.insert(0, sys.argv[3])
-from test_fuzz import PNG_GREY, PNG_RGBA, TIF_16, TIF_STACK, TIF_DEFLATE, RLE_CSV, POINTS_CSV, RECORD
+from test_fuzz import (PNG_GREY, PNG_RGBA, TIF_16, TIF_STACK, TIF_DEFLATE, RLE_CSV, POINTS_CSV,
+                       RECORD)
 from seg_bench.errors import UserError
 from seg_bench.data.io import read_image, read_stack
 from seg_bench.data.rle import read_rle_csv, rle_decode
@@ -378,10 +404,14 @@ def damage(b):
     at = rng.integers(0, len(b) + 1)
     return bytes(b[:at]) + rng.bytes(int(rng.integers(1, 64))) + bytes(b[at:])
 
-readers = [("read_image png", ".png", PNG_GREY, read_image), ("read_image png rgba", ".png", PNG_RGBA, read_image),
-           ("read_image tif", ".tif", TIF_16, read_image), ("read_stack", ".tif", TIF_STACK, read_stack),
-           ("read_stack zlib", ".tif", TIF_DEFLATE, read_stack), ("read_rle_csv", ".csv", RLE_CSV, read_rle_csv),
-           ("read_points_csv", ".csv", POINTS_CSV, read_points_csv), ("read_record", ".json", RECORD, read_record)]
+readers = [("read_image png", ".png", PNG_GREY, read_image),
+           ("read_image png rgba", ".png", PNG_RGBA, read_image),
+           ("read_image tif", ".tif", TIF_16, read_image),
+           ("read_stack", ".tif", TIF_STACK, read_stack),
+           ("read_stack zlib", ".tif", TIF_DEFLATE, read_stack),
+           ("read_rle_csv", ".csv", RLE_CSV, read_rle_csv),
+           ("read_points_csv", ".csv", POINTS_CSV, read_points_csv),
+           ("read_record", ".json", RECORD, read_record)]
 outcome = Counter()
 signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(TimeoutError("hang")))
 for i in range(n):
@@ -417,9 +447,12 @@ def test_readers_never_crash_or_hang_the_interpreter(work):
     n = 300
     done = subprocess.run(
         [sys.executable, "-c", CRASH_LOOP, str(work), str(n), str(Path(__file__).parent)],
-        capture_output=True, text=True, timeout=280, cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=work,
         env={**os.environ, "PYTHONFAULTHANDLER": "1"},
-    )  # fmt: skip
+    )
     assert done.returncode == 0, (
         f"exit status {done.returncode}: {done.stdout[-2000:]} {done.stderr[-3000:]}"
     )

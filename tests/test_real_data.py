@@ -23,9 +23,14 @@ def test_smoke_bench_on_real_sample(dataset, tmp_path):
     folder, extra = CASES[dataset]
     root = real_data(folder)
     [record] = bench(
-        dataset, models=["unet"], profile="smoke", results_dir=tmp_path / "res", runs_dir=tmp_path / "runs",
-        leaderboard_dir=tmp_path / "lb", overrides={"root": str(root), "logger": "none"},
-    )  # fmt: skip
+        dataset,
+        models=["unet"],
+        profile="smoke",
+        results_dir=tmp_path / "res",
+        runs_dir=tmp_path / "runs",
+        leaderboard_dir=tmp_path / "lb",
+        overrides={"root": str(root), "logger": "none"},
+    )
     overall = record["metrics"]["overall"]
     for key in ["iou", "dice", "kappa", "auroc", "fnr", "fpr", *extra]:
         assert key in overall and overall[key] == overall[key], key  # present and not NaN
@@ -39,10 +44,24 @@ def test_make_bench_isbi2012_smoke(tmp_path):
     root = real_data("isbi2012")
     env = {**os.environ, "SEG_BENCH_RUNS": str(tmp_path / "runs")}
     done = subprocess.run(
-        ["make", "-s", "bench", "DATASET=isbi2012", "PROFILE=smoke", "SEEDS=1", "MODELS=unet,segnet", f"ROOT={root}",
-         f"LEADERBOARDS={tmp_path / 'lb'}", "ARGS=--logger none"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        [
+            "make",
+            "-s",
+            "bench",
+            "DATASET=isbi2012",
+            "PROFILE=smoke",
+            "SEEDS=1",
+            "MODELS=unet,segnet",
+            f"ROOT={root}",
+            f"LEADERBOARDS={tmp_path / 'lb'}",
+            "ARGS=--logger none",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     board = (tmp_path / "lb" / "isbi2012.md").read_text()
     assert "| unet |" in board and "| segnet |" in board and "V_rand" in board
