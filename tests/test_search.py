@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from wandb_offline import read_offline_run
 
 from seg_bench import cli
 from seg_bench.errors import UserError
@@ -108,7 +109,6 @@ def test_best_params_and_bench_use_the_study(resumed, tmp_path, monkeypatch):
     seed's run (offline W&B) with its test metrics in the summary."""
     from seg_bench.config import resolve_config
     from seg_bench.protocol.bench import bench, run_dir_for
-    from seg_bench.tracking.runs import read_offline_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_X_DISABLE_STATS", "true")
