@@ -150,7 +150,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from seg_bench.search import runner as search
+    from seg_bench import search
 
     overrides = run_overrides(args)
     if args.seed is not None:

@@ -990,7 +990,7 @@ def test_api_key_and_database_password_are_never_written_by_bench_or_search(tmp_
 
 def test_a_password_on_the_command_line_stays_out_of_wandb_run_metadata(tmp_path, monkeypatch):
     """W&B records sys.argv in every run, e.g. `search --storage postgresql://u:PASSWORD@h/db`."""
-    from seg_bench.tracking import runs as tracking
+    from seg_bench import tracking
 
     for k, v in _wandb_env(tmp_path).items():
         monkeypatch.setenv(k, v)

@@ -10,10 +10,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from wandb_offline import read_offline_run
 
-from seg_bench import cli
+from seg_bench import cli, search
 from seg_bench.errors import UserError
-from seg_bench.search import runner as search
+from seg_bench.search import runner
 
 FAST = {"max_epochs": 1, "samples_per_epoch": 8, "logger": "none"}
 FAST_ARGS = [
@@ -108,7 +109,6 @@ def test_best_params_and_bench_use_the_study(resumed, tmp_path, monkeypatch):
     seed's run (offline W&B) with its test metrics in the summary."""
     from seg_bench.config import resolve_config
     from seg_bench.protocol.bench import bench, run_dir_for
-    from seg_bench.tracking.runs import read_offline_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_X_DISABLE_STATS", "true")
@@ -116,7 +116,8 @@ def test_best_params_and_bench_use_the_study(resumed, tmp_path, monkeypatch):
     assert set(params) == {"optimizer", "lr"}
     records = bench(
         "synthetic", models=["unet"], profile="smoke", seeds=1, results_dir=tmp_path / "results",
-        runs_dir=resumed.runs, leaderboard_dir=None, overrides={**FAST, "logger": "wandb"}, trials=3,
+        runs_dir=resumed.runs, leaderboard_dir=None, overrides={**FAST, "logger": "wandb"},
+        trials=3,
     )  # fmt: skip
     assert len(trials_of(resumed.runs)) == 3, "the finished study was reused, not extended"
     cfg = records[0]["config"]
@@ -294,7 +295,7 @@ def test_ddp_spawn_inside_a_trial_prunes_from_the_worker(tmp_path, monkeypatch):
     import torch
 
     monkeypatch.setattr(
-        search, "build_pruner", lambda kind, epochs: optuna.pruners.ThresholdPruner(lower=2.0)
+        runner, "build_pruner", lambda kind, epochs: optuna.pruners.ThresholdPruner(lower=2.0)
     )
     runs = tmp_path / "runs"
     overrides = {
@@ -317,3 +318,81 @@ def test_ddp_spawn_inside_a_trial_prunes_from_the_worker(tmp_path, monkeypatch):
     )
     assert ckpt["hyper_parameters"]["lr"] == trial.params["lr"]
     assert ckpt["hyper_parameters"]["optimizer"] == trial.params["optimizer"]
+
+
+def _study_with_one_trial(runs: Path, name: str, value: float, storage: str | None = None):
+    import optuna
+
+    study = search.open_study(
+        name,
+        search.storage_url(storage, runs, name),
+        search.parse_space("lr"),
+        dataset="synthetic",
+        model="unet",
+    )
+    dist = optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True)
+    study.add_trial(
+        optuna.trial.create_trial(params={"lr": 1e-3}, distributions={"lr": dist}, value=value)
+    )
+
+
+def test_show_lists_the_studies_that_exist_when_the_asked_one_is_missing(tmp_path):
+    """Only a smoke study exists: --show for the cpu profile names it, its trials and best
+    value, in one line; --study picks it."""
+    runs = tmp_path / "runs"
+    _study_with_one_trial(runs, "synthetic-unet-smoke", 0.75)
+    _study_with_one_trial(runs, "synthetic-segnet-smoke", 0.5)
+    show = ["search", "--dataset", "synthetic", "--model", "unet", "--show"]
+    rc, out, err = run_cli([*show, "--profile", "cpu"], runs)
+    assert rc == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert "no study 'synthetic-unet-cpu'" in err
+    assert "synthetic-unet-smoke (1 trial, best val/iou 0.7500)" in err
+    assert "synthetic-segnet-smoke (1 trial, best val/iou 0.5000)" in err
+    assert "--study NAME" in err
+
+    rc, out, err = run_cli([*show, "--profile", "cpu", "--study", "synthetic-unet-smoke"], runs)
+    assert rc == 0, err
+    assert out.startswith("study 'synthetic-unet-smoke'") and "1 complete" in out
+
+
+def test_show_lists_the_studies_of_a_named_storage(tmp_path):
+    runs, db = tmp_path / "runs", str(tmp_path / "shared.db")
+    _study_with_one_trial(runs, "mine", 0.25, storage=db)
+    show = ["search", "--dataset", "synthetic", "--model", "unet", "--show", "--storage", db]
+    rc, _, err = run_cli([*show, "--study", "theirs"], runs)
+    assert rc == 2 and "no study 'theirs'" in err and "mine (1 trial, best val/iou 0.2500)" in err
+    rc, out, err = run_cli([*show, "--study", "mine"], runs)
+    assert rc == 0 and out.startswith("study 'mine'"), err
+
+
+def test_optimizer_choices_are_the_registered_optimizers(monkeypatch):
+    from seg_bench.registry import OPTIMIZERS
+
+    assert set(search.parse_space("optimizer")["optimizer"]["choices"]) == {
+        "sgd", "adagrad", "adam", "adamw"
+    }  # fmt: skip
+    OPTIMIZERS.names()  # loads the built-ins before the registry is copied
+    monkeypatch.setattr(OPTIMIZERS, "_entries", dict(OPTIMIZERS._entries))
+    OPTIMIZERS.register("lion", "a newly registered optimizer")(lambda params, **kw: None)
+    assert "lion" in search.parse_space("optimizer")["optimizer"]["choices"]
+
+
+def test_a_study_keeps_drawing_from_its_stored_choices(tmp_path, monkeypatch):
+    """A study created when the optimizers were listed in another order continues with that
+    order (Optuna refuses categorical choices that change), instead of failing its trials."""
+    monkeypatch.setattr(
+        "seg_bench.training.trainer.train",
+        lambda cfg, run_dir, **kw: SimpleNamespace(best_val={"val/iou": 0.5}, best_checkpoint=None),
+    )
+    runs, name = tmp_path / "runs", "synthetic-unet-smoke"
+    old = {"optimizer": {"choices": ["sgd", "adagrad", "adam", "adamw"]}}
+    search.open_study(
+        name, search.storage_url(None, runs, name), old, dataset="synthetic", model="unet"
+    )
+    result = search.run_search(
+        "synthetic", "unet", 2, "smoke", space="optimizer", overrides=FAST, runs_dir=runs
+    )
+    assert result.counts["COMPLETE"] == 2
+    (trial, _) = trials_of(runs)
+    assert list(trial.distributions["optimizer"].choices) == old["optimizer"]["choices"]

@@ -69,7 +69,8 @@ def _ensure_user() -> None:
         )
     except (OSError, subprocess.CalledProcessError) as e:
         pytest.skip(
-            f"running as root and cannot create the non-root user '{PG_USER}' that PostgreSQL needs: {e}"
+            f"running as root and cannot create the non-root user '{PG_USER}' that PostgreSQL "
+            f"needs: {e}"
         )
 
 
@@ -92,13 +93,15 @@ def postgres_url():
     port = _free_port()
     try:
         subprocess.run(
-            _as_user([str(bindir / "initdb"), "-D", str(data), "-U", DB_USER, f"--pwfile={pwfile}",
-                      "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--no-sync"]),
+            _as_user([str(bindir / "initdb"), "-D", str(data), "-U", DB_USER,
+                      f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust",
+                      "-E", "UTF8", "--no-sync"]),
             check=True, capture_output=True, timeout=120,
         )  # fmt: skip
         subprocess.run(
             _as_user([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-                      "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"]),
+                      "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+                      "start"]),
             check=True, capture_output=True, timeout=90,
         )  # fmt: skip
     except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
@@ -128,8 +131,9 @@ def _worker(url: str, runs: Path, trials: int) -> tuple[subprocess.Popen, Path, 
     """One `seg-bench search` process, its output in files (pipes could fill up and block)."""
     runs.mkdir(parents=True)
     env = {**os.environ, "SEG_BENCH_RUNS": str(runs), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "seg_bench.cli", "search", "--dataset", "synthetic", "--model", "unet",
-           "--trials", str(trials), "--storage", url, "--study", "shared", *FAST_ARGS]  # fmt: skip
+    cmd = [sys.executable, "-m", "seg_bench.cli", "search", "--dataset", "synthetic",
+           "--model", "unet", "--trials", str(trials), "--storage", url, "--study", "shared",
+           *FAST_ARGS]  # fmt: skip
     out, err = runs / "stdout.txt", runs / "stderr.txt"
     with open(out, "w") as o, open(err, "w") as e:
         return subprocess.Popen(cmd, env=env, stdout=o, stderr=e), out, err
@@ -138,7 +142,7 @@ def _worker(url: str, runs: Path, trials: int) -> tuple[subprocess.Popen, Path, 
 def test_two_workers_share_one_postgres_study(postgres_url, tmp_path):
     import optuna
 
-    from seg_bench.search import runner as search
+    from seg_bench import search
 
     target = 3
     start = time.monotonic()
@@ -163,7 +167,7 @@ def test_two_workers_share_one_postgres_study(postgres_url, tmp_path):
     trials = study.get_trials()
     numbers = sorted(t.number for t in trials)
     # The target is shared: workers count each other's running trials. Two workers that start a
-    # trial in the same instant can overshoot by one (documented in seg_bench/search.py).
+    # trial in the same instant can overshoot by one (documented in seg_bench/search/runner.py).
     assert target <= len(trials) <= target + 1, [(t.number, t.state.name) for t in trials]
     assert numbers == list(range(len(trials)))
     assert all(t.state.name == "COMPLETE" for t in trials)

@@ -6,9 +6,11 @@ import csv
 from pathlib import Path
 
 import pytest
+from wandb_offline import read_offline_run
 
+from seg_bench import tracking
 from seg_bench.errors import UserError
-from seg_bench.tracking import runs as tracking
+from seg_bench.tracking import redaction
 
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"
 DB_PASSWORD = "s3cr3t-Pa55"
@@ -85,7 +87,8 @@ def test_resolve_kind(monkeypatch):
 def test_csv_logger_config_is_redacted(tmp_path):
     logger = tracking.build_logger(
         "csv", tmp_path / "run", group="g", name="n", tags=["unet"],
-        config={"dataset": "synthetic", "storage": f"postgresql://u:{DB_PASSWORD}@h/db", "api_key": "abc123"},
+        config={"dataset": "synthetic", "storage": f"postgresql://u:{DB_PASSWORD}@h/db",
+                "api_key": "abc123"},
     )  # fmt: skip
     logger.save()
     hparams = (tmp_path / "run" / "logs" / "csv" / "hparams.yaml").read_text()
@@ -103,7 +106,7 @@ def test_wandb_failure_falls_back_to_csv_and_warns_once(
         raise RuntimeError(f"network unreachable (key {FAKE_KEY})")
 
     monkeypatch.setattr(wandb, "init", broken_init)
-    monkeypatch.setattr(tracking, "_warned", set())
+    monkeypatch.setattr(redaction, "_warned", set())
     first = tracking.build_logger("wandb", tmp_path / "a", config={"dataset": "synthetic"})
     second = tracking.build_logger("auto", tmp_path / "b", config={"dataset": "synthetic"})
     assert type(first).__name__ == type(second).__name__ == "CSVLogger"
@@ -131,7 +134,7 @@ def test_offline_wandb_run_has_config_history_summary_and_overlays(tmp_path, off
     offline = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1, "one offline run, in the run directory (so `wandb sync` finds it)"
 
-    run = tracking.read_offline_run(run_dir)
+    run = read_offline_run(run_dir)
     assert run["exited"]
     assert run["run"]["project"] == "seg-bench-synthetic"
     assert run["run"]["group"] == "bench-synthetic-smoke" and run["run"]["name"] == "unet-seed0"
@@ -169,11 +172,12 @@ def test_offline_wandb_run_has_config_history_summary_and_overlays(tmp_path, off
 def test_offline_wandb_config_redacted_and_leaderboard_table(tmp_path, offline_wandb):
     logger = tracking.build_logger(
         "wandb", tmp_path / "r", project="p", group="g", name="n",
-        config={"storage": f"postgresql://u:{DB_PASSWORD}@h/db", "wandb_api_key": FAKE_KEY, "lr": 0.1},
+        config={"storage": f"postgresql://u:{DB_PASSWORD}@h/db", "wandb_api_key": FAKE_KEY,
+                "lr": 0.1},
     )  # fmt: skip
     assert tracking.is_wandb(logger)
     tracking.TrackedRun(logger).finish()
-    run = tracking.read_offline_run(tmp_path / "r")
+    run = read_offline_run(tmp_path / "r")
     assert run["config"]["storage"] == "postgresql://u:***@h/db"
     assert run["config"]["wandb_api_key"] == "***" and run["config"]["lr"] == 0.1
     assert DB_PASSWORD.encode() not in _all_bytes(tmp_path / "r")
@@ -187,9 +191,22 @@ def test_offline_wandb_config_redacted_and_leaderboard_table(tmp_path, offline_w
     tracking.log_leaderboard(
         "synthetic", board, "wandb", "bench-synthetic-smoke", run_dir=tmp_path / "lb"
     )
-    table_run = tracking.read_offline_run(tmp_path / "lb")
+    table_run = read_offline_run(tmp_path / "lb")
     assert table_run["run"]["job_type"] == "leaderboard"
     rows = [row for row in table_run["history"] if "leaderboard/_type" in row]
     assert (
         rows and rows[0]["leaderboard/_type"] == "table-file" and rows[0]["leaderboard/nrows"] == 2
     )
+
+
+def test_logger_kind_goes_by_class_not_by_class_name(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    class WandbLogger(CSVLogger):  # a CSV logger that merely shares W&B's class name
+        pass
+
+    impostor = WandbLogger(save_dir=str(tmp_path), name="logs", version="csv")
+    assert not tracking.is_wandb(impostor)
+    assert tracking.logger_kind(impostor) == "csv"
+    assert tracking.TrackedRun(impostor).kind == "csv"
+    assert tracking.TrackedRun(False).kind == "none"

@@ -206,7 +206,7 @@ def bench(
     overrides = dict(overrides or {})
     tuned: dict[str, dict[str, Any]] = {m: {} for m in models}
     if trials > 0:  # search every model first (resumable; a finished study runs nothing)
-        from seg_bench.search.runner import describe_best, run_search
+        from seg_bench.search import describe_best, run_search
 
         for m in models:
             found = run_search(

@@ -1,0 +1,186 @@
+"""The Lightning logger of one run, chosen by ``--logger`` / ``RunConfig.logger``.
+
+``auto``        W&B, online when ``WANDB_API_KEY`` is set (or ``WANDB_MODE=online``), otherwise
+                offline into the run directory (``<run_dir>/wandb/offline-run-*``; upload later
+                with ``wandb sync <that dir>``). ``WANDB_MODE=disabled`` makes it CSV.
+``wandb``       the same, chosen explicitly.
+``csv``         ``<run_dir>/logs/csv/metrics.csv`` and ``hparams.yaml``.
+``tensorboard`` ``<run_dir>/logs/tensorboard`` (needs the ``tensorboard`` package).
+``none``        no logger.
+
+A W&B failure (package missing, no network, bad key) never stops training: it warns once per
+process and the run logs to CSV instead. Every config is redacted before any logger sees it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+
+from seg_bench.errors import UserError
+from seg_bench.tracking.redaction import redact, redact_text, warn_once
+
+KINDS = ("auto", "wandb", "csv", "tensorboard", "none")
+
+
+def resolve_kind(kind: str | None) -> str:
+    """The logger kind ``kind`` means here: ``auto`` becomes ``wandb`` (or ``csv`` when
+    ``WANDB_MODE=disabled``); an unknown kind is a UserError."""
+    kind = (kind or "auto").lower()
+    if kind not in KINDS:
+        raise UserError(f"unknown logger '{kind}'. Known: {', '.join(KINDS)}")
+    if kind == "auto":
+        return "csv" if os.environ.get("WANDB_MODE", "").lower() == "disabled" else "wandb"
+    return kind
+
+
+def wandb_mode() -> str:
+    """'online' when a key is configured (or WANDB_MODE asks for it), else 'offline'."""
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode in ("online", "run"):
+        return "online"
+    if mode in ("offline", "dryrun"):
+        return "offline"
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def default_project(dataset: str | None) -> str:
+    """``$WANDB_PROJECT``, else ``seg-bench-<dataset>``."""
+    return os.environ.get("WANDB_PROJECT") or f"seg-bench-{dataset or 'runs'}"
+
+
+def is_wandb(logger: Any) -> bool:
+    return isinstance(logger, WandbLogger)
+
+
+def logger_kind(logger: Any) -> str:
+    """The kind of a built logger: ``wandb``, ``csv``, ``tensorboard``, ``none`` or its class."""
+    if not logger:
+        return "none"
+    for cls, kind in (
+        (WandbLogger, "wandb"),
+        (CSVLogger, "csv"),
+        (TensorBoardLogger, "tensorboard"),
+    ):
+        if isinstance(logger, cls):
+            return kind
+    return type(logger).__name__
+
+
+def build_logger(
+    kind: str | None,
+    run_dir: Path | str,
+    project: str | None = None,
+    group: str | None = None,
+    name: str | None = None,
+    tags: list[str] | tuple[str, ...] = (),
+    config: dict[str, Any] | None = None,
+    job_type: str | None = None,
+) -> Any:
+    """A Lightning logger for one run, or ``False`` for kind ``none``. W&B problems fall back to
+    CSV with one warning per process; the config is redacted before any logger sees it."""
+    kind = resolve_kind(kind)
+    if kind == "none":
+        return False
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    safe = redact(dict(config or {}))
+    project = project or default_project(safe.get("dataset"))
+    if kind == "wandb":
+        try:
+            return _wandb_logger(run_dir, project, group, name, tags, safe, job_type)
+        except Exception as e:  # noqa: BLE001 - any W&B failure must leave training alone
+            _give_up_on_wandb(e)
+            kind = "csv"
+    logger = _local_logger(kind, run_dir)
+    logger.log_hyperparams({**safe, "group": group, "name": name, "tags": list(tags or ())})
+    return logger
+
+
+def _local_logger(kind: str, run_dir: Path) -> CSVLogger | TensorBoardLogger:
+    if kind == "csv":
+        return CSVLogger(save_dir=str(run_dir), name="logs", version="csv")
+    try:
+        return TensorBoardLogger(
+            save_dir=str(run_dir), name="logs", version="tensorboard", default_hp_metric=False
+        )
+    except ModuleNotFoundError as e:
+        raise UserError(
+            "--logger tensorboard needs the tensorboard package: pip install tensorboard"
+        ) from e
+
+
+def _give_up_on_wandb(error: Exception) -> None:
+    text = str(error).strip()
+    reason = text.splitlines()[0] if text else type(error).__name__
+    warn_once(
+        "wandb",
+        f"W&B logging unavailable ({type(error).__name__}: {reason}); "
+        "logging to CSV under the run directory instead",
+    )
+    with contextlib.suppress(Exception):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=1)
+
+
+def _wandb_logger(run_dir: Path, project, group, name, tags, config, job_type=None) -> WandbLogger:
+    import wandb
+
+    if wandb.run is not None:  # a run left open would swallow this one (WandbLogger reuses it)
+        wandb.finish()
+    settings = wandb.Settings(
+        console="off",  # Lightning's own output stays on the terminal, not in the run
+        silent=True,
+        save_code=False,
+        init_timeout=float(os.environ.get("WANDB_INIT_TIMEOUT", 60)),
+    )
+    logger = WandbLogger(
+        project=project,
+        group=group,
+        name=name,
+        tags=list(tags or ()),
+        job_type=job_type,
+        save_dir=str(run_dir),
+        config=config,
+        mode=wandb_mode(),  # not WandbLogger(offline=...), which rewrites os.environ
+        settings=settings,
+        allow_val_change=True,
+    )
+    # Private: WandbLogger always passes anonymous=None to wandb.init, which W&B deprecated
+    # and warns about; no constructor argument leaves it out, so drop it from the init kwargs.
+    logger._wandb_init.pop("anonymous", None)
+    with _redacted_argv():
+        _ = logger.experiment  # start now, so a failure surfaces here and not in the middle of fit
+    return logger
+
+
+@contextlib.contextmanager
+def _redacted_argv() -> Iterator[None]:
+    """W&B stores the command line (sys.argv) in each run's metadata, e.g. a --storage URL with
+    its password: let it see a redacted copy while the run starts, and only then (Lightning's
+    DDP launcher starts the other processes with the real sys.argv)."""
+    saved = sys.argv
+    sys.argv = [redact_text(a) for a in saved]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+__all__ = [
+    "KINDS",
+    "build_logger",
+    "default_project",
+    "is_wandb",
+    "logger_kind",
+    "resolve_kind",
+    "wandb_mode",
+]
