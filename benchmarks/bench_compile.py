@@ -55,7 +55,8 @@ from common import (  # noqa: E402
 def worker(spec: dict) -> dict:
     """One model: eager steps, compiled steps, optionally the eval compile. Runs in a subprocess."""
     import torch
-    from common import (
+    from common import setup_torch
+    from train_loop import (
         HandLoop,
         batch_loader,
         cpu_config,
@@ -63,7 +64,6 @@ def worker(spec: dict) -> dict:
         make_model,
         pregenerate,
         profile_precision,
-        setup_torch,
     )
 
     setup_torch(spec["threads"])
@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> None:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return
 
-    from common import cpu_config, profile_precision, profile_steps, setup_torch
+    from common import setup_torch
+    from train_loop import cpu_config, profile_precision, profile_steps
 
     setup_torch(args.threads)
     budget = Budget(args.budget)

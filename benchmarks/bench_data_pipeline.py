@@ -31,23 +31,25 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     Budget,
-    HandLoop,
     add_common_args,
-    batch_loader,
     core_models,
     cores,
-    cpu_config,
-    datamodule,
     emit,
     intervals,
     machine_line,
-    make_model,
     md_table,
     models_arg,
-    pregenerate,
-    profile_precision,
     setup_torch,
     stats,
+)
+from train_loop import (  # noqa: E402
+    HandLoop,
+    batch_loader,
+    cpu_config,
+    datamodule,
+    make_model,
+    pregenerate,
+    profile_precision,
 )
 
 REAL = ("dsb2018", "isbi2012", "ncmir", "epfl")

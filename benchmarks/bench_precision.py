@@ -37,27 +37,29 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     Budget,
-    HandLoop,
     add_common_args,
-    batch_loader,
     clock_name,
     core_models,
-    cpu_config,
-    datamodule,
     emit,
     flat,
     machine_info,
     machine_line,
-    make_model,
     md_table,
     models_arg,
     paired_ratio,
-    pregenerate,
-    profile_precision,
     rounds,
     setup_torch,
     stats,
     steps_for,
+)
+from train_loop import (  # noqa: E402
+    HandLoop,
+    batch_loader,
+    cpu_config,
+    datamodule,
+    make_model,
+    pregenerate,
+    profile_precision,
 )
 
 # name -> (device, Lightning precision, channels_last)

@@ -33,22 +33,24 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     Budget,
-    HandLoop,
     add_common_args,
-    batch_loader,
     core_models,
-    cpu_config,
-    datamodule,
     emit,
     machine_line,
-    make_model,
     md_table,
     models_arg,
-    pregenerate,
-    profile_precision,
     setup_torch,
     stats,
     steps_for,
+)
+from train_loop import (  # noqa: E402
+    HandLoop,
+    batch_loader,
+    cpu_config,
+    datamodule,
+    make_model,
+    pregenerate,
+    profile_precision,
 )
 
 

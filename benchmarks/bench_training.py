@@ -45,30 +45,32 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     Budget,
-    HandLoop,
     add_common_args,
-    batch_loader,
     clock_name,
     core_models,
-    cpu_config,
-    datamodule,
     emit,
     flat,
     fmt,
     intervals,
     machine_line,
-    make_model,
     md_table,
     models_arg,
     now,
     paired_ratio,
-    pregenerate,
-    profile_precision,
     rounds,
     setup_torch,
     stats,
     steps_for,
     sync,
+)
+from train_loop import (  # noqa: E402
+    HandLoop,
+    batch_loader,
+    cpu_config,
+    datamodule,
+    make_model,
+    pregenerate,
+    profile_precision,
 )
 
 TARGET = 0.95
