@@ -3,7 +3,7 @@
 Per core architecture at the cpu profile (synthetic nuclei, patch 128, batch 8, width 0.25,
 the profile's precision: bf16 autocast on CPU, 16-mixed on a GPU):
 
-* ``loop``: :class:`common.HandLoop`, the same network (``create_model``), loss, optimizer and
+* ``loop``: :class:`train_loop.HandLoop`, the same network (``create_model``), loss, optimizer and
   autocast, nothing else;
 * ``lightning``: ``SegmentationTask`` fitted by the Trainer from ``seg_bench.training.trainer.build_trainer``
   exactly as ``seg-bench train`` builds it (progress bar, ``log_every_n_steps=1``, the epoch
