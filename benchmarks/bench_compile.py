@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     Budget,
     add_common_args,
-    core_models,
+    add_models_arg,
     emit,
     fmt,
     machine_line,
@@ -150,12 +150,7 @@ def run_worker(spec: dict, timeout: float, cache_dir: str) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap, budget=300)
-    ap.add_argument(
-        "--models",
-        default=None,
-        help="comma list (default: the cpu profile's bench models "
-        f"{','.join(core_models())}; quick: unet)",
-    )
+    add_models_arg(ap)
     ap.add_argument(
         "--patch", type=int, default=None, help="patch size (default: the profile's 128; quick 64)"
     )

@@ -38,8 +38,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     Budget,
     add_common_args,
+    add_models_arg,
     clock_name,
-    core_models,
     emit,
     flat,
     machine_info,
@@ -112,12 +112,7 @@ def short_run(cfg, dm, batches, setting, seed) -> float:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap, budget=330, cpu_time=True)
-    ap.add_argument(
-        "--models",
-        default=None,
-        help="comma list (default: the cpu profile's bench models "
-        f"{','.join(core_models())}; quick: unet)",
-    )
+    add_models_arg(ap)
     ap.add_argument("--rounds", type=int, default=None, help="timing rounds (default 2)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument(

@@ -48,8 +48,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     Budget,
     add_common_args,
+    add_models_arg,
     clock_name,
-    core_models,
     emit,
     flat,
     fmt,
@@ -237,12 +237,7 @@ def profile_pair(cfg, dm, batches, device, precision, seed, run_dir) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap, budget=300, cpu_time=True)
-    ap.add_argument(
-        "--models",
-        default=None,
-        help="comma list (default: the cpu profile's bench models "
-        f"{','.join(core_models())}; quick: unet)",
-    )
+    add_models_arg(ap)
     ap.add_argument("--device", default="cpu", help="cpu | cuda")
     ap.add_argument("--rounds", type=int, default=None, help="A/B rounds (default 3, quick 2)")
     ap.add_argument(

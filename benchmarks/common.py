@@ -74,6 +74,15 @@ def add_common_args(ap: argparse.ArgumentParser, budget: float, cpu_time: bool =
         )
 
 
+def add_models_arg(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "--models",
+        default=None,
+        help="comma list (default: the cpu profile's bench models "
+        f"{','.join(core_models())}; quick: unet)",
+    )
+
+
 def models_arg(text: str | None, default: Sequence[str] | None = None) -> list[str]:
     if not text:
         return list(default) if default is not None else core_models()
