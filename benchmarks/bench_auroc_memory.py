@@ -28,7 +28,7 @@ import tracemalloc
 import numpy as np
 import torch
 
-from seg_bench.metrics.functional import probability_histograms, roc_auc_binned, roc_auc_exact
+from seg_bench.metrics.roc import probability_histograms, roc_auc_binned, roc_auc_exact
 from seg_bench.metrics.streaming import BinnedROC
 
 

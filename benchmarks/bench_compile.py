@@ -4,14 +4,15 @@ Per core architecture at the cpu profile (patch 128, batch 8, width 0.25, the pr
 precision), each in its own subprocess with an empty Inductor cache (a cold compile, as the first
 run of a model on a machine) and a hard time limit:
 
-* eager: the hand-written training step (:class:`common.HandLoop`), warm-up dropped, median;
-* compiled: ``torch.compile(model)`` as ``seg_bench.training.trainer`` does with ``compile: true`` (the
-  loss and the optimizer stay eager; AOTAutograd compiles the backward too). Compile cost = the
-  time of the first compiled steps beyond the same number of compiled steady steps;
-* eval compile (``--eval``, first model only, to show its cost): seg-bench validates every epoch with the
-  same compiled module in eval mode under ``inference_mode`` (sliding window, batches of up to 4
-  tiles and a smaller last batch), which compiles new graphs: the extra time of the first
-  validation pass over a second one;
+* eager: the hand-written training step (:class:`train_loop.HandLoop`), warm-up dropped, median;
+* compiled: ``torch.compile(model)`` as ``seg_bench.training.trainer`` does with
+  ``compile: true`` (the loss and the optimizer stay eager; AOTAutograd compiles the backward
+  too). Compile cost = the time of the first compiled steps beyond the same number of compiled
+  steady steps;
+* eval compile (``--eval``, first model only, to show its cost): seg-bench validates every epoch
+  with the same compiled module in eval mode under ``inference_mode`` (sliding window, batches
+  of up to 4 tiles and a smaller last batch), which compiles new graphs: the extra time of the
+  first validation pass over a second one;
 * warm cache (full mode, if the budget allows): the same compile again in a new process with the
   cache the first one filled (the second seed of ``seg-bench bench``).
 
@@ -42,29 +43,22 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     Budget,
     add_common_args,
-    core_models,
+    add_models_arg,
     emit,
     fmt,
     machine_line,
     md_table,
     models_arg,
+    setup_torch,
     stats,
 )
+from train_loop import cpu_config, profile_precision, profile_steps  # noqa: E402
 
 
 def worker(spec: dict) -> dict:
     """One model: eager steps, compiled steps, optionally the eval compile. Runs in a subprocess."""
     import torch
-    from common import (
-        HandLoop,
-        batch_loader,
-        cpu_config,
-        datamodule,
-        make_model,
-        pregenerate,
-        profile_precision,
-        setup_torch,
-    )
+    from train_loop import HandLoop, batch_loader, datamodule, make_model, pregenerate
 
     setup_torch(spec["threads"])
     cfg = cpu_config(spec["model"], patch_size=spec["patch"])
@@ -153,14 +147,10 @@ def run_worker(spec: dict, timeout: float, cache_dir: str) -> dict:
     return res
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap, budget=300)
-    ap.add_argument(
-        "--models",
-        default=None,
-        help=f"comma list (default: the cpu profile's bench models {','.join(core_models())}; quick: unet)",
-    )
+    add_models_arg(ap)
     ap.add_argument(
         "--patch", type=int, default=None, help="patch size (default: the profile's 128; quick 64)"
     )
@@ -174,24 +164,131 @@ def main(argv: list[str] | None = None) -> None:
         "about as long again as the training compile, so off by default)",
     )
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def verdict(res: dict, spec: dict, do_eval: bool, budget_steps: int) -> str:
+    """Whether the compile pays back within one profile run; adds the break-even to ``res``."""
+    eager, comp = res.get("eager_step_s"), res.get("compiled_step_s")
+    if "error" in res:
+        return f"error: {res['error']}"
+    if comp is None:
+        spent = res.get("wall_s", 0)
+        whole = (eager or 0) * budget_steps
+        return f"compile not done after {spent:.0f} s" + (
+            f" > whole eager run ({whole:.0f} s): cannot pay back"
+            if eager and spent > whole
+            else " (budget)"
+        )
+    total = res["compile_s"] + res.get("eval_compile_s", 0.0)
+    gain = eager - comp
+    be = total / gain if gain > 0 else float("inf")
+    res["break_even_steps"] = be
+    if spec["eval"] and "eval_compile_s" not in res:
+        res["eval_note"] = "not finished"
+    elif do_eval and not spec["eval"]:
+        res["eval_note"] = "first model only"
+    res["pays_back"] = be < budget_steps
+    if be < budget_steps:
+        text = f"pays back after {be:.0f} steps"
+    elif be != float("inf"):
+        text = f"does not pay back ({be:.0f} > {budget_steps} steps)"
+    else:
+        text = "never: compiled is not faster"
+    if "eval_compile_s" not in res and gain > 0:
+        text += " (training compile only)"
+    return text
+
+
+def result_row(name: str, res: dict, do_eval: bool, text: str) -> list[str]:
+    eager, comp = res.get("eager_step_s"), res.get("compiled_step_s")
+    if "eval_compile_s" in res:
+        eval_cell = fmt(res.get("eval_compile_s"), 1)
+    else:
+        eval_cell = res.get("eval_note", "-") if do_eval else "not run"
+    return [
+        name,
+        fmt(1000 * eager, 0) if eager else "-",
+        fmt(1000 * comp, 0) if comp else "-",
+        f"{eager / comp:.2f}x" if eager and comp else "-",
+        fmt(res.get("compile_s"), 1),
+        eval_cell,
+        fmt(res.get("warm_cache_compile_s"), 1),
+        text,
+    ]
+
+
+def bench_model(spec: dict, left: float, cache: str, budget: Budget, quick: bool) -> dict:
+    """One model's worker run, then (full mode, time allowing) the same with a warm cache."""
+    res = run_worker(spec, left, cache)
+    if (
+        "compile_s" in res
+        and "timeout_s" not in res
+        and budget.left() > 2 * res.get("wall_s", 0)
+        and not quick
+    ):
+        warm = run_worker({**spec, "eval": False}, budget.left() / 2, cache)
+        res["warm_cache_compile_s"] = warm.get("compile_s")
+    return res
+
+
+HEADERS = [
+    "model",
+    "eager ms/step",
+    "compiled ms/step",
+    "speed-up",
+    "compile s",
+    "eval compile s",
+    "warm-cache compile s",
+    "verdict",
+]
+
+
+def report(rows, data, patch, cfg0, budget_steps, do_eval, has_cxx) -> list[str]:
+    not_measured = (
+        " Not measured here (`--eval`): `train()` validates with the compiled module, and "
+        "its first validation pass compiles eval-mode graphs too, which only delays the "
+        "break-even further."
+    )
+    pays = [m for m in data if data[m].get("pays_back")]
+    return [
+        f"torch.compile (default mode, inductor) of the model, training step at patch {patch}, "
+        f"batch {cfg0.batch_size}, {profile_precision(cfg0)}; each model in a fresh process with "
+        f"an empty Inductor cache (cold). Compile s = first 2 compiled steps minus 2 steady "
+        f"compiled steps; eval compile s = the extra time of the first validation pass (eval "
+        f"mode, inference_mode, sliding window) with the compiled module; break-even = (compile "
+        f"+ eval compile) / (eager - compiled) steps, against the {budget_steps} steps of one "
+        f"cpu-profile run. Warm-cache compile s = the same compile in a new process with the "
+        f"cache filled (later seeds of a bench). C++ compiler: {has_cxx or 'none found'}."
+        + ("" if do_eval else not_measured),
+        "",
+        md_table(HEADERS, rows),
+        "",
+        f"Pays back within one cpu-profile run ({budget_steps} steps): "
+        + (", ".join(pays) if pays else "none of the measured models")
+        + (
+            ". `compile: false` stays the right default for the cpu profile."
+            if not pays
+            else "; elsewhere `compile: false` stays the right default for the cpu profile."
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.worker:
         print("RESULT " + json.dumps(worker(json.loads(args.worker))), flush=True)
         return
-
-    from common import cpu_config, profile_precision, profile_steps, setup_torch
 
     setup_torch(args.threads)
     budget = Budget(args.budget)
     models = models_arg(args.models, ("unet",) if args.quick else None)
     cfg0 = cpu_config(models[0])
     patch = args.patch or (64 if args.quick else cfg0.patch_size)
-    n = args.steps or (3 if args.quick else 5)
     budget_steps = profile_steps(cfg0)
-    do_eval = args.eval
     print(
-        f"# torch.compile (inductor), cpu profile, patch {patch}, {profile_precision(cfg0)}; profile run = "
-        f"{budget_steps} steps\n# {machine_line()}",
+        f"# torch.compile (inductor), cpu profile, patch {patch}, {profile_precision(cfg0)}; "
+        f"profile run = {budget_steps} steps\n# {machine_line()}",
         flush=True,
     )
     has_cxx = (
@@ -216,115 +313,29 @@ def main(argv: list[str] | None = None) -> None:
                 "model": name,
                 "patch": patch,
                 "warmup": 2,
-                "steps": n,
+                "steps": args.steps or (3 if args.quick else 5),
                 "first": 2,
-                "eval": do_eval and i == 0,  # once is enough to show its cost
+                "eval": args.eval and i == 0,  # once is enough to show its cost
                 "seed": args.seed,
                 "threads": args.threads,
             }
-            cache = os.path.join(cache_root, name)
-            res = run_worker(spec, left, cache)
-            if (
-                "compile_s" in res
-                and "timeout_s" not in res
-                and budget.left() > 2 * res.get("wall_s", 0)
-                and not args.quick
-            ):
-                warm = run_worker({**spec, "eval": False}, budget.left() / 2, cache)
-                res["warm_cache_compile_s"] = warm.get("compile_s")
-            data[name] = res
-            eager, comp = res.get("eager_step_s"), res.get("compiled_step_s")
-            if "error" in res:
-                verdict = f"error: {res['error']}"
-            elif comp is None:
-                spent = res.get("wall_s", 0)
-                whole = (eager or 0) * budget_steps
-                verdict = f"compile not done after {spent:.0f} s" + (
-                    f" > whole eager run ({whole:.0f} s): cannot pay back"
-                    if eager and spent > whole
-                    else " (budget)"
-                )
-            else:
-                total = res["compile_s"] + res.get("eval_compile_s", 0.0)
-                gain = eager - comp
-                be = total / gain if gain > 0 else float("inf")
-                res["break_even_steps"] = be
-                if spec["eval"] and "eval_compile_s" not in res:
-                    res["eval_note"] = "not finished"
-                elif do_eval and not spec["eval"]:
-                    res["eval_note"] = "first model only"
-                res["pays_back"] = be < budget_steps
+            res = data[name] = bench_model(
+                spec, left, os.path.join(cache_root, name), budget, args.quick
+            )
+            text = verdict(res, spec, args.eval, budget_steps)
+            if "break_even_steps" in res:
+                be = res["break_even_steps"]
                 headline[f"compile break-even {name}"] = (
                     f"{be:.0f} steps (profile run {budget_steps})"
                     if be != float("inf")
                     else "never (no speed-up)"
                 )
-                verdict = (
-                    f"pays back after {be:.0f} steps" if be < budget_steps else
-                    (f"does not pay back ({be:.0f} > {budget_steps} steps)" if be != float("inf") else "never: compiled is not faster")
-                )  # fmt: skip
-                if "eval_compile_s" not in res and gain > 0:
-                    verdict += " (training compile only)"
-            rows.append(
-                [
-                    name,
-                    fmt(1000 * eager, 0) if eager else "-",
-                    fmt(1000 * comp, 0) if comp else "-",
-                    f"{eager / comp:.2f}x" if eager and comp else "-",
-                    fmt(res.get("compile_s"), 1),
-                    fmt(res.get("eval_compile_s"), 1)
-                    if "eval_compile_s" in res
-                    else (res.get("eval_note", "-") if do_eval else "not run"),  # fmt: skip
-                    fmt(res.get("warm_cache_compile_s"), 1),
-                    verdict,
-                ]
-            )
+            rows.append(result_row(name, res, args.eval, text))
             print(f"{name}: {rows[-1]}", flush=True)
     finally:
         shutil.rmtree(cache_root, ignore_errors=True)
 
-    md = [
-        f"torch.compile (default mode, inductor) of the model, training step at patch {patch}, batch "
-        f"{cfg0.batch_size}, {profile_precision(cfg0)}; each model in a fresh process with an empty "
-        f"Inductor cache (cold). Compile s = first 2 compiled steps minus 2 steady compiled steps; eval "
-        f"compile s = the extra time of the first validation pass (eval mode, inference_mode, sliding "
-        f"window) with the compiled module; break-even = (compile + eval compile) / (eager - compiled) "
-        f"steps, against the {budget_steps} steps of one cpu-profile run. Warm-cache compile s = the "
-        f"same compile in a new process with the cache filled (later seeds of a bench). C++ "
-        f"compiler: {has_cxx or 'none found'}."
-        + (
-            ""
-            if do_eval
-            else " Not measured here (`--eval`): `train()` validates with the compiled module, and "
-            "its first validation pass compiles eval-mode graphs too, which only delays the "
-            "break-even further."
-        ),
-        "",
-        md_table(
-            [
-                "model",
-                "eager ms/step",
-                "compiled ms/step",
-                "speed-up",
-                "compile s",
-                "eval compile s",
-                "warm-cache compile s",
-                "verdict",
-            ],
-            rows,
-        ),
-    ]
-    pays = [m for m in data if data[m].get("pays_back")]
-    md += [
-        "",
-        f"Pays back within one cpu-profile run ({budget_steps} steps): "
-        + (", ".join(pays) if pays else "none of the measured models")
-        + (
-            ". `compile: false` stays the right default for the cpu profile."
-            if not pays
-            else "; elsewhere `compile: false` stays the right default for the cpu profile."
-        ),
-    ]
+    md = report(rows, data, patch, cfg0, budget_steps, args.eval, has_cxx)
     emit(args, "compile", "torch.compile on CPU", "\n".join(md), headline, data, budget)
 
 

@@ -31,23 +31,25 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     Budget,
-    HandLoop,
     add_common_args,
-    batch_loader,
     core_models,
     cores,
-    cpu_config,
-    datamodule,
     emit,
     intervals,
     machine_line,
-    make_model,
     md_table,
     models_arg,
-    pregenerate,
-    profile_precision,
     setup_torch,
     stats,
+)
+from train_loop import (  # noqa: E402
+    HandLoop,
+    batch_loader,
+    cpu_config,
+    datamodule,
+    make_model,
+    pregenerate,
+    profile_precision,
 )
 
 REAL = ("dsb2018", "isbi2012", "ncmir", "epfl")
@@ -103,7 +105,7 @@ def end_to_end(cfg, dm, workers: int, steps: int, warmup: int, precision: str, s
     return {"steps_per_s": 1 / s["median"], "median_step_s": s["median"], "spread": s["spread"]}
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap, budget=150)
     ap.add_argument(
@@ -114,7 +116,89 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--batches", type=int, default=None, help="batches timed per loader (default 15, quick 5)"
     )
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def consumption(models: list[str], dm0, precision: str, quick: bool, seed: int) -> dict:
+    """Median training step time (s) of every architecture on the same pre-generated batches."""
+    warm, steps = (1, 2) if quick else (2, 4)
+    pool = pregenerate(dm0, warm + steps, seed=seed)
+    consume = {}
+    for name in models:
+        cfg = cpu_config(name)
+        loop = HandLoop(cfg, make_model(cfg, dm0, seed=seed), precision)
+        consume[name] = stats(loop.run(batch_loader(pool))[warm:])["median"]
+        print(f"consumer {name}: {1 / consume[name]:.2f} steps/s", flush=True)
+    return consume
+
+
+def measure_dataset(ds: str, args, n_batches: int, budget: Budget) -> dict | str:
+    """Set-up time and loader rates of one dataset, or why it was not measured."""
+    try:
+        cfg = cpu_config("unet", dataset=ds, augment=args.augment)
+        t0 = time.perf_counter()
+        dm = datamodule(cfg)
+        setup = time.perf_counter() - t0
+    except Exception as exc:  # missing or incomplete data: say so, create nothing
+        return f"{ds} ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})"
+    r0 = loader_rate(dm, 0, n_batches, args.seed)
+    r1 = loader_rate(dm, 1, n_batches, args.seed) if budget.left() > 5 else None
+    print(
+        f"{ds}: 0 workers {r0['batches_per_s']:.1f} batches/s"
+        + (f", 1 worker {r1['batches_per_s']:.1f}" if r1 else ""),
+        flush=True,
+    )
+    return {
+        "setup_s": setup,
+        "workers0": r0,
+        "workers1": r1,
+        "patch": dm.patch_size,
+        "train_images": len(dm.samples("train")),
+    }
+
+
+def dataset_row(ds: str, entry: dict, consume: dict, slowest: str, fastest: str) -> list[str]:
+    r0, r1 = entry["workers0"], entry["workers1"]
+    return [
+        ds,
+        f"{entry['train_images']}",
+        f"{entry['setup_s']:.1f}",
+        f"{r0['batches_per_s']:.1f}",
+        f"{r1['batches_per_s']:.1f} ({r1['startup_s']:.1f} s)" if r1 else "-",
+        f"{r0['batches_per_s'] * consume[slowest]:.0f}x",
+        f"{r0['batches_per_s'] * consume[fastest]:.0f}x",
+    ]
+
+
+def report(args, cfg0, precision, consume, rows, skipped, e2e, auto_workers) -> list[str]:
+    slowest, fastest = max(consume, key=consume.get), min(consume, key=consume.get)
+    headers = ["dataset", "train images", "set-up s", "0 workers batch/s"]
+    headers += ["1 worker batch/s (start-up)", f"headroom vs {slowest}", f"headroom vs {fastest}"]
+    md = [
+        f"Batches/s of each DataModule's train loader at the cpu profile (patch "
+        f"{cfg0.patch_size}, batch {cfg0.batch_size}, `{args.augment}` augmentation) vs the "
+        f"training consumption rate ({precision}): slowest architecture {slowest} "
+        f"{1 / consume[slowest]:.2f} steps/s, fastest {fastest} {1 / consume[fastest]:.2f} "
+        f"steps/s. `default_num_workers()` on this machine ({cores()} cores): "
+        f"**{auto_workers}**. Headroom = loader batches/s (0 workers) / steps/s.",
+        "",
+        md_table(headers, rows),
+    ]
+    if skipped:
+        md += ["", "Not measured: " + "; ".join(skipped)]
+    if e2e:
+        a, b = e2e[0], e2e[1]
+        md += [
+            "",
+            f"End to end, {fastest} trained from the synthetic `{args.augment}` loader: 0 workers "
+            f"{a['steps_per_s']:.2f} steps/s, 1 worker {b['steps_per_s']:.2f} steps/s "
+            f"(1 worker / 0 workers = {b['steps_per_s'] / a['steps_per_s']:.2f}x).",
+        ]
+    return md
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     setup_torch(args.threads)
     from seg_bench.data.base import default_num_workers
 
@@ -128,65 +212,28 @@ def main(argv: list[str] | None = None) -> None:
     )
     auto_workers = default_num_workers()
     print(
-        f"# data pipeline, augment {args.augment}, data root {os.path.abspath(base)}\n# {machine_line()}",
+        f"# data pipeline, augment {args.augment}, data root {os.path.abspath(base)}\n"
+        f"# {machine_line()}",
         flush=True,
     )
 
     # Consumption: step time of every architecture at the cpu profile's precision.
     cfg0 = cpu_config(models[0])
     precision = profile_precision(cfg0)
-    dm0 = datamodule(cfg0)
-    warm, steps = (1, 2) if args.quick else (2, 4)
-    pool = pregenerate(dm0, warm + steps, seed=args.seed)
-    consume = {}
-    for name in models:
-        cfg = cpu_config(name)
-        t = HandLoop(cfg, make_model(cfg, dm0, seed=args.seed), precision).run(batch_loader(pool))[
-            warm:
-        ]
-        consume[name] = stats(t)["median"]
-        print(f"consumer {name}: {1 / consume[name]:.2f} steps/s", flush=True)
-    slowest = max(consume, key=consume.get)
-    fastest = min(consume, key=consume.get)
+    consume = consumption(models, datamodule(cfg0), precision, args.quick, args.seed)
+    slowest, fastest = max(consume, key=consume.get), min(consume, key=consume.get)
 
     rows, data, skipped = [], {"consumers_step_s": consume, "default_num_workers": auto_workers}, []
     for ds in names:
         if budget.left() < 10:
             skipped.append(f"{ds} (budget)")
             continue
-        try:
-            cfg = cpu_config("unet", dataset=ds, augment=args.augment)
-            t0 = time.perf_counter()
-            dm = datamodule(cfg)
-            setup = time.perf_counter() - t0
-        except Exception as exc:  # missing or incomplete data: say so, create nothing
-            skipped.append(f"{ds} ({type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
+        entry = measure_dataset(ds, args, n_batches, budget)
+        if isinstance(entry, str):
+            skipped.append(entry)
             continue
-        r0 = loader_rate(dm, 0, n_batches, args.seed)
-        r1 = loader_rate(dm, 1, n_batches, args.seed) if budget.left() > 5 else None
-        data[ds] = {
-            "setup_s": setup,
-            "workers0": r0,
-            "workers1": r1,
-            "patch": dm.patch_size,
-            "train_images": len(dm.samples("train")),
-        }
-        rows.append(
-            [
-                ds,
-                f"{len(dm.samples('train'))}",
-                f"{setup:.1f}",
-                f"{r0['batches_per_s']:.1f}",
-                f"{r1['batches_per_s']:.1f} ({r1['startup_s']:.1f} s)" if r1 else "-",
-                f"{r0['batches_per_s'] * consume[slowest]:.0f}x",
-                f"{r0['batches_per_s'] * consume[fastest]:.0f}x",
-            ]
-        )
-        print(
-            f"{ds}: 0 workers {r0['batches_per_s']:.1f} batches/s"
-            + (f", 1 worker {r1['batches_per_s']:.1f}" if r1 else ""),
-            flush=True,
-        )
+        data[ds] = entry
+        rows.append(dataset_row(ds, entry, consume, slowest, fastest))
 
     # End to end: does a worker help the fastest consumer on this machine?
     e2e = {}
@@ -198,36 +245,7 @@ def main(argv: list[str] | None = None) -> None:
             e2e[w] = end_to_end(cfg, dm, w, e_steps, e_warm, precision, args.seed)
         data["end_to_end"] = {"model": fastest, **{f"workers{w}": v for w, v in e2e.items()}}
 
-    md = [
-        f"Batches/s of each DataModule's train loader at the cpu profile (patch {cfg0.patch_size}, "
-        f"batch {cfg0.batch_size}, `{args.augment}` augmentation) vs the training consumption rate "
-        f"({precision}): slowest architecture {slowest} {1 / consume[slowest]:.2f} steps/s, fastest "
-        f"{fastest} {1 / consume[fastest]:.2f} steps/s. `default_num_workers()` on this machine "
-        f"({cores()} cores): **{auto_workers}**. Headroom = loader batches/s (0 workers) / steps/s.",
-        "",
-        md_table(
-            [
-                "dataset",
-                "train images",
-                "set-up s",
-                "0 workers batch/s",
-                "1 worker batch/s (start-up)",
-                f"headroom vs {slowest}",
-                f"headroom vs {fastest}",
-            ],
-            rows,
-        ),  # fmt: skip
-    ]
-    if skipped:
-        md += ["", "Not measured: " + "; ".join(skipped)]
-    if e2e:
-        a, b = e2e[0], e2e[1]
-        md += [
-            "",
-            f"End to end, {fastest} trained from the synthetic `{args.augment}` loader: 0 workers "
-            f"{a['steps_per_s']:.2f} steps/s, 1 worker {b['steps_per_s']:.2f} steps/s "
-            f"(1 worker / 0 workers = {b['steps_per_s'] / a['steps_per_s']:.2f}x).",
-        ]
+    md = report(args, cfg0, precision, consume, rows, skipped, e2e, auto_workers)
     headline = {"default_num_workers": auto_workers}
     if e2e:
         headline[f"1 worker vs 0 workers ({fastest}, end to end)"] = (
@@ -237,15 +255,8 @@ def main(argv: list[str] | None = None) -> None:
         headline["synthetic loader headroom vs slowest model"] = (
             f"{data['synthetic']['workers0']['batches_per_s'] * consume[slowest]:.0f}x"
         )
-    emit(
-        args,
-        "data_pipeline",
-        "Data pipeline: loader rate vs consumption",
-        "\n".join(md),
-        headline,
-        data,
-        budget,
-    )
+    title = "Data pipeline: loader rate vs consumption"
+    emit(args, "data_pipeline", title, "\n".join(md), headline, data, budget)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Sliding-window inference benchmark: throughput and peak host memory of ``seg_bench.inference.sliding_window``.
+"""Sliding-window inference benchmark: throughput and peak host memory of
+``seg_bench.inference.sliding_window``.
 
 Cases (each in its own subprocess, so every peak RSS is that case's alone):
 
@@ -242,8 +243,11 @@ def main(argv: list[str] | None = None) -> None:
         "volume overlap 0.25, logits blended (see seg_bench.inference.sliding_window)"
     )
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=1)
+        from pathlib import Path
+
+        from seg_bench.io import write_json
+
+        write_json(Path(args.json), results)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 import warnings
 
 import albumentations as A
@@ -33,7 +31,9 @@ import skimage
 from albumentations.augmentations.geometric import functional as fgeometric
 from skimage.transform import PiecewiseAffineTransform, warp
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # common, which adds the repo
+from common import median_time  # noqa: E402
+
 from seg_bench.data.augment.piecewise import (  # noqa: E402
     FastPiecewiseAffine,
     grid_diagonals,
@@ -62,17 +62,6 @@ def disc_labels(size: int, n: int = 40, seed: int = 0) -> np.ndarray:
         r = rng.integers(size // 40 + 2, size // 12 + 3)
         labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = k
     return labels
-
-
-def median_seconds(fn, repeats: int, warm_up: bool = True) -> float:
-    if warm_up:
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def skimage_transform(src: np.ndarray, dst: np.ndarray) -> PiecewiseAffineTransform:
@@ -134,13 +123,13 @@ def timing(size: int, repeats_slow: int, repeats_fast: int) -> None:
         seed=0,
     )
     seeds = iter(range(10**6))
-    t_albu = median_seconds(
-        lambda: albu(image=image, mask=mask, instances=instances), repeats_slow, False
+    t_albu = median_time(
+        lambda: albu(image=image, mask=mask, instances=instances), repeats_slow, warmup=0
     )
-    t_sk = median_seconds(
-        lambda: skimage_sample(image, mask, instances, next(seeds)), repeats_slow, False
+    t_sk = median_time(
+        lambda: skimage_sample(image, mask, instances, next(seeds)), repeats_slow, warmup=0
     )
-    t_ours = median_seconds(lambda: ours(image=image, mask=mask, instances=instances), repeats_fast)
+    t_ours = median_time(lambda: ours(image=image, mask=mask, instances=instances), repeats_fast)
     print(
         f"{size:>4}x{size:<4} {t_albu * 1e3:>12.1f} {t_sk * 1e3:>10.1f} {t_ours * 1e3:>10.2f}"
         f" {t_albu / t_ours:>10.0f}x {t_sk / t_ours:>10.0f}x"
@@ -168,7 +157,8 @@ def agreement(size: int, trials: int, albu_trials: int) -> None:
         rows.append(row)
     r = np.mean(rows, axis=0)
     print(
-        f"  {size}x{size}, {trials} random displacement sets (std {SCALE} x side), ours vs skimage:\n"
+        f"  {size}x{size}, {trials} random displacement sets (std {SCALE} x side), "
+        "ours vs skimage:\n"
         f"    same cell diagonals as skimage : map max |diff| {r[0]:.1e} px, "
         f"image mean |diff| {r[1]:.1e}, labels equal {r[2]:.2%}\n"
         f"    our default (checkerboard)     : image mean |diff| {r[3]:.1e}, "
@@ -194,11 +184,12 @@ def agreement(size: int, trials: int, albu_trials: int) -> None:
             (size, size), src, dst, grid_diagonals(tform._tesselation.simplices, GRID, GRID)
         )
         a_img = remap_image(image, ax, ay)
+        equal = (remap_labels(labels, ax, ay) == remap_labels(labels, *ours)).mean()
         print(
             f"    albumentations vs ours, same displacements #{seed}: "
             f"map mean |diff| {np.hypot(ax - ours[0], ay - ours[1]).mean():.1f} px, "
             f"image mean |diff| {np.abs(a_img - remap_image(image, *ours)).mean():.1e}, "
-            f"labels equal {(remap_labels(labels, ax, ay) == remap_labels(labels, *ours)).mean():.2%}"
+            f"labels equal {equal:.2%}"
             f" (albumentations vs skimage: image {np.abs(a_img - ref_img).mean():.1e}, "
             f"labels {(remap_labels(labels, ax, ay) == ref_lab).mean():.2%})"
         )
@@ -223,7 +214,8 @@ def main() -> None:
         f"{slow} calls, ours {fast} (after a warm-up call)"
     )
     print(
-        f"{'size':<9} {'A.Piecewise':>12} {'skimage':>10} {'ours':>10} {'vs A.':>11} {'vs skimage':>11}"
+        f"{'size':<9} {'A.Piecewise':>12} {'skimage':>10} {'ours':>10} {'vs A.':>11} "
+        f"{'vs skimage':>11}"
     )
     for size in (256, 512):
         timing(size, slow, fast)

@@ -3,12 +3,12 @@
 * patch size: training step time (hand loop, the cpu profile's precision, batch 8, width 0.25)
   at patch 64, 128 and 256 per architecture, with ms per megapixel to show whether cost grows
   linearly with the pixels;
-* dataset size: ``seg_bench.training.trainer.train`` (the real Lightning path, no progress bar) for one epoch
-  of the synthetic cpu profile with n_train 8, 16 and 32 images, both with the profile's fixed
-  ``samples_per_epoch`` and with the data-driven epoch (``samples_per_epoch`` unset: enough
-  patches to cover every training pixel once, so it grows with the dataset). Columns: set-up
-  (generating + normalising the images), training time of the epoch (seg-bench's EpochTimer, no
-  validation), the validation pass and the whole call;
+* dataset size: ``seg_bench.training.trainer.train`` (the real Lightning path, no progress bar)
+  for one epoch of the synthetic cpu profile with n_train 8, 16 and 32 images, both with the
+  profile's fixed ``samples_per_epoch`` and with the data-driven epoch (``samples_per_epoch``
+  unset: enough patches to cover every training pixel once, so it grows with the dataset).
+  Columns: set-up (generating + normalising the images), training time of the epoch
+  (seg-bench's EpochTimer, no validation), the validation pass and the whole call;
 * DDP: ``python -m seg_bench.cli train ... --accelerator cpu --devices 2 --strategy ddp`` vs
   ``--devices 1``, same config (the DataModule splits each epoch's patches between the processes,
   so the total work is the same), each a subprocess timed end to end; the pure training time is
@@ -33,22 +33,24 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     Budget,
-    HandLoop,
     add_common_args,
-    batch_loader,
     core_models,
-    cpu_config,
-    datamodule,
     emit,
     machine_line,
-    make_model,
     md_table,
     models_arg,
-    pregenerate,
-    profile_precision,
     setup_torch,
     stats,
     steps_for,
+)
+from train_loop import (  # noqa: E402
+    HandLoop,
+    batch_loader,
+    cpu_config,
+    datamodule,
+    make_model,
+    pregenerate,
+    profile_precision,
 )
 
 
@@ -179,7 +181,8 @@ def epoch_scaling(model, sizes, seed, budget, quick) -> tuple[list, dict]:
                 ]
             )
             print(
-                f"epoch {mode} n_train {n}: {patches} patches, train {timer.train_s:.1f} s, val {timer.val_s:.1f} s, total {total:.1f} s",
+                f"epoch {mode} n_train {n}: {patches} patches, train {timer.train_s:.1f} s, "
+                f"val {timer.val_s:.1f} s, total {total:.1f} s",
                 flush=True,
             )
     return rows, data
@@ -230,7 +233,7 @@ def ddp_run(
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap, budget=240)
     ap.add_argument(
@@ -244,7 +247,121 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ddp-model", default="unet")
     ap.add_argument("--ddp-epochs", type=int, default=None, help="default 2, quick 1")
     ap.add_argument("--no-ddp", action="store_true")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+EPOCH_HEADERS = ["epoch", "n_train", "patches", "set-up s", "train s", "ms/step", "val s"]
+EPOCH_HEADERS += ["EpochTimer s", "total s"]
+DDP_HEADERS = ["processes", "wall s", "epochs s (EpochTimer)", "test evaluations"]
+DDP_HEADERS += ["test scores / error"]
+DDP_TEXT = (
+    "as a subprocess, 2 processes vs 1 on the same total work. Wall = the whole command "
+    "(imports, data, process start-up, training, validation, test evaluation); epochs s = "
+    "seg-bench's EpochTimer from last.ckpt (rank 0; training + validation, see above); test "
+    "evaluations = processes that printed a test result. Each DDP process takes half of "
+    "each epoch's patches, and the gradients of its batch are averaged with the other's: "
+    "DDP takes half the optimizer steps of the 1-process run, at twice the batch, so its "
+    "test scores after the same epochs match a 1-process run at that batch, not the first "
+    "row (a short run like this one is far from converged)."
+)
+
+
+def scaling_report(args, cfg0, patches: list[int], prow: list, erow: list) -> list[str]:
+    precision = profile_precision(cfg0)
+    return [
+        f"Training step time (hand loop, ms; in brackets µs per pixel of the batch) vs patch "
+        f"size, batch {cfg0.batch_size}, width {cfg0.width}, {precision}; last column: step "
+        f"time relative to patch {patches[len(patches) // 2]}. Pixels grow 4x per step of the "
+        f"patch size.",
+        "",
+        md_table(["model", *[f"patch {p}" for p in patches], "relative"], prow),
+        "",
+        f"One epoch of `seg_bench.training.trainer.train` ({args.epoch_model}, cpu profile, no "
+        f"progress bar) vs synthetic training-set size. `profile`: the profile's "
+        f"samples_per_epoch ({cfg0.samples_per_epoch}); `coverage`: samples_per_epoch unset "
+        f"(patches to cover every training pixel once)"
+        + (", quick: patch 64, 32 samples" if args.quick else "")
+        + ". Train s = epoch start to validation start; val s = the validation pass (4 whole "
+        "images, sliding window); EpochTimer s = seg-bench's own train-time figure (it stops at "
+        "on_train_epoch_end, after validation, so it includes it); total = the whole train() "
+        "call.",
+        "",
+        md_table(EPOCH_HEADERS, erow),
+    ]
+
+
+def ddp_runs(args, budget: Budget, epochs: int) -> tuple[list[tuple[str, dict]], dict]:
+    """1 process, 2 DDP processes and, time allowing, 1 process at DDP's effective batch:
+    (table label, result) pairs and the results by record key."""
+    extra = (
+        ["--set", "dataset_options={n_train: 8, n_val: 2, n_test: 4, image_size: 256}"]
+        if args.quick
+        else []
+    )
+    r1 = ddp_run(args.ddp_model, 1, epochs, args.seed, max(budget.left() * 0.55, 90), extra)
+    print(f"ddp 1 process: {r1}", flush=True)
+    r2 = ddp_run(args.ddp_model, 2, epochs, args.seed, max(budget.left(), 90), extra)
+    print(f"ddp 2 processes: {r2}", flush=True)
+    runs = [("1", r1), ("2 (ddp)", r2)]
+    data = {"1": r1, "2": r2}
+    # DDP averages the gradients of two batches of 8: half the optimizer steps of batch 16.
+    # One process at batch 16 takes the same steps, so its test scores are DDP's reference.
+    if budget.left() > 1.2 * r1["wall_s"]:
+        batch = 2 * cpu_config(args.ddp_model).batch_size
+        r16 = ddp_run(
+            args.ddp_model, 1, epochs, args.seed, max(budget.left(), 90),
+            [*extra, "--set", f"batch_size={batch}"],
+        )  # fmt: skip
+        print(f"ddp reference, 1 process batch {batch}: {r16}", flush=True)
+        runs.append((f"1, batch {batch} (DDP's effective batch)", r16))
+        data[f"1 batch {batch}"] = r16
+    return runs, data
+
+
+def ddp_report(args, runs, epochs: int, headline: dict) -> list[str]:
+    """The DDP table and speed-ups; adds the headline figures."""
+    drows = [
+        [
+            n,
+            f"{r['wall_s']:.1f}",
+            f"{r['train_s']:.1f}" if "train_s" in r else "-",
+            str(r.get("test_evaluations", "-")),
+            (r.get("test") or "")[:60] or r.get("error", "-"),
+        ]
+        for n, r in runs
+    ]
+    quick = ", 8 training images" if args.quick else ""
+    md = [
+        "",
+        f"CPU DDP: `seg-bench train` ({args.ddp_model}, cpu profile, {epochs} epoch(s){quick}) "
+        + DDP_TEXT,
+        "",
+        md_table(DDP_HEADERS, drows),
+    ]
+    r1, r2 = runs[0][1], runs[1][1]
+    if "train_s" in r1 and "train_s" in r2:
+        sp_train = r1["train_s"] / r2["train_s"]
+        sp_wall = r1["wall_s"] / r2["wall_s"]
+        md += [
+            "",
+            f"Speed-up of 2 processes over 1: epochs {sp_train:.2f}x, "
+            f"whole command {sp_wall:.2f}x.",
+        ]
+        if r2.get("test_evaluations", 0) > 1:
+            md += [
+                "",
+                f"Note: under DDP the test set was evaluated {r2['test_evaluations']} times (once "
+                "per process): `seg-bench train` runs `evaluate` on every rank after `fit`.",
+            ]
+        headline["DDP 2 vs 1 process (epochs, EpochTimer)"] = f"{sp_train:.2f}x"
+        headline["DDP 2 vs 1 process (whole command)"] = f"{sp_wall:.2f}x"
+    elif "error" in r2:
+        headline["DDP 2 vs 1 process"] = f"failed: {r2['error'][:80]}"
+    return md
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     setup_torch(args.threads)
 
     budget = Budget(args.budget)
@@ -257,7 +374,8 @@ def main(argv: list[str] | None = None) -> None:
     ddp_epochs = args.ddp_epochs or (1 if args.quick else 2)
     cfg0 = cpu_config(models[0])
     print(
-        f"# scaling, cpu profile (batch {cfg0.batch_size}, width {cfg0.width}, {profile_precision(cfg0)})\n# {machine_line()}",
+        f"# scaling, cpu profile (batch {cfg0.batch_size}, width {cfg0.width}, "
+        f"{profile_precision(cfg0)})\n# {machine_line()}",
         flush=True,
     )
 
@@ -269,115 +387,12 @@ def main(argv: list[str] | None = None) -> None:
     sub = Budget(0.25 * budget.seconds if budget.seconds > 0 else 0)
     erow, edata = epoch_scaling(args.epoch_model, sizes, args.seed, sub, args.quick)
 
-    md = [
-        f"Training step time (hand loop, ms; in brackets µs per pixel of the batch) vs patch "
-        f"size, batch {cfg0.batch_size}, width {cfg0.width}, {profile_precision(cfg0)}; last column: "
-        f"step time relative to patch {patches[len(patches) // 2]}. Pixels grow 4x per step of the "
-        f"patch size.",
-        "",
-        md_table(["model", *[f"patch {p}" for p in patches], "relative"], prow),
-        "",
-        f"One epoch of `seg_bench.training.trainer.train` ({args.epoch_model}, cpu profile, no progress bar) vs "
-        f"synthetic training-set size. `profile`: the profile's samples_per_epoch "
-        f"({cfg0.samples_per_epoch}); `coverage`: samples_per_epoch unset (patches to cover every "
-        f"training pixel once)"
-        + (", quick: patch 64, 32 samples" if args.quick else "")
-        + ". Train s = epoch start to validation start; val s = the validation pass (4 whole images, "
-        "sliding window); EpochTimer s = seg-bench's own train-time figure (it stops at "
-        "on_train_epoch_end, after validation, so it includes it); total = the whole train() call.",
-        "",
-        md_table(
-            [
-                "epoch",
-                "n_train",
-                "patches",
-                "set-up s",
-                "train s",
-                "ms/step",
-                "val s",
-                "EpochTimer s",
-                "total s",
-            ],
-            erow,
-        ),
-    ]
+    md = scaling_report(args, cfg0, patches, prow, erow)
     data = {"patch": pdata, "epoch": edata}
     headline = {}
     if not args.no_ddp:
-        extra = (
-            ["--set", "dataset_options={n_train: 8, n_val: 2, n_test: 4, image_size: 256}"]
-            if args.quick
-            else []
-        )
-        r1 = ddp_run(args.ddp_model, 1, ddp_epochs, args.seed, max(budget.left() * 0.55, 90), extra)
-        print(f"ddp 1 process: {r1}", flush=True)
-        r2 = ddp_run(args.ddp_model, 2, ddp_epochs, args.seed, max(budget.left(), 90), extra)
-        print(f"ddp 2 processes: {r2}", flush=True)
-        data["ddp"] = {"1": r1, "2": r2}
-        runs = [("1", r1), ("2 (ddp)", r2)]
-        # DDP averages the gradients of two batches of 8: half the optimizer steps of batch 16.
-        # One process at batch 16 takes the same steps, so its test scores are DDP's reference.
-        if budget.left() > 1.2 * r1["wall_s"]:
-            batch = 2 * cpu_config(args.ddp_model).batch_size
-            r16 = ddp_run(
-                args.ddp_model, 1, ddp_epochs, args.seed, max(budget.left(), 90),
-                [*extra, "--set", f"batch_size={batch}"],
-            )  # fmt: skip
-            print(f"ddp reference, 1 process batch {batch}: {r16}", flush=True)
-            data["ddp"][f"1 batch {batch}"] = r16
-            runs.append((f"1, batch {batch} (DDP's effective batch)", r16))
-        drows = []
-        for n, r in runs:
-            drows.append(
-                [
-                    n,
-                    f"{r['wall_s']:.1f}",
-                    f"{r['train_s']:.1f}" if "train_s" in r else "-",
-                    str(r.get("test_evaluations", "-")),
-                    (r.get("test") or "")[:60] or r.get("error", "-"),
-                ]
-            )
-        md += [
-            "",
-            f"CPU DDP: `seg-bench train` ({args.ddp_model}, cpu profile, {ddp_epochs} epoch(s)"
-            + (", 8 training images" if args.quick else "")
-            + ") as a subprocess, 2 processes vs 1 on the same total work. Wall = the whole command "
-            "(imports, data, process start-up, training, validation, test evaluation); epochs s = "
-            "seg-bench's EpochTimer from last.ckpt (rank 0; training + validation, see above); test "
-            "evaluations = processes that printed a test result. Each DDP process takes half of "
-            "each epoch's patches, and the gradients of its batch are averaged with the other's: "
-            "DDP takes half the optimizer steps of the 1-process run, at twice the batch, so its "
-            "test scores after the same epochs match a 1-process run at that batch, not the first "
-            "row (a short run like this one is far from converged).",
-            "",
-            md_table(
-                [
-                    "processes",
-                    "wall s",
-                    "epochs s (EpochTimer)",
-                    "test evaluations",
-                    "test scores / error",
-                ],
-                drows,
-            ),
-        ]
-        if "train_s" in r1 and "train_s" in r2:
-            sp_train = r1["train_s"] / r2["train_s"]
-            sp_wall = r1["wall_s"] / r2["wall_s"]
-            md += [
-                "",
-                f"Speed-up of 2 processes over 1: epochs {sp_train:.2f}x, whole command {sp_wall:.2f}x.",
-            ]
-            if r2.get("test_evaluations", 0) > 1:
-                md += [
-                    "",
-                    f"Note: under DDP the test set was evaluated {r2['test_evaluations']} times (once per "
-                    "process): `seg-bench train` runs `evaluate` on every rank after `fit`.",
-                ]
-            headline["DDP 2 vs 1 process (epochs, EpochTimer)"] = f"{sp_train:.2f}x"
-            headline["DDP 2 vs 1 process (whole command)"] = f"{sp_wall:.2f}x"
-        elif "error" in r2:
-            headline["DDP 2 vs 1 process"] = f"failed: {r2['error'][:80]}"
+        runs, data["ddp"] = ddp_runs(args, budget, ddp_epochs)
+        md += ddp_report(args, runs, ddp_epochs, headline)
     if len(patches) >= 2 and pdata:
         first = models[0]
         d = pdata.get(first, {})
@@ -385,15 +400,8 @@ def main(argv: list[str] | None = None) -> None:
             headline[f"step time patch {patches[-1]} / {patches[0]} ({first})"] = (
                 f"{d[patches[-1]]['step_s'] / d[patches[0]]['step_s']:.1f}x"
             )
-    emit(
-        args,
-        "scaling",
-        "Scaling: patch size, dataset size, DDP",
-        "\n".join(md),
-        headline,
-        data,
-        budget,
-    )
+    title = "Scaling: patch size, dataset size, DDP"
+    emit(args, "scaling", title, "\n".join(md), headline, data, budget)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,7 @@
 * markdown tables;
 * the JSON hand-over to ``run_all.py``: each script prints its markdown and, given
   ``--json PATH``, writes ``{"name", "title", "markdown", "headline", "data", ...}`` there;
-* the seg-bench plumbing the training benchmarks share: the cpu profile's config, pre-generated
-  batches from the real DataModule, and the hand-written PyTorch training step.
+* the seg-bench plumbing the training benchmarks share lives in ``train_loop.py``.
 
 Scripts import this as ``from common import ...`` (they put their own folder on ``sys.path``).
 """
@@ -15,22 +14,23 @@ Scripts import this as ``from common import ...`` (they put their own folder on 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)  # run from a checkout without installing
+
+from seg_bench.io import write_json  # noqa: E402
 
 MODELS = ("unet", "resunet", "segnet", "tiramisu")  # the core architectures (fallback list)
 
@@ -69,9 +69,18 @@ def add_common_args(ap: argparse.ArgumentParser, budget: float, cpu_time: bool =
         ap.add_argument(
             "--cpu-time",
             action="store_true",
-            help="time steps by the main thread's CPU time with 1 torch thread instead of wall time: "
-            "robust on a busy machine (ratios), but not the machine's multi-core wall speed",
+            help="time steps by the main thread's CPU time with 1 torch thread instead of wall "
+            "time: robust on a busy machine (ratios), but not the machine's multi-core wall speed",
         )
+
+
+def add_models_arg(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "--models",
+        default=None,
+        help="comma list (default: the cpu profile's bench models "
+        f"{','.join(core_models())}; quick: unet)",
+    )
 
 
 def models_arg(text: str | None, default: Sequence[str] | None = None) -> list[str]:
@@ -307,30 +316,6 @@ def fmt(x: Any, digits: int = 2, unit: str = "") -> str:
     return f"{x}{unit}"
 
 
-def atomic_write(path: str, text: str) -> None:
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
-
-
 def emit(
     args: argparse.Namespace,
     name: str,
@@ -356,165 +341,5 @@ def emit(
             "machine": machine_info(),
             "argv": sys.argv,
         }
-        atomic_write(args.json, json.dumps(_jsonable(payload), indent=1))
-
-
-# --------------------------------------------------------------------------------------------
-# seg-bench plumbing shared by the training benchmarks
-
-
-def cpu_config(model: str = "unet", dataset: str = "synthetic", **overrides: Any):
-    """The cpu profile's RunConfig (explicitly the cpu profile, also on a GPU machine)."""
-    from seg_bench.config import resolve_config
-
-    return resolve_config(dataset, model, "cpu", **overrides)
-
-
-def profile_precision(cfg) -> str:
-    """The precision seg-bench's Trainer would use for this config on this machine."""
-    from seg_bench.training.precision import resolve_precision
-
-    return resolve_precision(cfg.precision, cfg.accelerator)
-
-
-def profile_steps(cfg) -> int:
-    """Optimizer steps one training run of this config takes (epochs x batches per epoch)."""
-    import math
-
-    dm = None
-    n = cfg.samples_per_epoch
-    if not n:  # epoch length from the data (covering every training pixel once)
-        from seg_bench.training.trainer import build_datamodule
-
-        dm = build_datamodule(cfg)
-        n = dm.epoch_length()
-    return int(cfg.max_epochs * math.ceil(n / cfg.batch_size))
-
-
-def datamodule(cfg, stage: str = "fit"):
-    from seg_bench.training.trainer import build_datamodule
-
-    dm = build_datamodule(cfg)
-    dm.setup(stage)
-    return dm
-
-
-def pregenerate(dm, n: int, seed: int = 0) -> list[dict]:
-    """``n`` training batches from the DataModule's own train loader, in-process, seeded."""
-    import torch
-
-    torch.manual_seed(seed)
-    workers, dm.num_workers = dm.num_workers, 0
-    out: list[dict] = []
-    try:
-        while len(out) < n:
-            for batch in dm.train_dataloader():
-                out.append(batch)
-                if len(out) == n:
-                    break
-    finally:
-        dm.num_workers = workers
-    return out
-
-
-class _ListDataset:
-    def __init__(self, items: list):
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int):
-        return self.items[i]
-
-
-def batch_loader(batches: list[dict]):
-    """A DataLoader handing out pre-made batches as they are (same feeding for every consumer)."""
-    from torch.utils.data import DataLoader
-
-    return DataLoader(_ListDataset(batches), batch_size=None, shuffle=False, num_workers=0)
-
-
-def autocast(device_type: str, precision: str):
-    import torch
-
-    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type, dtype=dtype)
-
-
-def make_model(cfg, dm, seed: int = 0, device: str = "cpu", channels_last: bool = False):
-    """The same network SegmentationTask builds (create_model with the task's arguments)."""
-    import torch
-
-    from seg_bench.models import create_model
-
-    torch.manual_seed(seed)
-    classes = 1 if dm.num_classes == 2 else dm.num_classes
-    model = create_model(
-        cfg.model, in_channels=dm.in_channels, classes=classes, width=cfg.width, **cfg.model_options
-    )
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model.train()
-
-
-class HandLoop:
-    """A plain PyTorch training step: forward + loss under autocast, backward, optimizer step.
-
-    Mirrors what Lightning's automatic optimisation does with SegmentationTask (zero_grad with
-    set_to_none, the task's loss and optimizer, autocast around forward and loss only; a
-    GradScaler for 16-mixed), without any of the framework around it.
-    """
-
-    def __init__(
-        self, cfg, model, precision: str, device: str = "cpu", channels_last: bool = False
-    ):
-        import torch
-
-        from seg_bench.training.losses import get_loss
-        from seg_bench.training.optimizers import build_optimizer
-
-        self.model = model
-        self.loss_fn = get_loss(cfg.loss)
-        self.opt = build_optimizer(
-            model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum
-        )
-        self.precision = precision
-        self.device = torch.device(device)
-        self.channels_last = channels_last
-        self.scaler = torch.amp.GradScaler("cuda") if precision == "16-mixed" else None
-
-    def step(self, batch: dict):
-        import torch
-
-        image = batch["image"].to(self.device, non_blocking=True)
-        if self.channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        target = {"mask": batch["mask"].to(self.device, non_blocking=True)}
-        if "instances" in batch:
-            target["instances"] = batch["instances"]
-        with autocast(self.device.type, self.precision):
-            loss = self.loss_fn(self.model(image), target)
-        self.opt.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.opt.step()
-        return loss
-
-    def run(self, batches: Iterable[dict]) -> list[float]:
-        """Per-step wall times, start-to-start (the data fetch included, as in Lightning)."""
-        stamps = []
-        for batch in batches:
-            sync(self.device)
-            stamps.append(now())
-            self.step(batch)
-        sync(self.device)
-        stamps.append(now())
-        return intervals(stamps)
+        # Strict JSON for any reader: NaN and infinities (no measurement) become null.
+        write_json(Path(args.json), json.loads(json.dumps(payload), parse_constant=lambda _: None))

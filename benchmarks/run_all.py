@@ -25,12 +25,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from common import atomic_write, machine_info, md_table  # noqa: E402
+from common import machine_info, md_table  # noqa: E402
 
-# name, script, budget share (seconds of the default total), flags (full run), flags (--quick), kind.
+from seg_bench.io import atomic_write  # noqa: E402
+
+# name, script, budget share (seconds of the default total), flags (full run), flags (--quick),
+# kind.
 # kind "json": the script sizes itself to --budget and writes its section with --json;
 # "text": a fixed-size run whose stdout goes in verbatim.
 INFERENCE = "--image-size 1024 --window 256 --slices 100 --volume-size 512".split()
@@ -72,7 +76,8 @@ def run_one(name, script, budget, flags, kind, workdir) -> dict:
     limit = budget * 1.5 + 60
     t0 = time.perf_counter()
     print(
-        f"[run_all] {name}: {' '.join(shlex.quote(c) for c in cmd[1:])} (budget {budget:.0f} s, limit {limit:.0f} s)",
+        f"[run_all] {name}: {' '.join(shlex.quote(c) for c in cmd[1:])} "
+        f"(budget {budget:.0f} s, limit {limit:.0f} s)",
         flush=True,
     )
     try:
@@ -113,10 +118,8 @@ def section(res: dict, kind: str) -> str:
     ]
     if res["rc"] != 0:
         err = (res["stderr"] or "").strip().splitlines()[-8:]
-        lines += [
-            f"**Failed ({'stopped at the time limit' if res['rc'] == 'timeout' else 'exit ' + str(res['rc'])}).**",
-            "",
-        ]
+        why = "stopped at the time limit" if res["rc"] == "timeout" else f"exit {res['rc']}"
+        lines += [f"**Failed ({why}).**", ""]
         if err:
             lines += ["```", *err, "```", ""]
     if "json" in res:
@@ -152,7 +155,7 @@ def headline_table(results: list[dict]) -> str:
     return md_table(["claim", "value", "benchmark"], rows, "llr")
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--quick", action="store_true", help="every benchmark's quick mode (a few minutes)"
@@ -171,14 +174,15 @@ def main(argv: list[str] | None = None) -> None:
         help="training and precision benchmarks time main-thread CPU with 1 torch thread "
         "(for busy/shared machines: ratios hold, absolute speeds are single-core)",
     )
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def chosen_benchmarks(only: str | None) -> list[tuple]:
+    """BENCHMARKS (plus the training comparison on the GPU, where there is one), or ``only``."""
     import torch
 
     benchmarks = list(BENCHMARKS)
-    if (
-        torch.cuda.is_available()
-    ):  # the same comparison on the GPU (bench_precision adds GPU rows itself)
+    if torch.cuda.is_available():  # bench_precision adds its GPU rows itself
         gpu = (
             "training_gpu",
             "bench_training.py",
@@ -188,11 +192,12 @@ def main(argv: list[str] | None = None) -> None:
             "json",
         )
         benchmarks.insert(1, gpu)
-    chosen = [b for b in benchmarks if not args.only or b[0] in args.only.split(",")]
+    return [b for b in benchmarks if not only or b[0] in only.split(",")]
+
+
+def run_benchmarks(chosen: list[tuple], args: argparse.Namespace) -> list[dict]:
+    """Each benchmark in turn, its budget share scaled to ``--budget``; results with sections."""
     scale = args.budget / DEFAULT_BUDGET
-    t_start = time.perf_counter()
-    info = machine_info()
-    command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable), *sys.argv])
     results = []
     with tempfile.TemporaryDirectory(prefix="seg-bench-perf-") as workdir:
         for name, script, share, full, quick, kind in chosen:
@@ -202,71 +207,74 @@ def main(argv: list[str] | None = None) -> None:
             res = run_one(name, script, share * scale, flags, kind, workdir)
             res["section"] = section(res, kind)
             results.append(res)
-        headline = headline_table(results)
-    total = time.perf_counter() - t_start
-    load_after = round(os.getloadavg()[0], 2)
+    return results
 
-    failed = [r["name"] for r in results if r["rc"] != 0]
+
+def run_table(args: argparse.Namespace, info: dict, total: float, failed: list[str]) -> str:
+    """The table of when, how and on what this run measured."""
+    command = " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable), *sys.argv])
+    load_after = round(os.getloadavg()[0], 2)
     busy = (
         " — **busy machine: other processes competed, wall timings are noisy**"
         if max(info["load_avg_1m"] or 0, load_after) > info["cores"] + 0.5
         else ""
     )
-    header = [
-        "# seg-bench performance results",
-        "",
-        "Written by `benchmarks/run_all.py` (`make perf`); do not edit by hand. Every number below was "
-        "measured in this run, on this machine; ratios compare variants measured side by side in the "
-        "same run.",
-        "",
-        md_table(
-            ["", ""],
-            [
-                ["date", info["date"]],
-                ["mode", "quick (CI-sized, numbers are rough)" if args.quick else "full"],
-                ["command", f"`{command}`"],
-                ["total time", f"{total / 60:.1f} min (budget {args.budget / 60:.1f} min)"],
-                [
-                    "machine",
-                    f"{info['cpu']}; {info['cores']} cores available ({info['logical_cpus']} logical); GPU: {info['gpu']}",
-                ],
-                [
-                    "CPU features",
-                    f"torch capability {info['torch_cpu_capability']}; oneDNN bf16: {info['onednn_bf16']}; {info['cpu_features']}",
-                ],
-                [
-                    "versions",
-                    f"python {info['python']}, torch {info['torch']}, lightning {info['lightning']}, numpy {info['numpy']}",
-                ],
-                ["torch threads", str(info["torch_threads"])],
-                [
-                    "load average (1 min)",
-                    f"{info['load_avg_1m']} before, {load_after} after" + busy,
-                ],
-                [
-                    "clock",
-                    "main-thread CPU time, 1 torch thread (training, precision)"
-                    if args.cpu_time
-                    else "wall time",
-                ],
-                ["failed", ", ".join(failed) if failed else "none"],
-            ],
-            "ll",
-        ),
-        "",
-        "Timing method (training benchmarks): steady state only (first steps of each run dropped), median "
-        "of per-step times, variants interleaved in rotating order and ratios taken within a round. "
-        "Each benchmark's command and own run time are given under its heading.",
-        "",
-        "## Headline ratios",
-        "",
-        headline,
-        "",
+    machine = f"{info['cpu']}; {info['cores']} cores available ({info['logical_cpus']} logical)"
+    features = (
+        f"torch capability {info['torch_cpu_capability']}; "
+        f"oneDNN bf16: {info['onednn_bf16']}; {info['cpu_features']}"
+    )
+    versions = (
+        f"python {info['python']}, torch {info['torch']}, lightning {info['lightning']}, "
+        f"numpy {info['numpy']}"
+    )
+    cpu_clock = "main-thread CPU time, 1 torch thread (training, precision)"
+    rows = [
+        ["date", info["date"]],
+        ["mode", "quick (CI-sized, numbers are rough)" if args.quick else "full"],
+        ["command", f"`{command}`"],
+        ["total time", f"{total / 60:.1f} min (budget {args.budget / 60:.1f} min)"],
+        ["machine", f"{machine}; GPU: {info['gpu']}"],
+        ["CPU features", features],
+        ["versions", versions],
+        ["torch threads", str(info["torch_threads"])],
+        ["load average (1 min)", f"{info['load_avg_1m']} before, {load_after} after" + busy],
+        ["clock", cpu_clock if args.cpu_time else "wall time"],
+        ["failed", ", ".join(failed) if failed else "none"],
     ]
+    return md_table(["", ""], rows, "ll")
+
+
+INTRO = (
+    "Written by `benchmarks/run_all.py` (`make perf`); do not edit by hand. Every number below "
+    "was measured in this run, on this machine; ratios compare variants measured side by side "
+    "in the same run."
+)
+METHOD = (
+    "Timing method (training benchmarks): steady state only (first steps of each run dropped), "
+    "median of per-step times, variants interleaved in rotating order and ratios taken within a "
+    "round. Each benchmark's command and own run time are given under its heading."
+)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    chosen = chosen_benchmarks(args.only)
+    t_start = time.perf_counter()
+    info = machine_info()
+    results = run_benchmarks(chosen, args)
+    headline = headline_table(results)
+    total = time.perf_counter() - t_start
+    failed = [r["name"] for r in results if r["rc"] != 0]
+    header = ["# seg-bench performance results", "", INTRO, ""]
+    header += [run_table(args, info, total, failed), "", METHOD, ""]
+    header += ["## Headline ratios", "", headline, ""]
     body = [r["section"] for r in results]
-    atomic_write(args.out, "\n".join(header + body).rstrip() + "\n")
+    with atomic_write(Path(args.out)) as f:
+        f.write("\n".join(header + body).rstrip() + "\n")
     print(
-        f"[run_all] wrote {args.out} in {total / 60:.1f} min; failed: {', '.join(failed) or 'none'}",
+        f"[run_all] wrote {args.out} in {total / 60:.1f} min; "
+        f"failed: {', '.join(failed) or 'none'}",
         flush=True,
     )
     if failed:

@@ -23,7 +23,7 @@ DATA = Path(
 ISBI = DATA / "isbi2012"
 
 
-# --------------------------------------------------------------------------- hand-worked V_rand / V_info
+# ------------------------------------------------------------- hand-worked V_rand / V_info
 
 
 def test_identical_segmentations_score_one():

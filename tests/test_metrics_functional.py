@@ -16,10 +16,8 @@ from seg_bench.metrics.functional import (
     confusion_matrix,
     kappa_band,
     pixel_metrics,
-    probability_histograms,
-    roc_auc_binned,
-    roc_auc_exact,
 )
+from seg_bench.metrics.roc import probability_histograms, roc_auc_binned, roc_auc_exact
 
 FAST = settings(max_examples=40, deadline=None)
 

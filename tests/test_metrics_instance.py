@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
 from seg_bench.errors import UserError
+from seg_bench.metrics.em import adapted_rand_error, foreground_restricted_scores
 from seg_bench.metrics.instance import (
     DSB_THRESHOLDS,
     dsb_average_precision,
@@ -201,6 +202,23 @@ def test_dsb_map_aggregates():
 def test_errors_name_the_argument(truth, pred, match):
     with pytest.raises(UserError, match=match):
         dsb_average_precision(truth, pred)
+
+
+@pytest.mark.parametrize(
+    "score", [dsb_average_precision, adapted_rand_error, foreground_restricted_scores]
+)
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros((3, 3), float), r"must be an integer label image \(0 = background\)"),
+        (-np.ones((3, 3), int), "holds negative label -1; labels must be >= 0"),
+        (np.int64(4), "must be a label image, got a scalar"),
+    ],
+)
+def test_instance_and_em_scores_reject_bad_label_images_alike(score, bad, match):
+    """One label-image check serves the DSB and the EM scores (the EM ones took scalars)."""
+    with pytest.raises(UserError, match=match):
+        score(np.ones((3, 3), int) if bad.ndim == 0 else bad, bad)
 
 
 def test_dsb_map_errors():

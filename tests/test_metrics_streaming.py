@@ -8,13 +8,8 @@ import torch
 from sklearn import metrics as skm
 
 from seg_bench.errors import UserError
-from seg_bench.metrics.functional import (
-    confusion_matrix,
-    pixel_metrics,
-    probability_histograms,
-    roc_auc_binned,
-    roc_auc_exact,
-)
+from seg_bench.metrics.functional import confusion_matrix, pixel_metrics
+from seg_bench.metrics.roc import probability_histograms, roc_auc_binned, roc_auc_exact
 from seg_bench.metrics.streaming import BinnedROC, ConfusionMatrixMetric
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from seg_bench.errors import UserError
+from seg_bench.metrics.inputs import check_label_image, to_numpy
 
 __all__ = [
     "PostprocessConfig",
@@ -89,19 +90,12 @@ class PostprocessConfig:
 
     def __post_init__(self) -> None:
         t = self.threshold
-        if isinstance(t, str):
-            if t != "otsu":
-                raise UserError(f"threshold must be a float in [0, 1] or 'otsu', got {t!r}")
-        elif isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= t <= 1.0:
+        if not (t == "otsu" if isinstance(t, str) else _is_number(t) and 0.0 <= t <= 1.0):
             raise UserError(f"threshold must be a float in [0, 1] or 'otsu', got {t!r}")
         if self.hysteresis is not None:
             hy = self.hysteresis
-            if (
-                not isinstance(hy, (tuple, list))
-                or len(hy) != 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in hy)
-                or not 0.0 <= hy[0] <= hy[1] <= 1.0
-            ):
+            pair = isinstance(hy, (tuple, list)) and len(hy) == 2 and all(map(_is_number, hy))
+            if not (pair and 0.0 <= hy[0] <= hy[1] <= 1.0):
                 raise UserError(
                     f"hysteresis must be (low, high) with 0 <= low <= high <= 1, got {hy!r}"
                 )
@@ -109,26 +103,15 @@ class PostprocessConfig:
         for name in ("fill_holes", "watershed", "three_class"):
             if not isinstance(getattr(self, name), bool):
                 raise UserError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if (
-            isinstance(self.min_size, bool)
-            or not isinstance(self.min_size, int)
-            or self.min_size < 0
-        ):
-            raise UserError(f"min_size must be an int >= 0, got {self.min_size!r}")
-        md = self.min_distance
-        if isinstance(md, bool) or not isinstance(md, int) or md < 1:
-            raise UserError(f"min_distance must be an int >= 1, got {md!r}")
-        if self.h is not None and (
-            isinstance(self.h, bool) or not isinstance(self.h, (int, float)) or not self.h > 0
-        ):
+        _check_int("min_size", self.min_size, 0)
+        _check_int("min_distance", self.min_distance, 1)
+        if self.h is not None and not (_is_number(self.h) and self.h > 0):
             raise UserError(f"h must be a number > 0 or None, got {self.h!r}")
         if self.watershed and self.three_class:
             raise UserError(
                 "watershed and three_class are alternative ways to split objects; set only one"
             )
-        c = self.connectivity
-        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
-            raise UserError(f"connectivity must be an int >= 1, got {c!r}")
+        _check_int("connectivity", self.connectivity, 1)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-ready: hysteresis as a list) for result records."""
@@ -147,13 +130,20 @@ class PostprocessConfig:
         return cls(**d)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
 # --------------------------------------------------------------------------- steps
 
 
 def _as_prob(prob: Any, name: str = "prob") -> np.ndarray:
-    if type(prob).__module__.startswith("torch") and hasattr(prob, "detach"):
-        prob = prob.detach().cpu().numpy()
-    p = np.asarray(prob)
+    p = to_numpy(prob, name)
     if not np.issubdtype(p.dtype, np.floating):
         raise UserError(f"{name} must be floating-point probabilities, got dtype {p.dtype}")
     if p.size == 0:
@@ -243,7 +233,7 @@ def _add_unreached(instances: np.ndarray, mask: np.ndarray, connectivity: int) -
     """Foreground components the watershed did not reach (no marker) become new instances."""
     left = mask & (instances == 0)
     if left.any():
-        extra, _ = ndi.label(left, structure=_structure(mask.ndim, connectivity))
+        extra = label_components(left, connectivity)
         instances = instances.copy()
         instances[left] = extra[left] + instances.max()
     return instances
@@ -395,11 +385,7 @@ def boundary_targets(instance_labels: Any, connectivity: int = 1) -> np.ndarray:
     """
     from skimage.segmentation import find_boundaries
 
-    lab = np.asarray(instance_labels)
-    if not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == bool):
-        raise UserError(f"instance_labels must be an integer label image, got dtype {lab.dtype}")
-    if lab.size and lab.min() < 0:
-        raise UserError("instance_labels holds negative labels")
+    lab = check_label_image(instance_labels, "instance_labels")
     _structure(lab.ndim, connectivity)  # validates
     out = np.zeros(lab.shape, dtype=np.uint8)
     out[lab > 0] = INTERIOR
@@ -438,8 +424,7 @@ def postprocess(
     >>> inst.tolist()
     [[1, 1, 0, 0]]
     """
-    if config is None:
-        config = PostprocessConfig()
+    config = PostprocessConfig() if config is None else config
     if not isinstance(config, PostprocessConfig):
         raise UserError(f"config must be a PostprocessConfig, got {type(config).__name__}")
     if config.three_class:

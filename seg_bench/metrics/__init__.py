@@ -1,7 +1,7 @@
 """Segmentation metrics: pure functions (numpy) and torchmetrics classes.
 
-* :mod:`~seg_bench.metrics.functional`: confusion matrix, IoU/Dice/kappa, AUROC (exact and
-  binned), interpretation bands;
+* :mod:`~seg_bench.metrics.functional`: confusion matrix, IoU/Dice/kappa, interpretation bands;
+* :mod:`~seg_bench.metrics.roc`: AUROC, exact and from streamed probability histograms;
 * :mod:`~seg_bench.metrics.instance`: Kaggle DSB 2018 instance score;
 * :mod:`~seg_bench.metrics.em`: ISBI 2012 V_rand / V_info, SNEMI3D adapted Rand error;
 * :mod:`~seg_bench.metrics.streaming`: ``ConfusionMatrixMetric`` and ``BinnedROC``
@@ -15,9 +15,6 @@ from seg_bench.metrics.functional import (
     confusion_matrix,
     kappa_band,
     pixel_metrics,
-    probability_histograms,
-    roc_auc_binned,
-    roc_auc_exact,
 )
 from seg_bench.metrics.instance import (
     DSB_THRESHOLDS,
@@ -26,6 +23,7 @@ from seg_bench.metrics.instance import (
     iou_matrix,
     label_overlap,
 )
+from seg_bench.metrics.roc import probability_histograms, roc_auc_binned, roc_auc_exact
 
 _STREAMING = ("ConfusionMatrixMetric", "BinnedROC")
 

@@ -61,6 +61,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from seg_bench.errors import UserError
+from seg_bench.metrics.inputs import check_label_pair, check_same_shape, to_numpy
 from seg_bench.metrics.instance import _overlap_pairs
 
 __all__ = [
@@ -72,23 +73,6 @@ __all__ = [
 
 ISBI2012_THRESHOLDS = np.arange(11) / 10.0
 _FOUR_CONNECTED = ndi.generate_binary_structure(2, 1)
-
-
-def _as_array(x: Any, name: str) -> np.ndarray:
-    if type(x).__module__.startswith("torch") and hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _check_labels(x: Any, name: str) -> np.ndarray:
-    x = _as_array(x, name)
-    if x.dtype == bool:
-        return x.astype(np.uint8)
-    if not np.issubdtype(x.dtype, np.integer):
-        raise UserError(f"{name} must be an integer label image, got dtype {x.dtype}")
-    if x.size and x.min() < 0:
-        raise UserError(f"{name} holds negative label {int(x.min())}; labels must be >= 0")
-    return x
 
 
 def _sparse_contingency(a: np.ndarray, b: np.ndarray):
@@ -188,12 +172,7 @@ def foreground_restricted_scores(gt_labels: Any, pred_labels: Any) -> dict[str, 
     >>> round(foreground_restricted_scores(gt, np.array([[1, 1, 2, 2]]))["v_rand"], 4)
     0.6667
     """
-    gt = _check_labels(gt_labels, "gt_labels")
-    pred = _check_labels(pred_labels, "pred_labels")
-    if gt.shape != pred.shape:
-        raise UserError(
-            f"gt_labels has shape {gt.shape} but pred_labels has shape {pred.shape}; they must match"
-        )
+    gt, pred = check_label_pair(gt_labels, pred_labels, "gt_labels", "pred_labels")
     out: dict[str, Any] = _scores_from_terms(_fr_terms(gt, pred))
     out["definition"] = _FR_DEFINITION
     return out
@@ -201,7 +180,7 @@ def foreground_restricted_scores(gt_labels: Any, pred_labels: Any) -> dict[str, 
 
 def _stack(slices: Any, name: str) -> list[np.ndarray]:
     if isinstance(slices, np.ndarray) or hasattr(slices, "detach"):
-        arr = _as_array(slices, name)
+        arr = to_numpy(slices, name)
         if arr.ndim == 2:
             arr = arr[None]
         if arr.ndim != 3:
@@ -211,11 +190,31 @@ def _stack(slices: Any, name: str) -> list[np.ndarray]:
         return list(arr)
     if not isinstance(slices, Sequence) or len(slices) == 0:
         raise UserError(f"{name} must be a non-empty (Z, H, W) array or list of 2-D slices")
-    out = [_as_array(s, f"{name}[{k}]") for k, s in enumerate(slices)]
+    out = [to_numpy(s, f"{name}[{k}]") for k, s in enumerate(slices)]
     for k, s in enumerate(out):
         if s.ndim != 2:
             raise UserError(f"{name}[{k}] must be 2-D, got shape {s.shape}")
     return out
+
+
+def _gt_cells(z: int, prob: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Checks slice ``z``'s probabilities; returns its GT cells (4-connected, labelled)."""
+    check_same_shape(prob, gt, f"prob_slices[{z}]", f"gt_slices[{z}]")
+    if not np.issubdtype(prob.dtype, np.floating):
+        raise UserError(f"prob_slices[{z}] must be float probabilities, got dtype {prob.dtype}")
+    if prob.size and not (prob.min() >= 0.0 and prob.max() <= 1.0):
+        raise UserError(f"prob_slices[{z}] must lie in [0, 1] (no NaN)")
+    gt_cells, _ = ndi.label(np.asarray(gt) != 0, structure=_FOUR_CONNECTED)
+    if not gt_cells.any():
+        raise UserError(f"gt_slices[{z}] has no cell-interior (non-zero) pixels")
+    return gt_cells
+
+
+_ISBI2012_DEFINITION = (
+    "ISBI 2012: " + _FR_DEFINITION + "; interior = interior probability > t for "
+    "t = 0.0..1.0 step 0.1, 4-connected components per 2-D slice, scores averaged "
+    "over slices per threshold, maximum over thresholds; no boundary thinning"
+)
 
 
 def isbi2012_scores(
@@ -272,17 +271,7 @@ def isbi2012_scores(
     v_info = np.zeros((n_thr, len(probs)))
     pooled = np.zeros((n_thr, 3))  # sum_p2, sum_s2, sum_t2 over slices
     for z, (prob, gt) in enumerate(zip(probs, gts, strict=True)):
-        if prob.shape != gt.shape:
-            raise UserError(
-                f"prob_slices[{z}] has shape {prob.shape} but gt_slices[{z}] has shape {gt.shape}"
-            )
-        if not np.issubdtype(prob.dtype, np.floating):
-            raise UserError(f"prob_slices[{z}] must be float probabilities, got dtype {prob.dtype}")
-        if prob.size and not (prob.min() >= 0.0 and prob.max() <= 1.0):
-            raise UserError(f"prob_slices[{z}] must lie in [0, 1] (no NaN)")
-        gt_cells, _ = ndi.label(np.asarray(gt) != 0, structure=_FOUR_CONNECTED)
-        if not gt_cells.any():
-            raise UserError(f"gt_slices[{z}] has no cell-interior (non-zero) pixels")
+        gt_cells = _gt_cells(z, prob, gt)
         interior = 1.0 - prob if prob_of == "membrane" else prob
         for k, t in enumerate(ISBI2012_THRESHOLDS):
             cells, _ = ndi.label(interior > t, structure=_FOUR_CONNECTED)
@@ -306,11 +295,7 @@ def isbi2012_scores(
         "v_rand_per_slice": v_rand,
         "v_info_per_slice": v_info,
         "v_rand_pooled": float(rand_pooled.max()),
-        "definition": (
-            "ISBI 2012: " + _FR_DEFINITION + "; interior = interior probability > t for "
-            "t = 0.0..1.0 step 0.1, 4-connected components per 2-D slice, scores averaged "
-            "over slices per threshold, maximum over thresholds; no boundary thinning"
-        ),
+        "definition": _ISBI2012_DEFINITION,
     }
 
 
@@ -342,12 +327,7 @@ def adapted_rand_error(
     >>> adapted_rand_error(gt, np.array([[5, 5, 5, 5]]))["recall"]
     1.0
     """
-    gt = _check_labels(gt_labels, "gt_labels")
-    pred = _check_labels(pred_labels, "pred_labels")
-    if gt.shape != pred.shape:
-        raise UserError(
-            f"gt_labels has shape {gt.shape} but pred_labels has shape {pred.shape}; they must match"
-        )
+    gt, pred = check_label_pair(gt_labels, pred_labels, "gt_labels", "pred_labels")
     fg = gt != 0
     if not fg.any():
         raise UserError("gt_labels has no voxel with a label other than 0: the score is undefined")

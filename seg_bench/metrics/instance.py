@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from seg_bench.errors import UserError
+from seg_bench.metrics.inputs import check_label_pair
 
 __all__ = [
     "DSB_THRESHOLDS",
@@ -44,23 +45,6 @@ _DEFINITION = (
     "Kaggle DSB 2018: mean over IoU thresholds 0.50:0.05:0.95 of TP/(TP+FP+FN), hit when "
     "IoU > t (strict); mean over images; empty truth and prediction -> 1.0"
 )
-
-
-def _check_labels(x: Any, name: str) -> np.ndarray:
-    if type(x).__module__.startswith("torch") and hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x)
-    if x.dtype == bool:
-        return x.astype(np.uint8)
-    if not np.issubdtype(x.dtype, np.integer):
-        raise UserError(
-            f"{name} must be an integer label image (0 = background), got dtype {x.dtype}"
-        )
-    if x.ndim == 0:
-        raise UserError(f"{name} must be a label image, got a scalar")
-    if x.size and x.min() < 0:
-        raise UserError(f"{name} holds negative label {int(x.min())}; labels must be >= 0")
-    return x
 
 
 def _compact(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -107,14 +91,6 @@ def _overlap_pairs(truth: np.ndarray, pred: np.ndarray):
     return t_ids, p_ids, i, j, counts, area_t, area_p
 
 
-def _check_pair(truth: Any, pred: Any) -> tuple[np.ndarray, np.ndarray]:
-    t = _check_labels(truth, "truth")
-    p = _check_labels(pred, "pred")
-    if t.shape != p.shape:
-        raise UserError(f"truth has shape {t.shape} but pred has shape {p.shape}; they must match")
-    return t, p
-
-
 def label_overlap(truth: Any, pred: Any, return_labels: bool = False):
     """Contingency table of two label images, counted over pixel pairs in one pass.
 
@@ -143,7 +119,7 @@ def label_overlap(truth: Any, pred: Any, return_labels: bool = False):
     array([[0, 1],
            [1, 1]])
     """
-    t, p = _check_pair(truth, pred)
+    t, p = check_label_pair(truth, pred, "truth", "pred")
     t_ids, p_ids, i, j, counts, _, _ = _overlap_pairs(t, p)
     table = np.zeros((t_ids.size + 1, p_ids.size + 1), dtype=np.int64)
     table[i, j] = counts
@@ -202,7 +178,7 @@ def dsb_average_precision(truth_labels: Any, pred_labels: Any) -> tuple[float, n
     >>> ap.round(2).tolist()
     [0.5, 0.5, 0.5, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0]
     """
-    t, p = _check_pair(truth_labels, pred_labels)
+    t, p = check_label_pair(truth_labels, pred_labels, "truth", "pred")
     t_ids, p_ids, i, j, inter, area_t, area_p = _overlap_pairs(t, p)
     n_t, n_p = t_ids.size, p_ids.size
     if n_t == 0 and n_p == 0:

@@ -20,12 +20,11 @@ from torchmetrics import Metric
 
 from seg_bench.errors import UserError
 from seg_bench.metrics.functional import (
-    _auc_from_grouped_counts,
-    _check_bins,
     _check_num_classes,
     _confusion_matrix_torch,
     pixel_metrics,
 )
+from seg_bench.metrics.roc import _auc_from_grouped_counts, _check_bins
 
 __all__ = ["ConfusionMatrixMetric", "BinnedROC"]
 

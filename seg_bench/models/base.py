@@ -1,13 +1,16 @@
-"""Helpers shared by the architectures: channel scaling and pad-to-multiple / crop-back.
+"""What every architecture shares: channel scaling and one forward pass that accepts any size.
 
 Encoder-decoder networks pool ``n`` times, so they need H and W divisible by ``2**n`` for the
-skips to line up. Rather than making callers care, every model pads inside ``forward`` with
-:func:`pad_to_multiple` and crops its logits back with :func:`unpad`.
+skips to line up. Rather than making callers care, :class:`PaddedModel` (like smp's
+``SegmentationModel``) owns ``forward``: it pads the input once with :func:`pad_to_multiple`,
+runs the subclass's :meth:`~PaddedModel.forward_padded` and crops the logits back with
+:func:`unpad`. A subclass only builds its layers and says which multiple it needs.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 # (left, right, top, bottom), the order F.pad expects for the last two dimensions.
@@ -48,3 +51,30 @@ def unpad(y: torch.Tensor, padding: Padding) -> torch.Tensor:
     left, right, top, bottom = padding
     h, w = y.shape[-2:]
     return y[..., top : h - bottom, left : w - right]
+
+
+class PaddedModel(nn.Module):
+    """A network that maps B,C,H,W to logits B,classes,H,W for any H and W.
+
+    Subclasses build their layers and implement :meth:`forward_padded`, which only ever sees
+    inputs whose H and W divide by ``multiple`` and are at least ``min_size``. ``multiple`` is
+    a class attribute; a network whose depth is a constructor argument sets it per instance.
+    """
+
+    multiple: int = 1  # H and W must divide by this (2**n for n poolings)
+    min_size: int = 0  # and be at least this large
+
+    def __init__(self, pad_mode: str = "reflect"):
+        super().__init__()
+        self.pad_mode = pad_mode
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The network itself, on an input padded to ``multiple``."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        x, padding = pad_to_multiple(x, self.multiple, self.pad_mode, self.min_size)
+        out = self.forward_padded(x)
+        if isinstance(out, tuple):  # extra image-level outputs (smp's aux_params): nothing to crop
+            return (unpad(out[0], padding), *out[1:])
+        return unpad(out, padding)

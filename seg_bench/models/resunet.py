@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from seg_bench.models.base import pad_to_multiple, scaled, unpad
+from seg_bench.models.base import PaddedModel, scaled
 from seg_bench.registry import MODELS
 
 
@@ -69,7 +69,7 @@ class UpUnit(nn.Module):
         return self.unit(torch.cat([self.up(x), skip], dim=1))
 
 
-class ResUNet(nn.Module):
+class ResUNet(PaddedModel):
     """Residual U-Net: ``filters[:-1]`` for the encoder levels, ``filters[-1]`` for the bridge."""
 
     def __init__(
@@ -79,9 +79,8 @@ class ResUNet(nn.Module):
         filters: tuple[int, ...] = (64, 128, 256, 512),
         pad_mode: str = "reflect",
     ):
-        super().__init__()
+        super().__init__(pad_mode)
         self.multiple = 2 ** (len(filters) - 1)  # one stride-2 conv per level below the first
-        self.pad_mode = pad_mode
         self.encoder = nn.ModuleList([StemUnit(in_channels, filters[0])])
         self.encoder.extend(
             ResidualUnit(filters[i - 1], filters[i], 2) for i in range(1, len(filters) - 1)
@@ -93,8 +92,7 @@ class ResUNet(nn.Module):
         )
         self.head = nn.Conv2d(filters[0], classes, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, padding = pad_to_multiple(x, self.multiple, self.pad_mode)
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
         for unit in self.encoder:
             x = unit(x)
@@ -102,7 +100,7 @@ class ResUNet(nn.Module):
         x = self.bridge(x)
         for up, skip in zip(self.decoder, reversed(skips), strict=True):
             x = up(x, skip)
-        return unpad(self.head(x), padding)
+        return self.head(x)
 
 
 @MODELS.register("resunet", "Deep residual U-Net (Zhang et al. 2018), filters 64-128-256-512")

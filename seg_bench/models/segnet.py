@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from seg_bench.models.base import pad_to_multiple, scaled, unpad
+from seg_bench.models.base import PaddedModel, scaled
 from seg_bench.registry import MODELS
 
 # Channels of the convs in each of the five VGG16 stages.
@@ -68,7 +68,7 @@ class DecoderStage(nn.Module):
         return self.convs(self.unpool(x, indices, output_size=size))
 
 
-class SegNet(nn.Module):
+class SegNet(PaddedModel):
     """VGG-style encoder with pooling indices handed to a mirrored decoder."""
 
     def __init__(
@@ -78,9 +78,8 @@ class SegNet(nn.Module):
         stages: tuple[tuple[int, ...], ...] = VGG16_STAGES,
         pad_mode: str = "reflect",
     ):
-        super().__init__()
+        super().__init__(pad_mode)
         self.multiple = 2 ** len(stages)
-        self.pad_mode = pad_mode
         ins = (in_channels, *(s[-1] for s in stages[:-1]))
         self.encoder = nn.ModuleList(EncoderStage(i, s) for i, s in zip(ins, stages, strict=True))
         # Decoder stage k mirrors encoder stage k: same convs read backwards, ending at the
@@ -91,15 +90,14 @@ class SegNet(nn.Module):
             for k, (s, o) in enumerate(zip(stages, outs, strict=True))
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, padding = pad_to_multiple(x, self.multiple, self.pad_mode)
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         pooled = []
         for stage in self.encoder:
             x, indices, size = stage(x)
             pooled.append((indices, size))
         for stage, (indices, size) in zip(reversed(self.decoder), reversed(pooled), strict=True):
             x = stage(x, indices, size)
-        return unpad(x, padding)
+        return x
 
 
 @MODELS.register("segnet", "SegNet (Badrinarayanan et al. 2017), VGG16-BN encoder, index unpooling")

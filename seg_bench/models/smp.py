@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 from seg_bench.errors import UserError
-from seg_bench.models.base import pad_to_multiple, unpad
+from seg_bench.models.base import PaddedModel
 from seg_bench.registry import MODELS
 
 PREFIX = "smp-"
@@ -71,27 +71,25 @@ def _known_encoder(encoder: str) -> bool:
     return encoder in smp_encoders()
 
 
-class SmpModel(nn.Module):
+class SmpModel(PaddedModel):
     """An smp model that accepts any H, W: pads to the encoder's output stride, crops back."""
 
+    # At least 32 pixels: below that, dilated encoders (DeepLab, PSPNet) and transformer
+    # encoders (mit_b*, whose attention pools the stride-4 map by 8) shrink maps below their
+    # kernel sizes even when the stride divides the input.
+    min_size = MIN_SIZE
+
     def __init__(self, model: nn.Module, arch: str, pad_mode: str = "reflect"):
-        super().__init__()
+        super().__init__(pad_mode)
         self.model = model
         # Skips line up only if H and W divide by the total downsampling (32 for most
         # encoders, 16 for a ViT with 16-pixel patches, 8 for dilated DeepLab encoders).
         stride = int(getattr(model.encoder, "output_stride", 32))
         self.multiple = stride * EXTRA_DOWNSAMPLING.get(arch, 1)
-        self.pad_mode = pad_mode
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        # At least 32 pixels: below that, dilated encoders (DeepLab, PSPNet) and transformer
-        # encoders (mit_b*, whose attention pools the stride-4 map by 8) shrink maps below
-        # their kernel sizes even when the stride divides the input.
-        x, padding = pad_to_multiple(x, self.multiple, self.pad_mode, min_size=MIN_SIZE)
-        out = self.model(x)
-        if isinstance(out, tuple):  # aux_params adds image-level class logits: nothing to crop
-            return (unpad(out[0], padding), *out[1:])
-        return unpad(out, padding)
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        # With aux_params, smp adds image-level class logits, which the base leaves uncropped.
+        return self.model(x)
 
 
 def create_smp_model(
@@ -135,7 +133,9 @@ def create_smp_model(
 MODELS.register_family(
     prefix=PREFIX,
     factory=create_smp_model,
-    description="segmentation-models-pytorch: smp-<arch>-<encoder>, random encoder weights by default",
+    description=(
+        "segmentation-models-pytorch: smp-<arch>-<encoder>, random encoder weights by default"
+    ),
     examples=("smp-unet-resnet34", "smp-deeplabv3plus-efficientnet-b0", "smp-segformer-mit_b0"),
     accepts=lambda name: split_name(name) is not None,
 )

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from seg_bench.models.base import pad_to_multiple, scaled, unpad
+from seg_bench.models.base import PaddedModel, scaled
 from seg_bench.registry import MODELS
 
 
@@ -75,7 +75,7 @@ class TransitionUp(nn.ConvTranspose2d):
         super().__init__(ch, ch, 3, stride=2, padding=1, output_padding=1)
 
 
-class FCDenseNet(nn.Module):
+class FCDenseNet(PaddedModel):
     """``layers`` lists the dense block sizes: down path, bottleneck, up path (2n+1 entries)."""
 
     def __init__(
@@ -88,12 +88,11 @@ class FCDenseNet(nn.Module):
         dropout: float = 0.2,
         pad_mode: str = "reflect",
     ):
-        super().__init__()
+        super().__init__(pad_mode)
         if len(layers) % 2 != 1:
             raise ValueError(f"layers needs 2n+1 block sizes, got {len(layers)}")
         n_pool = len(layers) // 2
         self.multiple = 2**n_pool
-        self.pad_mode = pad_mode
         self.stem = nn.Conv2d(in_channels, stem, 3, padding=1)
 
         ch, skip_chs = stem, []
@@ -117,8 +116,7 @@ class FCDenseNet(nn.Module):
             new = self.up_blocks[-1].out_channels
         self.head = nn.Conv2d(new, classes, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, padding = pad_to_multiple(x, self.multiple, self.pad_mode)
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         skips = []
         for block, down in zip(self.down_blocks, self.transitions_down, strict=True):
@@ -130,7 +128,7 @@ class FCDenseNet(nn.Module):
             self.transitions_up, self.up_blocks, reversed(skips), strict=True
         ):
             x = block(torch.cat([up(x), skip], dim=1))
-        return unpad(self.head(x), padding)
+        return self.head(x)
 
 
 def _tiramisu(

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from seg_bench.models.base import pad_to_multiple, scaled, unpad
+from seg_bench.models.base import PaddedModel, scaled
 from seg_bench.registry import MODELS
 
 
@@ -58,7 +58,7 @@ class Up(nn.Module):
         return self.conv(torch.cat([skip, self.up(x)], dim=1))
 
 
-class UNet(nn.Module):
+class UNet(PaddedModel):
     """Encoder of ``depth`` max-pools (``base * 2**i`` channels at level i), mirrored decoder."""
 
     def __init__(
@@ -70,17 +70,15 @@ class UNet(nn.Module):
         bilinear: bool = False,
         pad_mode: str = "reflect",
     ):
-        super().__init__()
+        super().__init__(pad_mode)
         chs = [base * 2**i for i in range(depth + 1)]
         self.multiple = 2**depth  # every pool halves H and W
-        self.pad_mode = pad_mode
         self.stem = DoubleConv(in_channels, chs[0])
         self.downs = nn.ModuleList(Down(chs[i], chs[i + 1]) for i in range(depth))
         self.ups = nn.ModuleList(Up(chs[i + 1], chs[i], bilinear) for i in reversed(range(depth)))
         self.head = nn.Conv2d(chs[0], classes, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, padding = pad_to_multiple(x, self.multiple, self.pad_mode)
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         skips = []
         for down in self.downs:
@@ -88,7 +86,7 @@ class UNet(nn.Module):
             x = down(x)
         for up, skip in zip(self.ups, reversed(skips), strict=True):
             x = up(x, skip)
-        return unpad(self.head(x), padding)
+        return self.head(x)
 
 
 @MODELS.register(
