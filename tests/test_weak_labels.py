@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from region_growing_reference import region_growing_reference as _region_growing_reference
 
 from seg_bench.errors import UserError
-from seg_bench.labels.weak_labels import (
-    _region_growing_reference,
+from seg_bench.labels import (
     click_points_from_instances,
     flood_fill_labels,
     label_quality,
@@ -431,7 +431,8 @@ def test_label_quality():
 def test_docstring_examples():
     import doctest
 
-    import seg_bench.labels.weak_labels as module
+    from seg_bench.labels import floodfill, points, quality, region, source
 
-    result = doctest.testmod(module, extraglobs={"np": np})
-    assert result.failed == 0 and result.attempted >= 7
+    modules = (floodfill, points, quality, region, source)
+    results = [doctest.testmod(m, extraglobs={"np": np}) for m in modules]
+    assert sum(r.failed for r in results) == 0 and sum(r.attempted for r in results) >= 7
