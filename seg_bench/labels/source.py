@@ -74,13 +74,14 @@ class ManualLabels:
     name = "manual"
 
     def __init__(self, options: dict[str, Any] | None = None, seed: int = 0):
+        # Same arguments as every source, so a run builds any of them alike; none apply here.
         self.quality: dict[str, dict[str, float]] = {}  # nothing to compare: no entries
 
     def __call__(self, samples: list[Sample], split: str, num_classes: int) -> list[Sample]:
         return samples
 
 
-class WeakLabels(ManualLabels):
+class WeakLabels:
     """Labels grown by ``method`` from one simulated click per object of the manual instances.
 
     ``options`` holds click options (``mode``, ``jitter``, ``drop_fraction``) and the method's
@@ -89,8 +90,8 @@ class WeakLabels(ManualLabels):
     """
 
     def __init__(self, method: str, options: dict[str, Any] | None = None, seed: int = 0):
-        super().__init__()
         self.name, self.seed = method, int(seed)
+        self.quality: dict[str, dict[str, float]] = {}
         self.method = METHODS[method]
         options = dict(options or {})
         self.click = {k: options.pop(k) for k in CLICK_OPTIONS if k in options}
@@ -124,10 +125,13 @@ class WeakLabels(ManualLabels):
 
     def label(self, sample: Sample, seed: int) -> np.ndarray:
         """Weak labels of one sample, from clicks simulated with ``seed``."""
-        s = sample
-        truth = s.instances if s.instances is not None else connected_instances(s.mask)
+        truth = sample.instances
+        if truth is None:
+            truth = connected_instances(sample.mask)
         points = click_points_from_instances(truth, seed=seed, **self.click)
-        image = s.image[..., 0] if s.image.ndim == 3 and s.image.shape[-1] == 1 else s.image
+        image = sample.image
+        if image.ndim == 3 and image.shape[-1] == 1:
+            image = image[..., 0]
         kw = dict(self.options)
         if "bright_objects" in self.method_options and "bright_objects" not in kw and len(points):
             # Polarity from the clicks alone: objects brighter than the image's median?
@@ -136,7 +140,7 @@ class WeakLabels(ManualLabels):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # leaks and skipped clicks are expected here
             return weak_labels(
-                image, points[["x", "y"]].to_numpy(), self.name, image_name=s.id, **kw
+                image, points[["x", "y"]].to_numpy(), self.name, image_name=sample.id, **kw
             )
 
 
