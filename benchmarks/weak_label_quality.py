@@ -39,6 +39,7 @@ def pooled(weak_samples, manual_samples) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     from seg_bench.data import create_datamodule
+    from seg_bench.registry import LABEL_SOURCES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("datasets", nargs="+")
@@ -52,9 +53,10 @@ def main(argv: list[str] | None = None) -> None:
             warnings.simplefilter("ignore")  # "testing stack absent" notes of the sample data
             manual = create_datamodule(name, seed=args.seed).samples("train")
             for method in args.methods.split(","):
-                dm = create_datamodule(name, labels=method, seed=args.seed)
+                source = LABEL_SOURCES.create(method, seed=args.seed)
+                dm = create_datamodule(name, label_source=source, seed=args.seed)
                 p = pooled(dm.samples("train"), manual)
-                q = dm.weak_label_quality["train"]
+                q = source.quality["train"]
                 print(
                     f"| {name} | {method} | {q['iou']:.3f} | {q['dice']:.3f} | {q['kappa']:.3f} | "
                     f"{p['precision']:.2f} | {p['recall']:.2f} | {p['area']:.2f}x |",

@@ -226,7 +226,7 @@ def cmd_weak_labels(args) -> int:
 
     from seg_bench.data.io import read_image
     from seg_bench.io import atomic_write
-    from seg_bench.labels.weak_labels import read_points_csv, weak_labels
+    from seg_bench.labels import read_points_csv, weak_labels
 
     points = read_points_csv(args.points)
     images = Path(args.images)

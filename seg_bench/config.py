@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from seg_bench.errors import UserError
-from seg_bench.registry import DATASETS, LOSSES, OPTIMIZERS
+from seg_bench.registry import DATASETS, LABEL_SOURCES, LOSSES, OPTIMIZERS
 
 PROFILES = ("smoke", "cpu", "paper")
 SCHEDULES = (None, "cosine", "plateau")
@@ -79,6 +79,7 @@ class RunConfig:
     )
 
     def validate(self) -> RunConfig:
+        """Check every option value (the one place that does); raise a one-line UserError."""
         checks = [
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
@@ -95,8 +96,8 @@ class RunConfig:
                 f"unknown profile '{self.profile}'. Known: {', '.join(PROFILES)}",
             ),
             (
-                self.labels in ("manual", "floodfill", "region"),
-                f"--labels must be manual, floodfill or region, got '{self.labels}'",
+                0.0 <= self.foreground_bias <= 1.0,
+                f"--foreground-bias must be in [0, 1], got {self.foreground_bias}",
             ),
         ]
         for ok, message in checks:
@@ -106,6 +107,10 @@ class RunConfig:
             raise UserError(f"unknown schedule '{self.schedule}'. Known: none, cosine, plateau")
         LOSSES.require(self.loss)
         OPTIMIZERS.require(self.optimizer)
+        try:
+            LABEL_SOURCES.require(self.labels)
+        except UserError as e:
+            raise UserError(f"--labels: {e}") from None
         return self
 
     def inference_window(self, patch_size: int) -> int:
@@ -166,7 +171,10 @@ def _merge(base: dict, extra: dict | None) -> dict:
 def benchmark_models(
     dataset: str, profile: str | None = None, config_file: str | None = None
 ) -> list[str]:
-    """The models a bench runs by default: the profile's ``bench_models``, else the file's ``models``."""
+    """The models a bench runs by default.
+
+    The profile's ``bench_models``, else the profile file's ``models``.
+    """
     DATASETS.require(dataset)
     spec = load_profile_file(dataset, config_file)
     section = spec.get("profiles", {}).get(profile or default_profile(), {})

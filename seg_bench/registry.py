@@ -116,7 +116,7 @@ class Registry:
         raise self._unknown(name)
 
     def require(self, name: str) -> None:
-        """Raise the one-line 'unknown <kind>' error (with the closest name) unless ``name`` exists."""
+        """Raise the one-line 'unknown <kind>' error (closest name as a hint) unless known."""
         if name not in self:
             raise self._unknown(name)
 
@@ -141,3 +141,4 @@ MODELS = Registry("model", "seg_bench.models", entry_point_group="seg_bench.mode
 DATASETS = Registry("dataset", "seg_bench.data.datasets", entry_point_group="seg_bench.datasets")
 LOSSES = Registry("loss", "seg_bench.training.losses")
 OPTIMIZERS = Registry("optimizer", "seg_bench.training.optimizers")
+LABEL_SOURCES = Registry("label source", "seg_bench.labels.source")

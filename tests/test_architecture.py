@@ -64,15 +64,9 @@ def test_every_module_belongs_to_a_stage():
     assert not unknown, f"add {sorted(unknown)} to STAGES in this test"
 
 
-# Being untangled: weak labels are still applied inside the DataModule.
-KNOWN_CLIMBS = {"data/base.py"}
-
-
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_imports_point_down_the_stages(path):
     here = _stage_of(path)
-    if str(path.relative_to(PACKAGE)) in KNOWN_CLIMBS:
-        pytest.xfail("known climbing import, being removed")
     climbs = [
         f"{path.relative_to(PACKAGE)}:{line} imports seg_bench.{stage} ({here} is below it)"
         for line, stage in _imported_stages(path)

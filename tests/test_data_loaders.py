@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from data_fixtures import write_dsb, write_dsb_test, write_folder, write_ncmir, write_snemi
 
-from seg_bench.data.base import DATASETS, SPLITS, SegmentationDataModule
+from seg_bench.data import create_datamodule
+from seg_bench.data.base import DATASETS, SPLITS, Sample, SegmentationDataModule
 from seg_bench.data.datasets import dsb2018, epfl, folder, isbi2012, isbi2013, ncmir
 
 BASE_KWARGS = dict(
@@ -122,9 +123,10 @@ def test_isbi2013_boundaries_from_ids(isbi2013_root):
     assert (s.mask[ys, xs] == 1).all() and (s.mask[ys, xs + 1] == 1).all()
     # interior pixels (all 4 neighbours equal) are not boundary
     inner = np.zeros_like(s.mask, bool)
+    c = ids[1:-1, 1:-1]
     inner[1:-1, 1:-1] = (
-        (ids[1:-1, 1:-1] == ids[:-2, 1:-1]) & (ids[1:-1, 1:-1] == ids[2:, 1:-1])
-        & (ids[1:-1, 1:-1] == ids[1:-1, :-2]) & (ids[1:-1, 1:-1] == ids[1:-1, 2:]) & (ids[1:-1, 1:-1] > 0)
+        (c == ids[:-2, 1:-1]) & (c == ids[2:, 1:-1])
+        & (c == ids[1:-1, :-2]) & (c == ids[1:-1, 2:]) & (c > 0)
     )  # fmt: skip
     assert (s.mask[inner] == 0).all() and inner.sum() > 0.5 * inner.size
     assert len(np.unique(ids)) > 10
@@ -241,3 +243,44 @@ def test_batches_through_the_base_datamodule(fixture, request):
     val = next(iter(dm.val_dataloader()))
     assert val["image"].shape[1] == dm.in_channels
     assert set(dm.describe()["splits"]) >= {"train", "val"}
+
+
+# --- label sources ---------------------------------------------------------------------------
+class InvertingSource:
+    """A stand-in label source that swaps foreground and background, so its use is visible."""
+
+    name = "inverted"
+
+    def __init__(self):
+        self.quality: dict = {}
+        self.calls: list = []
+
+    def __call__(self, samples, split, num_classes):
+        self.calls.append((split, num_classes))
+        self.quality[split] = {"iou": 0.0}
+        return [
+            Sample(s.id, s.image, (s.mask == 0).astype(np.uint8), None, s.meta) for s in samples
+        ]
+
+
+def test_a_label_source_relabels_train_and_val_but_never_test():
+    kw = dict(n_train=2, n_val=1, n_test=2, image_size=64, patch_size=32)
+    manual = create_datamodule("synthetic", **kw)
+    source = InvertingSource()
+    dm = create_datamodule("synthetic", label_source=source, **kw)
+    dm.setup()
+    for split in SPLITS:
+        for mine, truth in zip(dm.samples(split), manual.samples(split), strict=True):
+            assert mine.id == truth.id
+            expected = 1 - truth.mask if split != "test" else truth.mask
+            assert (mine.mask == expected).all(), split
+    assert source.calls == [("train", 2), ("val", 2)]  # each split relabelled once
+    record = dm.describe()
+    assert record["labels"] == "inverted"
+    assert record["weak_label_quality"] == {"train": {"iou": 0.0}, "val": {"iou": 0.0}}
+
+
+def test_without_a_label_source_the_record_says_manual():
+    dm = create_datamodule("synthetic", n_train=1, n_val=1, n_test=1, image_size=64, patch_size=32)
+    dm.setup()
+    assert dm.describe()["labels"] == "manual" and dm.describe()["weak_label_quality"] == {}

@@ -265,7 +265,7 @@ def test_dataset_loaders_on_a_corrupted_file_give_samples_or_a_data_error(layout
 @settings(FUZZ, max_examples=300)
 @given(data=damaged(POINTS_CSV))
 def test_read_points_csv_gives_points_or_a_user_error(work, data):
-    from seg_bench.labels.weak_labels import read_points_csv
+    from seg_bench.labels import read_points_csv
 
     CASES["read_points_csv"] += 1
     path = _write(work, "points.csv", data)
@@ -380,7 +380,7 @@ from test_fuzz import (PNG_GREY, PNG_RGBA, TIF_16, TIF_STACK, TIF_DEFLATE, RLE_C
 from seg_bench.errors import UserError
 from seg_bench.data.io import read_image, read_stack
 from seg_bench.data.rle import read_rle_csv, rle_decode
-from seg_bench.labels.weak_labels import read_points_csv
+from seg_bench.labels import read_points_csv
 from seg_bench.protocol.records import read_record
 
 work, n = sys.argv[1], int(sys.argv[2])

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from region_growing_reference import region_growing_reference as _region_growing_reference
 
 from seg_bench.errors import UserError
-from seg_bench.labels.weak_labels import (
-    _region_growing_reference,
+from seg_bench.labels import (
     click_points_from_instances,
     flood_fill_labels,
     label_quality,
@@ -428,10 +428,42 @@ def test_label_quality():
         label_quality(np.zeros((3, 3)), np.zeros((3, 4)))
 
 
+def test_label_quality_without_foreground_follows_the_metrics_zero_division_rules():
+    """The convention of seg_bench.metrics.pixel_metrics, which label_quality uses."""
+    empty = np.zeros((4, 4), int)
+    one = empty.copy()
+    one[1, 1] = 5
+    full = np.ones((4, 4), int)
+    # No foreground anywhere: weak labels and truth agree that there is nothing.
+    assert label_quality(empty, empty) == {"iou": 1.0, "dice": 1.0, "kappa": 1.0}
+    # Foreground on one side only: no overlap, and kappa 0 (po = pe = 15/16), either way round.
+    assert label_quality(empty, one) == {"iou": 0.0, "dice": 0.0, "kappa": 0.0}
+    assert label_quality(one, empty) == {"iou": 0.0, "dice": 0.0, "kappa": 0.0}
+    # Foreground everywhere on both: perfect agreement again (chance agreement is total).
+    assert label_quality(full, full * 3) == {"iou": 1.0, "dice": 1.0, "kappa": 1.0}
+    with pytest.raises(UserError, match=r"empty images \(shape \(0, 3\)\)"):
+        label_quality(np.zeros((0, 3)), np.zeros((0, 3)))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_label_quality_matches_scikit_learn(seed):
+    from sklearn.metrics import cohen_kappa_score, f1_score, jaccard_score
+
+    rng = np.random.default_rng(seed)
+    weak = rng.integers(0, 4, (12, 9)) * (rng.random((12, 9)) < 0.4)
+    truth = rng.random((12, 9)) < 0.3
+    a, b = truth.ravel(), weak.ravel() > 0
+    q = label_quality(weak, truth)
+    assert q["iou"] == pytest.approx(jaccard_score(a, b))
+    assert q["dice"] == pytest.approx(f1_score(a, b))
+    assert q["kappa"] == pytest.approx(cohen_kappa_score(a, b))
+
+
 def test_docstring_examples():
     import doctest
 
-    import seg_bench.labels.weak_labels as module
+    from seg_bench.labels import floodfill, points, quality, region, source
 
-    result = doctest.testmod(module, extraglobs={"np": np})
-    assert result.failed == 0 and result.attempted >= 7
+    modules = (floodfill, points, quality, region, source)
+    results = [doctest.testmod(m, extraglobs={"np": np}) for m in modules]
+    assert sum(r.failed for r in results) == 0 and sum(r.attempted for r in results) >= 7

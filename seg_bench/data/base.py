@@ -4,6 +4,11 @@ A dataset only says how to read its files: ``load_split(split) -> list[Sample]``
 after that (normalisation, random patches, foreground-biased sampling, augmentation, whole-image
 validation, batching) lives here once.
 
+Where the training labels come from is not the dataset's business: a *label source* (see
+:class:`LabelSource`; ``seg_bench.labels.source`` holds the ones a run chooses with ``--labels``)
+may replace the train and val labels when those splits are built. Test labels are always the
+dataset's own.
+
 Batch contract (a dict):
     image      float32 B,C,H,W  (percentile-normalised, ~[0, 1])
     mask       int64   B,H,W    class ids, 0 = background (binary datasets: {0, 1})
@@ -16,10 +21,9 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lightning as L
 import numpy as np
@@ -43,8 +47,24 @@ class Sample:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+class LabelSource(Protocol):
+    """Turns a split's samples into the samples to learn from (e.g. with weak labels).
+
+    ``name`` is recorded as the run's ``labels``; ``quality`` maps a split to how its new labels
+    agree with the dataset's own (recorded as ``weak_label_quality``).
+    """
+
+    name: str
+    quality: dict[str, dict[str, float]]
+
+    def __call__(self, samples: list[Sample], split: str, num_classes: int) -> list[Sample]: ...
+
+
 def data_root(name: str, root: str | os.PathLike | None, subdir: str) -> str:
-    """Where a dataset lives: ``--root``, else ``$SEG_BENCH_DATA/<subdir>`` (default ../shared/data)."""
+    """Where a dataset lives: ``--root``, else ``$SEG_BENCH_DATA/<subdir>``.
+
+    ``$SEG_BENCH_DATA`` defaults to ``../shared/data``.
+    """
     if root is not None:
         return os.fspath(root)
     base = os.environ.get("SEG_BENCH_DATA", os.path.join(os.getcwd(), "..", "shared", "data"))
@@ -76,12 +96,14 @@ def seeded_split(ids: list[str], fractions: dict[str, float], seed: int) -> dict
     names = [k for k, v in fractions.items() if v > 0]
     if len(ids) < len(names):
         raise DataError(
-            f"{len(ids)} labelled images are too few for the splits {names}: need at least {len(names)}"
+            f"{len(ids)} labelled images are too few for the splits {names}: "
+            f"need at least {len(names)}"
         )
     counts = {k: max(1, round(fractions[k] * len(ids))) for k in names}
     # The last split takes what is left, so the counts always add up.
     counts[names[-1]] = len(ids) - sum(counts[k] for k in names[:-1])
-    while counts[names[-1]] < 1:  # rounding over-served the earlier splits (e.g. 5 ids, 70/15/15)
+    # Rounding may over-serve the earlier splits (e.g. 5 ids, 70/15/15): give back from the largest.
+    while counts[names[-1]] < 1:
         largest = max(names[:-1], key=lambda k: counts[k])
         counts[largest] -= 1
         counts[names[-1]] += 1
@@ -105,7 +127,8 @@ class _PreparedSample:
         self.mask = s.mask.astype(np.uint8)
         if self.image.shape[:2] != self.mask.shape:
             raise DataError(
-                f"{s.id}: image is {self.image.shape[:2]} but mask is {self.mask.shape}; they must match"
+                f"{s.id}: image is {self.image.shape[:2]} but mask is {self.mask.shape}; "
+                "they must match"
             )
         inst = s.instances if s.instances is not None else connected_instances(self.mask)
         self.instances = inst.astype(np.int32)
@@ -202,8 +225,7 @@ class SegmentationDataModule(L.LightningDataModule):
         samples_per_epoch: int | None = None,
         foreground_bias: float = 0.0,
         seed: int = 0,
-        labels: str = "manual",
-        weak_label_options: dict | None = None,
+        label_source: LabelSource | None = None,
     ):
         super().__init__()
         self.root = root
@@ -218,17 +240,9 @@ class SegmentationDataModule(L.LightningDataModule):
         self.samples_per_epoch = samples_per_epoch
         self.foreground_bias = float(foreground_bias)
         self.seed = int(seed)
-        if self.patch_size < 16:
-            raise UserError(f"--patch-size must be at least 16, got {self.patch_size}")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if not 0.0 <= self.foreground_bias <= 1.0:
-            raise UserError(f"--foreground-bias must be in [0, 1], got {self.foreground_bias}")
-        if labels not in ("manual", "floodfill", "region"):
-            raise UserError(f"--labels must be manual, floodfill or region, got '{labels}'")
-        self.labels = labels
-        self.weak_label_options = dict(weak_label_options or {})
-        self.weak_label_quality: dict[str, float] = {}
+        # Option values are checked by RunConfig.validate; only checks that need the data
+        # (patch size vs the smallest image) are made here.
+        self.label_source = label_source  # None: the dataset's own (manual) labels
         self._prepared: dict[str, list[_PreparedSample]] = {}
 
     # --- what a dataset implements -------------------------------------------------------
@@ -245,53 +259,12 @@ class SegmentationDataModule(L.LightningDataModule):
             raw = self.load_split(split)
             if not raw:
                 raise DataError(f"{self.name}: the {split} split is empty")
-            if self.labels != "manual" and split != "test":
-                # The label-source study: train and validate on weak labels made from one
-                # simulated click per object; always test on the manual ground truth.
-                raw = self._with_weak_labels(raw, split)
+            if self.label_source is not None and split != "test":
+                # The label-source study trains and validates on other labels, but always
+                # tests on the manual ground truth.
+                raw = self.label_source(raw, split, self.num_classes)
             self._prepared[split] = [_PreparedSample(s) for s in raw]
         return self._prepared[split]
-
-    def _with_weak_labels(self, samples: list[Sample], split: str) -> list[Sample]:
-        from seg_bench.labels.weak_labels import (
-            click_points_from_instances,
-            label_quality,
-            weak_labels,
-        )
-
-        if self.num_classes != 2:
-            raise UserError(
-                f"weak labels need a binary dataset; {self.name} has {self.num_classes} classes"
-            )
-        options = dict(self.weak_label_options)
-        click = {k: options.pop(k) for k in ("mode", "jitter", "drop_fraction") if k in options}
-        out, quality = [], []
-        for i, s in enumerate(samples):
-            truth = s.instances if s.instances is not None else connected_instances(s.mask)
-            points = click_points_from_instances(truth, seed=self.seed * 100_003 + i, **click)
-            image = s.image[..., 0] if s.image.ndim == 3 and s.image.shape[-1] == 1 else s.image
-            kw = dict(options)
-            if self.labels == "floodfill" and "bright_objects" not in kw and len(points):
-                # Polarity from the clicks alone: objects brighter than the image's median?
-                grey = image.mean(-1) if image.ndim == 3 else image
-                kw["bright_objects"] = bool(
-                    np.median(grey[points["y"], points["x"]]) > np.median(grey)
-                )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # leaks and skipped clicks are expected here
-                labels = weak_labels(
-                    image, points[["x", "y"]].to_numpy(), self.labels, image_name=s.id, **kw
-                )
-            quality.append(label_quality(labels, s.mask))
-            out.append(
-                Sample(
-                    s.id, s.image, (labels > 0).astype(np.uint8), labels.astype(np.int32), s.meta
-                )
-            )
-        self.weak_label_quality[split] = {
-            k: float(np.mean([q[k] for q in quality])) for k in quality[0]
-        }
-        return out
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit"):
@@ -365,6 +338,7 @@ class SegmentationDataModule(L.LightningDataModule):
         return self._whole("test")
 
     def describe(self) -> dict[str, Any]:
+        source = self.label_source
         return {
             "dataset": self.name,
             "root": None if self.dir is None else os.fspath(self.dir),
@@ -372,8 +346,8 @@ class SegmentationDataModule(L.LightningDataModule):
             "in_channels": self.in_channels,
             "patch_size": self.patch_size,
             "augment": self.augment_name,
-            "labels": self.labels,
-            "weak_label_quality": self.weak_label_quality,
+            "labels": "manual" if source is None else source.name,
+            "weak_label_quality": {} if source is None else source.quality,
             "splits": {k: [s.id for s in v] for k, v in self._prepared.items()},
             **self.split_info(),
         }

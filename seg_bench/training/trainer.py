@@ -6,6 +6,8 @@ running the same config into the same directory resumes from ``last.ckpt``.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import logging
 import shutil
@@ -21,6 +23,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from seg_bench.config import RunConfig
 from seg_bench.data import SegmentationDataModule, create_datamodule
 from seg_bench.io import write_json
+from seg_bench.registry import LABEL_SOURCES
 from seg_bench.training.callbacks import EpochTimer
 from seg_bench.training.checkpoint_io import AtomicCheckpointIO
 from seg_bench.training.precision import resolve_precision
@@ -45,40 +48,32 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
 
 
+def config_arguments(cfg: RunConfig, constructor: Any) -> dict[str, Any]:
+    """The RunConfig fields that ``constructor`` takes as keyword arguments of the same name."""
+    params = inspect.signature(constructor).parameters
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name in params}
+
+
 def build_datamodule(cfg: RunConfig) -> SegmentationDataModule:
+    # Every dataset takes the base class's arguments (its own ones come from dataset_options).
+    label_source = LABEL_SOURCES.create(cfg.labels, options=cfg.weak_label_options, seed=cfg.seed)
     return create_datamodule(
         cfg.dataset,
-        root=cfg.root,
-        patch_size=cfg.patch_size,
-        batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
-        augment=cfg.augment,
-        augment_params=cfg.augment_params,
-        samples_per_epoch=cfg.samples_per_epoch,
-        foreground_bias=cfg.foreground_bias,
-        seed=cfg.seed,
-        labels=cfg.labels,
-        weak_label_options=cfg.weak_label_options,
+        **config_arguments(cfg, SegmentationDataModule.__init__),
+        label_source=label_source,
         **cfg.dataset_options,
     )
 
 
 def build_task(cfg: RunConfig, dm: SegmentationDataModule) -> SegmentationTask:
     return SegmentationTask(
-        model=cfg.model,
-        in_channels=dm.in_channels,
-        num_classes=dm.num_classes,
-        width=cfg.width,
-        model_options=cfg.model_options,
-        loss=cfg.loss,
-        optimizer=cfg.optimizer,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        momentum=cfg.momentum,
-        schedule=cfg.schedule,
-        window=cfg.inference_window(dm.patch_size),
-        overlap=cfg.overlap,
-        postprocess=cfg.postprocess,
+        **{
+            **config_arguments(cfg, SegmentationTask.__init__),
+            # From the data, and the tile size worked out from the training patch.
+            "in_channels": dm.in_channels,
+            "num_classes": dm.num_classes,
+            "window": cfg.inference_window(dm.patch_size),
+        }
     )
 
 
