@@ -36,6 +36,15 @@ SEEDS = 2
 CLI_FAST = ["--profile", "smoke", "--width", "0.0625", "--set", "num_workers=0", "--logger", "none"]
 
 
+def cli_config(model: str, seed: int):
+    """The configuration CLI_FAST resolves to (it names the run folder and the record)."""
+    from seg_bench.config import resolve_config
+
+    return resolve_config(
+        "synthetic", model, "smoke", seed=seed, width=0.0625, num_workers=0, logger="none"
+    )
+
+
 def bench_argv(d: Path, models=MODELS_UNDER_TEST, seeds=SEEDS, extra=()) -> list[str]:
     return [
         "bench", "--dataset", "synthetic", "--models", ",".join(models), "--seeds", str(seeds),
@@ -69,7 +78,7 @@ def check_consistent(
             json.loads(p.read_text())
         else:
             rec = read_record(p)
-            assert p.name == f"{rec['model']}__seed{rec['seed']}.json", p
+            assert p.name == f"{rec['model']}__seed{rec['seed']}__{rec['config_key']}.json", p
             assert 0.0 <= rec["metrics"]["overall"]["iou"] <= 1.0
         checked["json"] += 1
     for p in sorted(d.rglob("*.npz")):
@@ -100,8 +109,11 @@ def check_consistent(
             im.load()
         checked["png"] += 1
     if complete:
+        from seg_bench.protocol.records import record_path_for
+
         names = sorted(p.name for p in results.glob("*.json"))
-        assert names == sorted(f"{m}__seed{s}.json" for m in models for s in range(SEEDS))
+        expected = [record_path_for(d, cli_config(m, s)).name for m in models for s in range(SEEDS)]
+        assert names == sorted(expected)
         rows = {r["model"]: r for r in csv.DictReader(open(lb / "synthetic.csv"))}
         assert sorted(rows) == sorted(models) and all(
             r["seeds"] == str(SEEDS) for r in rows.values()
@@ -110,9 +122,11 @@ def check_consistent(
         assert all(f"| {m} |" in md for m in models)
         leftovers = [p for p in d.rglob("*.tmp")]
         assert not leftovers, leftovers
+        from seg_bench.training.run_dir import run_dir_for
+
         for m in models:
             for s in range(SEEDS):
-                ck = d / "runs" / "synthetic" / f"{m}__seed{s}__smoke" / "checkpoints"
+                ck = run_dir_for(d / "runs", cli_config(m, s)) / "checkpoints"
                 assert (ck / "best.ckpt").is_file() and (ck / "last.ckpt").is_file()
     return checked
 
@@ -166,18 +180,18 @@ KILL_PLAN = [
     ("random", 2.0), ("random", 4.0),
     ("before", "config.json"), ("before", "best.ckpt"), ("before", "last.ckpt"),
     ("random", 3.0), ("random", 5.0),
-    ("before", "*.preview.npz"), ("before", "*__seed?.json"), ("after", "*__seed?.json"),
+    ("before", "*.preview.npz"), ("before", "*__seed?__*.json"), ("after", "*__seed?__*.json"),
     ("random", 3.0), ("random", 5.0),
-    ("before", "last.ckpt"), ("after", "*__seed?.json"), ("after", "*__seed?.json"),
+    ("before", "last.ckpt"), ("after", "*__seed?__*.json"), ("after", "*__seed?__*.json"),
     ("random", 4.0),
-    ("after", "*__seed?.json"),
+    ("after", "*__seed?__*.json"),
     ("before", "synthetic.md"), ("before", "synthetic.csv"), ("before", "roc.png"), ("before", "overlays.png"),
     ("random", 1.0), ("random", 2.0),
 ]  # fmt: skip
 
 PHASE_OF_PATTERN = {
     "config.json": "training (run config)", "best.ckpt": "checkpoint saving", "last.ckpt": "checkpoint saving",
-    "*.preview.npz": "result writing", "*__seed?.json": "result writing", "synthetic.md": "leaderboard writing",
+    "*.preview.npz": "result writing", "*__seed?__*.json": "result writing", "synthetic.md": "leaderboard writing",
     "synthetic.csv": "leaderboard writing", "roc.png": "leaderboard writing", "overlays.png": "leaderboard writing",
 }  # fmt: skip
 
@@ -344,10 +358,10 @@ def test_two_benches_on_one_results_folder_share_the_work_and_lose_nothing(tmp_p
     holds unet seed 0's lock at first, so both must put it off and then wait for it."""
     from seg_bench.io import file_lock
     from seg_bench.protocol.bench import lock_path
-    from seg_bench.protocol.records import record_path
+    from seg_bench.protocol.records import record_path_for
 
     d = tmp_path
-    held = lock_path(record_path(d / "results", "synthetic", "unet", 0))
+    held = lock_path(record_path_for(d / "results", cli_config("unet", 0)))
     logs = [d / "a.log", d / "b.log"]
     with file_lock(held) as got:
         assert got
@@ -693,14 +707,18 @@ def test_nan_loss_writes_a_failed_note_and_the_bench_goes_on(tmp_path):
         match=r"1 of 2 runs failed .*nan_after_step1 seed 0 \(loss became nan at epoch 0, step 1;",
     ):
         bench("synthetic", models=["nan_after_step1", "tiny_ok"], **kw)
-    folder = dirs["results_dir"] / "synthetic"
-    failed = json.loads((folder / "nan_after_step1__seed0.failed.json").read_text())
+    from seg_bench.config import resolve_config
+    from seg_bench.protocol.records import failed_path, record_path_for
+
+    nan_cfg = resolve_config("synthetic", "nan_after_step1", "smoke", **kw["overrides"])
+    record = record_path_for(dirs["results_dir"], nan_cfg)
+    failed = json.loads(failed_path(record).read_text())
     assert failed["status"] == "failed" and (failed["epoch"], failed["step"]) == (0, 1)
     assert (
         "lower the learning rate" in failed["error"]
         and failed["config"]["model"] == "nan_after_step1"
     )
-    assert not (folder / "nan_after_step1__seed0.json").exists()
+    assert not record.exists()
     assert [r["model"] for r in load_records(dirs["results_dir"], "synthetic")] == [
         "tiny_ok"
     ]  # the note is no record
@@ -713,7 +731,7 @@ def test_nan_loss_writes_a_failed_note_and_the_bench_goes_on(tmp_path):
     finally:
         NAN_SWITCH["on"] = True
     assert [r["model"] for r in records] == ["nan_after_step1", "tiny_ok"]
-    assert not (folder / "nan_after_step1__seed0.failed.json").exists()
+    assert not failed_path(record).exists()
     assert "| nan_after_step1 |" in (dirs["leaderboard_dir"] / "synthetic.md").read_text()
 
 
@@ -980,9 +998,10 @@ def test_api_key_and_database_password_are_never_written_by_bench_or_search(tmp_
     output = b_out + b_err + s_out + s_err
     assert FAKE_KEY not in output and DB_PASSWORD not in output
     assert list(tmp_path.rglob("*.wandb")), "W&B wrote no offline run: nothing was checked"
-    assert (tmp_path / "results" / "synthetic" / "unet__seed0.json").exists() and (
-        tmp_path / "lb" / "synthetic.md"
-    ).exists()
+    assert (
+        list((tmp_path / "results" / "synthetic").glob("unet__seed0__*.json"))
+        and (tmp_path / "lb" / "synthetic.md").exists()
+    )
     assert _files_holding(tmp_path, FAKE_KEY, DB_PASSWORD) == []
     n = sum(1 for p in tmp_path.rglob("*") if p.is_file())
     print(f"\n[secrets] {n} files and {len(output)} characters of output checked")

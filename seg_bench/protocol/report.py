@@ -155,6 +155,8 @@ def non_default_args(dataset: str, profile: str, record: dict) -> str:
     except UserError:  # a model or profile file that is gone: nothing to compare with
         return ""
     ran = key_fields(config)
+    if set(default) - set(ran):  # written by a version with other fields: no fair comparison
+        return ""
     args = [f"--config {config['config_file']}"] if config.get("config_file") else []
     for k in sorted(ran):
         if k not in ("labels", "dataset", "model", "profile") and ran[k] != default.get(k):
