@@ -131,7 +131,7 @@ def check_consistent(
     return checked
 
 
-# --- 1. kill anywhere ------------------------------------------------------------------------------
+# --- 1. kill anywhere -----------------------------------------------------------------------------
 # A warm process (seg_bench imported, no torch op run yet) forks one bench per command, so a
 # kill cycle costs the run and not the ~5 s of imports. The child is an ordinary process running
 # `seg-bench bench`; a SIGKILL ends it as it would end `python -m seg_bench.cli`. For targeted
@@ -139,7 +139,8 @@ def check_consistent(
 # place it drops a flag file and sleeps, and the test kills it there.
 FORKER = r"""
 import fnmatch, json, os, sys, time, traceback
-import seg_bench.cli, seg_bench.protocol.bench, seg_bench.evaluation.evaluate, seg_bench.protocol.figures, seg_bench.protocol.report, seg_bench.training.trainer
+import seg_bench.cli, seg_bench.protocol.bench, seg_bench.evaluation.evaluate
+import seg_bench.protocol.figures, seg_bench.protocol.report, seg_bench.training.trainer
 print("ready", flush=True)
 for line in sys.stdin:
     job = json.loads(line)
@@ -185,14 +186,17 @@ KILL_PLAN = [
     ("before", "last.ckpt"), ("after", "*__seed?__*.json"), ("after", "*__seed?__*.json"),
     ("random", 4.0),
     ("after", "*__seed?__*.json"),
-    ("before", "synthetic.md"), ("before", "synthetic.csv"), ("before", "roc.png"), ("before", "overlays.png"),
+    ("before", "synthetic.md"), ("before", "synthetic.csv"),
+    ("before", "roc.png"), ("before", "overlays.png"),
     ("random", 1.0), ("random", 2.0),
 ]  # fmt: skip
 
 PHASE_OF_PATTERN = {
-    "config.json": "training (run config)", "best.ckpt": "checkpoint saving", "last.ckpt": "checkpoint saving",
-    "*.preview.npz": "result writing", "*__seed?__*.json": "result writing", "synthetic.md": "leaderboard writing",
-    "synthetic.csv": "leaderboard writing", "roc.png": "leaderboard writing", "overlays.png": "leaderboard writing",
+    "config.json": "training (run config)",
+    "best.ckpt": "checkpoint saving", "last.ckpt": "checkpoint saving",
+    "*.preview.npz": "result writing", "*__seed?__*.json": "result writing",
+    "synthetic.md": "leaderboard writing", "synthetic.csv": "leaderboard writing",
+    "roc.png": "leaderboard writing", "overlays.png": "leaderboard writing",
 }  # fmt: skip
 
 
@@ -342,7 +346,8 @@ def test_sigkill_at_random_and_targeted_points_then_rerun_finishes_cleanly(tmp_p
     elapsed = time.monotonic() - t_start
     print(f"\n[kill test] kills survived: {kills} in {elapsed:.0f}s; by phase: {dict(phases)}")
     print(
-        f"[kill test] files checked after every kill and at the end: {sum(checked.values())} {dict(checked)}"
+        "[kill test] files checked after every kill and at the end: "
+        f"{sum(checked.values())} {dict(checked)}"
     )
     assert kills >= 20
     landed = " ".join(phases)
@@ -350,7 +355,7 @@ def test_sigkill_at_random_and_targeted_points_then_rerun_finishes_cleanly(tmp_p
         assert phase in landed, phases
 
 
-# --- 2. concurrent benches on one results folder ----------------------------------------------------
+# --- 2. concurrent benches on one results folder --------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_benches_on_one_results_folder_share_the_work_and_lose_nothing(tmp_path):
@@ -415,7 +420,7 @@ def test_distributed_ranks_above_zero_do_not_take_the_pair_lock(tmp_path, monkey
         assert on_folder
 
 
-# --- 3. full disk -----------------------------------------------------------------------------------------
+# --- 3. full disk ---------------------------------------------------------------------------------
 def _enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -510,7 +515,8 @@ def full_tmpfs(tmp_path):
     mnt.mkdir()
     if sys.platform != "linux" or os.geteuid() != 0:
         pytest.skip(
-            "mounting a 1 MiB tmpfs needs root on Linux (the injected-failure tests cover the logic)"
+            "mounting a 1 MiB tmpfs needs root on Linux "
+            "(the injected-failure tests cover the logic)"
         )
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True
@@ -587,7 +593,7 @@ def test_real_full_disk_tmpfs(full_tmpfs, monkeypatch, capsys):
     print(f"\n[full disk] {err.strip()}")
 
 
-# --- 6. checkpoints ---------------------------------------------------------------------------------------
+# --- 6. checkpoints -------------------------------------------------------------------------------
 class _RunsCode:
     def __init__(self, marker: str):
         self.marker = marker
@@ -659,12 +665,13 @@ def test_checkpoint_of_another_architecture_or_class_count_is_refused(unet_check
         load_model_for_inference(tmp_path / "swap.ckpt")
 
 
-# --- 7. numerical faults --------------------------------------------------------------------------------
+# --- 7. numerical faults --------------------------------------------------------------------------
 NAN_SWITCH = {"on": True}
 
 
 class _NanAfterFirstStep(nn.Module):
-    """Fine for one training step, then its output (and so the loss) is NaN while the switch is on."""
+    """Fine for one training step, then its output (and so the loss) is NaN while the switch is
+    on."""
 
     def __init__(self, in_channels: int = 1, classes: int = 1, width: float = 1.0):
         super().__init__()
@@ -739,8 +746,9 @@ def test_all_runs_failing_is_one_clear_error_and_no_leaderboard(tmp_path):
     from seg_bench.protocol.bench import bench
 
     with pytest.raises(UserError, match=r"1 of 1 runs failed"):
-        bench("synthetic", models=["nan_after_step1"], profile="smoke", overrides={"logger": "none", "num_workers": 0},
-              results_dir=tmp_path / "r", runs_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "lb")  # fmt: skip
+        bench("synthetic", models=["nan_after_step1"], profile="smoke",
+              overrides={"logger": "none", "num_workers": 0}, results_dir=tmp_path / "r",
+              runs_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "lb")  # fmt: skip
     assert not (tmp_path / "lb" / "synthetic.md").exists()
 
 
@@ -808,7 +816,7 @@ def test_validation_and_evaluation_on_all_background_images_are_finite(tmp_path)
     assert _all_finite(result["overall"]), result["overall"]
 
 
-# --- 5. downloads -----------------------------------------------------------------------------------------
+# --- 5. downloads ---------------------------------------------------------------------------------
 @pytest.fixture
 def flaky_server(tmp_path, monkeypatch):
     """127.0.0.1 server of one file: the first request gets half the body (Content-Length says
@@ -911,7 +919,7 @@ def test_escaping_tar_entries_are_refused_before_anything_is_written(tmp_path, e
     assert not any(out.rglob("*")) and not list(tmp_path.rglob("evil.txt"))
 
 
-# --- 8. secrets -------------------------------------------------------------------------------------------
+# --- 8. secrets -----------------------------------------------------------------------------------
 FAKE_KEY = "f4ke0123456789abcdef0123456789abcdef9999"
 DB_PASSWORD = "Pg-s3cret-Pa55"
 

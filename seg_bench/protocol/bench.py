@@ -221,15 +221,9 @@ def bench(
 
         for m in models:
             found = run_search(
-                dataset,
-                m,
-                trials,
-                profile,
-                overrides=overrides,
-                runs_dir=runs_dir,
-                project=project,
-                **(search_options or {}),
-            )
+                dataset, m, trials, profile, overrides=overrides, runs_dir=runs_dir,
+                project=project, **(search_options or {}),
+            )  # fmt: skip
             console.print(f"search {m}: {describe_best(found)}")
             tuned[m] = dict(found.best_params or {})
     configs = [
@@ -245,7 +239,27 @@ def bench(
         check_committed(dataset, Path(leaderboard_dir), force)
     if torch.cuda.is_available() is False and any(c.profile == "paper" for c in configs):
         console.print("[yellow]warning:[/] the paper profile on a CPU will take a long time")
+    records, failures = run_pairs(configs, results_dir, runs_dir, force, log_model, project)
+    if leaderboard_dir is not None and records:
+        publish(configs, results_dir, Path(leaderboard_dir), runs_dir, project, force)
+    if failures:
+        raise UserError(
+            f"{len(failures)} of {len(configs)} runs failed and are not on the leaderboard: "
+            f"{'; '.join(failures)}. Each is noted in <record>.failed.json; "
+            "rerun the same command to retry them"
+        )
+    return records
 
+
+def run_pairs(
+    configs: list[RunConfig],
+    results_dir: Path,
+    runs_dir: Path,
+    force: bool,
+    log_model: bool = False,
+    project: str | None = None,
+) -> tuple[list[dict], list[str]]:
+    """Run every configuration not done yet, under its lock; (records in order, failures)."""
     done_by_index: dict[int, dict] = {}
     durations: list[float] = []
     failures: list[str] = []
@@ -304,30 +318,34 @@ def bench(
         todo = later
         if not todo:
             break
-    records = [done_by_index[i] for i in sorted(done_by_index)]
-    if leaderboard_dir is not None and records:
-        from seg_bench.protocol.report import write_leaderboard
+    return [done_by_index[i] for i in sorted(done_by_index)], failures
 
-        weak = any(c.labels != "manual" for c in configs)
-        md = write_leaderboard(
-            dataset, results_dir, leaderboard_dir, by="labels" if weak else None,
-            profile=configs[0].profile, prefer={config_key(c) for c in configs}, force=force,
-        )  # fmt: skip
-        print(md)
-        from seg_bench.tracking.runs import log_leaderboard
 
-        log_leaderboard(
-            dataset,
-            Path(leaderboard_dir) / f"{dataset}.csv",
-            configs[0].logger,
-            f"bench-{dataset}-{configs[0].profile}",
-            project,
-            Path(runs_dir) / dataset,
-        )
-    if failures:
-        raise UserError(
-            f"{len(failures)} of {len(configs)} runs failed and are not on the leaderboard: "
-            f"{'; '.join(failures)}. Each is noted in <record>.failed.json; "
-            "rerun the same command to retry them"
-        )
-    return records
+def publish(
+    configs: list[RunConfig],
+    results_dir: Path,
+    leaderboard_dir: Path,
+    runs_dir: Path,
+    project: str | None,
+    force: bool,
+) -> None:
+    """The leaderboard of this bench's configurations (seg_bench/protocol/records.py
+    select_records), printed and logged."""
+    from seg_bench.protocol.report import write_leaderboard
+    from seg_bench.tracking.runs import log_leaderboard
+
+    dataset, profile = configs[0].dataset, configs[0].profile
+    weak = any(c.labels != "manual" for c in configs)
+    md = write_leaderboard(
+        dataset, results_dir, leaderboard_dir, by="labels" if weak else None,
+        profile=profile, prefer={config_key(c) for c in configs}, force=force,
+    )  # fmt: skip
+    print(md)
+    log_leaderboard(
+        dataset,
+        leaderboard_dir / f"{dataset}.csv",
+        configs[0].logger,
+        f"bench-{dataset}-{profile}",
+        project,
+        Path(runs_dir) / dataset,
+    )
