@@ -104,42 +104,44 @@ def cmd_datasets(args) -> int:
 
 def cmd_train(args) -> int:
     from seg_bench.config import resolve_config
-    from seg_bench.evaluation.evaluate import evaluate
-    from seg_bench.protocol.bench import run_dir_for
-    from seg_bench.tracking.runs import tracked_run
-    from seg_bench.training.trainer import train
+    from seg_bench.protocol.bench import run_one
+    from seg_bench.protocol.records import record_path_for
 
     cfg = resolve_config(
         args.dataset, args.model, args.profile, seed=args.seed, **run_overrides(args)
     )
-    run_dir = Path(args.run_dir) if args.run_dir else run_dir_for(RUNS_DIR, cfg)
-    with tracked_run(
-        cfg, run_dir, group=f"train-{cfg.dataset}-{cfg.profile}", name=f"{cfg.model}-seed{cfg.seed}",
-        tags=[cfg.model, cfg.profile, cfg.dataset], project=args.project, log_model=args.log_model,
-    ) as run:  # fmt: skip
-        result = train(cfg, run_dir, logger=run.logger, callbacks=run.callbacks)
-        if not result.is_global_zero:  # under DDP only rank 0 tests and reports
-            return 0
-        scores = evaluate(result.task.model, result.datamodule, cfg)["overall"]
-        run.summary({f"test/{k}": v for k, v in scores.items()})
-        run.log_checkpoint(result.best_checkpoint, {"best_val": result.best_val})
-    print(f"best checkpoint: {result.best_checkpoint}")
-    print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    results = Path(args.results_dir) if args.results_dir else RUNS_DIR / "results"
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    record = run_one(
+        cfg, results, RUNS_DIR, force=args.force, run_dir=run_dir, command="train",
+        progress=True, project=args.project, log_model=args.log_model,
+    )  # fmt: skip
+    if record is None:  # under DDP only rank 0 tests and reports
+        return 0
+    print(f"best checkpoint: {record['checkpoint']}")
+    print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in record["metrics"]["overall"].items()))
+    print(f"result record: {record_path_for(results, cfg)}")
     return 0
+
+
+def _leaderboard_dir(args, results: Path) -> Path:
+    """--leaderboard-dir, else beside the records: never the checkout's committed tables."""
+    return Path(args.leaderboard_dir) if args.leaderboard_dir else results / "leaderboards"
 
 
 def cmd_bench(args) -> int:
     from seg_bench.protocol.bench import bench
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    results = Path(args.results_dir) if args.results_dir else RUNS_DIR / "results"
     bench(
         args.dataset,
         models=models,
         profile=args.profile,
         seeds=args.seeds,
-        results_dir=Path(args.results_dir) if args.results_dir else RUNS_DIR / "results",
+        results_dir=results,
         runs_dir=RUNS_DIR,
-        leaderboard_dir=Path(args.leaderboard_dir),
+        leaderboard_dir=_leaderboard_dir(args, results),
         force=args.force,
         overrides=run_overrides(args),
         trials=args.trials,
@@ -183,7 +185,12 @@ def cmd_leaderboard(args) -> int:
     from seg_bench.protocol.report import write_leaderboard
 
     results = Path(args.results_dir) if args.results_dir else RUNS_DIR / "results"
-    print(write_leaderboard(args.dataset, results, Path(args.leaderboard_dir), by=args.by))
+    out = _leaderboard_dir(args, results)
+    print(
+        write_leaderboard(
+            args.dataset, results, out, by=args.by, profile=args.profile, force=args.force
+        )
+    )
     return 0
 
 
@@ -257,7 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="synthetic")
     p.add_argument("--model", default="unet")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--run-dir", help="default: runs/<dataset>/<model>__seed<k>__<profile>")
+    p.add_argument(
+        "--run-dir", help="default: runs/<dataset>/<model>__seed<k>__<profile>__<config key>"
+    )
+    p.add_argument("--results-dir", help="where the result record goes (default: runs/results)")
+    p.add_argument(
+        "--force", action="store_true", help="replace what the run folder holds (says what)"
+    )
     add_run_options(p)
     add_tracking_options(p)
     p.set_defaults(func=cmd_train)
@@ -268,8 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--trials", type=int, default=0, help="search N trials per model first")
     p.add_argument("--results-dir", help="default: runs/results")
-    p.add_argument("--leaderboard-dir", default="leaderboards")
-    p.add_argument("--force", action="store_true", help="rerun finished (model, seed) pairs")
+    p.add_argument("--leaderboard-dir", help="default: <results-dir>/leaderboards")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="rerun finished (model, seed) pairs; may replace committed leaderboards",
+    )
     add_run_options(p)
     add_tracking_options(p)
     p.set_defaults(func=cmd_bench)
@@ -347,9 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("leaderboard", help="rebuild a leaderboard from result records")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--results-dir")
-    p.add_argument("--leaderboard-dir", default="leaderboards")
+    p.add_argument("--results-dir", help="default: runs/results")
+    p.add_argument("--leaderboard-dir", help="default: <results-dir>/leaderboards")
     p.add_argument("--by", choices=["labels"], help="labels: the label-source study's tables")
+    p.add_argument("--profile", help="compare the records of this profile (default: the newest)")
+    p.add_argument(
+        "--force", action="store_true", help="replace committed leaderboards with these records"
+    )
     p.set_defaults(func=cmd_leaderboard)
     return parser
 

@@ -7,11 +7,35 @@ import errno
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from seg_bench.errors import UserError
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the kernel reports it (Linux 4.7+);
+    elsewhere set and restored under a lock, so no thread of ours creates a file meanwhile."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0644 under umask 022, 0600 under 077."""
+    return 0o666 & ~current_umask()
 
 
 @contextlib.contextmanager
@@ -23,12 +47,15 @@ def atomic_write(path: Path, mode: str = "w") -> Iterator[Any]:
     write raises UserError naming the file and the reason (e.g. no space left on device).
     A process killed mid-write can leave its ``.<name>.*.tmp`` behind: never a result (no
     reader globs it), removed by ``remove_stale_temp`` under the lock that guards ``path``.
+    The file gets the mode the umask gives any new file (mkstemp's private 0600 would keep a
+    lab mate on a shared cluster from reading results).
     """
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, new_file_mode())
         os.close(fd)  # reopened by name: some writers (tifffile) need a real file name
         with open(tmp, mode) as f:
             yield f

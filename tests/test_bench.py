@@ -8,10 +8,11 @@ import torch
 import torch.nn as nn
 
 from seg_bench.cli import main
+from seg_bench.config import resolve_config
 from seg_bench.errors import UserError
 from seg_bench.models import MODELS
 from seg_bench.protocol.bench import bench
-from seg_bench.protocol.records import load_records
+from seg_bench.protocol.records import load_records, record_path_for
 
 
 # The README's recipe for adding an architecture: one registered function, nothing else edited.
@@ -56,7 +57,7 @@ def test_registered_toy_model_is_trained_benched_and_ranked(dirs):
 
 def test_rerun_skips_finished_pairs_and_force_redoes_them(dirs, monkeypatch):
     bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
-    path = dirs["results_dir"] / "synthetic" / "toy_fcn__seed0.json"
+    path = record_path_for(dirs["results_dir"], resolve_config("synthetic", "toy_fcn", "smoke"))
     first = json.loads(path.read_text())
 
     import seg_bench.protocol.bench as bench_module
@@ -73,7 +74,7 @@ def test_rerun_skips_finished_pairs_and_force_redoes_them(dirs, monkeypatch):
 
 
 def test_damaged_record_is_redone(dirs):
-    path = dirs["results_dir"] / "synthetic" / "toy_fcn__seed0.json"
+    path = record_path_for(dirs["results_dir"], resolve_config("synthetic", "toy_fcn", "smoke"))
     path.parent.mkdir(parents=True)
     path.write_text('{"version": 1, "metr')  # a truncated write from an older tool
     bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
@@ -132,19 +133,23 @@ def test_label_source_study_trains_on_weak_labels_and_tests_on_manual(dirs):
     assert (dirs["leaderboard_dir"] / "synthetic_labels.md").read_text() == md
 
 
-def test_a_changed_config_never_resumes_a_stale_checkpoint(tmp_path):
-    from seg_bench.config import resolve_config
-    from seg_bench.training.trainer import resume_matches, train
+def test_a_changed_config_is_refused_in_a_run_folder_and_force_starts_afresh(tmp_path, capsys):
+    from seg_bench.training.run_dir import resume_matches
+    from seg_bench.training.trainer import train
 
     cfg = resolve_config("synthetic", "toy_fcn", "smoke", max_epochs=2)
     train(cfg, tmp_path, progress=False)
     assert resume_matches(cfg, tmp_path)
     shorter = resolve_config("synthetic", "toy_fcn", "smoke", max_epochs=1)
     assert not resume_matches(shorter, tmp_path)
-    # Lightning would refuse to resume an epoch-2 checkpoint with max_epochs=1; we start afresh.
-    with pytest.warns(UserWarning, match="another configuration"):
-        result = train(shorter, tmp_path, progress=False)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    with pytest.raises(UserError, match=r"another configuration \(max_epochs 2 -> 1\).*--force"):
+        train(shorter, tmp_path, progress=False)
+    assert last.read_bytes() == before  # refused before anything was touched
+    result = train(shorter, tmp_path, progress=False, force=True)
     assert result.epochs == 1
+    assert "--force: removing" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,15 @@ SEEDS = 2
 CLI_FAST = ["--profile", "smoke", "--width", "0.0625", "--set", "num_workers=0", "--logger", "none"]
 
 
+def cli_config(model: str, seed: int):
+    """The configuration CLI_FAST resolves to (it names the run folder and the record)."""
+    from seg_bench.config import resolve_config
+
+    return resolve_config(
+        "synthetic", model, "smoke", seed=seed, width=0.0625, num_workers=0, logger="none"
+    )
+
+
 def bench_argv(d: Path, models=MODELS_UNDER_TEST, seeds=SEEDS, extra=()) -> list[str]:
     return [
         "bench", "--dataset", "synthetic", "--models", ",".join(models), "--seeds", str(seeds),
@@ -69,7 +78,7 @@ def check_consistent(
             json.loads(p.read_text())
         else:
             rec = read_record(p)
-            assert p.name == f"{rec['model']}__seed{rec['seed']}.json", p
+            assert p.name == f"{rec['model']}__seed{rec['seed']}__{rec['config_key']}.json", p
             assert 0.0 <= rec["metrics"]["overall"]["iou"] <= 1.0
         checked["json"] += 1
     for p in sorted(d.rglob("*.npz")):
@@ -100,8 +109,11 @@ def check_consistent(
             im.load()
         checked["png"] += 1
     if complete:
+        from seg_bench.protocol.records import record_path_for
+
         names = sorted(p.name for p in results.glob("*.json"))
-        assert names == sorted(f"{m}__seed{s}.json" for m in models for s in range(SEEDS))
+        expected = [record_path_for(d, cli_config(m, s)).name for m in models for s in range(SEEDS)]
+        assert names == sorted(expected)
         rows = {r["model"]: r for r in csv.DictReader(open(lb / "synthetic.csv"))}
         assert sorted(rows) == sorted(models) and all(
             r["seeds"] == str(SEEDS) for r in rows.values()
@@ -110,14 +122,16 @@ def check_consistent(
         assert all(f"| {m} |" in md for m in models)
         leftovers = [p for p in d.rglob("*.tmp")]
         assert not leftovers, leftovers
+        from seg_bench.training.run_dir import run_dir_for
+
         for m in models:
             for s in range(SEEDS):
-                ck = d / "runs" / "synthetic" / f"{m}__seed{s}__smoke" / "checkpoints"
+                ck = run_dir_for(d / "runs", cli_config(m, s)) / "checkpoints"
                 assert (ck / "best.ckpt").is_file() and (ck / "last.ckpt").is_file()
     return checked
 
 
-# --- 1. kill anywhere ------------------------------------------------------------------------------
+# --- 1. kill anywhere -----------------------------------------------------------------------------
 # A warm process (seg_bench imported, no torch op run yet) forks one bench per command, so a
 # kill cycle costs the run and not the ~5 s of imports. The child is an ordinary process running
 # `seg-bench bench`; a SIGKILL ends it as it would end `python -m seg_bench.cli`. For targeted
@@ -125,7 +139,8 @@ def check_consistent(
 # place it drops a flag file and sleeps, and the test kills it there.
 FORKER = r"""
 import fnmatch, json, os, sys, time, traceback
-import seg_bench.cli, seg_bench.protocol.bench, seg_bench.evaluation.evaluate, seg_bench.protocol.figures, seg_bench.protocol.report, seg_bench.training.trainer
+import seg_bench.cli, seg_bench.protocol.bench, seg_bench.evaluation.evaluate
+import seg_bench.protocol.figures, seg_bench.protocol.report, seg_bench.training.trainer
 print("ready", flush=True)
 for line in sys.stdin:
     job = json.loads(line)
@@ -166,19 +181,22 @@ KILL_PLAN = [
     ("random", 2.0), ("random", 4.0),
     ("before", "config.json"), ("before", "best.ckpt"), ("before", "last.ckpt"),
     ("random", 3.0), ("random", 5.0),
-    ("before", "*.preview.npz"), ("before", "*__seed?.json"), ("after", "*__seed?.json"),
+    ("before", "*.preview.npz"), ("before", "*__seed?__*.json"), ("after", "*__seed?__*.json"),
     ("random", 3.0), ("random", 5.0),
-    ("before", "last.ckpt"), ("after", "*__seed?.json"), ("after", "*__seed?.json"),
+    ("before", "last.ckpt"), ("after", "*__seed?__*.json"), ("after", "*__seed?__*.json"),
     ("random", 4.0),
-    ("after", "*__seed?.json"),
-    ("before", "synthetic.md"), ("before", "synthetic.csv"), ("before", "roc.png"), ("before", "overlays.png"),
+    ("after", "*__seed?__*.json"),
+    ("before", "synthetic.md"), ("before", "synthetic.csv"),
+    ("before", "roc.png"), ("before", "overlays.png"),
     ("random", 1.0), ("random", 2.0),
 ]  # fmt: skip
 
 PHASE_OF_PATTERN = {
-    "config.json": "training (run config)", "best.ckpt": "checkpoint saving", "last.ckpt": "checkpoint saving",
-    "*.preview.npz": "result writing", "*__seed?.json": "result writing", "synthetic.md": "leaderboard writing",
-    "synthetic.csv": "leaderboard writing", "roc.png": "leaderboard writing", "overlays.png": "leaderboard writing",
+    "config.json": "training (run config)",
+    "best.ckpt": "checkpoint saving", "last.ckpt": "checkpoint saving",
+    "*.preview.npz": "result writing", "*__seed?__*.json": "result writing",
+    "synthetic.md": "leaderboard writing", "synthetic.csv": "leaderboard writing",
+    "roc.png": "leaderboard writing", "overlays.png": "leaderboard writing",
 }  # fmt: skip
 
 
@@ -328,7 +346,8 @@ def test_sigkill_at_random_and_targeted_points_then_rerun_finishes_cleanly(tmp_p
     elapsed = time.monotonic() - t_start
     print(f"\n[kill test] kills survived: {kills} in {elapsed:.0f}s; by phase: {dict(phases)}")
     print(
-        f"[kill test] files checked after every kill and at the end: {sum(checked.values())} {dict(checked)}"
+        "[kill test] files checked after every kill and at the end: "
+        f"{sum(checked.values())} {dict(checked)}"
     )
     assert kills >= 20
     landed = " ".join(phases)
@@ -336,7 +355,7 @@ def test_sigkill_at_random_and_targeted_points_then_rerun_finishes_cleanly(tmp_p
         assert phase in landed, phases
 
 
-# --- 2. concurrent benches on one results folder ----------------------------------------------------
+# --- 2. concurrent benches on one results folder --------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_benches_on_one_results_folder_share_the_work_and_lose_nothing(tmp_path):
@@ -344,10 +363,10 @@ def test_two_benches_on_one_results_folder_share_the_work_and_lose_nothing(tmp_p
     holds unet seed 0's lock at first, so both must put it off and then wait for it."""
     from seg_bench.io import file_lock
     from seg_bench.protocol.bench import lock_path
-    from seg_bench.protocol.records import record_path
+    from seg_bench.protocol.records import record_path_for
 
     d = tmp_path
-    held = lock_path(record_path(d / "results", "synthetic", "unet", 0))
+    held = lock_path(record_path_for(d / "results", cli_config("unet", 0)))
     logs = [d / "a.log", d / "b.log"]
     with file_lock(held) as got:
         assert got
@@ -401,7 +420,7 @@ def test_distributed_ranks_above_zero_do_not_take_the_pair_lock(tmp_path, monkey
         assert on_folder
 
 
-# --- 3. full disk -----------------------------------------------------------------------------------------
+# --- 3. full disk ---------------------------------------------------------------------------------
 def _enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -496,7 +515,8 @@ def full_tmpfs(tmp_path):
     mnt.mkdir()
     if sys.platform != "linux" or os.geteuid() != 0:
         pytest.skip(
-            "mounting a 1 MiB tmpfs needs root on Linux (the injected-failure tests cover the logic)"
+            "mounting a 1 MiB tmpfs needs root on Linux "
+            "(the injected-failure tests cover the logic)"
         )
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True
@@ -573,7 +593,7 @@ def test_real_full_disk_tmpfs(full_tmpfs, monkeypatch, capsys):
     print(f"\n[full disk] {err.strip()}")
 
 
-# --- 6. checkpoints ---------------------------------------------------------------------------------------
+# --- 6. checkpoints -------------------------------------------------------------------------------
 class _RunsCode:
     def __init__(self, marker: str):
         self.marker = marker
@@ -645,12 +665,13 @@ def test_checkpoint_of_another_architecture_or_class_count_is_refused(unet_check
         load_model_for_inference(tmp_path / "swap.ckpt")
 
 
-# --- 7. numerical faults --------------------------------------------------------------------------------
+# --- 7. numerical faults --------------------------------------------------------------------------
 NAN_SWITCH = {"on": True}
 
 
 class _NanAfterFirstStep(nn.Module):
-    """Fine for one training step, then its output (and so the loss) is NaN while the switch is on."""
+    """Fine for one training step, then its output (and so the loss) is NaN while the switch is
+    on."""
 
     def __init__(self, in_channels: int = 1, classes: int = 1, width: float = 1.0):
         super().__init__()
@@ -693,14 +714,18 @@ def test_nan_loss_writes_a_failed_note_and_the_bench_goes_on(tmp_path):
         match=r"1 of 2 runs failed .*nan_after_step1 seed 0 \(loss became nan at epoch 0, step 1;",
     ):
         bench("synthetic", models=["nan_after_step1", "tiny_ok"], **kw)
-    folder = dirs["results_dir"] / "synthetic"
-    failed = json.loads((folder / "nan_after_step1__seed0.failed.json").read_text())
+    from seg_bench.config import resolve_config
+    from seg_bench.protocol.records import failed_path, record_path_for
+
+    nan_cfg = resolve_config("synthetic", "nan_after_step1", "smoke", **kw["overrides"])
+    record = record_path_for(dirs["results_dir"], nan_cfg)
+    failed = json.loads(failed_path(record).read_text())
     assert failed["status"] == "failed" and (failed["epoch"], failed["step"]) == (0, 1)
     assert (
         "lower the learning rate" in failed["error"]
         and failed["config"]["model"] == "nan_after_step1"
     )
-    assert not (folder / "nan_after_step1__seed0.json").exists()
+    assert not record.exists()
     assert [r["model"] for r in load_records(dirs["results_dir"], "synthetic")] == [
         "tiny_ok"
     ]  # the note is no record
@@ -713,7 +738,7 @@ def test_nan_loss_writes_a_failed_note_and_the_bench_goes_on(tmp_path):
     finally:
         NAN_SWITCH["on"] = True
     assert [r["model"] for r in records] == ["nan_after_step1", "tiny_ok"]
-    assert not (folder / "nan_after_step1__seed0.failed.json").exists()
+    assert not failed_path(record).exists()
     assert "| nan_after_step1 |" in (dirs["leaderboard_dir"] / "synthetic.md").read_text()
 
 
@@ -721,8 +746,9 @@ def test_all_runs_failing_is_one_clear_error_and_no_leaderboard(tmp_path):
     from seg_bench.protocol.bench import bench
 
     with pytest.raises(UserError, match=r"1 of 1 runs failed"):
-        bench("synthetic", models=["nan_after_step1"], profile="smoke", overrides={"logger": "none", "num_workers": 0},
-              results_dir=tmp_path / "r", runs_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "lb")  # fmt: skip
+        bench("synthetic", models=["nan_after_step1"], profile="smoke",
+              overrides={"logger": "none", "num_workers": 0}, results_dir=tmp_path / "r",
+              runs_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "lb")  # fmt: skip
     assert not (tmp_path / "lb" / "synthetic.md").exists()
 
 
@@ -790,7 +816,7 @@ def test_validation_and_evaluation_on_all_background_images_are_finite(tmp_path)
     assert _all_finite(result["overall"]), result["overall"]
 
 
-# --- 5. downloads -----------------------------------------------------------------------------------------
+# --- 5. downloads ---------------------------------------------------------------------------------
 @pytest.fixture
 def flaky_server(tmp_path, monkeypatch):
     """127.0.0.1 server of one file: the first request gets half the body (Content-Length says
@@ -893,7 +919,7 @@ def test_escaping_tar_entries_are_refused_before_anything_is_written(tmp_path, e
     assert not any(out.rglob("*")) and not list(tmp_path.rglob("evil.txt"))
 
 
-# --- 8. secrets -------------------------------------------------------------------------------------------
+# --- 8. secrets -----------------------------------------------------------------------------------
 FAKE_KEY = "f4ke0123456789abcdef0123456789abcdef9999"
 DB_PASSWORD = "Pg-s3cret-Pa55"
 
@@ -980,9 +1006,10 @@ def test_api_key_and_database_password_are_never_written_by_bench_or_search(tmp_
     output = b_out + b_err + s_out + s_err
     assert FAKE_KEY not in output and DB_PASSWORD not in output
     assert list(tmp_path.rglob("*.wandb")), "W&B wrote no offline run: nothing was checked"
-    assert (tmp_path / "results" / "synthetic" / "unet__seed0.json").exists() and (
-        tmp_path / "lb" / "synthetic.md"
-    ).exists()
+    assert (
+        list((tmp_path / "results" / "synthetic").glob("unet__seed0__*.json"))
+        and (tmp_path / "lb" / "synthetic.md").exists()
+    )
     assert _files_holding(tmp_path, FAKE_KEY, DB_PASSWORD) == []
     n = sum(1 for p in tmp_path.rglob("*") if p.is_file())
     print(f"\n[secrets] {n} files and {len(output)} characters of output checked")

@@ -107,7 +107,7 @@ def test_show_prints_trials_and_importances(resumed):
 def test_best_params_and_bench_use_the_study(resumed, tmp_path, monkeypatch):
     """bench --trials reuses the finished study, trains with its best parameters, and logs the
     seed's run (offline W&B) with its test metrics in the summary."""
-    from seg_bench.config import resolve_config
+    from seg_bench.config import RunConfig
     from seg_bench.protocol.bench import bench, run_dir_for
 
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -122,9 +122,7 @@ def test_best_params_and_bench_use_the_study(resumed, tmp_path, monkeypatch):
     assert len(trials_of(resumed.runs)) == 3, "the finished study was reused, not extended"
     cfg = records[0]["config"]
     assert (cfg["optimizer"], cfg["lr"]) == (params["optimizer"], params["lr"])
-    run = read_offline_run(
-        run_dir_for(resumed.runs, resolve_config("synthetic", "unet", "smoke", seed=0))
-    )
+    run = read_offline_run(run_dir_for(resumed.runs, RunConfig(**cfg)))  # the run's own folder
     assert run["run"]["group"] == "bench-synthetic-smoke" and run["run"]["name"] == "unet-seed0"
     assert run["config"]["lr"] == params["lr"]
     assert run["summary"]["test/iou"] == pytest.approx(records[0]["metrics"]["overall"]["iou"])

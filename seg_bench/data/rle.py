@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from seg_bench.errors import DataError, UserError
+from seg_bench.io import new_file_mode
 
 __all__ = ["rle_encode", "rle_decode", "rle_encode_labels", "read_rle_csv", "write_submission_csv"]
 
@@ -321,7 +322,7 @@ def write_submission_csv(path: str | os.PathLike, predictions: Mapping[str, Any]
             writer = csv.writer(fh, lineterminator="\n")
             writer.writerow(("ImageId", "EncodedPixels"))
             writer.writerows(rows)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.chmod(tmp, new_file_mode())  # mkstemp creates 0600; the umask decides, as for open()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,6 +1,9 @@
 """The protocol: for every model and seed, train, test, and write one result record; then
 rebuild the leaderboard. Finished (model, seed) pairs are skipped, interrupted ones resume
 from their last checkpoint, so running the same command again after a kill finishes the job.
+Runs and records are keyed by configuration (seg_bench/training/run_dir.py): a bench resumes
+exactly its own runs and never touches those of another configuration; the leaderboard it
+writes compares its own configurations (protocol/records.py:select_records).
 
 Several benches may share a results folder: each (dataset, model, seed, labels) is run under an
 exclusive lock (``.<record>.lock`` beside its record, ``fcntl.flock``, released by the kernel when
@@ -15,8 +18,6 @@ Rerunning retries failed pairs; a success removes the ``.failed.json``.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -31,17 +32,22 @@ from seg_bench.evaluation.evaluate import evaluate
 from seg_bench.hardware import hardware
 from seg_bench.io import atomic_write, file_lock, remove_stale_temp, write_json
 from seg_bench.protocol import provenance
-from seg_bench.protocol.records import RECORD_VERSION, failed_path, read_record, record_path
+from seg_bench.protocol.records import RECORD_VERSION, failed_path, read_record, record_path_for
 from seg_bench.training.precision import resolve_precision
+from seg_bench.training.run_dir import (
+    check_hardware,
+    config_key,
+    launched_rank_above_zero,
+    prepare_run,
+    run_dir_for,
+)
 from seg_bench.training.task import NonFiniteLossError
 from seg_bench.training.trainer import train
 
 console = Console(stderr=True, highlight=False)
 
 
-def run_dir_for(runs_dir: Path, cfg: RunConfig) -> Path:
-    labels = "" if cfg.labels == "manual" else f"__{cfg.labels}"
-    return Path(runs_dir) / cfg.dataset / f"{cfg.model}__seed{cfg.seed}__{cfg.profile}{labels}"
+__all__ = ["bench", "run_one", "run_dir_for", "make_record"]
 
 
 def make_record(cfg: RunConfig, result, evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -54,6 +60,8 @@ def make_record(cfg: RunConfig, result, evaluation: dict[str, Any]) -> dict[str,
         "labels": cfg.labels,
         "profile": cfg.profile,
         "config": cfg.to_dict(),
+        "config_key": config_key(cfg),
+        "checkpoint": None if result.best_checkpoint is None else str(result.best_checkpoint),
         "data": dm.describe(),
         "params": sum(p.numel() for p in result.task.model.parameters()),
         "train_time_s": result.train_time_s,
@@ -76,19 +84,30 @@ def run_one(
     logger: Any = None,
     log_model: bool = False,
     project: str | None = None,
-) -> dict:
-    """logger: None builds one from ``cfg.logger`` (seg_bench.tracking.runs), False logs nothing."""
+    run_dir: Path | None = None,
+    command: str = "bench",
+    progress: bool = False,
+) -> dict | None:
+    """Train, test and record one configuration; None on a distributed rank above 0.
+
+    Everything is validated and the run folder claimed (``prepare_run``) before the logger
+    starts in it. logger: None builds one from ``cfg.logger`` (seg_bench.tracking.runs), False
+    logs nothing."""
     from seg_bench.tracking.runs import tracked_run
 
-    path = record_path(results_dir, cfg.dataset, cfg.model, cfg.seed, cfg.labels)
-    run_dir = run_dir_for(runs_dir, cfg)
-    if force and run_dir.exists():
-        shutil.rmtree(run_dir)
+    path = record_path_for(results_dir, cfg)
+    run_dir = Path(run_dir) if run_dir is not None else run_dir_for(runs_dir, cfg)
+    prepared = prepare_run(cfg, run_dir, force)
     with tracked_run(
-        cfg, run_dir, group=f"bench-{cfg.dataset}-{cfg.profile}", name=f"{cfg.model}-seed{cfg.seed}",
-        tags=[cfg.model, cfg.profile, cfg.dataset], logger=logger, project=project, log_model=log_model,
+        cfg, run_dir, group=f"{command}-{cfg.dataset}-{cfg.profile}",
+        name=f"{cfg.model}-seed{cfg.seed}", tags=[cfg.model, cfg.profile, cfg.dataset],
+        logger=logger, project=project, log_model=log_model,
     ) as run:  # fmt: skip
-        result = train(cfg, run_dir, logger=run.logger, callbacks=run.callbacks, progress=False)
+        result = train(
+            cfg, run_dir, run.logger, run.callbacks, progress=progress, prepared=prepared
+        )
+        if not result.is_global_zero:  # under DDP only rank 0 tests and writes results
+            return None
         evaluation = evaluate(result.task.model, result.datamodule, cfg, keep_predictions=PREVIEWS)
         save_previews(preview_path(path), evaluation.pop("previews"))
         record = make_record(cfg, result, evaluation)
@@ -133,17 +152,9 @@ def lock_path(record: Path) -> Path:
     return record.with_name(f".{record.stem}.lock")
 
 
-def _rank_above_zero() -> bool:
-    """A process that a distributed launch (Lightning, torchrun, SLURM) started as rank > 0: its
-    rank-0 process holds the pair's lock, so taking it here would deadlock."""
-    return any(
-        os.environ.get(v, "0") not in ("", "0")
-        for v in ("LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID")
-    )
-
-
 def pair_lock(record: Path, blocking: bool):
-    if _rank_above_zero():
+    # A rank > 0 of a distributed launch: its rank 0 holds the lock, taking it would deadlock.
+    if launched_rank_above_zero():
         return contextlib.nullcontext(True)
     return file_lock(lock_path(record), blocking=blocking)
 
@@ -188,7 +199,7 @@ def bench(
     seeds: int = 1,
     results_dir: Path = Path("runs/results"),
     runs_dir: Path = Path("runs"),
-    leaderboard_dir: Path | None = Path("leaderboards"),
+    leaderboard_dir: Path | None = Path("runs/results/leaderboards"),
     force: bool = False,
     overrides: dict[str, Any] | None = None,
     trials: int = 0,
@@ -210,15 +221,9 @@ def bench(
 
         for m in models:
             found = run_search(
-                dataset,
-                m,
-                trials,
-                profile,
-                overrides=overrides,
-                runs_dir=runs_dir,
-                project=project,
-                **(search_options or {}),
-            )
+                dataset, m, trials, profile, overrides=overrides, runs_dir=runs_dir,
+                project=project, **(search_options or {}),
+            )  # fmt: skip
             console.print(f"search {m}: {describe_best(found)}")
             tuned[m] = dict(found.best_params or {})
     configs = [
@@ -226,9 +231,35 @@ def bench(
         for m in models
         for s in range(seeds)
     ]
+    for cfg in configs:  # before any run folder is touched (data checks: run_one)
+        check_hardware(cfg)
+    if leaderboard_dir is not None:
+        from seg_bench.protocol.report import check_committed
+
+        check_committed(dataset, Path(leaderboard_dir), force)
     if torch.cuda.is_available() is False and any(c.profile == "paper" for c in configs):
         console.print("[yellow]warning:[/] the paper profile on a CPU will take a long time")
+    records, failures = run_pairs(configs, results_dir, runs_dir, force, log_model, project)
+    if leaderboard_dir is not None and records:
+        publish(configs, results_dir, Path(leaderboard_dir), runs_dir, project, force)
+    if failures:
+        raise UserError(
+            f"{len(failures)} of {len(configs)} runs failed and are not on the leaderboard: "
+            f"{'; '.join(failures)}. Each is noted in <record>.failed.json; "
+            "rerun the same command to retry them"
+        )
+    return records
 
+
+def run_pairs(
+    configs: list[RunConfig],
+    results_dir: Path,
+    runs_dir: Path,
+    force: bool,
+    log_model: bool = False,
+    project: str | None = None,
+) -> tuple[list[dict], list[str]]:
+    """Run every configuration not done yet, under its lock; (records in order, failures)."""
     done_by_index: dict[int, dict] = {}
     durations: list[float] = []
     failures: list[str] = []
@@ -237,7 +268,7 @@ def bench(
     for wait in (False, True):  # first every pair no other process holds, then wait for the rest
         later = []
         for i, cfg in todo:
-            path = record_path(results_dir, cfg.dataset, cfg.model, cfg.seed, cfg.labels)
+            path = record_path_for(results_dir, cfg)
             label = f"[{i}/{len(configs)}] {cfg.model} seed {cfg.seed}"
             if wait:
                 console.print(
@@ -250,7 +281,7 @@ def bench(
                     )
                     later.append((i, cfg))
                     continue
-                if not _rank_above_zero():  # only the lock holder may delete temporaries
+                if not launched_rank_above_zero():  # only the lock holder may delete temporaries
                     remove_stale_pair_temp(path, run_dir_for(runs_dir, cfg))
                 done = None if force else existing_record(path)
                 if done is not None:
@@ -273,6 +304,8 @@ def bench(
                     failures.append(f"{cfg.model} seed {cfg.seed} ({e})")
                     console.print(f"[red]{label}: failed:[/] {e} (noted in {failed_path(path)})")
                     continue
+                if record is None:  # a distributed rank above 0: rank 0 records and reports
+                    continue
                 failed_path(path).unlink(missing_ok=True)
             durations.append(time.perf_counter() - t0)
             remaining = (len(configs) - i) * (sum(durations) / len(durations))
@@ -285,26 +318,34 @@ def bench(
         todo = later
         if not todo:
             break
-    records = [done_by_index[i] for i in sorted(done_by_index)]
-    if leaderboard_dir is not None and records:
-        from seg_bench.protocol.report import write_leaderboard
+    return [done_by_index[i] for i in sorted(done_by_index)], failures
 
-        weak = any(c.labels != "manual" for c in configs)
-        md = write_leaderboard(dataset, results_dir, leaderboard_dir, by="labels" if weak else None)
-        print(md)
-        from seg_bench.tracking.runs import log_leaderboard
 
-        log_leaderboard(
-            dataset,
-            Path(leaderboard_dir) / f"{dataset}.csv",
-            configs[0].logger,
-            f"bench-{dataset}-{configs[0].profile}",
-            project,
-            Path(runs_dir) / dataset,
-        )
-    if failures:
-        raise UserError(
-            f"{len(failures)} of {len(configs)} runs failed and are not on the leaderboard: {'; '.join(failures)}. "
-            "Each is noted in <record>.failed.json; rerun the same command to retry them"
-        )
-    return records
+def publish(
+    configs: list[RunConfig],
+    results_dir: Path,
+    leaderboard_dir: Path,
+    runs_dir: Path,
+    project: str | None,
+    force: bool,
+) -> None:
+    """The leaderboard of this bench's configurations (seg_bench/protocol/records.py
+    select_records), printed and logged."""
+    from seg_bench.protocol.report import write_leaderboard
+    from seg_bench.tracking.runs import log_leaderboard
+
+    dataset, profile = configs[0].dataset, configs[0].profile
+    weak = any(c.labels != "manual" for c in configs)
+    md = write_leaderboard(
+        dataset, results_dir, leaderboard_dir, by="labels" if weak else None,
+        profile=profile, prefer={config_key(c) for c in configs}, force=force,
+    )  # fmt: skip
+    print(md)
+    log_leaderboard(
+        dataset,
+        leaderboard_dir / f"{dataset}.csv",
+        configs[0].logger,
+        f"bench-{dataset}-{profile}",
+        project,
+        Path(runs_dir) / dataset,
+    )

@@ -1,25 +1,53 @@
-"""Result records on disk: one JSON file per (dataset, model, seed, labels), written atomically."""
+"""Result records on disk: one JSON file per configuration and seed, written atomically.
+
+A record is ``<results>/<dataset>/<model>__seed<k>[__<labels>]__<key>.json``, ``<key>`` being
+the configuration's ``config_key`` (seg_bench/training/run_dir.py), shared by its seeds. Two
+configurations of one model (say two learning rates, or the smoke and cpu profiles) therefore
+keep a record each; ``select_records`` decides which of them a leaderboard compares.
+"""
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from seg_bench.config import RunConfig
 from seg_bench.errors import UserError
+from seg_bench.training.run_dir import config_key
 
 RECORD_VERSION = 1
 
 
-def record_name(model: str, seed: int, labels: str = "manual") -> str:
+def record_name(model: str, seed: int, labels: str = "manual", key: str = "") -> str:
     suffix = "" if labels == "manual" else f"__{labels}"
-    return f"{model}__seed{seed}{suffix}.json"
+    return f"{model}__seed{seed}{suffix}{f'__{key}' if key else ''}.json"
 
 
 def record_path(
-    results_dir: Path, dataset: str, model: str, seed: int, labels: str = "manual"
+    results_dir: Path, dataset: str, model: str, seed: int, labels: str = "manual", key: str = ""
 ) -> Path:
-    return Path(results_dir) / dataset / record_name(model, seed, labels)
+    """``key`` empty: the name records had before configurations were keyed (still read)."""
+    return Path(results_dir) / dataset / record_name(model, seed, labels, key)
+
+
+def record_path_for(results_dir: Path, cfg: RunConfig) -> Path:
+    """Where the record of ``cfg`` goes."""
+    return record_path(results_dir, cfg.dataset, cfg.model, cfg.seed, cfg.labels, config_key(cfg))
+
+
+def record_key(record: dict[str, Any]) -> str:
+    """The ``config_key`` of the configuration a record was made with."""
+    return config_key(record.get("config") or {})
+
+
+def preview_for(results_dir: Path, record: dict[str, Any]) -> Path:
+    """The preview arrays saved beside a record (keyed name first, then the older unkeyed one)."""
+    args = (results_dir, record["dataset"], record["model"], record["seed"])
+    labels = record.get("labels", "manual")
+    keyed = record_path(*args, labels, record_key(record)).with_suffix(".preview.npz")
+    return keyed if keyed.exists() else record_path(*args, labels).with_suffix(".preview.npz")
 
 
 def failed_path(record: Path) -> Path:
@@ -55,3 +83,38 @@ def load_records(results_dir: Path, dataset: str) -> list[dict[str, Any]]:
     return [
         read_record(p) for p in sorted(folder.glob("*.json")) if not p.name.endswith(".failed.json")
     ]
+
+
+def select_records(
+    records: list[dict[str, Any]], profile: str | None = None, prefer: set[str] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The records one leaderboard compares, and those it leaves out.
+
+    1. One profile (budget): ``profile``, else that of the ``prefer`` records, else that of the
+       newest record. Records of other profiles are left out, never mixed in.
+    2. One configuration per (model, label source): the one whose key is in ``prefer`` (bench
+       passes the configurations it ran), else the one with the newest record. Its seeds are
+       the rows' seeds; the other configurations of that model are left out.
+    """
+    prefer = prefer or set()
+    if not records:
+        return [], []
+    if profile is None:
+        preferred = [r for r in records if record_key(r) in prefer]
+        profile = max(preferred or records, key=lambda r: r.get("created", ""))["profile"]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r.get("profile") == profile:
+            groups[(r["model"], r.get("labels", "manual"))].append(r)
+    chosen: list[dict[str, Any]] = []
+    for recs in groups.values():
+        keys = {record_key(r) for r in recs}
+        wanted = keys & prefer
+        key = (
+            sorted(wanted)[0]
+            if wanted
+            else record_key(max(recs, key=lambda r: r.get("created", "")))
+        )
+        chosen += [r for r in recs if record_key(r) == key]
+    ids = {id(r) for r in chosen}
+    return [r for r in records if id(r) in ids], [r for r in records if id(r) not in ids]

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from seg_bench.errors import UserError
 from seg_bench.evaluation.evaluate import aggregate
 from seg_bench.hardware import hardware_label
 from seg_bench.io import atomic_write, file_lock, remove_stale_temp
-from seg_bench.protocol.records import load_records
+from seg_bench.protocol.records import load_records, select_records
 
 # (record key in metrics.overall, column title); a column appears when any record has it.
 COLUMNS = [
@@ -105,8 +109,8 @@ def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
     cfg = first["config"]
     precisions = sorted({r.get("precision", "?") for r in records})
     return [
-        f"- **Data**: `{dataset}` from `{data.get('root') or 'generated'}`; images per split: {counts}; "
-        f"split: {data.get('split', 'see record')}",
+        f"- **Data**: `{dataset}` from `{data.get('root') or 'generated'}`; "
+        f"images per split: {counts}; split: {data.get('split', 'see record')}",
         f"- **Budget**: profile {', '.join(profiles)}; {cfg['max_epochs']} epochs of "
         f"{cfg.get('samples_per_epoch') or 'one pass of'} patches of {data.get('patch_size')} px, "
         f"batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']}, loss {cfg['loss']}, "
@@ -118,17 +122,47 @@ def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
 
 
 def reproduce_commands(dataset: str, profile: str, records: list[dict]) -> str:
-    """One `make bench` per label source; weak-label runs name their models and source."""
-    seeds = max(r["seed"] for r in records) + 1
+    """The `make bench` commands that remake ``records``: one per label source and set of
+    options; each names its models, and options the profile does not set go in ARGS."""
+    groups: dict[tuple[str, str], set[str]] = defaultdict(set)
+    seeds: dict[tuple[str, str], int] = defaultdict(int)
+    for r in records:
+        group = (r.get("labels", "manual"), non_default_args(dataset, profile, r))
+        groups[group].add(r["model"])
+        seeds[group] = max(seeds[group], r["seed"] + 1)
     commands = []
-    for source in ("manual", "floodfill", "region"):
-        models = sorted({r["model"] for r in records if r.get("labels", "manual") == source})
-        if models:
-            extra = "" if source == "manual" else f" MODELS={','.join(models)} LABELS={source}"
-            commands.append(
-                f"`make bench DATASET={dataset} PROFILE={profile} SEEDS={seeds}{extra}`"
-            )
+    for (labels, args), models in sorted(groups.items()):
+        extra = f" MODELS={','.join(sorted(models))}"
+        extra += "" if labels == "manual" else f" LABELS={labels}"
+        extra += f" ARGS='{args}'" if args else ""
+        commands.append(
+            f"`make bench DATASET={dataset} PROFILE={profile} SEEDS={seeds[(labels, args)]}{extra}`"
+        )
     return "; ".join(commands)
+
+
+def non_default_args(dataset: str, profile: str, record: dict) -> str:
+    """``--set`` options for the fields of a record's config that differ from what the profile
+    resolves to today (seed, labels and purely operational fields aside)."""
+    from seg_bench.config import resolve_config
+    from seg_bench.training.run_dir import key_fields
+
+    config = record.get("config") or {}
+    try:
+        default = key_fields(
+            resolve_config(dataset, record["model"], profile, config_file=config.get("config_file"))
+        )
+    except UserError:  # a model or profile file that is gone: nothing to compare with
+        return ""
+    ran = key_fields(config)
+    if set(default) - set(ran):  # written by a version with other fields: no fair comparison
+        return ""
+    args = [f"--config {config['config_file']}"] if config.get("config_file") else []
+    for k in sorted(ran):
+        if k not in ("labels", "dataset", "model", "profile") and ran[k] != default.get(k):
+            value = ran[k] if isinstance(ran[k], str) else json.dumps(ran[k])
+            args.append(f"--set {k}={value}".replace("'", '"'))
+    return " ".join(args)
 
 
 def _cell(row: dict, key: str) -> str:
@@ -216,7 +250,8 @@ def render_label_study(dataset: str, rows: list[dict], records: list[dict]) -> s
     lines = [
         f"# {dataset}: training on manual masks vs weak labels from click points",
         "",
-        "Every model is tested on the manual ground truth. Mean ± std over seeds [bootstrap 95 % CI].",
+        "Every model is tested on the manual ground truth. "
+        "Mean ± std over seeds [bootstrap 95 % CI].",
         "",
         *provenance_lines(dataset, records),
         "",
@@ -234,36 +269,84 @@ def render_label_study(dataset: str, rows: list[dict], records: list[dict]) -> s
 
 
 def write_leaderboard(
-    dataset: str, results_dir: Path, out_dir: Path, n_boot: int = 1000, by: str | None = None
+    dataset: str,
+    results_dir: Path,
+    out_dir: Path,
+    n_boot: int = 1000,
+    by: str | None = None,
+    profile: str | None = None,
+    prefer: set[str] | None = None,
+    force: bool = False,
 ) -> str:
-    """Rebuild the leaderboard from every record on disk now. Writers into one ``out_dir`` take
-    turns (a lock on the folder), so with concurrent benches the last one to finish writes a
-    table with every record; each file is replaced atomically."""
+    """Rebuild the leaderboard from the records on disk now that ``select_records`` picks (one
+    profile, one configuration per model; ``prefer``: config keys that win). Writers into one
+    ``out_dir`` take turns (a lock on the folder), so with concurrent benches the last one to
+    finish writes a table with every record; each file is replaced atomically. Leaderboards
+    committed to git are not replaced by other records unless ``force``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(out_dir):
         for name in (f"{dataset}.md", f"{dataset}.csv", f"{dataset}_labels.md"):
             remove_stale_temp(out_dir, f".{name}.*.tmp")  # left by a killed writer
         remove_stale_temp(out_dir / dataset, ".*.tmp")
-        return _write_leaderboard(dataset, results_dir, out_dir, n_boot, by)
+        records, left_out = select_records(load_records(results_dir, dataset), profile, prefer)
+        if left_out:
+            print(
+                f"leaderboard: {len(left_out)} record(s) of other profiles or configurations "
+                f"left out (profile {records[0]['profile']}, one configuration per model)",
+                file=sys.stderr,
+            )
+        return _write_leaderboard(dataset, records, results_dir, out_dir, n_boot, by, force)
+
+
+def committed_files(dataset: str, out_dir: Path) -> list[Path]:
+    """This dataset's leaderboard files in ``out_dir`` that git tracks (none outside a checkout
+    or without git)."""
+    out_dir = Path(out_dir)
+    names = [f"{dataset}.md", f"{dataset}.csv", f"{dataset}_labels.md"]
+    if not out_dir.is_dir() or not any((out_dir / n).exists() for n in names):
+        return []
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(out_dir), "ls-files", "--", *names],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [out_dir / Path(line).name for line in done.stdout.splitlines() if line.strip()]
+
+
+def check_committed(dataset: str, out_dir: Path, force: bool, new: dict | None = None) -> None:
+    """Refuse to replace committed leaderboard files, unless ``force`` or (``new``: name ->
+    text) the text is what they hold already (records that are theirs)."""
+    for path in committed_files(dataset, out_dir):
+        if force or (new is not None and new.get(path.name, path.read_text()) == path.read_text()):
+            continue
+        raise UserError(
+            f"{path} is a committed leaderboard and these records are not its own; "
+            "write elsewhere with --leaderboard-dir, or pass --force to replace it"
+        )
 
 
 def _write_leaderboard(
-    dataset: str, results_dir: Path, out_dir: Path, n_boot: int, by: str | None
+    dataset: str,
+    records: list[dict],
+    results_dir: Path,
+    out_dir: Path,
+    n_boot: int,
+    by: str | None,
+    force: bool = False,
 ) -> str:
-    records = load_records(results_dir, dataset)
     if not records:
-        from seg_bench.errors import UserError
-
         raise UserError(
-            f"no result records for '{dataset}' in {results_dir}; run `seg-bench bench --dataset {dataset}` first"
+            f"no result records for '{dataset}' in {results_dir}; "
+            f"run `seg-bench bench --dataset {dataset}` first"
         )
-    out_dir = Path(out_dir)
+    texts: dict[str, str] = {}
     study = None
     if any(r.get("labels", "manual") != "manual" for r in records):
         study = render_label_study(dataset, summarise(records, n_boot), records)
-        with atomic_write(out_dir / f"{dataset}_labels.md") as f:
-            f.write(study)
+        texts[f"{dataset}_labels.md"] = study
     # The leaderboard ranks models trained on the manual masks only; weak-label runs are
     # compared in their study, so a weak-label-only results folder leaves the leaderboard alone.
     manual = [r for r in records if r.get("labels", "manual") == "manual"]
@@ -271,10 +354,12 @@ def _write_leaderboard(
     if manual:
         rows = summarise(manual, n_boot)
         md = render_markdown(dataset, rows, manual)
-        with atomic_write(out_dir / f"{dataset}.md") as f:
-            f.write(md)
-        with atomic_write(out_dir / f"{dataset}.csv") as f:
-            f.write(render_csv(rows))
+        texts[f"{dataset}.md"], texts[f"{dataset}.csv"] = md, render_csv(rows)
+    check_committed(dataset, out_dir, force, texts)
+    for name, text in texts.items():
+        with atomic_write(out_dir / name) as f:
+            f.write(text)
+    if manual:
         write_figures(dataset, manual, Path(results_dir), out_dir / dataset)
     if by == "labels":
         return study or render_label_study(dataset, summarise(records, n_boot), records)
@@ -285,13 +370,11 @@ def write_figures(
     dataset: str, records: list[dict], results_dir: Path, fig_dir: Path
 ) -> list[Path]:
     from seg_bench.protocol.figures import plot_curves, plot_overlays
-    from seg_bench.protocol.records import record_path
+    from seg_bench.protocol.records import preview_for
 
     paths = plot_curves(dataset, records, fig_dir)
     previews = {
-        r["model"]: record_path(
-            results_dir, dataset, r["model"], r["seed"], r.get("labels", "manual")
-        ).with_suffix(".preview.npz")
+        r["model"]: preview_for(results_dir, r)
         for r in records
         if r["seed"] == 0 and r.get("labels", "manual") == "manual"
     }

@@ -1,16 +1,15 @@
 """One training run: config -> DataModule + SegmentationTask + Trainer -> best checkpoint.
 
 A run directory holds ``checkpoints/last.ckpt`` (every epoch) and ``checkpoints/best.ckpt``;
-running the same config into the same directory resumes from ``last.ckpt``.
+running the same config into the same directory resumes from ``last.ckpt``; another config is
+refused there (see run_dir.py, which also validates everything before the folder is touched).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import logging
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from seg_bench.config import RunConfig
 from seg_bench.data import SegmentationDataModule, create_datamodule
-from seg_bench.io import write_json
 from seg_bench.registry import LABEL_SOURCES
 from seg_bench.training.callbacks import EpochTimer
 from seg_bench.training.checkpoint_io import AtomicCheckpointIO
 from seg_bench.training.precision import resolve_precision
+from seg_bench.training.run_dir import PreparedRun, prepare_run
 from seg_bench.training.task import SegmentationTask
 
 
@@ -123,26 +122,23 @@ def train(
     logger: Any = False,
     callbacks: list[Callback] | None = None,
     progress: bool = True,
+    prepared: PreparedRun | None = None,
+    force: bool = False,
 ) -> TrainResult:
+    """Train ``cfg`` into ``run_dir``, resuming its own unfinished run there.
+
+    ``prepared``: what ``prepare_run`` returned when the caller validated and claimed the
+    folder itself (before starting a logger in it); otherwise that happens here first, and a
+    folder holding another configuration is refused unless ``force``."""
     quiet_lightning()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    dm = build_datamodule(cfg)
+    prepared = prepared or prepare_run(cfg, run_dir, force)
+    dm = prepared.datamodule
     task = build_task(cfg, dm)
     if cfg.compile:
         task.model = torch.compile(task.model)
     trainer, ckpt, timer = build_trainer(cfg, run_dir, logger, callbacks, progress)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if not resume_matches(cfg, run_dir) and (run_dir / "checkpoints").exists():
-        warnings.warn(
-            f"{run_dir} holds a run with another configuration; starting afresh", stacklevel=2
-        )
-        shutil.rmtree(run_dir / "checkpoints")
-    if trainer.is_global_zero:
-        write_json(run_dir / "config.json", cfg.to_dict())
-    resume = last if last.exists() else None
-    trainer.fit(task, datamodule=dm, ckpt_path=resume)
+    trainer.fit(task, datamodule=dm, ckpt_path=prepared.resume)
     best = Path(ckpt.best_model_path) if ckpt.best_model_path else None
     if best is not None and best.exists() and trainer.is_global_zero:
         state = torch.load(best, map_location="cpu", weights_only=True)
@@ -153,12 +149,3 @@ def train(
     return TrainResult(
         task, dm, best, timer.seconds, trainer.current_epoch, best_val, trainer.is_global_zero
     )
-
-
-def resume_matches(cfg: RunConfig, run_dir: Path) -> bool:
-    """A checkpoint in ``run_dir`` may only be resumed by the configuration that wrote it."""
-    try:
-        with open(run_dir / "config.json") as f:
-            return json.load(f) == json.loads(json.dumps(cfg.to_dict()))
-    except (OSError, ValueError):
-        return False

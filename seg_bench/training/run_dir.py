@@ -1,0 +1,209 @@
+"""Run folders: one per resolved configuration, checked before it is touched, never emptied
+silently.
+
+A run folder is ``<runs>/<dataset>/<model>__seed<k>__<profile>[__<labels>]__<key>``, where
+``<key>`` (``config_key``) is a short hash of every RunConfig field that changes the trained
+model or its evaluation. Two configurations that differ anywhere that matters get two folders,
+so comparing learning rates keeps every run; the same configuration finds its folder again and
+resumes from ``checkpoints/last.ckpt``. The seed is left out of the key (it is in the name), so
+the seeds of one configuration share a key: result records use it to group them.
+
+Fields left out of the key (purely operational; resuming with another value is the same run):
+
+- ``logger``: where metrics are logged, not what is trained or measured.
+- ``num_workers``: how many processes load data. Patches stay random draws from the same
+  distribution (which draw a worker makes depends on its seed, as on any other machine).
+- ``config_file``: the path of a profile file. Its values are resolved into the other fields,
+  which enter the key; the same values from a copy of the file are the same run.
+
+Before a folder is created or touched, ``prepare_run`` builds the DataModule, loads its splits
+(the patch size is checked against the images there) and checks the hardware options against
+the machine and the splits, so a bad option never costs a finished run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seg_bench.config import RunConfig
+from seg_bench.data import SegmentationDataModule
+from seg_bench.errors import UserError
+from seg_bench.io import write_json
+
+NOT_IN_KEY = ("logger", "num_workers", "config_file", "seed")
+
+
+def key_fields(config: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a configuration that ``config_key`` hashes, JSON-normalised."""
+    values = config.to_dict() if isinstance(config, RunConfig) else dict(config)
+    kept = {k: v for k, v in values.items() if k not in NOT_IN_KEY}
+    return json.loads(json.dumps(kept, sort_keys=True, default=str))
+
+
+def config_key(config: RunConfig | Mapping[str, Any]) -> str:
+    """8 hex digits of the SHA-256 of ``key_fields`` (a RunConfig or a record's ``config``)."""
+    text = json.dumps(key_fields(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def run_name(cfg: RunConfig) -> str:
+    labels = "" if cfg.labels == "manual" else f"__{cfg.labels}"
+    return f"{cfg.model}__seed{cfg.seed}__{cfg.profile}{labels}__{config_key(cfg)}"
+
+
+def run_dir_for(runs_dir: Path, cfg: RunConfig) -> Path:
+    return Path(runs_dir) / cfg.dataset / run_name(cfg)
+
+
+def launched_rank_above_zero() -> bool:
+    """A process that a distributed launch (Lightning, torchrun, SLURM) started as rank > 0:
+    rank 0 owns the run folder and the locks, this one only follows."""
+    return any(
+        os.environ.get(v, "0") not in ("", "0")
+        for v in ("LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID")
+    )
+
+
+def cpu_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _device_count(devices: int | str, available: int, on_gpu: bool) -> int:
+    """How many processes per node ``--devices`` asks Lightning for."""
+    text = str(devices).strip()
+    if text == "auto":
+        return available if on_gpu else 1
+    if text.lstrip("-").isdigit():
+        n = int(text)
+        return available if n == -1 else n
+    ids = [p for p in text.strip("[]").split(",") if p.strip()]  # GPU ids: "0,1" or "[0, 1]"
+    return len(ids)
+
+
+def _processes_per_node(cfg: RunConfig) -> tuple[int, int, str]:
+    """(processes ``--devices`` asks for, devices this machine has, what they are)."""
+    acc = str(cfg.accelerator).lower()
+    on_gpu = acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
+    available = torch.cuda.device_count() if on_gpu else cpu_cores()
+    return (
+        _device_count(cfg.devices, available, on_gpu),
+        available,
+        "GPU(s)" if on_gpu else "CPU core(s)",
+    )
+
+
+def check_hardware(cfg: RunConfig) -> None:
+    """``--accelerator`` and ``--devices`` against this machine."""
+    if str(cfg.accelerator).lower() in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"--accelerator {cfg.accelerator}: no CUDA GPU is visible on this machine; "
+            "use --accelerator cpu (or auto)"
+        )
+    n, available, what = _processes_per_node(cfg)
+    if n < 1 or n > available:
+        raise UserError(
+            f"--devices {cfg.devices}: this machine has {available} {what}; "
+            f"use --devices {available} or fewer"
+        )
+
+
+def check_splits_feed_processes(cfg: RunConfig, dm: SegmentationDataModule) -> None:
+    """Each process validates whole images: it needs at least one. (Only rank 0 tests.)"""
+    world = _processes_per_node(cfg)[0] * int(cfg.num_nodes)
+    size = len(dm.samples("val"))
+    if size < world:
+        raise UserError(
+            f"--devices {cfg.devices}: {world} processes, but the {dm.name} validation split "
+            f"has {size} image(s) and each process validates at least one; "
+            f"use --devices {size} or fewer"
+        )
+
+
+@dataclass
+class PreparedRun:
+    datamodule: SegmentationDataModule
+    resume: Path | None  # last.ckpt of this configuration's earlier, unfinished run
+
+
+def prepare_run(cfg: RunConfig, run_dir: Path, force: bool = False) -> PreparedRun:
+    """Validate everything, then claim ``run_dir``: nothing is created or removed before the
+    DataModule's splits load and the hardware options fit them."""
+    from seg_bench.training.trainer import build_datamodule
+
+    check_hardware(cfg)
+    import lightning as L
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = build_datamodule(cfg)
+    dm.setup("fit")  # loads train and val, checks the patch size against the images
+    dm.setup("test")
+    check_splits_feed_processes(cfg, dm)
+    return PreparedRun(dm, claim_run_dir(cfg, Path(run_dir), force))
+
+
+def claim_run_dir(cfg: RunConfig, run_dir: Path, force: bool = False) -> Path | None:
+    """Make ``run_dir`` this configuration's folder and return the checkpoint to resume from.
+
+    A folder holding another configuration's run (or checkpoints of unknown origin) is
+    refused; ``force`` empties any existing folder first and says what it removed."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if launched_rank_above_zero():  # rank 0 has claimed the folder already
+        return last if last.exists() else None
+    files = sorted(p for p in run_dir.rglob("*") if p.is_file()) if run_dir.is_dir() else []
+    if files and force:
+        shown = ", ".join(str(p.relative_to(run_dir)) for p in files[:6])
+        more = f" and {len(files) - 6} more" if len(files) > 6 else ""
+        print(f"--force: removing {run_dir} ({shown}{more})", file=sys.stderr)
+        shutil.rmtree(run_dir)
+    elif _holds_other_run(cfg, run_dir):
+        raise UserError(
+            f"{run_dir} holds a run of another configuration ({_difference(cfg, run_dir)}); "
+            "nothing was changed: choose another --run-dir, or pass --force to replace it"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "config.json").exists():
+        write_json(run_dir / "config.json", cfg.to_dict())
+    return last if last.exists() else None
+
+
+def _stored_config(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        with open(run_dir / "config.json") as f:
+            stored = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return stored if isinstance(stored, dict) else None
+
+
+def _holds_other_run(cfg: RunConfig, run_dir: Path) -> bool:
+    if (run_dir / "config.json").exists():
+        return not resume_matches(cfg, run_dir)
+    return any((run_dir / "checkpoints").glob("*.ckpt"))  # a folder only a logger wrote in: ours
+
+
+def resume_matches(cfg: RunConfig, run_dir: Path) -> bool:
+    """A run folder may only be resumed by the configuration that wrote it."""
+    stored = _stored_config(Path(run_dir))
+    return stored is not None and config_key(stored) == config_key(cfg)
+
+
+def _difference(cfg: RunConfig, run_dir: Path) -> str:
+    stored = _stored_config(run_dir)
+    if stored is None:
+        return "no readable config.json"
+    old, new = key_fields(stored), key_fields(cfg)
+    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    shown = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:3]]
+    return ", ".join(shown) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
