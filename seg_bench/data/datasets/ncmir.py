@@ -25,9 +25,10 @@ import numpy as np
 from seg_bench.data.base import Sample, SegmentationDataModule, seeded_split
 from seg_bench.data.io import read_image, require_dir, require_same_shape, require_values
 from seg_bench.errors import DataError
+from seg_bench.paths import missing_data_hint
 from seg_bench.registry import DATASETS
 
-HINT = "Run `seg-bench data download ncmir --root DIR` or pass --root to a folder in the CDeep3M layout."
+HINT = missing_data_hint("ncmir") + " Expected: the CDeep3M layout."
 IMAGE_RE = re.compile(r"^images\.(\d+)\.png$")
 LABEL_RE = re.compile(r"^mitos_3D\.(\d+)\.png$")
 LABEL_FORM = (
