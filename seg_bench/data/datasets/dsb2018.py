@@ -82,6 +82,7 @@ class DSB2018(SegmentationDataModule):
     num_classes = 2
     in_channels = 3
     positive_class = "nucleus"
+    positive_label = None  # label images hold instance ids: any non-zero pixel is a nucleus
     instance_metric = "dsb"
     default_patch_size = 256
 

@@ -60,6 +60,7 @@ class EPFL(SegmentationDataModule):
     num_classes = 2
     in_channels = 1
     positive_class = "mitochondrion"
+    positive_label = 255  # in training_groundtruth.tif; read by `seg-bench score`
     instance_metric = None
     default_patch_size = 256
 

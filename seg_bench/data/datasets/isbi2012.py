@@ -49,6 +49,7 @@ class ISBI2012(SegmentationDataModule):
     num_classes = 2
     in_channels = 1
     positive_class = "membrane"
+    positive_label = 0  # in train-labels.tif (255 = cell interior); read by `seg-bench score`
     instance_metric = "em"
     default_patch_size = 256
 

@@ -58,6 +58,7 @@ class ISBI2013(SegmentationDataModule):
     num_classes = 2
     in_channels = 1
     positive_class = "boundary"
+    positive_label = staticmethod(boundaries_from_ids)  # from the ids; read by `seg-bench score`
     instance_metric = "em"
     default_patch_size = 256
 

@@ -81,6 +81,7 @@ class NCMIR(SegmentationDataModule):
     num_classes = 2
     in_channels = 1
     positive_class = "mitochondrion"
+    positive_label = 1  # palette index in mitos_3D.NNN.png; read by `seg-bench score`
     instance_metric = None
     default_patch_size = 256
 
