@@ -40,7 +40,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         help="a profile file of your own (YAML, as seg_bench/profiles/*.yaml)",
     )
     g.add_argument("--epochs", dest="max_epochs", type=bounded(int, 1))
-    g.add_argument("--lr", type=bounded(float, 0, strict=True))
+    g.add_argument("--lr", type=float)  # RunConfig.validate: "--lr must be positive"
     g.add_argument("--optimizer", help="sgd | adagrad | adam | adamw")
     g.add_argument("--weight-decay", type=bounded(float, 0))
     g.add_argument("--schedule", help="cosine | plateau")
@@ -296,7 +296,7 @@ def add_training_commands(sub: Any) -> None:
     p = sub.add_parser("bench", help="the protocol: train seeds, test, leaderboard")
     p.add_argument("--dataset", default="synthetic")
     p.add_argument("--models", help="comma-separated (default: the dataset's benchmark list)")
-    p.add_argument("--seeds", type=bounded(int, 1), default=1)
+    p.add_argument("--seeds", type=int, default=1)  # bench says "--seeds must be at least 1"
     p.add_argument(
         "--trials", type=bounded(int, 0), default=0, help="search N trials per model first"
     )
