@@ -1,18 +1,21 @@
-"""`seg-bench` command line. User errors print one line and exit 2; nothing else is hidden."""
+"""`seg-bench` command line. User errors print one line and exit 2 (see seg_bench/console.py)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from seg_bench.console import Parser, bounded, check_outputs, debug, one_line_warnings
 from seg_bench.errors import UserError
+from seg_bench.paths import runs_dir
+from seg_bench.plugins import load_plugins
 
-RUNS_DIR = Path(os.environ.get("SEG_BENCH_RUNS", "runs"))
+RUNS_DIR = runs_dir()
+PLUGIN_HELP = "import this module or .py file first (repeatable; also $SEG_BENCH_PLUGINS)"
 
 
 def _parse_set(items: list[str]) -> dict[str, Any]:
@@ -36,21 +39,25 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         dest="config_file",
         help="a profile file of your own (YAML, as seg_bench/profiles/*.yaml)",
     )
-    g.add_argument("--epochs", dest="max_epochs", type=int)
-    g.add_argument("--lr", type=float)
+    g.add_argument("--epochs", dest="max_epochs", type=bounded(int, 1))
+    g.add_argument("--lr", type=float)  # RunConfig.validate: "--lr must be positive"
     g.add_argument("--optimizer", help="sgd | adagrad | adam | adamw")
-    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--weight-decay", type=bounded(float, 0))
     g.add_argument("--schedule", help="cosine | plateau")
     g.add_argument("--loss", help="bce | dice | bce_dice | focal | unet_weighted")
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--patch-size", type=int)
-    g.add_argument("--width", type=float, help="channel multiplier (1.0 = the published network)")
+    g.add_argument("--batch-size", type=bounded(int, 1))
+    g.add_argument("--patch-size", type=bounded(int, 16))
+    g.add_argument(
+        "--width",
+        type=bounded(float, 0, strict=True),
+        help="channel multiplier (1.0 = the published network)",
+    )
     g.add_argument("--augment", help="none | d4 | paper | heavy")
     g.add_argument("--labels", help="manual | floodfill | region (train on weak labels)")
     g.add_argument("--precision", help="auto | 32 | bf16-mixed | 16-mixed")
     g.add_argument("--accelerator")
     g.add_argument("--devices")
-    g.add_argument("--num-nodes", type=int)
+    g.add_argument("--num-nodes", type=bounded(int, 1))
     g.add_argument("--strategy", help="auto | ddp | ...")
     g.add_argument("--tta", action="store_true", default=None, help="test-time augmentation (D4)")
     g.add_argument(
@@ -64,10 +71,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     keys = [
-        "root", "config_file", "max_epochs", "lr", "optimizer", "weight_decay", "schedule", "loss", "batch_size",
-        "patch_size", "width", "augment", "labels", "precision", "accelerator", "devices",
-        "num_nodes", "strategy", "tta", "logger",
+        "root", "config_file", "max_epochs", "lr", "optimizer", "weight_decay", "schedule", "loss",
+        "batch_size", "patch_size", "width", "augment", "labels", "precision", "accelerator",
+        "devices", "num_nodes", "strategy", "tta", "logger",
     ]  # fmt: skip
+    if args.root is not None and not Path(args.root).is_dir():
+        raise UserError(f"--root {args.root}: folder not found; give the dataset's folder")
     out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
     if "devices" in out and str(out["devices"]).isdigit():
         out["devices"] = int(out["devices"])
@@ -159,7 +168,8 @@ def cmd_search(args) -> int:
         overrides["seed"] = args.seed
     if args.trials is None and not args.show:
         raise UserError(
-            "--trials N is required (the number of finished trials the study should hold); --show alone prints an existing study"
+            "--trials N is required (the number of finished trials the study should hold); "
+            "--show alone prints an existing study"
         )
     if args.trials is None:
         study, url = search.load(
@@ -168,9 +178,10 @@ def cmd_search(args) -> int:
         print(search.show(study, search.mask_url(url)))
         return 0
     result = search.run_search(
-        args.dataset, args.model, args.trials, args.profile, storage=args.storage, study_name=args.study,
-        timeout=args.timeout, space=args.space, pruner=args.pruner, overrides=overrides, runs_dir=RUNS_DIR,
-        heartbeat_s=args.heartbeat, project=args.project, log_model=args.log_model,
+        args.dataset, args.model, args.trials, args.profile, storage=args.storage,
+        study_name=args.study, timeout=args.timeout, space=args.space, pruner=args.pruner,
+        overrides=overrides, runs_dir=RUNS_DIR, heartbeat_s=args.heartbeat, project=args.project,
+        log_model=args.log_model,
     )  # fmt: skip
     print(
         search.show(result.study, result.storage)
@@ -209,11 +220,13 @@ def cmd_data(args) -> int:
 def cmd_predict(args) -> int:
     from seg_bench.inference.predict import predict_path
 
-    names = predict_path(
+    done = predict_path(
         args.checkpoint, args.input, args.output, tta=args.tta, instances=args.instances,
-        overlap=args.overlap, dsb_csv=args.dsb_csv, device=args.device,
+        overlap=args.overlap, dsb_csv=args.dsb_csv, device=args.device, stack=args.stack,
     )  # fmt: skip
-    print(f"wrote predictions for {len(names)} image(s) to {args.output}")
+    for path in done.files:
+        print(f"wrote {path}")
+    print(f"predicted {len(done.names)} image(s); {len(done.files)} file(s) in {args.output}")
     return 0
 
 
@@ -222,7 +235,10 @@ def cmd_score(args) -> int:
 
     from seg_bench.evaluation.score import format_score, score
 
-    result = score(Path(args.pred), Path(args.truth), kind=args.kind)
+    result = score(
+        Path(args.pred), Path(args.truth), kind=args.kind, dataset=args.dataset,
+        positive=args.positive, root=args.root,
+    )  # fmt: skip
     print(json.dumps(result, indent=1) if args.json else format_score(result))
     return 0
 
@@ -254,16 +270,31 @@ def cmd_weak_labels(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seg-bench", description=__doc__)
+    parser = Parser(prog="seg-bench", description=__doc__)
+    parser.add_argument(
+        "--plugin", dest="plugins", action="append", default=[], metavar="MODULE_OR_FILE",
+        help=PLUGIN_HELP,
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("models", help="list registered architectures").set_defaults(func=cmd_models)
     sub.add_parser("datasets", help="list registered datasets").set_defaults(func=cmd_datasets)
+    add_training_commands(sub)
+    add_file_commands(sub)
+    for command in sub.choices.values():  # --plugin may also follow the command
+        command.add_argument(
+            "--plugin", dest="command_plugins", action="append", default=argparse.SUPPRESS,
+            metavar="MODULE_OR_FILE", help=PLUGIN_HELP,
+        )  # fmt: skip
+    return parser
 
+
+def add_training_commands(sub: Any) -> None:
+    """train, bench, search: the commands that train and take the run options."""
     p = sub.add_parser("train", help="one training run, then test")
     p.add_argument("--dataset", default="synthetic")
     p.add_argument("--model", default="unet")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=bounded(int, 0), default=0)
     p.add_argument(
         "--run-dir", help="default: runs/<dataset>/<model>__seed<k>__<profile>__<config key>"
     )
@@ -278,8 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="the protocol: train seeds, test, leaderboard")
     p.add_argument("--dataset", default="synthetic")
     p.add_argument("--models", help="comma-separated (default: the dataset's benchmark list)")
-    p.add_argument("--seeds", type=int, default=1)
-    p.add_argument("--trials", type=int, default=0, help="search N trials per model first")
+    p.add_argument("--seeds", type=int, default=1)  # bench says "--seeds must be at least 1"
+    p.add_argument(
+        "--trials", type=bounded(int, 0), default=0, help="search N trials per model first"
+    )
     p.add_argument("--results-dir", help="default: runs/results")
     p.add_argument("--leaderboard-dir", help="default: <results-dir>/leaderboards")
     p.add_argument(
@@ -297,24 +330,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="synthetic")
     p.add_argument("--model", default="unet")
     p.add_argument(
-        "--trials", type=int, help="run until the study holds N finished trials (rerun = resume)"
+        "--trials",
+        type=bounded(int, 1),
+        help="run until the study holds N finished trials (rerun = resume)",
     )
     p.add_argument(
         "--storage",
-        help="database URL, e.g. postgresql://USER:PASS@HOST/DB (default: SQLite runs/search/<study>.db)",
+        help="database URL, e.g. postgresql://USER:PASS@HOST/DB "
+        "(default: SQLite runs/search/<study>.db)",
     )
     p.add_argument("--study", help="study name (default: <dataset>-<model>-<profile>)")
-    p.add_argument("--timeout", type=float, help="start no new trial after S seconds")
+    p.add_argument(
+        "--timeout", type=bounded(float, 0, strict=True), help="start no new trial after S seconds"
+    )
     p.add_argument(
         "--space",
         default="optimizer,lr",
         help="comma-separated: optimizer,lr,weight_decay,batch_size,loss",
     )
     p.add_argument("--pruner", default="median", help="median | hyperband | none")
-    p.add_argument("--seed", type=int, help="sampler and training seed (default: the profile's)")
+    p.add_argument(
+        "--seed", type=bounded(int, 0), help="sampler and training seed (default: the profile's)"
+    )
     p.add_argument(
         "--heartbeat",
-        type=int,
+        type=bounded(int, 0),
         help="seconds between trial heartbeats on a shared database (default 60; 0 = off)",
     )
     p.add_argument(
@@ -326,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_tracking_options(p)
     p.set_defaults(func=cmd_search)
 
+
+def add_file_commands(sub: Any) -> None:
+    """data, predict, score, weak-labels, leaderboard: the commands that read and write files."""
     p = sub.add_parser("data", help="download or check a dataset")
     p.add_argument("action", choices=["download", "check"])
     p.add_argument("name")
@@ -339,17 +382,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True)
     p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
     p.add_argument("--instances", action="store_true", help="also write instance label images")
-    p.add_argument("--overlap", type=float, default=0.25)
+    p.add_argument("--overlap", type=bounded(float, 0, below=1), default=0.25)
     p.add_argument("--dsb-csv", help="also write a Kaggle DSB 2018 submission CSV here")
-    p.add_argument("--device", default="auto", help="auto (the GPU if present) | cpu | cuda")
+    p.add_argument(
+        "--stack", action="store_true", help="a TIFF stack's pages into one multi-page file each"
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda", "gpu"],
+        help="auto (the GPU if present) | cpu | cuda",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("score", help="score predictions against ground truth")
-    p.add_argument("--pred", required=True, help="folder of masks/label images, or a DSB RLE CSV")
     p.add_argument(
-        "--truth", required=True, help="folder of masks/label images, DSB layout, or RLE CSV"
+        "--pred", required=True, help="folder of masks/label images, DSB RLE CSV or TIFF stack"
+    )
+    p.add_argument(
+        "--truth",
+        required=True,
+        help="the same, or a folder in the DSB layout (non-zero = positive)",
     )
     p.add_argument("--kind", default="auto", help="semantic | instance | auto")
+    p.add_argument(
+        "--dataset",
+        help="apply this dataset's truth convention (e.g. isbi2012: membrane = label 0)",
+    )
+    p.add_argument(
+        "--positive", type=int, metavar="VALUE", help="truth label value of the positive class"
+    )
+    p.add_argument("--root", help="the --dataset folder, for image sizes (CSV against CSV)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_score)
 
@@ -372,16 +435,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace committed leaderboards with these records"
     )
     p.set_defaults(func=cmd_leaderboard)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with one_line_warnings():
+            args = build_parser().parse_args(argv)
+            load_plugins([*args.plugins, *getattr(args, "command_plugins", [])])
+            check_outputs(args)
+            return args.func(args)
     except UserError as e:
-        print(f"seg-bench: error: {e}", file=sys.stderr)
+        if debug():
+            raise
+        print(f"seg-bench: error: {str(e).replace(chr(10), ' ')}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # A file the system refused (missing folder, a file where a folder should be, no
+        # permission): the user can fix it, so it is one line too.
+        if e.filename is None or debug():
+            raise
+        print(f"seg-bench: error: {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -207,8 +207,14 @@ def resolve_config(
     known = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise UserError(
-            f"unknown config keys {unknown} for {dataset}/{profile}. Known: {sorted(known)}"
-        )
+        import difflib
+
+        hints = [
+            f"'{k}' -> '{close[0]}'"
+            for k in unknown
+            if (close := difflib.get_close_matches(k, known, n=1))
+        ]
+        hint = f" Did you mean {', '.join(hints)}?" if hints else f" Known: {sorted(known)}"
+        raise UserError(f"unknown config keys {unknown} for {dataset}/{profile}.{hint}")
     values.update(dataset=dataset, model=model, profile=profile)
     return RunConfig(**values).validate()

@@ -1,4 +1,8 @@
-"""Shared fixtures. Real data lives outside the repo: $SEG_BENCH_DATA, default ../shared/data."""
+"""Shared fixtures. Real data lives outside the repo: $SEG_BENCH_DATA, else ../shared/data.
+
+``../shared/data`` is this repository's test setting only (the package itself defaults to a
+per-user folder, see seg_bench/paths.py), so it is exported here for every test.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("SEG_BENCH_DATA", REPO.parent / "shared" / "data"))
+DATA = Path(os.environ.setdefault("SEG_BENCH_DATA", str(REPO.parent / "shared" / "data")))
 
 
 def real_data(subdir: str) -> Path:

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "seg_bench"
 
 STAGES = [
     ("errors",),
-    ("io", "paths", "registry", "hardware"),
+    ("io", "paths", "registry", "plugins", "hardware"),
     ("config",),
     ("metrics", "models"),
     ("data",),
@@ -25,7 +25,7 @@ STAGES = [
     ("evaluation",),
     ("search",),
     ("protocol",),
-    ("cli", "__init__", "__main__"),
+    ("cli", "console", "__init__", "__main__"),
 ]
 LEVEL = {name: i for i, names in enumerate(STAGES) for name in names}
 MAX_MODULE_LINES = 450

@@ -1,4 +1,6 @@
-"""`seg-bench predict` on a trained smoke checkpoint, and `seg-bench score` against hand-worked values."""
+"""`seg-bench predict` on a trained smoke checkpoint; `seg-bench score` against hand-worked values."""
+
+import json
 
 import numpy as np
 import pytest
@@ -34,10 +36,14 @@ def test_predict_writes_probabilities_masks_instances_and_csv(checkpoint, tmp_pa
     Image.fromarray(rng.integers(0, 255, (45, 70), dtype=np.uint8)).save(images / "a.png")
     tifffile.imwrite(images / "stack.tif", rng.integers(0, 255, (2, 40, 40), dtype=np.uint8))
     out = tmp_path / "out"
-    names = predict_path(
+    done = predict_path(
         checkpoint, images, out, tta=True, instances=True, dsb_csv=tmp_path / "sub.csv"
     )
-    assert names == ["a", "stack_z0000", "stack_z0001"]
+    assert done.names == ["a", "stack_z0000", "stack_z0001"]
+    assert sorted(p.name for p in done.files) == sorted(
+        [f"{n}_{kind}" for n in done.names for kind in ("prob.tif", "mask.png", "instances.tif")]
+        + ["sub.csv"]
+    )
     prob = tifffile.imread(out / "a_prob.tif")
     mask = np.array(Image.open(out / "a_mask.png"))
     inst = tifffile.imread(out / "a_instances.tif")
@@ -132,3 +138,134 @@ def test_score_dsb_truth_against_itself_and_eroded(tmp_path):
     assert got["kind"] == "instance"
     assert got["overall"]["dsb_map"] == pytest.approx(np.mean(expected), abs=1e-12)
     assert main(["score", "--pred", str(tmp_path / "ero"), "--truth", str(sub), "--json"]) == 0
+
+
+def test_predict_stack_writes_one_multipage_tiff_and_says_what_it_wrote(
+    checkpoint, tmp_path, capsys
+):
+    vol = np.random.default_rng(1).integers(0, 255, (3, 40, 48), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "vol.tif", vol, photometric="minisblack")
+    out = tmp_path / "out"
+    argv = ["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "vol.tif")]
+    assert main([*argv, "--output", str(out), "--stack", "--instances"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "vol_instances.tif", "vol_mask.tif", "vol_prob.tif"
+    ]  # fmt: skip
+    assert tifffile.imread(out / "vol_mask.tif").shape == (3, 40, 48)
+    assert tifffile.imread(out / "vol_prob.tif").dtype == np.float32
+    printed = capsys.readouterr().out
+    assert f"wrote {out / 'vol_mask.tif'}" in printed and "predicted 3 image(s)" in printed
+
+
+def test_predict_names_a_bad_input_file_by_its_path(checkpoint, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png at all")
+    argv = ["predict", "--checkpoint", str(checkpoint), "--input", str(bad)]
+    assert main([*argv, "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"seg-bench: error: {bad}:" in err and "BytesIO" not in err
+
+
+def test_grey_input_to_an_rgb_model_is_one_warning_line(checkpoint, tmp_path, capsys):
+    ckpt = torch.load(checkpoint, weights_only=True)
+    first = next(k for k, v in ckpt["state_dict"].items() if v.ndim == 4 and v.shape[1] == 1)
+    ckpt["state_dict"][first] = ckpt["state_dict"][first].repeat(1, 3, 1, 1) / 3
+    ckpt["hyper_parameters"]["in_channels"] = 3
+    torch.save(ckpt, tmp_path / "rgb.ckpt")
+    images = tmp_path / "in"
+    images.mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(np.full((32, 32), 99, np.uint8)).save(images / f"{name}.png")
+    argv = ["predict", "--checkpoint", str(tmp_path / "rgb.ckpt"), "--input", str(images)]
+    assert main([*argv, "--output", str(tmp_path / "out")]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == [
+        "seg-bench: warning: grey input for a model trained on colour (RGB) images: the grey "
+        "channel is repeated into 3; expect lower accuracy than on colour images"
+    ]
+
+
+def _isbi_like():
+    """Raw ISBI 2012 labels (255 = cell, 0 = membrane) and a membrane prediction, by hand.
+
+    Truth 4x4: the top row and the left column are membrane (7 pixels), the rest cell (9).
+    The prediction marks the top row as membrane (4 pixels), so for the membrane class
+    TP 4, FP 0, FN 3: IoU 4/7. Read naively (non-zero = positive) the cells are the positive
+    class: TP 0 (the predicted pixels are all membrane), FP 4, FN 9: IoU 0.
+    """
+    truth = np.full((4, 4), 255, np.uint8)
+    truth[0, :] = 0
+    truth[:, 0] = 0
+    pred = np.zeros((4, 4), np.uint8)
+    pred[0, :] = 255
+    return pred, truth
+
+
+def test_score_with_dataset_isbi2012_scores_membranes_not_cell_interior(tmp_path):
+    pred, truth = _isbi_like()
+    tifffile.imwrite(tmp_path / "labels.tif", np.stack([truth, truth]))
+    tifffile.imwrite(tmp_path / "pred.tif", np.stack([pred, pred]))
+    naive = score(tmp_path / "pred.tif", tmp_path / "labels.tif")
+    assert naive["overall"]["iou"] == 0.0 and naive["positive"]["truth"] == "non-zero"
+    r = score(tmp_path / "pred.tif", tmp_path / "labels.tif", dataset="isbi2012")
+    assert r["images"] == 2 and r["kind"] == "semantic"
+    assert r["overall"]["iou"] == pytest.approx(4 / 7)
+    assert r["overall"]["dice"] == pytest.approx(8 / 11)
+    assert r["positive"] == {
+        "class": "membrane", "truth": "label == 0", "prediction": "non-zero", "dataset": "isbi2012"
+    }  # fmt: skip
+    explicit = score(tmp_path / "pred.tif", tmp_path / "labels.tif", positive=0)
+    assert explicit["overall"] == r["overall"]
+
+
+def test_score_stack_truth_matches_the_per_page_files_predict_writes(tmp_path, capsys):
+    pred, truth = _isbi_like()
+    labels = np.stack([truth, truth, truth])
+    tifffile.imwrite(tmp_path / "train-labels.tif", labels, photometric="minisblack")
+    _write(tmp_path / "p", {f"train-volume_z{z:04d}_mask": pred for z in range(3)})
+    argv = ["score", "--pred", str(tmp_path / "p"), "--truth", str(tmp_path / "train-labels.tif")]
+    assert main([*argv, "--dataset", "isbi2012", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["images"] == 3 and out["overall"]["iou"] == pytest.approx(4 / 7)
+    assert out["positive"]["truth"] == "label == 0"
+
+
+@pytest.mark.parametrize(
+    "dataset, value", [("ncmir", 1), ("epfl", 255), ("isbi2012", 0), ("dsb2018", None)]
+)
+def test_each_dataset_states_the_raw_label_of_its_positive_class(dataset, value):
+    from seg_bench.registry import DATASETS
+
+    assert DATASETS.get(dataset).positive_label == value
+
+
+def test_score_ncmir_palette_index_one_is_the_mitochondrion(tmp_path):
+    truth = np.array([[0, 1], [1, 2]], np.uint8)  # 2: a value that is not the positive class
+    pred = np.array([[0, 255], [0, 255]], np.uint8)
+    _write(tmp_path / "t", {"x": truth})
+    _write(tmp_path / "p", {"x_mask": pred})
+    r = score(tmp_path / "p", tmp_path / "t", dataset="ncmir")
+    # Positive truth pixels (0,1), (1,0); predicted (0,1), (1,1): TP 1, FP 1, FN 1.
+    assert r["overall"]["iou"] == pytest.approx(1 / 3)
+    assert r["positive"]["class"] == "mitochondrion"
+
+
+def test_score_csv_against_csv_with_sizes_from_the_height_width_columns(tmp_path):
+    from seg_bench.data.rle import rle_encode
+
+    truth = np.zeros((3, 4), np.uint8)
+    truth[0:2, 0:2] = 1  # one 2x2 object (column-major runs: 1 2, 4 2)
+    pred = np.zeros((3, 4), np.uint8)
+    pred[0:2, 0] = 1  # three of its four pixels
+    pred[0, 1] = 1
+    (tmp_path / "truth.csv").write_text(
+        f"ImageId,EncodedPixels,Height,Width\nimg,{rle_encode(truth)},3,4\n"
+    )
+    (tmp_path / "pred.csv").write_text(f"ImageId,EncodedPixels\nimg,{rle_encode(pred)}\n")
+    r = score(tmp_path / "pred.csv", tmp_path / "truth.csv", kind="instance")
+    assert r["overall"]["iou"] == pytest.approx(3 / 4)
+    # One object at IoU 3/4: a hit at the thresholds 0.50-0.70 (5 of 10), a miss at 0.75-0.95.
+    assert r["overall"]["dsb_map"] == pytest.approx(0.5)
+    (tmp_path / "bare.csv").write_text(f"ImageId,EncodedPixels\nimg,{rle_encode(truth)}\n")
+    with pytest.raises(UserError, match="CSV against CSV needs the image sizes"):
+        score(tmp_path / "pred.csv", tmp_path / "bare.csv")

@@ -61,14 +61,10 @@ class LabelSource(Protocol):
 
 
 def data_root(name: str, root: str | os.PathLike | None, subdir: str) -> str:
-    """Where a dataset lives: ``--root``, else ``$SEG_BENCH_DATA/<subdir>``.
+    """Where a dataset lives: ``--root``, else ``<seg_bench.paths.data_dir()>/<subdir>``."""
+    from seg_bench.paths import dataset_dir
 
-    ``$SEG_BENCH_DATA`` defaults to ``../shared/data``.
-    """
-    if root is not None:
-        return os.fspath(root)
-    base = os.environ.get("SEG_BENCH_DATA", os.path.join(os.getcwd(), "..", "shared", "data"))
-    return os.path.join(base, subdir)
+    return os.fspath(dataset_dir(subdir, root))
 
 
 def normalize_percentile(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:

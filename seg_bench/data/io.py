@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from seg_bench.errors import DataError
 
@@ -31,7 +31,11 @@ def _fail(path: Path, problem: str, expected: str) -> DataError:
 
 def _read_png(path: Path) -> np.ndarray:
     # One read() of the whole file: PIL's many small reads cost more than decoding tiny masks.
-    with Image.open(io.BytesIO(path.read_bytes())) as im:
+    try:
+        im = Image.open(io.BytesIO(path.read_bytes()))
+    except UnidentifiedImageError:  # its message names the in-memory buffer, not the file
+        raise _fail(path, "not an image in a known format", "a PNG or TIFF file") from None
+    with im:
         im.load()  # decode now, so a truncated file fails here and not later
         if im.mode == "I;16B":
             return np.array(im).astype(np.uint16)

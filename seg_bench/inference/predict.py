@@ -2,12 +2,16 @@
 
 Writes, per input image ``<name>``: ``<name>_prob.tif`` (float32 foreground probability),
 ``<name>_mask.png`` (0/255), and with ``instances=True`` ``<name>_instances.tif`` (uint16/uint32
-label image); with ``dsb_csv`` also a Kaggle DSB 2018 submission CSV of the instances.
+label image); with ``dsb_csv`` also a Kaggle DSB 2018 submission CSV of the instances. The pages
+of a TIFF stack are images ``<stem>_z0000``...; with ``stack=True`` they go into one multi-page
+``<stem>_prob.tif``, ``<stem>_mask.tif`` (and ``<stem>_instances.tif``) instead.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +30,19 @@ from seg_bench.inference.sliding_window import predict_logits
 from seg_bench.io import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+TIFF_SUFFIXES = (".tif", ".tiff")
 
 
-def iter_inputs(path: Path) -> Iterator[tuple[str, np.ndarray]]:
-    """(name, 2-D image) pairs from an image file, a folder of images, or a TIFF stack."""
+@dataclass
+class Predictions:
+    """What ``predict_path`` did: the image names (stack pages as ``<stem>_z0000``), the files."""
+
+    names: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+
+def input_files(path: Path) -> list[Path]:
+    """The image files behind ``--input``: the file itself or a folder's images, sorted."""
     if not path.exists():
         raise UserError(f"--input {path} does not exist")
     files = (
@@ -39,13 +52,26 @@ def iter_inputs(path: Path) -> Iterator[tuple[str, np.ndarray]]:
     )
     if not files:
         raise UserError(f"--input {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    for f in files:
-        if f.suffix.lower() in (".tif", ".tiff"):
-            stack = read_stack(f) if _pages(f) > 1 else read_image(f)[None]
-            for z, page in enumerate(stack):
-                yield (f.stem if len(stack) == 1 else f"{f.stem}_z{z:04d}"), page
-        else:
-            yield f.stem, read_image(f)
+    if files[0].suffix.lower() not in IMAGE_SUFFIXES:
+        raise UserError(
+            f"--input {path}: not an image; expected one of {', '.join(IMAGE_SUFFIXES)}"
+        )
+    return files
+
+
+def read_pages(f: Path) -> np.ndarray | list[np.ndarray]:
+    """The 2-D images of one file: every page of a TIFF stack, else the one image."""
+    if f.suffix.lower() in TIFF_SUFFIXES and _pages(f) > 1:
+        return read_stack(f)
+    return [read_image(f)]
+
+
+def iter_inputs(path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, 2-D image) pairs from an image file, a folder of images, or a TIFF stack."""
+    for f in input_files(path):
+        pages = read_pages(f)
+        for z, page in enumerate(pages):
+            yield (f.stem if len(pages) == 1 else f"{f.stem}_z{z:04d}"), page
 
 
 def _pages(path: Path) -> int:
@@ -53,18 +79,47 @@ def _pages(path: Path) -> int:
         with tifffile.TiffFile(path) as t:
             return len(t.pages)
     except Exception:
-        return 1
+        return 1  # not a readable TIFF: read_image names the file and the problem
 
 
 def _match_channels(image: np.ndarray, channels: int, name: str) -> np.ndarray:
     image = image[..., None] if image.ndim == 2 else image
     if image.shape[-1] == channels:
         return image
-    if channels == 1:
-        return image.mean(-1, keepdims=True)  # colour into a grey-trained model
-    if image.shape[-1] == 1:
+    if channels == 1 and image.shape[-1] == 3:
+        warnings.warn(
+            "colour input for a model trained on grey images: the channels are averaged",
+            stacklevel=2,
+        )
+        return image.mean(-1, keepdims=True)
+    if image.shape[-1] == 1 and channels == 3:
+        warnings.warn(
+            "grey input for a model trained on colour (RGB) images: the grey channel is "
+            "repeated into 3; expect lower accuracy than on colour images",
+            stacklevel=2,
+        )
         return np.repeat(image, channels, -1)
     raise UserError(f"{name}: has {image.shape[-1]} channels; the model expects {channels}")
+
+
+def _check_outputs(output_dir: Path, dsb_csv: str | Path | None, overlap: float) -> None:
+    """Refuse bad output places and settings before the (slow) checkpoint load."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"--output {output_dir}: is a file; give a folder (created if missing)")
+    if dsb_csv is not None and Path(dsb_csv).is_dir():
+        raise UserError(f"--dsb-csv {dsb_csv}: is a folder; give the CSV file to write")
+    if not 0 <= overlap < 1:
+        raise UserError(f"--overlap must be in [0, 1), got {overlap}")
+
+
+def _write_tiff(path: Path, array: np.ndarray, written: list[Path]) -> None:
+    with atomic_write(path, "wb") as f:
+        tifffile.imwrite(f, array)
+    written.append(path)
+
+
+def _label_dtype(labels: np.ndarray) -> type:
+    return np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
 
 
 def predict_path(
@@ -77,36 +132,72 @@ def predict_path(
     dsb_csv: str | Path | None = None,
     postprocess_options: dict | None = None,
     device: str = "auto",
-) -> list[str]:
+    stack: bool = False,
+) -> Predictions:
+    """Predict every image; ``stack=True`` writes a TIFF stack's pages as one multi-page file."""
+    out = Path(output_dir)
+    _check_outputs(out, dsb_csv, overlap)
+    files = input_files(Path(input_path))
     task = load_checkpoint(checkpoint)
     task.model.to(inference_device(device))
     hp = task.hparams
     post = PostprocessConfig.from_dict(
         {**(hp.get("postprocess") or {}), **(postprocess_options or {})}
     )
-    out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names, submission = [], {}
-    for name, image in iter_inputs(Path(input_path)):
-        x = normalize_percentile(_match_channels(image, hp["in_channels"], name))
-        x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
-        logits = predict_logits(task.model, x, window=hp.get("window"), overlap=overlap, tta=tta)[0]
-        prob = probabilities(logits)
-        if prob.ndim == 3:  # multi-class: the probability of "not background"
-            prob = 1.0 - prob[0]
-        mask, labels = postprocess(prob, post)
-        with atomic_write(out / f"{name}_prob.tif", "wb") as f:
-            tifffile.imwrite(f, prob.astype(np.float32))
-        with atomic_write(out / f"{name}_mask.png", "wb") as f:
-            Image.fromarray((mask * 255).astype(np.uint8)).save(f, format="PNG")
-        if instances:
-            dtype = np.uint16 if labels.max() < 2**16 else np.uint32
-            with atomic_write(out / f"{name}_instances.tif", "wb") as f:
-                tifffile.imwrite(f, labels.astype(dtype))
-        submission[name] = labels
-        names.append(name)
+    done, submission = Predictions(), {}
+    for f in files:
+        pages = read_pages(f)
+        results = []
+        for z, image in enumerate(pages):
+            name = f.stem if len(pages) == 1 else f"{f.stem}_z{z:04d}"
+            x = normalize_percentile(_match_channels(image, hp["in_channels"], str(f)))
+            x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+            logits = predict_logits(
+                task.model, x, window=hp.get("window"), overlap=overlap, tta=tta
+            )[0]
+            prob = probabilities(logits)
+            if prob.ndim == 3:  # multi-class: the probability of "not background"
+                prob = 1.0 - prob[0]
+            mask, labels = postprocess(prob, post)
+            results.append((name, prob.astype(np.float32), (mask * 255).astype(np.uint8), labels))
+            submission[name] = labels
+            done.names.append(name)
+        if stack and len(pages) > 1:
+            _write_stack(out / f.stem, results, instances, done.files)
+        else:
+            for name, prob, mask, labels in results:
+                _write_image(out / name, prob, mask, labels if instances else None, done.files)
     if dsb_csv:
         from seg_bench.data.rle import write_submission_csv
 
         write_submission_csv(dsb_csv, submission)
-    return names
+        done.files.append(Path(dsb_csv))
+    return done
+
+
+def _write_image(base: Path, prob, mask, labels, written: list[Path]) -> None:
+    _write_tiff(base.with_name(f"{base.name}_prob.tif"), prob, written)
+    path = base.with_name(f"{base.name}_mask.png")
+    with atomic_write(path, "wb") as f:
+        Image.fromarray(mask).save(f, format="PNG")
+    written.append(path)
+    if labels is not None:
+        _write_tiff(
+            base.with_name(f"{base.name}_instances.tif"),
+            labels.astype(_label_dtype(labels)),
+            written,
+        )
+
+
+def _write_stack(base: Path, results: list, instances: bool, written: list[Path]) -> None:
+    """One multi-page TIFF per output kind, a page per input page (as the input stack)."""
+    _write_tiff(base.with_name(f"{base.name}_prob.tif"), np.stack([r[1] for r in results]), written)
+    _write_tiff(base.with_name(f"{base.name}_mask.tif"), np.stack([r[2] for r in results]), written)
+    if instances:
+        labels = np.stack([r[3] for r in results])
+        _write_tiff(
+            base.with_name(f"{base.name}_instances.tif"),
+            labels.astype(_label_dtype(labels)),
+            written,
+        )

@@ -24,9 +24,10 @@ from seg_bench.data.base import Sample, SegmentationDataModule, seeded_split
 from seg_bench.data.io import read_image, require_dir, require_same_shape
 from seg_bench.data.rle import rle_decode as _rle_decode
 from seg_bench.errors import DataError
+from seg_bench.paths import missing_data_hint
 from seg_bench.registry import DATASETS
 
-HINT = "Run `seg-bench data download dsb2018 --root DIR` or pass --root to a folder in the Kaggle layout."
+HINT = missing_data_hint("dsb2018") + " Expected: the Kaggle layout."
 
 
 def instances_from_mask_files(
@@ -81,6 +82,7 @@ class DSB2018(SegmentationDataModule):
     num_classes = 2
     in_channels = 3
     positive_class = "nucleus"
+    positive_label = None  # label images hold instance ids: any non-zero pixel is a nucleus
     instance_metric = "dsb"
     default_patch_size = 256
 

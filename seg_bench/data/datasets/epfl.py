@@ -24,10 +24,11 @@ from seg_bench.data.base import Sample, SegmentationDataModule, seeded_split
 from seg_bench.data.datasets.isbi2012 import require_same_stack_shape
 from seg_bench.data.io import read_stack, require_file, require_values
 from seg_bench.errors import DataError
+from seg_bench.paths import missing_data_hint
 from seg_bench.registry import DATASETS
 
 log = logging.getLogger(__name__)
-HINT = "Run `seg-bench data download epfl --root DIR` or pass --root to a folder holding it."
+HINT = missing_data_hint("epfl")
 LABEL_FORM = "0 (background) / 255 (mitochondrion), uint8"
 
 
@@ -59,6 +60,7 @@ class EPFL(SegmentationDataModule):
     num_classes = 2
     in_channels = 1
     positive_class = "mitochondrion"
+    positive_label = 255  # in training_groundtruth.tif; read by `seg-bench score`
     instance_metric = None
     default_patch_size = 256
 

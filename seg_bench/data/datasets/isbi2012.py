@@ -24,9 +24,10 @@ from scipy import ndimage as ndi
 from seg_bench.data.base import Sample, SegmentationDataModule
 from seg_bench.data.io import contiguous_split, read_stack, require_file, require_values
 from seg_bench.errors import DataError
+from seg_bench.paths import missing_data_hint
 from seg_bench.registry import DATASETS
 
-HINT = "Run `seg-bench data download isbi2012 --root DIR` or pass --root to a folder holding it."
+HINT = missing_data_hint("isbi2012")
 
 
 def require_same_stack_shape(
@@ -48,6 +49,7 @@ class ISBI2012(SegmentationDataModule):
     num_classes = 2
     in_channels = 1
     positive_class = "membrane"
+    positive_label = 0  # in train-labels.tif (255 = cell interior); read by `seg-bench score`
     instance_metric = "em"
     default_patch_size = 256
 

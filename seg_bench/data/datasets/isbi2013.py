@@ -19,9 +19,10 @@ from seg_bench.data.base import Sample, SegmentationDataModule
 from seg_bench.data.datasets.isbi2012 import require_same_stack_shape
 from seg_bench.data.io import contiguous_split, read_stack, require_file
 from seg_bench.errors import DataError
+from seg_bench.paths import missing_data_hint
 from seg_bench.registry import DATASETS
 
-HINT = "Run `seg-bench data download isbi2013 --root DIR` or pass --root to a folder holding it."
+HINT = missing_data_hint("isbi2013")
 
 
 def boundaries_from_ids(ids: np.ndarray) -> np.ndarray:
@@ -57,6 +58,7 @@ class ISBI2013(SegmentationDataModule):
     num_classes = 2
     in_channels = 1
     positive_class = "boundary"
+    positive_label = staticmethod(boundaries_from_ids)  # from the ids; read by `seg-bench score`
     instance_metric = "em"
     default_patch_size = 256
 

@@ -25,9 +25,10 @@ import numpy as np
 from seg_bench.data.base import Sample, SegmentationDataModule, seeded_split
 from seg_bench.data.io import read_image, require_dir, require_same_shape, require_values
 from seg_bench.errors import DataError
+from seg_bench.paths import missing_data_hint
 from seg_bench.registry import DATASETS
 
-HINT = "Run `seg-bench data download ncmir --root DIR` or pass --root to a folder in the CDeep3M layout."
+HINT = missing_data_hint("ncmir") + " Expected: the CDeep3M layout."
 IMAGE_RE = re.compile(r"^images\.(\d+)\.png$")
 LABEL_RE = re.compile(r"^mitos_3D\.(\d+)\.png$")
 LABEL_FORM = (
@@ -80,6 +81,7 @@ class NCMIR(SegmentationDataModule):
     num_classes = 2
     in_channels = 1
     positive_class = "mitochondrion"
+    positive_label = 1  # palette index in mitos_3D.NNN.png; read by `seg-bench score`
     instance_metric = None
     default_patch_size = 256
 
