@@ -16,7 +16,8 @@ DEVICES  ?=
 NUM_NODES ?=
 STRATEGY ?=
 ROOT     ?=
-LEADERBOARDS ?= leaderboards
+LEADERBOARDS ?=
+FORCE    ?=
 ARGS     ?=
 PYTEST_ARGS ?=
 
@@ -24,7 +25,8 @@ bench_opts = --dataset $(DATASET) --seeds $(SEEDS) --trials $(TRIALS) \
 	$(if $(MODELS),--models $(MODELS)) $(if $(PROFILE),--profile $(PROFILE)) \
 	$(if $(LABELS),--labels $(LABELS)) $(if $(DEVICES),--devices $(DEVICES)) \
 	$(if $(NUM_NODES),--num-nodes $(NUM_NODES)) $(if $(STRATEGY),--strategy $(STRATEGY)) \
-	$(if $(ROOT),--root $(ROOT)) --leaderboard-dir $(LEADERBOARDS) $(ARGS)
+	$(if $(ROOT),--root $(ROOT)) $(if $(LEADERBOARDS),--leaderboard-dir $(LEADERBOARDS)) \
+	$(if $(FORCE),--force) $(ARGS)
 
 .PHONY: install bench search test perf lint wheel-check leaderboard clean
 
@@ -45,7 +47,8 @@ search: $(STAMP)
 		--trials $(or $(filter-out 0,$(TRIALS)),20) $(if $(PROFILE),--profile $(PROFILE)) $(ARGS)
 
 leaderboard: $(STAMP)
-	$(BIN)/seg-bench leaderboard --dataset $(DATASET) --leaderboard-dir $(LEADERBOARDS)
+	$(BIN)/seg-bench leaderboard --dataset $(DATASET) \
+		$(if $(LEADERBOARDS),--leaderboard-dir $(LEADERBOARDS)) $(if $(FORCE),--force)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -25,7 +25,8 @@ from seg_bench.inference.sliding_window import (
 
 
 def pointwise_model(in_ch: int = 2, out_ch: int = 3, seed: int = 0) -> nn.Module:
-    """1x1 conv + tanh with fixed weights: a pointwise function, so translation- and D4-equivariant."""
+    """1x1 conv + tanh with fixed weights: a pointwise function, so translation- and
+    D4-equivariant."""
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1), nn.Tanh())
 

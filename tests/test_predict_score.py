@@ -1,4 +1,5 @@
-"""`seg-bench predict` on a trained smoke checkpoint; `seg-bench score` against hand-worked values."""
+"""`seg-bench predict` on a trained smoke checkpoint; `seg-bench score` against hand-worked
+values."""
 
 import json
 

@@ -46,7 +46,8 @@ def load_checkpoint(path: str | Path) -> TrainedModel:
         raise UserError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a damaged file makes torch raise almost anything (OSError, KeyError, ...)
+    # noqa: BLE001 - a damaged file makes torch raise almost anything (OSError, KeyError, ...)
+    except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(
             f"{path} is not a readable seg-bench checkpoint (truncated or foreign? {reason})"
@@ -66,11 +67,13 @@ def load_checkpoint(path: str | Path) -> TrainedModel:
         raise UserError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001 - damaged hyper-parameters
         raise UserError(
-            f"{path} holds hyper-parameters that build no model ({type(e).__name__}: {str(e)[:200]})"
+            f"{path} holds hyper-parameters that build no model ({type(e).__name__}: "
+            f"{str(e)[:200]})"
         ) from None
     try:
         task.load_weights(ckpt["state_dict"])
-    except Exception as e:  # noqa: BLE001 - RuntimeError for a mismatch; damaged entries raise others
+    # noqa: BLE001 - RuntimeError for a mismatch; damaged entries raise others
+    except Exception as e:
         lines = str(e).splitlines()
         first = lines[1].strip() if len(lines) > 1 else (lines[0] if lines else type(e).__name__)
         raise UserError(

@@ -31,7 +31,8 @@ def _by_stem(folder: Path) -> dict[str, Path]:
             continue
         if p.stem in out:
             raise DataError(
-                f"{p}: same name as {out[p.stem].name}; expected one file per stem in {folder.name}/"
+                f"{p}: same name as {out[p.stem].name}; expected one file per stem in "
+                f"{folder.name}/"
             )
         out[p.stem] = p
     return out
@@ -63,7 +64,8 @@ class FolderDataset(SegmentationDataModule):
         super().__init__(root=root, **kwargs)
         if int(num_classes) < 2:
             raise UserError(
-                f"folder: num_classes must be at least 2 (background + one class), got {num_classes}"
+                "folder: num_classes must be at least 2 (background + one class), got "
+                f"{num_classes}"
             )
         self.num_classes = int(num_classes)
         self._in_channels = None if in_channels is None else int(in_channels)
@@ -88,7 +90,8 @@ class FolderDataset(SegmentationDataModule):
             return self._files
         if not self.dir.is_dir():
             raise DataError(
-                f"{self.dir}: folder not found; expected images/ and masks/ with matching file names. {HINT}"
+                f"{self.dir}: folder not found; expected images/ and masks/ with matching file "
+                f"names. {HINT}"
             )
         images = _by_stem(require_dir(self.dir / "images", "images/<name>.png|.tif", HINT))
         masks = _by_stem(
@@ -103,7 +106,8 @@ class FolderDataset(SegmentationDataModule):
                 )
             if instances and stem not in instances:
                 raise DataError(
-                    f"{p}: image without instance labels; expected {inst_dir / stem}.png (or .tif), as instances/ exists"
+                    f"{p}: image without instance labels; expected {inst_dir / stem}.png (or "
+                    ".tif), as instances/ exists"
                 )
         for stem, p in masks.items():
             if stem not in images:
@@ -113,11 +117,13 @@ class FolderDataset(SegmentationDataModule):
         for stem, p in instances.items():
             if stem not in images:
                 raise DataError(
-                    f"{p}: instance labels without image; expected {self.dir / 'images' / stem}.png (or .tif)"
+                    f"{p}: instance labels without image; expected "
+                    f"{self.dir / 'images' / stem}.png (or .tif)"
                 )
         if not images:
             raise DataError(
-                f"{self.dir / 'images'}: no PNG or TIFF images; expected images/<name>.png with masks/<name>.png. {HINT}"
+                f"{self.dir / 'images'}: no PNG or TIFF images; expected images/<name>.png with "
+                f"masks/<name>.png. {HINT}"
             )
         self._files = {"images": images, "masks": masks, "instances": instances}
         return self._files
@@ -132,7 +138,8 @@ class FolderDataset(SegmentationDataModule):
             }
             if len(stems) < 3:
                 raise DataError(
-                    f"{self.dir / 'images'}: {len(stems)} labelled images are too few for train/val/test; expected at least 3"
+                    f"{self.dir / 'images'}: {len(stems)} labelled images are too few for "
+                    "train/val/test; expected at least 3"
                 )
             self._layout = seeded_split(stems, fractions, self.split_seed)
         return self._layout
@@ -166,7 +173,8 @@ class FolderDataset(SegmentationDataModule):
                 or top >= self.num_classes
             ):
                 raise DataError(
-                    f"{mask_path}: mask holds class id {top}; expected class ids 0..{self.num_classes - 1} (num_classes={self.num_classes})"
+                    f"{mask_path}: mask holds class id {top}; expected class ids "
+                    f"0..{self.num_classes - 1} (num_classes={self.num_classes})"
                 )
             mask = mask.astype(np.uint8)
         instances = None
@@ -175,7 +183,8 @@ class FolderDataset(SegmentationDataModule):
             inst = read_image(inst_path)
             if inst.ndim != 2 or not np.issubdtype(inst.dtype, np.integer):
                 raise DataError(
-                    f"{inst_path}: instance labels of shape {inst.shape}, dtype {inst.dtype}; expected a single-channel integer label image"
+                    f"{inst_path}: instance labels of shape {inst.shape}, dtype {inst.dtype}; "
+                    "expected a single-channel integer label image"
                 )
             require_same_shape(image, inst, image_path, inst_path)
             instances = inst.astype(np.int32)
@@ -189,6 +198,7 @@ class FolderDataset(SegmentationDataModule):
             channels = 1 if s.image.ndim == 2 else s.image.shape[-1]
             if channels != expected:
                 raise DataError(
-                    f"{s.meta['path']}: has {channels} channel(s); expected {expected} like the other images"
+                    f"{s.meta['path']}: has {channels} channel(s); expected {expected} like the "
+                    "other images"
                 )
         return samples
