@@ -122,6 +122,15 @@ def test_too_few_images_say_no_difference_can_be_significant():
     assert significance(big).ranks == {"a": 3, "b": 2, "c": 1}
 
 
+def test_models_tested_on_different_images_are_paired_on_the_shared_ones():
+    a = rec("a", 0, [50, 60, 70, 80, 90, 95, 99])
+    b = rec("b", 0, [40, 50, 60, 70, 80, 85])  # img0 ... img5: one image fewer
+    result = significance([a, b])
+    assert result.pairs[0].n_images == 6 and not result.same_images
+    assert result.pairs[0].p == pytest.approx(stats.wilcoxon([10] * 6, [0] * 6).pvalue)
+    assert "not all tested on the same images" in result.header()
+
+
 def test_identical_models_are_never_different():
     records = [rec("a", 0, [50, 60, 70, 80, 90, 55, 65]), rec("b", 0, [50, 60, 70, 80, 90, 55, 65])]
     [pair_ab] = significance(records).pairs

@@ -58,6 +58,7 @@ class Significance:
     n_images: int
     pairs: list[PairTest] = field(default_factory=list)
     ranks: dict[str, int] = field(default_factory=dict)
+    same_images: bool = True  # False: the models' records hold different test images
 
     @property
     def too_small(self) -> bool:
@@ -73,6 +74,11 @@ class Significance:
             f"{_pairs(len(self.pairs))} at alpha {ALPHA}; rank = 1 + the number of models "
             "significantly better, so models that no test separates share a rank."
         )
+        if not self.same_images:
+            text += (
+                " The models were not all tested on the same images (records from different "
+                "splits?): each pair is compared on the images both were tested on."
+            )
         if self.too_small:
             smallest = min_wilcoxon_p(self.n_images)
             text += (
@@ -176,4 +182,5 @@ def significance(records: list[dict]) -> Significance:
     scores = {m: per_image_scores(recs, metric) for m, recs in by_model.items()}
     pairs = compare(scores)
     n_images = min((t.n_images for t in pairs), default=len(next(iter(scores.values()), {})))
-    return Significance(metric, n_images, pairs, shared_ranks(sorted(scores), pairs))
+    same = len({frozenset(s) for s in scores.values()}) <= 1
+    return Significance(metric, n_images, pairs, shared_ranks(sorted(scores), pairs), same)
