@@ -151,7 +151,7 @@ def test_stratified_split_keeps_each_type_within_one_image_of_its_share(sizes, s
     assert {k: len(v) for k, v in split.items()} == {k: len(v) for k, v in plain.items()}
     assert sorted(i for v in split.values() for i in v) == ids  # a partition
     n = len(ids)
-    for k, members in split.items():
+    for members in split.values():
         per_type = Counter(types[i] for i in members)
         for g, size in enumerate(sizes):
             assert abs(per_type[f"type{g}"] - size * len(members) / n) <= 1
@@ -219,7 +219,7 @@ def test_real_dsb2018_split_keeps_type_shares():
     strata = dm.split_info()["strata"]
     counts = dm.split_info()["counts"]
     for split, size in counts.items():
-        for t, row in strata.items():
+        for row in strata.values():
             total = sum(row.values())
             assert abs(row[split] - total * size / 155) <= 1
     assert counts == {"train": 108, "val": 23, "test": 24}
