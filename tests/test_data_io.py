@@ -7,7 +7,7 @@ import pytest
 import tifffile
 from data_fixtures import palette_png, png
 
-from seg_bench.data.io import contiguous_split, read_image, read_stack, require_values
+from seg_bench.data.io import read_image, read_stack, require_values
 from seg_bench.errors import DataError
 
 
@@ -88,17 +88,3 @@ def test_require_values_message():
     with pytest.raises(DataError, match=r"m\.png: label values \{0, 1\}; expected 0 / 255"):
         require_values(np.array([0, 1], np.uint8), {0, 255}, "m.png", "0 / 255")
     assert require_values(np.array([0, 255], np.uint8), {0, 255}, "m.png", "x") == {0, 255}
-
-
-@pytest.mark.parametrize("n", [3, 4, 10, 24, 30, 100])
-def test_contiguous_split_blocks(n):
-    s = contiguous_split(n, 0.1, 0.2, "vol.tif")
-    assert s["train"] + s["val"] + s["test"] == list(range(n))
-    assert all(len(v) >= 1 for v in s.values())
-    if n == 30:
-        assert s["test"] == list(range(24, 30)) and s["val"] == [21, 22, 23]
-
-
-def test_contiguous_split_too_small():
-    with pytest.raises(DataError, match="vol.tif: 2 labelled slices are too few"):
-        contiguous_split(2, 0.1, 0.2, "vol.tif")

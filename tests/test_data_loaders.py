@@ -95,9 +95,11 @@ def test_dsb_rle_without_shape_columns(tmp_path):
 def test_isbi2012_membrane_is_label_zero_and_blocks_are_contiguous(isbi2012_root):
     dm = isbi2012.ISBI2012(root=isbi2012_root, **BASE_KWARGS)
     splits = all_splits(dm)
-    assert [len(splits[s]) for s in SPLITS] == [7, 1, 2]
+    # 10 slices: test 8-9, val 6, train 0-4; slices 5 and 7 fall in the gaps
+    assert [len(splits[s]) for s in SPLITS] == [5, 1, 2]
     assert [s.meta["slice"] for s in splits["test"]] == [8, 9]
-    assert [s.meta["slice"] for s in splits["val"]] == [7]
+    assert [s.meta["slice"] for s in splits["val"]] == [6]
+    assert [s.meta["slice"] for s in splits["train"]] == [0, 1, 2, 3, 4]
     s = splits["train"][0]
     from tifffile import imread
 
@@ -107,13 +109,16 @@ def test_isbi2012_membrane_is_label_zero_and_blocks_are_contiguous(isbi2012_root
         s.instances.max() > 4 and (s.instances[s.mask == 1] == 0).all()
     )  # cells between membranes
     assert dm.split_info()["slices"]["test"] == [8, 9]
+    assert dm.split_info()["unused_slices"] == [5, 7]
+    text = "contiguous blocks, gap 1: train 0-4, val 6, test 8-9 of train-volume.tif"
+    assert dm.split_info()["split"].startswith(text)
 
 
 # --- isbi2013 ------------------------------------------------------------------------------
 def test_isbi2013_boundaries_from_ids(isbi2013_root):
     dm = isbi2013.ISBI2013(root=isbi2013_root, **BASE_KWARGS)
     splits = all_splits(dm)
-    assert [len(splits[s]) for s in SPLITS] == [4, 1, 1]
+    assert [len(splits[s]) for s in SPLITS] == [2, 1, 1]  # 6 slices: 0-1 | 3 | 5
     s = splits["train"][1]
     ids = s.instances
     assert s.mask.dtype == np.uint8 and set(np.unique(s.mask)) == {0, 1}
@@ -134,7 +139,7 @@ def test_isbi2013_boundaries_from_ids(isbi2013_root):
 
 def test_isbi2013_uint16_ids(tmp_path):
     write_snemi(tmp_path, z=4, size=32, dtype=np.uint16)
-    s = isbi2013.ISBI2013(root=tmp_path).load_split("train")[0]
+    s = isbi2013.ISBI2013(root=tmp_path, split_gap=0).load_split("train")[0]
     assert s.instances.dtype == np.int32
 
 
@@ -147,13 +152,20 @@ def test_isbi2013_huge_ids_relabelled():
 
 
 # --- ncmir ---------------------------------------------------------------------------------
-def test_ncmir_palette_labels_and_seeded_split(ncmir_root):
+def test_ncmir_palette_labels_and_contiguous_split(ncmir_root):
     dm = ncmir.NCMIR(root=ncmir_root, **BASE_KWARGS)
     splits = all_splits(dm)
-    assert sum(len(v) for v in splits.values()) == 6
+    # slices 010-015 in blocks by slice number, one unused slice between blocks
+    assert {k: [s.id for s in v] for k, v in splits.items()} == {
+        "train": ["training/010", "training/011"],
+        "val": ["training/013"],
+        "test": ["training/015"],
+    }
     for s in [s for v in splits.values() for s in v]:
         assert set(np.unique(s.mask)) == {0, 1} and s.mask.sum() == 12 * 14
-    assert dm.split_info()["split"] == "seeded split of training/"
+    info = dm.split_info()
+    assert info["split"] == "contiguous blocks, gap 1: train 10-11, val 13, test 15 of training/"
+    assert info["unused_slices"] == [12, 14]
 
 
 def test_ncmir_validation_folder_is_test(tmp_path):
@@ -173,7 +185,7 @@ def test_ncmir_allow_empty_masks(tmp_path):
 
     write_ncmir(tmp_path, numbers=range(10, 13))
     palette_png(tmp_path / "training/labels/mitos_3D.011.png", np.zeros((64, 64), np.uint8))
-    dm = ncmir.NCMIR(root=tmp_path, allow_empty_masks=True)
+    dm = ncmir.NCMIR(root=tmp_path, allow_empty_masks=True, split_gap=0)
     assert sum(len(dm.load_split(s)) for s in SPLITS) == 3
 
 
@@ -198,13 +210,17 @@ def test_epfl_without_testing_falls_back_and_warns(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         splits = all_splits(dm)
     assert "testing.tif not found" in caplog.text
-    assert sum(len(v) for v in splits.values()) == 8 and all(
-        s.id.startswith("training_") for s in splits["test"]
-    )
-    assert {s.id for v in splits.values() for s in v} == {
-        f"training_{10 * p:03d}" for p in range(8)
+    # original slices 0, 10, ..., 70 are 10 apart, so a gap of 1 leaves none out
+    assert {k: [s.id for s in v] for k, v in splits.items()} == {
+        "train": [f"training_{z:03d}" for z in range(0, 60, 10)],
+        "val": ["training_060"],
+        "test": ["training_070"],
     }
-    assert "seeded" in dm.split_info()["split"]
+    assert dm.split_info()["split"].startswith("contiguous blocks, gap 1: train 0-50, val 60")
+    # a gap wider than the spacing leaves the slices next to each boundary out
+    wide = epfl.EPFL(root=tmp_path, split_gap=10)
+    assert [s.id for s in wide.load_split("val")] == ["training_050"]
+    assert wide.split_info()["unused_slices"] == [40, 60]
 
 
 # --- folder --------------------------------------------------------------------------------

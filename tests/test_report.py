@@ -25,11 +25,17 @@ def per_image_stats(rng, n_images, noise):
 
 def record(model, seed, per_image):
     return {
-        "model": model, "seed": seed, "labels": "manual", "profile": "cpu", "params": 1000, "train_time_s": 10.0 + seed,
-        "precision": "32-true", "hardware": {"cpu": "test", "cores": 2, "gpu": None}, "commit": "abc",
-        "config": {"max_epochs": 1, "samples_per_epoch": 8, "batch_size": 2, "optimizer": "adam", "lr": 0.001, "loss": "bce"},
+        "model": model, "seed": seed, "labels": "manual", "profile": "cpu", "params": 1000,
+        "train_time_s": 10.0 + seed, "precision": "32-true",
+        "hardware": {"cpu": "test", "cores": 2, "gpu": None}, "commit": "abc",
+        "config": {
+            "max_epochs": 1, "samples_per_epoch": 8, "batch_size": 2, "optimizer": "adam",
+            "lr": 0.001, "loss": "bce",
+        },
         "data": {"splits": {"test": [p["id"] for p in per_image]}, "patch_size": 32},
-        "metrics": {"overall": aggregate(per_image), "per_image": per_image, "inference_mpix_per_s": 1.0},
+        "metrics": {
+            "overall": aggregate(per_image), "per_image": per_image, "inference_mpix_per_s": 1.0,
+        },
     }  # fmt: skip
 
 
@@ -111,3 +117,29 @@ def test_weak_label_runs_never_rank_on_the_leaderboard(tmp_path, records):
     # Only weak-label runs on disk: the leaderboard of manual-mask runs is left as it was.
     assert (board / "synthetic.md").read_text() == "earlier leaderboard\n"
     assert not (board / "synthetic.csv").exists()
+
+
+def test_leaderboard_ranks_models_by_paired_tests_and_names_them(tmp_path, records):
+    import json
+
+    from seg_bench.protocol.records import RECORD_VERSION, record_path
+    from seg_bench.protocol.report import write_leaderboard
+
+    results, board = tmp_path / "results", tmp_path / "lb"
+    rng = np.random.default_rng(5)
+    twin = [record("twin", s, per_image_stats(rng, 6, 0.15)) for s in range(2)]
+    for r in records + twin:
+        path = record_path(results, "toy", r["model"], r["seed"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**r, "version": RECORD_VERSION}))
+    md = write_leaderboard("toy", results, board, n_boot=20)
+    assert "two-sided Wilcoxon signed-rank test on per-image IoU (6 test images" in md
+    assert "Holm-corrected over 3 model pairs at alpha 0.05" in md
+    # 6 images, 3 pairs: the smallest Holm p is 3 x 2/2^6 = 0.094, so nothing can separate.
+    assert "2/2^6 = 0.0312" in md and "too small for any difference" in md
+    assert "| Model | Rank | Params (M) |" in md
+    assert md.count("| 1 | 0.00 |") == 3  # every model shares rank 1
+    parsed = list(csv.DictReader(io.StringIO((board / "toy.csv").read_text())))
+    assert [p["rank"] for p in parsed] == ["1", "1", "1"]
+    summary = (board / "README.md").read_text()
+    assert "| good |" in summary and "too few results" in summary  # one dataset only

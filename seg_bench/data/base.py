@@ -32,6 +32,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from scipy import ndimage as ndi
 from torch.utils.data import DataLoader, Dataset
 
+from seg_bench.data.splits import split_counts, stratified_counts
 from seg_bench.errors import DataError, UserError
 from seg_bench.registry import DATASETS
 
@@ -86,28 +87,45 @@ def connected_instances(mask: np.ndarray) -> np.ndarray:
     return labels.astype(np.int32)
 
 
-def seeded_split(ids: list[str], fractions: dict[str, float], seed: int) -> dict[str, list[str]]:
-    """Split ``ids`` reproducibly; every split with a positive fraction gets at least one id."""
-    order = list(np.random.default_rng(seed).permutation(len(ids)))
+def seeded_split(
+    ids: list[str],
+    fractions: dict[str, float],
+    seed: int,
+    strata: dict[str, str] | None = None,
+) -> dict[str, list[str]]:
+    """Split ``ids`` reproducibly; every split with a positive fraction gets at least one id.
+
+    With ``strata`` (id -> group, e.g. DSB image type) the split is stratified: each group is
+    shared out so that its count in every split is within one image of the group's share of
+    that split (see ``stratified_counts``); the split sizes are the same as without it.
+    """
     names = [k for k, v in fractions.items() if v > 0]
     if len(ids) < len(names):
         raise DataError(
             f"{len(ids)} labelled images are too few for the splits {names}: "
             f"need at least {len(names)}"
         )
-    counts = {k: max(1, round(fractions[k] * len(ids))) for k in names}
-    # The last split takes what is left, so the counts always add up.
-    counts[names[-1]] = len(ids) - sum(counts[k] for k in names[:-1])
-    # Rounding may over-serve the earlier splits (e.g. 5 ids, 70/15/15): give back from the largest.
-    while counts[names[-1]] < 1:
-        largest = max(names[:-1], key=lambda k: counts[k])
-        counts[largest] -= 1
-        counts[names[-1]] += 1
-    out, start = {}, 0
-    for k in names:
-        out[k] = sorted(ids[i] for i in order[start : start + counts[k]])
-        start += counts[k]
-    return out
+    counts = split_counts(len(ids), {k: fractions[k] for k in names})
+    rng = np.random.default_rng(seed)
+    if strata is None:
+        order = [ids[i] for i in rng.permutation(len(ids))]
+        out, start = {}, 0
+        for k in names:
+            out[k] = sorted(order[start : start + counts[k]])
+            start += counts[k]
+        return out
+    groups = {
+        g: sorted(i for i in ids if strata[i] == g) for g in sorted(set(strata[i] for i in ids))
+    }
+    table = stratified_counts({g: len(v) for g, v in groups.items()}, counts)
+    out = {k: [] for k in names}
+    for g, members in groups.items():
+        order = [members[i] for i in rng.permutation(len(members))]
+        start = 0
+        for k in names:
+            out[k] += order[start : start + table[g][k]]
+            start += table[g][k]
+    return {k: sorted(v) for k, v in out.items()}
 
 
 class _PreparedSample:

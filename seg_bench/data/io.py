@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -167,31 +168,85 @@ def require_dir(path: Path, what: str, hint: str) -> Path:
 
 
 def contiguous_split(
-    n: int, val_fraction: float, test_fraction: float, where: str
+    slices: int | Sequence[int],
+    val_fraction: float,
+    test_fraction: float,
+    where: str,
+    gap: int = 1,
 ) -> dict[str, list[int]]:
-    """Slices 0..n-1 of a serial-section stack in contiguous blocks: train | val | test.
+    """The slices of one serial-section volume in contiguous blocks: train | val | test.
 
-    The test block is the last ``test_fraction`` of the slices and the validation block the
-    ``val_fraction`` before it; blocks keep neighbouring (near-identical) sections on one side.
+    ``slices`` are the slice indices present (``n`` means 0..n-1; any order, e.g. the EPFL
+    sample's 0-3, 13, ..., 161-164). The test block is the last ``test_fraction`` of them in
+    slice order, the validation block the ``val_fraction`` before it, the rest is training.
+    Neighbouring sections are nearly identical, so a random draw would put near-copies of
+    training slices in the test set; blocks keep them on one side, and between two blocks
+    every slice within ``gap`` slice indices of the later block is left out (unused), so no
+    slice of one block lies within ``gap`` of a slice of another. Where the indices already
+    jump by more than ``gap`` at a block boundary, nothing is left out.
+
+    >>> contiguous_split(10, 0.2, 0.2, "vol.tif")
+    {'train': [0, 1, 2, 3], 'val': [5, 6], 'test': [8, 9]}
     """
+    order = sorted(set(range(slices) if isinstance(slices, int) else map(int, slices)))
+    n = len(order)
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise DataError(
-            f"{where}: val/test fractions {val_fraction}/{test_fraction} must be in (0, 1) and sum below 1"
+            f"{where}: val/test fractions {val_fraction}/{test_fraction} must be in (0, 1) "
+            "and sum below 1"
         )
+    if gap < 0:
+        raise DataError(f"{where}: split gap {gap} is negative; expected 0 or more slices")
     if n < 3:
         raise DataError(
             f"{where}: {n} labelled slices are too few for train/val/test; expected at least 3"
         )
     n_test = max(1, round(test_fraction * n))
     n_val = max(1, round(val_fraction * n))
-    while n - n_val - n_test < 1:  # tiny stacks: give the training block at least one slice
+    while (blocks := _blocks(order, n_val, n_test, gap)) is None:
+        if n_val == n_test == 1:
+            raise DataError(
+                f"{where}: {n} labelled slices are too few for train/val/test blocks with "
+                f"gap {gap}; expected at least {3 + 2 * gap} consecutive slices, "
+                "or a smaller split_gap"
+            )
+        # Tiny stacks: shrink the larger held-out block until training keeps a slice.
         if n_test >= n_val:
             n_test -= 1
         else:
             n_val -= 1
-    n_train = n - n_val - n_test
-    return {
-        "train": list(range(0, n_train)),
-        "val": list(range(n_train, n_train + n_val)),
-        "test": list(range(n_train + n_val, n)),
-    }
+    return blocks
+
+
+def _blocks(order: list[int], n_val: int, n_test: int, gap: int) -> dict[str, list[int]] | None:
+    """Test = the last ``n_test`` slices, val = the ``n_val`` before the gap, train = the rest
+    before the next gap; None when training would be empty."""
+    test = order[-n_test:]
+    before_test = [z for z in order[:-n_test] if z < test[0] - gap]
+    if len(before_test) <= n_val:
+        return None
+    val = before_test[-n_val:]
+    train = [z for z in before_test[:-n_val] if z < val[0] - gap]
+    return {"train": train, "val": val, "test": test} if train else None
+
+
+def slice_ranges(slices: list[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-8"``: the first and last index of a block in slice order.
+
+    A block spans its first to last slice even where the indices inside it are not
+    consecutive (the EPFL sample), since it is the span that says what lies between blocks.
+    """
+    return f"{slices[0]}-{slices[-1]}" if len(slices) > 1 else str(slices[0])
+
+
+def describe_blocks(blocks: dict[str, list[int]], gap: int) -> str:
+    """The split rule and slice ranges, for records and leaderboard headers, e.g.
+    ``contiguous blocks, gap 1: train 0-14, val 16-17, test 19-23``."""
+    spans = ", ".join(f"{k} {slice_ranges(v)}" for k, v in blocks.items())
+    return f"contiguous blocks, gap {gap}: {spans}"
+
+
+def unused_slices(order: Sequence[int], blocks: dict[str, list[int]]) -> list[int]:
+    """The slices that fell in a gap between blocks and belong to no split."""
+    used = {z for v in blocks.values() for z in v}
+    return sorted(int(z) for z in order if int(z) not in used)

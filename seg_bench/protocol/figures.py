@@ -14,7 +14,8 @@ import numpy as np  # noqa: E402
 
 from seg_bench.io import atomic_write  # noqa: E402
 
-# True positives green, false positives magenta, false negatives cyan: readable by most colour-blind readers.
+# True positives green, false positives magenta, false negatives cyan: readable by most
+# colour-blind readers.
 ERROR_COLOURS = {"tp": (0.1, 0.8, 0.1), "fp": (0.9, 0.1, 0.9), "fn": (0.1, 0.8, 0.9)}
 
 
@@ -116,5 +117,49 @@ def plot_overlays(
     for ax in axes.ravel():
         ax.set_axis_off()
     fig.suptitle(f"{dataset}: green TP, magenta FP, cyan FN (seed 0)", fontsize=10)
+    _save(fig, out_path)
+    return out_path
+
+
+def cd_groups(average_ranks: dict[str, float], cd: float) -> list[tuple[float, float]]:
+    """Rank spans of the maximal groups of models whose average ranks differ by less than
+    ``cd`` (no significant difference within a group), as (lowest, highest) rank."""
+    ranks = sorted(average_ranks.values())
+    spans = []
+    for i, low in enumerate(ranks):
+        j = max(j for j in range(i, len(ranks)) if ranks[j] - low < cd)
+        if j > i and not any(a <= low and ranks[j] <= b for a, b in spans):
+            spans.append((low, ranks[j]))
+    return spans
+
+
+def plot_critical_difference(
+    average_ranks: dict[str, float], cd: float, out_path: Path, n_datasets: int
+) -> Path:
+    """Demsar's (2006) critical-difference diagram: average ranks on an axis (1 = best, left),
+    the CD as a bar above it, and a thick line joining models not significantly different."""
+    models = sorted(average_ranks, key=lambda m: (average_ranks[m], m))
+    k = len(models)
+    fig, ax = plt.subplots(figsize=(7, 1.6 + 0.3 * k))
+    ax.set_xlim(0.5, k + 0.5)
+    ax.set_ylim(-(k // 2 + 2.5), 2)
+    ax.hlines(0, 1, k, color="k", lw=1)
+    for r in range(1, k + 1):
+        ax.vlines(r, 0, 0.15, color="k", lw=1)
+        ax.text(r, 0.3, str(r), ha="center", fontsize=9)
+    ax.hlines(1.2, 1, 1 + cd, color="k", lw=1.5)
+    ax.text(1 + cd / 2, 1.35, f"CD = {cd:.2f}", ha="center", fontsize=9)
+    half = (k + 1) // 2
+    for i, m in enumerate(models):  # better half labelled on the left, the rest on the right
+        r = average_ranks[m]
+        left = i < half
+        y = -(i + 1 if left else k - i) - 0.4
+        x_end = 0.6 if left else k + 0.4
+        ax.plot([r, r, x_end], [0, y, y], color="k", lw=0.8)
+        ax.text(x_end, y + 0.12, f"{m} ({r:.2f})", ha="left" if left else "right", fontsize=9)
+    for n, (low, high) in enumerate(cd_groups(average_ranks, cd)):
+        ax.hlines(-0.25 - 0.2 * n, low - 0.03, high + 0.03, color="k", lw=3)
+    ax.set_axis_off()
+    ax.set_title(f"Average rank over {n_datasets} datasets (Nemenyi, alpha 0.05)", fontsize=10)
     _save(fig, out_path)
     return out_path

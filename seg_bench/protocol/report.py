@@ -1,5 +1,7 @@
 """Leaderboards from result records: Markdown and CSV, mean ± std over seeds and a bootstrap
-95 % confidence interval over test images, with the provenance of every table."""
+95 % confidence interval over test images, with the provenance of every table; a rank column
+from paired tests between the models (protocol/statistics.py), and the cross-dataset summary
+(protocol/summary.py) rebuilt beside the tables."""
 
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ from seg_bench.evaluation.evaluate import aggregate
 from seg_bench.hardware import hardware_label
 from seg_bench.io import atomic_write, file_lock, remove_stale_temp
 from seg_bench.protocol.records import load_records, select_records
+from seg_bench.protocol.statistics import Significance
+from seg_bench.protocol.statistics import significance as paired_significance
+from seg_bench.protocol.summary import write_summary
 
 # (record key in metrics.overall, column title); a column appears when any record has it.
 COLUMNS = [
@@ -174,12 +179,29 @@ def _cell(row: dict, key: str) -> str:
     return f"{row[key]:.3f}{'' if np.isnan(std) else f' ± {std:.3f}'}{ci}"
 
 
-def render_markdown(dataset: str, rows: list[dict], records: list[dict]) -> str:
+def with_ranks(rows: list[dict], significance: Significance) -> list[dict]:
+    """Add each model's shared rank (see protocol/statistics.py) and order the rows by it;
+    within a rank the IoU order stays."""
+    for r in rows:
+        r["rank"] = significance.ranks[r["model"]]
+    return sorted(rows, key=lambda r: r["rank"])
+
+
+def significance_lines(significance: Significance) -> list[str]:
+    """The header lines naming the paired test and listing the pairs (none for one model)."""
+    return [significance.header(), significance.pairs_line()] if significance.pairs else []
+
+
+def render_markdown(
+    dataset: str, rows: list[dict], records: list[dict], significance: Significance | None = None
+) -> str:
     present = [(k, t) for k, t in COLUMNS if any(k in r for r in rows)]
     show_labels = any(r["labels"] != "manual" for r in rows)
+    show_rank = all("rank" in r for r in rows)
     head = (
         ["Model"] + (["Labels"] if show_labels else []) + ["Params (M)", "Train time (s)", "Seeds"]
     )
+    head[1:1] = ["Rank"] if show_rank else []
     head += [t for _, t in present] + ["Inference (MPix/s)"]
     lines = [
         f"# {dataset} leaderboard",
@@ -188,6 +210,7 @@ def render_markdown(dataset: str, rows: list[dict], records: list[dict]) -> str:
         "`seg-bench leaderboard`; do not edit by hand.",
         "",
         *provenance_lines(dataset, records),
+        *(significance_lines(significance) if significance is not None else []),
         "",
         f"Figures: [ROC]({dataset}/roc.png), [precision-recall]({dataset}/pr.png), "
         f"[prediction overlays]({dataset}/overlays.png).",
@@ -199,6 +222,7 @@ def render_markdown(dataset: str, rows: list[dict], records: list[dict]) -> str:
         cells = [r["model"]] + ([r["labels"]] if show_labels else [])
         cells += [f"{r['params_m']:.2f}", f"{r['train_time_s']:.0f}", str(r["seeds"])]
         cells += [_cell(r, k) for k, _ in present] + [f"{r['inference_mpix_s']:.2f}"]
+        cells[1:1] = [str(r["rank"])] if show_rank else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -208,6 +232,7 @@ def render_csv(rows: list[dict]) -> str:
     for k, _ in COLUMNS:
         if any(k in r for r in rows):
             keys += [k, f"{k}_std", f"{k}_ci_low", f"{k}_ci_high"]
+    keys += ["rank"] if any("rank" in r for r in rows) else []
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     writer.writeheader()
@@ -286,7 +311,13 @@ def write_leaderboard(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(out_dir):
-        for name in (f"{dataset}.md", f"{dataset}.csv", f"{dataset}_labels.md"):
+        for name in (
+            f"{dataset}.md",
+            f"{dataset}.csv",
+            f"{dataset}_labels.md",
+            "README.md",
+            "cd.png",
+        ):
             remove_stale_temp(out_dir, f".{name}.*.tmp")  # left by a killed writer
         remove_stale_temp(out_dir / dataset, ".*.tmp")
         records, left_out = select_records(load_records(results_dir, dataset), profile, prefer)
@@ -352,8 +383,9 @@ def _write_leaderboard(
     manual = [r for r in records if r.get("labels", "manual") == "manual"]
     md = None
     if manual:
-        rows = summarise(manual, n_boot)
-        md = render_markdown(dataset, rows, manual)
+        significance = paired_significance(manual)
+        rows = with_ranks(summarise(manual, n_boot), significance)
+        md = render_markdown(dataset, rows, manual, significance)
         texts[f"{dataset}.md"], texts[f"{dataset}.csv"] = md, render_csv(rows)
     check_committed(dataset, out_dir, force, texts)
     for name, text in texts.items():
@@ -361,6 +393,7 @@ def _write_leaderboard(
             f.write(text)
     if manual:
         write_figures(dataset, manual, Path(results_dir), out_dir / dataset)
+        write_summary(out_dir)  # the cross-dataset README.md, from every table now there
     if by == "labels":
         return study or render_label_study(dataset, summarise(records, n_boot), records)
     return md if md is not None else study

@@ -9,12 +9,16 @@ Targets: semantic mask {0, 1} = union of the nucleus masks; instance image where
 file (sorted by name) has value k. Splits: when ``stage1_test/`` and ``stage1_solution.csv``
 are both present, test = the official stage-1 test set and stage1_train is split seeded into
 train/val; otherwise stage1_train is split seeded into train/val/test (70/15/15 by default).
+With ``<root>/image_types.csv`` (ImageId,type: fluorescence, histology, brightfield) the seeded
+split is stratified by type, each type's count in every split within one image of its share;
+without it the split is unstratified and a warning says so.
 The split seed is its own option (``split_seed``), so training seeds never move the split.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,34 @@ from seg_bench.paths import missing_data_hint
 from seg_bench.registry import DATASETS
 
 HINT = missing_data_hint("dsb2018") + " Expected: the Kaggle layout."
+TYPES_CSV = "image_types.csv"  # ImageId,type[,...]: the strata of the seeded split
+log = logging.getLogger(__name__)
+
+
+def read_image_types(csv_path: Path, ids: list[str]) -> dict[str, str] | None:
+    """ImageId -> imaging type from ``image_types.csv``, for the stratified split; None (and a
+    warning) when the file is absent. Rows for images not in ``ids`` are ignored."""
+    if not csv_path.is_file():
+        log.warning(
+            "dsb2018: %s not found; the split is seeded but not stratified by image type", csv_path
+        )
+        return None
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"ImageId", "type"} <= set(reader.fieldnames):
+            raise DataError(
+                f"{csv_path}: header {reader.fieldnames}; expected ImageId,type[,...] "
+                "(or delete the file for an unstratified split)"
+            )
+        types = {row["ImageId"]: (row["type"] or "").strip() for row in reader}
+    missing = [i for i in ids if not types.get(i)]
+    if missing:
+        raise DataError(
+            f"{csv_path}: no type for image {missing[0]} ({len(missing)} of {len(ids)} missing); "
+            "expected one ImageId,type row per stage1_train folder "
+            "(or delete the file for an unstratified split)"
+        )
+    return {i: types[i] for i in ids}
 
 
 def instances_from_mask_files(
@@ -46,7 +78,8 @@ def instances_from_mask_files(
         rows, cols = np.flatnonzero(m.max(axis=1)), np.flatnonzero(m.max(axis=0))
         if rows.size == 0:
             raise DataError(
-                f"{p}: mask holds no nucleus pixel; expected 255 on exactly one nucleus, 0 elsewhere"
+                f"{p}: mask holds no nucleus pixel; "
+                "expected 255 on exactly one nucleus, 0 elsewhere"
             )
         box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
         crop = m[box]
@@ -59,7 +92,8 @@ def instances_from_mask_files(
         if taken.any():
             other = files[int(taken[taken > 0][0]) - 1]
             raise DataError(
-                f"{p}: overlaps mask {other.name} ({int((taken > 0).sum())} pixels); expected non-overlapping nucleus masks"
+                f"{p}: overlaps mask {other.name} ({int((taken > 0).sum())} pixels); "
+                "expected non-overlapping nucleus masks"
             )
         target[fg] = k
     return inst
@@ -107,6 +141,7 @@ class DSB2018(SegmentationDataModule):
         self._solution: dict[str, list[tuple[int, str, tuple[int, int] | None]]] = {}
         self._cache: dict[str, Sample] = {}
         self._official = False
+        self._types: dict[str, str] | None = None
 
     # --- layout and splits (file names only; no pixels read) -------------------------------
     def _scan(self, folder: Path, with_masks: bool) -> list[tuple[str, Path]]:
@@ -128,7 +163,8 @@ class DSB2018(SegmentationDataModule):
                 )
             if with_masks and not has_masks:
                 raise DataError(
-                    f"{masks}: no mask PNGs for image {image.name}; expected one 0/255 PNG per nucleus"
+                    f"{masks}: no mask PNGs for image {image.name}; "
+                    "expected one 0/255 PNG per nucleus"
                 )
             entries.append((d.name, d))
         if not entries:
@@ -141,7 +177,8 @@ class DSB2018(SegmentationDataModule):
             reader = csv.DictReader(f)
             if not reader.fieldnames or not {"ImageId", "EncodedPixels"} <= set(reader.fieldnames):
                 raise DataError(
-                    f"{csv_path}: header {reader.fieldnames}; expected ImageId,EncodedPixels[,Height,Width,Usage]"
+                    f"{csv_path}: header {reader.fieldnames}; "
+                    "expected ImageId,EncodedPixels[,Height,Width,Usage]"
                 )
             for line, row in enumerate(reader, start=2):
                 rle = (row["EncodedPixels"] or "").strip()
@@ -156,12 +193,14 @@ class DSB2018(SegmentationDataModule):
         unknown = sorted(set(rows) - test_ids)
         if unknown:
             raise DataError(
-                f"{csv_path}: ImageId {unknown[0]} has no folder in stage1_test/; expected stage1_test/{unknown[0]}/images/{unknown[0]}.png"
+                f"{csv_path}: ImageId {unknown[0]} has no folder in stage1_test/; "
+                f"expected stage1_test/{unknown[0]}/images/{unknown[0]}.png"
             )
         missing = sorted(test_ids - set(rows))
         if missing:
             raise DataError(
-                f"{self.dir / 'stage1_test' / missing[0]}: no rows in {csv_path.name}; expected RLE rows for every stage1_test image"
+                f"{self.dir / 'stage1_test' / missing[0]}: no rows in {csv_path.name}; "
+                "expected RLE rows for every stage1_test image"
             )
         self._solution = rows
 
@@ -171,7 +210,8 @@ class DSB2018(SegmentationDataModule):
             return self._layout
         if not self.dir.is_dir():
             raise DataError(
-                f"{self.dir}: folder not found; expected the DSB 2018 layout stage1_train/<id>/images/<id>.png. {HINT}"
+                f"{self.dir}: folder not found; expected the DSB 2018 layout "
+                f"stage1_train/<id>/images/<id>.png. {HINT}"
             )
         train = self._scan(self.dir / "stage1_train", with_masks=True)
         test_dir, solution = self.dir / "stage1_test", self.dir / "stage1_solution.csv"
@@ -185,10 +225,12 @@ class DSB2018(SegmentationDataModule):
             }
         if len(train) < len(fractions):
             raise DataError(
-                f"{self.dir / 'stage1_train'}: {len(train)} image folders are too few for {'/'.join(fractions)}; expected at least {len(fractions)}"
+                f"{self.dir / 'stage1_train'}: {len(train)} image folders are too few for "
+                f"{'/'.join(fractions)}; expected at least {len(fractions)}"
             )
         folders = dict(train)
-        split = seeded_split(sorted(folders), fractions, self.split_seed)
+        self._types = read_image_types(self.dir / TYPES_CSV, sorted(folders))
+        split = seeded_split(sorted(folders), fractions, self.split_seed, self._types)
         out = {k: [(i, folders[i]) for i in v] for k, v in split.items()}
         if official:
             out["test"] = self._scan(test_dir, with_masks=False)
@@ -199,10 +241,13 @@ class DSB2018(SegmentationDataModule):
 
     def split_info(self) -> dict[str, Any]:
         lay = self.layout()
+        seeded = (
+            "seeded" if self._types is None else f"seeded, stratified by image type ({TYPES_CSV})"
+        )
         info: dict[str, Any] = {
-            "split": "seeded"
+            "split": seeded
             if not self._official
-            else "official stage1_test; seeded train/val from stage1_train",
+            else f"official stage1_test; {seeded} train/val from stage1_train",
             "split_seed": self.split_seed,
             "counts": {k: len(v) for k, v in lay.items()},
             "grey": self.grey,
@@ -213,6 +258,12 @@ class DSB2018(SegmentationDataModule):
             if self._official
             else {"val": self.val_fraction, "test": self.test_fraction}
         )
+        if self._types is not None:  # images of each type per split (stage1_train splits only)
+            seeded_splits = {k: v for k, v in lay.items() if k != "test" or not self._official}
+            info["strata"] = {
+                t: {k: sum(self._types[i] == t for i, _ in v) for k, v in seeded_splits.items()}
+                for t in sorted(set(self._types.values()))
+            }
         return info
 
     # --- pixels --------------------------------------------------------------------------------
@@ -247,17 +298,20 @@ class DSB2018(SegmentationDataModule):
         for k, (line, rle, shape) in enumerate(self._solution[image_id], start=1):
             if shape is not None and shape != image.shape[:2]:
                 raise DataError(
-                    f"{csv_path}: line {line} says {shape[0]}x{shape[1]} but image {image_id} is {image.shape[0]}x{image.shape[1]}; expected matching Height,Width"
+                    f"{csv_path}: line {line} says {shape[0]}x{shape[1]} but image {image_id} is "
+                    f"{image.shape[0]}x{image.shape[1]}; expected matching Height,Width"
                 )
             try:
                 m = np.asarray(_rle_decode(rle, image.shape[:2]), dtype=bool)
             except Exception as e:
                 raise DataError(
-                    f"{csv_path}: line {line}: bad RLE ({e}); expected 1-based 'start length' pairs, column-major"
+                    f"{csv_path}: line {line}: bad RLE ({e}); "
+                    "expected 1-based 'start length' pairs, column-major"
                 ) from None
             if (inst[m] > 0).any():
                 raise DataError(
-                    f"{csv_path}: line {line} overlaps an earlier nucleus of {image_id}; expected non-overlapping nuclei"
+                    f"{csv_path}: line {line} overlaps an earlier nucleus of {image_id}; "
+                    "expected non-overlapping nuclei"
                 )
             inst[m] = k
         return inst

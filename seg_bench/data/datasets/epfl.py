@@ -7,8 +7,10 @@
     <root>/training_slices.csv        optional ``page,original_slice`` (names the samples)
 
 Splits: official test = the testing stacks; val = a seeded 15% of the training slices. When
-the testing stacks are absent (as in the shared sample), the training slices are split seeded
-70/15/15 and a warning says so; ``split_info`` records which. Instances: connected components.
+the testing stacks are absent (as in the shared sample), the training slices are split into
+contiguous blocks of original slice index (70/15/15, test last) with ``split_gap`` slice
+indices between blocks (see ``contiguous_split``), and a warning says so; ``split_info``
+records which, with the blocks' slice ranges. Instances: connected components.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ import numpy as np
 
 from seg_bench.data.base import Sample, SegmentationDataModule, seeded_split
 from seg_bench.data.datasets.isbi2012 import require_same_stack_shape
-from seg_bench.data.io import read_stack, require_file, require_values
+from seg_bench.data.io import (
+    contiguous_split,
+    describe_blocks,
+    read_stack,
+    require_file,
+    require_values,
+    unused_slices,
+)
 from seg_bench.errors import DataError
 from seg_bench.paths import missing_data_hint
 from seg_bench.registry import DATASETS
@@ -32,23 +41,30 @@ HINT = missing_data_hint("epfl")
 LABEL_FORM = "0 (background) / 255 (mitochondrion), uint8"
 
 
-def _slice_names(csv_path: Path, n: int) -> list[str]:
+def _slice_numbers(csv_path: Path, n: int) -> list[int]:
+    """Each page's slice index in the original stack (the page itself without the CSV)."""
     if not csv_path.is_file():
-        return [f"{z:03d}" for z in range(n)]
-    names = {}
+        return list(range(n))
+    numbers = {}
     with open(csv_path, newline="") as f:
         for line, row in enumerate(csv.DictReader(f), start=2):
             try:
-                names[int(row["page"])] = f"{int(row['original_slice']):03d}"
+                numbers[int(row["page"])] = int(row["original_slice"])
             except (KeyError, TypeError, ValueError):
                 raise DataError(
-                    f"{csv_path}: line {line} is not 'page,original_slice' integers; expected header page,original_slice"
+                    f"{csv_path}: line {line} is not 'page,original_slice' integers; "
+                    "expected header page,original_slice"
                 ) from None
-    if sorted(names) != list(range(n)):
+    if sorted(numbers) != list(range(n)):
         raise DataError(
-            f"{csv_path}: lists pages {sorted(names)[:5]}...; expected one row for each of the {n} pages of training.tif"
+            f"{csv_path}: lists pages {sorted(numbers)[:5]}...; expected one row for each of "
+            f"the {n} pages of training.tif"
         )
-    return [names[z] for z in range(n)]
+    if len(set(numbers.values())) != n:
+        raise DataError(
+            f"{csv_path}: an original_slice appears twice; expected one page per slice index"
+        )
+    return [numbers[z] for z in range(n)]
 
 
 @DATASETS.register("epfl", "EPFL CVLab hippocampus mitochondria (Lucchi, FIB-SEM 768x1024)")
@@ -70,14 +86,18 @@ class EPFL(SegmentationDataModule):
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
         split_seed: int = 0,
+        split_gap: int = 1,
         **kwargs,
     ):
         super().__init__(root=root, **kwargs)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
         self.split_seed = int(split_seed)
+        self.split_gap = int(split_gap)
         self._samples: dict[str, list[Sample]] | None = None
         self._official = False
+        self._blocks: dict[str, list[int]] = {}
+        self._unused: list[int] = []
 
     def _pair(self, image_name: str, label_name: str) -> tuple[np.ndarray, np.ndarray, Path]:
         image_path = require_file(
@@ -101,11 +121,12 @@ class EPFL(SegmentationDataModule):
                 (test_files[0], test_files[1]) if present[0] else (test_files[1], test_files[0])
             )
             raise DataError(
-                f"{lack}: file not found but {have.name} is there; expected both testing stacks or neither"
+                f"{lack}: file not found but {have.name} is there; "
+                "expected both testing stacks or neither"
             )
         self._official = all(present)
         images, masks, image_path = self._pair("training.tif", "training_groundtruth.tif")
-        names = _slice_names(self.dir / "training_slices.csv", len(images))
+        numbers = _slice_numbers(self.dir / "training_slices.csv", len(images))
         if self._official:
             fractions = {"train": 1 - self.val_fraction, "val": self.val_fraction}
         else:
@@ -115,16 +136,18 @@ class EPFL(SegmentationDataModule):
                 "test": self.test_fraction,
             }
             log.warning(
-                "epfl: %s not found; the test split is a seeded %.0f%% of the training slices instead of the official testing stack",
+                "epfl: %s not found; the test split is the last %.0f%% of the training slices "
+                "(contiguous blocks) instead of the official testing stack",
                 test_files[0], 100 * self.test_fraction,
             )  # fmt: skip
         if len(images) < len(fractions):
             raise DataError(
-                f"{image_path}: {len(images)} slices are too few for {'/'.join(fractions)}; expected at least {len(fractions)}"
+                f"{image_path}: {len(images)} slices are too few for {'/'.join(fractions)}; "
+                f"expected at least {len(fractions)}"
             )
-        ids = [f"training_{n}" for n in names]
+        ids = [f"training_{n:03d}" for n in numbers]
         page = {i: z for z, i in enumerate(ids)}
-        split = seeded_split(ids, fractions, self.split_seed)
+        split = self._split_training(numbers, fractions, image_path)
         out = {
             k: [
                 Sample(
@@ -149,18 +172,37 @@ class EPFL(SegmentationDataModule):
         self._samples = out
         return out
 
+    def _split_training(
+        self, numbers: list[int], fractions: dict[str, float], image_path: Path
+    ) -> dict[str, list[str]]:
+        """Seeded val beside the official test stack; else contiguous blocks of slice indices,
+        so that no test slice sits between two near-identical training slices."""
+        ids = [f"training_{n:03d}" for n in numbers]
+        if self._official:
+            return seeded_split(ids, fractions, self.split_seed)
+        self._blocks = contiguous_split(
+            numbers, self.val_fraction, self.test_fraction, str(image_path), self.split_gap
+        )
+        self._unused = unused_slices(numbers, self._blocks)
+        return {k: [f"training_{n:03d}" for n in v] for k, v in self._blocks.items()}
+
     def load_split(self, split: str) -> list[Sample]:
         return self._load_all()[split]
 
     def split_info(self) -> dict[str, Any]:
         out = self._load_all()
-        return {
-            "split": "official testing stack; seeded val from training"
-            if self._official
-            else "testing stacks absent: seeded train/val/test split of the training slices",
-            "split_seed": self.split_seed,
-            "counts": {k: len(v) for k, v in out.items()},
-            "fractions": {"val": self.val_fraction}
-            if self._official
-            else {"val": self.val_fraction, "test": self.test_fraction},
-        }
+        info: dict[str, Any] = {"counts": {k: len(v) for k, v in out.items()}}
+        if self._official:
+            info["split"] = "official testing stack; seeded val from training"
+            info["split_seed"] = self.split_seed
+            info["fractions"] = {"val": self.val_fraction}
+            return info
+        info["split"] = (
+            f"{describe_blocks(self._blocks, self.split_gap)} of the training slices "
+            "(testing stacks absent)"
+        )
+        info["slices"] = {k: [v[0], v[-1]] for k, v in self._blocks.items()}
+        info["gap"] = self.split_gap
+        info["unused_slices"] = self._unused
+        info["fractions"] = {"val": self.val_fraction, "test": self.test_fraction}
+        return info

@@ -9,8 +9,10 @@ metrics are the cells between membranes (4-connected components of ``label == 25
 
 Splits: the test labels are not public, so the labelled volume is split into contiguous
 blocks of slices: the last 20% is the test set, the 10% before it the validation set, the
-rest training (24 slices: train 0-16, val 17-18, test 19-23). Blocks, not a random draw,
-because neighbouring sections are nearly identical and would leak across a random split.
+rest training, with ``split_gap`` (default 1) unused slices between blocks (24 slices: train
+0-14, val 16-17, test 19-23). Blocks, not a random draw, because neighbouring sections are
+nearly identical and would leak across a random split; the gap keeps the two sections that
+face each other across a block boundary out of both.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from seg_bench.data.base import Sample, SegmentationDataModule
-from seg_bench.data.io import contiguous_split, read_stack, require_file, require_values
+from seg_bench.data.io import (
+    contiguous_split,
+    describe_blocks,
+    read_stack,
+    require_file,
+    require_values,
+    unused_slices,
+)
 from seg_bench.errors import DataError
 from seg_bench.paths import missing_data_hint
 from seg_bench.registry import DATASETS
@@ -35,8 +44,9 @@ def require_same_stack_shape(
 ) -> None:
     if images.shape != labels.shape:
         raise DataError(
-            f"{label_path}: labels are {'x'.join(map(str, labels.shape))} (Z,H,W) but {image_path.name} is "
-            f"{'x'.join(map(str, images.shape))}; expected one label page per image page, same size"
+            f"{label_path}: labels are {'x'.join(map(str, labels.shape))} (Z,H,W) but "
+            f"{image_path.name} is {'x'.join(map(str, images.shape))}; expected one label page "
+            "per image page, same size"
         )
 
 
@@ -58,13 +68,16 @@ class ISBI2012(SegmentationDataModule):
         root=None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
+        split_gap: int = 1,
         **kwargs,
     ):
         super().__init__(root=root, **kwargs)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
+        self.split_gap = int(split_gap)
         self._samples: dict[str, list[Sample]] | None = None
         self._blocks: dict[str, list[int]] = {}
+        self._unused: list[int] = []
 
     def _load_all(self) -> dict[str, list[Sample]]:
         if self._samples is not None:
@@ -81,8 +94,9 @@ class ISBI2012(SegmentationDataModule):
         require_same_stack_shape(images, labels, image_path, label_path)
         require_values(labels, {0, 255}, label_path, "0 (membrane) / 255 (cell interior), uint8")
         self._blocks = contiguous_split(
-            len(images), self.val_fraction, self.test_fraction, str(image_path)
+            len(images), self.val_fraction, self.test_fraction, str(image_path), self.split_gap
         )
+        self._unused = unused_slices(range(len(images)), self._blocks)
         out: dict[str, list[Sample]] = {}
         for split, zs in self._blocks.items():
             out[split] = []
@@ -106,7 +120,10 @@ class ISBI2012(SegmentationDataModule):
     def split_info(self) -> dict[str, Any]:
         self._load_all()
         return {
-            "split": "contiguous slice blocks of train-volume.tif (test labels are not public)",
+            "split": f"{describe_blocks(self._blocks, self.split_gap)} of train-volume.tif "
+            "(test labels are not public)",
             "slices": {k: [v[0], v[-1]] for k, v in self._blocks.items()},
+            "gap": self.split_gap,
+            "unused_slices": self._unused,
             "fractions": {"val": self.val_fraction, "test": self.test_fraction},
         }

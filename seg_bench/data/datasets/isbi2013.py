@@ -6,7 +6,8 @@
 
 Targets: a pixel is boundary (the positive class) when its id is 0 or any of its four
 neighbours in the slice has a different id; the neuron ids are kept as the instances.
-Splits: contiguous slice blocks, as for ISBI 2012 (last 20% test, the 10% before it val).
+Splits: contiguous slice blocks, as for ISBI 2012 (last 20% test, the 10% before it val,
+``split_gap`` unused slices between blocks).
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ import numpy as np
 
 from seg_bench.data.base import Sample, SegmentationDataModule
 from seg_bench.data.datasets.isbi2012 import require_same_stack_shape
-from seg_bench.data.io import contiguous_split, read_stack, require_file
+from seg_bench.data.io import (
+    contiguous_split,
+    describe_blocks,
+    read_stack,
+    require_file,
+    unused_slices,
+)
 from seg_bench.errors import DataError
 from seg_bench.paths import missing_data_hint
 from seg_bench.registry import DATASETS
@@ -26,7 +33,9 @@ HINT = missing_data_hint("isbi2013")
 
 
 def boundaries_from_ids(ids: np.ndarray) -> np.ndarray:
-    """uint8 {0,1}: 1 where the id is 0 or a 4-neighbour (within the slice) differs. Z,H,W or H,W."""
+    """uint8 {0,1}: 1 where the id is 0 or a 4-neighbour (within the slice) differs.
+
+    Z,H,W or H,W."""
     b = ids == 0
     for axis in (-2, -1):
         n = ids.shape[axis]
@@ -67,13 +76,16 @@ class ISBI2013(SegmentationDataModule):
         root=None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
+        split_gap: int = 1,
         **kwargs,
     ):
         super().__init__(root=root, **kwargs)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
+        self.split_gap = int(split_gap)
         self._samples: dict[str, list[Sample]] | None = None
         self._blocks: dict[str, list[int]] = {}
+        self._unused: list[int] = []
 
     def _load_all(self) -> dict[str, list[Sample]]:
         if self._samples is not None:
@@ -102,8 +114,9 @@ class ISBI2013(SegmentationDataModule):
             )
             raise DataError(f"{label_path}: labels hold {found}; expected {expected}")
         self._blocks = contiguous_split(
-            len(images), self.val_fraction, self.test_fraction, str(image_path)
+            len(images), self.val_fraction, self.test_fraction, str(image_path), self.split_gap
         )
+        self._unused = unused_slices(range(len(images)), self._blocks)
         boundary = boundaries_from_ids(ids)
         out: dict[str, list[Sample]] = {}
         for split, zs in self._blocks.items():
@@ -126,7 +139,10 @@ class ISBI2013(SegmentationDataModule):
     def split_info(self) -> dict[str, Any]:
         self._load_all()
         return {
-            "split": "contiguous slice blocks of train-input.tif (test labels are not public)",
+            "split": f"{describe_blocks(self._blocks, self.split_gap)} of train-input.tif "
+            "(test labels are not public)",
             "slices": {k: [v[0], v[-1]] for k, v in self._blocks.items()},
+            "gap": self.split_gap,
+            "unused_slices": self._unused,
             "fractions": {"val": self.val_fraction, "test": self.test_fraction},
         }

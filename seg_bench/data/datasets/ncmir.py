@@ -11,7 +11,8 @@ Image and label are paired by the number NNN. Labels are read as palette indices
 with an error naming the file, and so does an all-zero mask unless ``allow_empty_masks``.
 
 Splits: with ``validation/`` present, test = validation/ (the held-out slices) and val = a
-seeded 15% of training/; without it, training/ is split seeded 70/15/15.
+seeded 15% of training/; without it, training/ is split 70/15/15 into contiguous blocks of
+slice number NNN (test last), ``split_gap`` slice numbers apart (see ``contiguous_split``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from typing import Any
 import numpy as np
 
 from seg_bench.data.base import Sample, SegmentationDataModule, seeded_split
-from seg_bench.data.io import read_image, require_dir, require_same_shape, require_values
+from seg_bench.data.io import (
+    contiguous_split,
+    describe_blocks,
+    read_image,
+    require_dir,
+    require_same_shape,
+    require_values,
+    unused_slices,
+)
 from seg_bench.errors import DataError
 from seg_bench.paths import missing_data_hint
 from seg_bench.registry import DATASETS
@@ -92,12 +101,16 @@ class NCMIR(SegmentationDataModule):
         test_fraction: float = 0.15,
         split_seed: int = 0,
         allow_empty_masks: bool = False,
+        split_gap: int = 1,
         **kwargs,
     ):
         super().__init__(root=root, **kwargs)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
         self.split_seed = int(split_seed)
+        self.split_gap = int(split_gap)
+        self._blocks: dict[str, list[int]] = {}
+        self._unused: list[int] = []
         self.allow_empty_masks = bool(allow_empty_masks)
         self._layout: dict[str, list[tuple[str, Path, Path]]] | None = None
         self._has_validation = False
@@ -108,7 +121,8 @@ class NCMIR(SegmentationDataModule):
             return self._layout
         if not self.dir.is_dir():
             raise DataError(
-                f"{self.dir}: folder not found; expected training/images/images.NNN.png and training/labels/mitos_3D.NNN.png. {HINT}"
+                f"{self.dir}: folder not found; expected training/images/images.NNN.png and "
+                f"training/labels/mitos_3D.NNN.png. {HINT}"
             )
         training = pair_folder(self.dir / "training")
         self._has_validation = (self.dir / "validation").is_dir()
@@ -122,10 +136,20 @@ class NCMIR(SegmentationDataModule):
             }
         if len(training) < len(fractions):
             raise DataError(
-                f"{self.dir / 'training'}: {len(training)} labelled slices are too few for {'/'.join(fractions)}; expected at least {len(fractions)}"
+                f"{self.dir / 'training'}: {len(training)} labelled slices are too few for "
+                f"{'/'.join(fractions)}; expected at least {len(fractions)}"
             )
         by_id = {f"training/{n}": (f"training/{n}", img, lab) for n, img, lab in training}
-        split = seeded_split(sorted(by_id), fractions, self.split_seed)
+        if self._has_validation:
+            split = seeded_split(sorted(by_id), fractions, self.split_seed)
+        else:  # slices of one volume: contiguous blocks by slice number, never a random draw
+            number = {int(n): f"training/{n}" for n, _, _ in training}
+            where = str(self.dir / "training")
+            self._blocks = contiguous_split(
+                list(number), self.val_fraction, self.test_fraction, where, self.split_gap
+            )
+            self._unused = unused_slices(list(number), self._blocks)
+            split = {k: [number[z] for z in v] for k, v in self._blocks.items()}
         out = {k: [by_id[i] for i in v] for k, v in split.items()}
         if self._has_validation:
             out["test"] = [
@@ -137,16 +161,18 @@ class NCMIR(SegmentationDataModule):
 
     def split_info(self) -> dict[str, Any]:
         lay = self.layout()
-        return {
-            "split": "test = validation/; seeded val from training/"
-            if self._has_validation
-            else "seeded split of training/",
-            "split_seed": self.split_seed,
-            "counts": {k: len(v) for k, v in lay.items()},
-            "fractions": {"val": self.val_fraction}
-            if self._has_validation
-            else {"val": self.val_fraction, "test": self.test_fraction},
-        }
+        info: dict[str, Any] = {"counts": {k: len(v) for k, v in lay.items()}}
+        if self._has_validation:
+            info["split"] = "test = validation/; seeded val from training/"
+            info["split_seed"] = self.split_seed
+            info["fractions"] = {"val": self.val_fraction}
+            return info
+        info["split"] = f"{describe_blocks(self._blocks, self.split_gap)} of training/"
+        info["slices"] = {k: [v[0], v[-1]] for k, v in self._blocks.items()}
+        info["gap"] = self.split_gap
+        info["unused_slices"] = self._unused
+        info["fractions"] = {"val": self.val_fraction, "test": self.test_fraction}
+        return info
 
     def _load(self, sample_id: str, image_path: Path, label_path: Path) -> Sample:
         if sample_id not in self._cache:
@@ -160,8 +186,9 @@ class NCMIR(SegmentationDataModule):
             found = require_values(label, {0, 1}, label_path, LABEL_FORM)
             if 1 not in found and not self.allow_empty_masks:
                 raise DataError(
-                    f"{label_path}: no mitochondrion pixel (all 0); expected {LABEL_FORM}; an all-black mask often "
-                    "comes from convert('L') + threshold; pass allow_empty_masks=True if the slice is truly empty"
+                    f"{label_path}: no mitochondrion pixel (all 0); expected {LABEL_FORM}; an "
+                    "all-black mask often comes from convert('L') + threshold; pass "
+                    "allow_empty_masks=True if the slice is truly empty"
                 )
             self._cache[sample_id] = Sample(
                 sample_id, image, label.astype(np.uint8), None, {"path": str(image_path)}

@@ -1,0 +1,186 @@
+"""Is first place better than second? Paired tests between the models of one leaderboard.
+
+For every pair of models on a dataset: the two-sided Wilcoxon signed-rank test
+(``scipy.stats.wilcoxon``) on the per-image primary metric (IoU; the DSB AP on dsb2018), each
+image's score averaged over the model's seeds first, so the test images (not the seeds) are the
+unit of replication, and images are paired by id. The p-values are Holm-corrected over all
+pairs, and a difference counts when its corrected p-value is below ``ALPHA`` = 0.05.
+
+Exact or approximate: scipy gives the exact null distribution up to 50 images (a permutation
+distribution where differences tie) and the normal approximation above that. No bootstrap:
+with a handful of images a paired bootstrap's p-values are too small (only a few distinct
+resamples exist), while the exact test says plainly what such a set can show. With n images
+the smallest two-sided Wilcoxon p-value is 2/2^n, and Holm multiplies the smallest of m
+p-values by m; when m * 2/2^n >= ALPHA no difference can be significant, and the leaderboard
+says so in a sentence instead of implying that the models are equal.
+
+Shared ranks: a model's rank is 1 + the number of models significantly better than it, so
+models that no test separates share a rank (1, 1, 3: the first two differ from the third but
+not from each other).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import numpy as np
+from scipy import stats
+
+from seg_bench.evaluation.evaluate import aggregate
+
+ALPHA = 0.05
+METRIC_NAMES = {"iou": "IoU", "dsb_map": "DSB AP"}
+
+
+@dataclass(frozen=True)
+class PairTest:
+    """One paired comparison: ``better`` has the higher mean per-image score."""
+
+    better: str
+    worse: str
+    n_images: int
+    mean_difference: float  # mean over images of better - worse (>= 0)
+    p: float
+    p_holm: float = float("nan")
+
+    @property
+    def significant(self) -> bool:
+        return bool(self.p_holm < ALPHA)
+
+
+@dataclass
+class Significance:
+    """The paired tests of one leaderboard and the shared ranks they give."""
+
+    metric: str
+    n_images: int
+    pairs: list[PairTest] = field(default_factory=list)
+    ranks: dict[str, int] = field(default_factory=dict)
+    same_images: bool = True  # False: the models' records hold different test images
+
+    @property
+    def too_small(self) -> bool:
+        """True when even the most extreme result could not reach ALPHA after Holm."""
+        return bool(self.pairs) and len(self.pairs) * min_wilcoxon_p(self.n_images) >= ALPHA
+
+    def header(self) -> str:
+        """The leaderboard's line naming the test, the correction and what the ranks mean."""
+        name = METRIC_NAMES.get(self.metric, self.metric)
+        text = (
+            f"- **Rank**: two-sided Wilcoxon signed-rank test on per-image {name} "
+            f"({self.n_images} test images, each averaged over seeds), Holm-corrected over "
+            f"{_pairs(len(self.pairs))} at alpha {ALPHA}; rank = 1 + the number of models "
+            "significantly better, so models that no test separates share a rank."
+        )
+        if not self.same_images:
+            text += (
+                " The models were not all tested on the same images (records from different "
+                "splits?): each pair is compared on the images both were tested on."
+            )
+        if self.too_small:
+            smallest = min_wilcoxon_p(self.n_images)
+            text += (
+                f" With {self.n_images} test images the smallest attainable Wilcoxon p-value is "
+                f"2/2^{self.n_images} = {smallest:.3g}, {len(self.pairs) * smallest:.3g} after "
+                f"Holm over {_pairs(len(self.pairs))}: this test set is too small for any "
+                f"difference to be significant at alpha {ALPHA}."
+            )
+        return text
+
+    def pairs_line(self) -> str:
+        """Every pair: the better model, its mean per-image lead and the Holm-adjusted p."""
+        ranked = sorted(self.pairs, key=lambda t: (t.p_holm, t.better, t.worse))
+        cells = [
+            f"{t.better} {'>' if t.significant else '~'} {t.worse} "
+            f"(+{t.mean_difference:.3f}, p {t.p_holm:.3g})"
+            for t in ranked
+        ]
+        return (
+            "- **Pairs** (> significant, ~ not; mean per-image lead, Holm-adjusted p): "
+            + "; ".join(cells)
+        )
+
+
+def _pairs(m: int) -> str:
+    return f"{m} model pair" + ("" if m == 1 else "s")
+
+
+def min_wilcoxon_p(n: int) -> float:
+    """Smallest two-sided p-value of the exact signed-rank test on n non-zero differences:
+    all differences of one sign, probability 2 / 2^n under the null."""
+    return min(1.0, 2.0 / 2.0**n) if n > 0 else 1.0
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order: the i-th smallest of m is
+    multiplied by m - i + 1, made non-decreasing, and capped at 1."""
+    p = np.asarray(pvalues, dtype=float)
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    adjusted = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out.tolist()
+
+
+def wilcoxon_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided paired Wilcoxon p-value of ``a`` vs ``b``; 1 when they never differ."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    if not np.any(d != 0):
+        return 1.0
+    return float(stats.wilcoxon(a, b, alternative="two-sided").pvalue)
+
+
+def primary_metric(records: list[dict]) -> str:
+    """The per-image score the tests use: the DSB AP where every image has one, else IoU."""
+    images = [im for r in records for im in r["metrics"]["per_image"]]
+    return "dsb_map" if images and all("dsb_map" in im for im in images) else "iou"
+
+
+def per_image_scores(records: list[dict], metric: str) -> dict[str, float]:
+    """Image id -> the metric on that image, averaged over the records (seeds) holding it."""
+    scores: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        for im in r["metrics"]["per_image"]:
+            scores[im["id"]].append(aggregate([im])[metric])
+    return {i: float(np.mean(v)) for i, v in scores.items()}
+
+
+def compare(scores: dict[str, dict[str, float]]) -> list[PairTest]:
+    """Wilcoxon test for every pair of models over the images both were tested on, Holm-
+    corrected over all pairs. ``scores``: model -> image id -> score."""
+    tests = []
+    for a, b in combinations(sorted(scores), 2):
+        ids = sorted(scores[a].keys() & scores[b].keys())
+        x = np.array([scores[a][i] for i in ids])
+        y = np.array([scores[b][i] for i in ids])
+        diff = float(np.mean(x - y)) if ids else 0.0
+        better, worse = (a, b) if diff >= 0 else (b, a)
+        p = wilcoxon_p(x, y) if ids else 1.0
+        tests.append(PairTest(better, worse, len(ids), abs(diff), p))
+    adjusted = holm([t.p for t in tests])
+    return [
+        PairTest(t.better, t.worse, t.n_images, t.mean_difference, t.p, q)
+        for t, q in zip(tests, adjusted, strict=True)
+    ]
+
+
+def shared_ranks(models: list[str], pairs: list[PairTest]) -> dict[str, int]:
+    """Rank = 1 + the number of models significantly better (1, 1, 3 when the first two tie)."""
+    beaten_by = {m: sum(t.significant and t.worse == m for t in pairs) for m in models}
+    return {m: 1 + beaten_by[m] for m in models}
+
+
+def significance(records: list[dict]) -> Significance:
+    """Paired tests and shared ranks for the models of one dataset's (manual-label) records."""
+    metric = primary_metric(records)
+    by_model: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_model[r["model"]].append(r)
+    scores = {m: per_image_scores(recs, metric) for m, recs in by_model.items()}
+    pairs = compare(scores)
+    n_images = min((t.n_images for t in pairs), default=len(next(iter(scores.values()), {})))
+    same = len({frozenset(s) for s in scores.values()}) <= 1
+    return Significance(metric, n_images, pairs, shared_ranks(sorted(scores), pairs), same)

@@ -1,0 +1,222 @@
+"""Significance on the leaderboards: paired Wilcoxon tests with Holm's correction and shared
+ranks per dataset; average ranks, Friedman test and Nemenyi critical difference across them."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from seg_bench.protocol.figures import cd_groups
+from seg_bench.protocol.statistics import (
+    PairTest,
+    holm,
+    min_wilcoxon_p,
+    per_image_scores,
+    primary_metric,
+    shared_ranks,
+    significance,
+)
+from seg_bench.protocol.summary import (
+    Q_05,
+    critical_difference,
+    read_scores,
+    summarise_datasets,
+    write_summary,
+)
+
+
+def image(image_id: str, iou_percent: int, **extra) -> dict:
+    """Per-image statistics whose IoU is exactly iou_percent / 100 (tp = k, fn = 100 - k)."""
+    k = iou_percent
+    confmat = [[900, 0], [100 - k, k]]
+    return {"id": image_id, "confmat": confmat, "hist_pos": [1, 1], "hist_neg": [1, 1], **extra}
+
+
+def rec(model: str, seed: int, ious: list[int], **extra) -> dict:
+    per_image = [image(f"img{i}", v, **extra) for i, v in enumerate(ious)]
+    return {"model": model, "seed": seed, "metrics": {"per_image": per_image}}
+
+
+# --- per dataset ---------------------------------------------------------------------------
+def test_holm_on_a_hand_worked_example():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> made
+    # non-decreasing: 0.02, 0.03, 0.06, 0.06; returned in the input order.
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]  # 2 x 0.5 capped at 1; never below a smaller p's
+
+
+def test_exact_wilcoxon_smallest_p_is_two_over_two_to_the_n():
+    assert min_wilcoxon_p(6) == pytest.approx(0.03125)
+    a, b = np.arange(1.0, 7.0), np.zeros(6)
+    assert stats.wilcoxon(a, b).pvalue == pytest.approx(min_wilcoxon_p(6))
+
+
+def test_pair_p_values_are_scipys_wilcoxon_on_seed_averaged_images():
+    rng = np.random.default_rng(0)
+    base = rng.integers(40, 80, 12)
+    a = [rec("a", s, list(base + rng.integers(3, 9, 12))) for s in range(2)]
+    b = [rec("b", 0, list(base + rng.integers(-3, 3, 12)))]
+    result = significance(a + b)
+    [pair] = result.pairs
+    # Oracle: the seed means of the per-image IoUs, computed here from the confusion counts.
+    mean_a = np.mean(
+        [[im["confmat"][1][1] / 100 for im in r["metrics"]["per_image"]] for r in a], 0
+    )
+    iou_b = np.array([im["confmat"][1][1] / 100 for im in b[0]["metrics"]["per_image"]])
+    assert pair.p == pytest.approx(stats.wilcoxon(mean_a, iou_b).pvalue)
+    assert pair.p_holm == pair.p  # a single pair: Holm changes nothing
+    assert (pair.better, pair.worse, pair.n_images) == ("a", "b", 12)
+    assert pair.mean_difference == pytest.approx(np.mean(mean_a - iou_b))
+    assert result.ranks == {"a": 1, "b": 2} and result.metric == "iou"
+
+
+def test_per_image_score_is_the_mean_over_seeds_matched_by_image_id():
+    records = [rec("m", 0, [50, 60]), rec("m", 1, [70, 80])]
+    assert per_image_scores(records, "iou") == pytest.approx({"img0": 0.6, "img1": 0.7})
+
+
+def test_dsb2018_records_are_compared_on_the_dsb_ap():
+    records = [rec("m", 0, [50, 60], dsb_map=0.25)]
+    assert primary_metric(records) == "dsb_map"
+    assert per_image_scores(records, "dsb_map") == {"img0": 0.25, "img1": 0.25}
+    assert primary_metric([rec("m", 0, [50])]) == "iou"
+
+
+def pair(better: str, worse: str, p_holm: float) -> PairTest:
+    return PairTest(better, worse, 10, 0.1, p_holm, p_holm)
+
+
+@pytest.mark.parametrize(
+    "pairs,ranks",
+    [
+        # A and B not separated, both significantly above C: 1, 1, 3.
+        ([("A", "B", 0.4), ("A", "C", 0.01), ("B", "C", 0.02)], {"A": 1, "B": 1, "C": 3}),
+        # Every pair separated: 1, 2, 3.
+        ([("A", "B", 0.01), ("A", "C", 0.01), ("B", "C", 0.01)], {"A": 1, "B": 2, "C": 3}),
+        # Only A above C: B is beaten by nobody, C by one model.
+        ([("A", "B", 0.2), ("A", "C", 0.01), ("B", "C", 0.3)], {"A": 1, "B": 1, "C": 2}),
+        # Nothing significant: everyone shares first place.
+        ([("A", "B", 0.06), ("A", "C", 0.05), ("B", "C", 1.0)], {"A": 1, "B": 1, "C": 1}),
+    ],
+)
+def test_models_not_significantly_different_share_a_rank(pairs, ranks):
+    assert shared_ranks(["A", "B", "C"], [pair(*p) for p in pairs]) == ranks
+
+
+def test_too_few_images_say_no_difference_can_be_significant():
+    records = [rec(m, 0, [10 * (k + 1) + 5 * j for j in range(4)]) for k, m in enumerate("abc")]
+    result = significance(records)
+    assert result.n_images == 4 and len(result.pairs) == 3
+    assert all(t.p == pytest.approx(0.125) for t in result.pairs)  # 2/2^4: all one sign
+    assert result.ranks == {"a": 1, "b": 1, "c": 1}
+    header = result.header()
+    assert "Wilcoxon signed-rank" in header and "Holm-corrected over 3 model pairs" in header
+    assert "2/2^4 = 0.125" in header and "too small for any difference" in header
+    # 9 images: 2/2^9 * 3 pairs = 0.0117 < 0.05, so the sentence goes.
+    big = [rec(m, 0, [10 * (k + 1) + j for j in range(9)]) for k, m in enumerate("abc")]
+    assert not significance(big).too_small and "too small" not in significance(big).header()
+    assert significance(big).ranks == {"a": 3, "b": 2, "c": 1}
+
+
+def test_models_tested_on_different_images_are_paired_on_the_shared_ones():
+    a = rec("a", 0, [50, 60, 70, 80, 90, 95, 99])
+    b = rec("b", 0, [40, 50, 60, 70, 80, 85])  # img0 ... img5: one image fewer
+    result = significance([a, b])
+    assert result.pairs[0].n_images == 6 and not result.same_images
+    assert result.pairs[0].p == pytest.approx(stats.wilcoxon([10] * 6, [0] * 6).pvalue)
+    assert "not all tested on the same images" in result.header()
+
+
+def test_identical_models_are_never_different():
+    records = [rec("a", 0, [50, 60, 70, 80, 90, 55, 65]), rec("b", 0, [50, 60, 70, 80, 90, 55, 65])]
+    [pair_ab] = significance(records).pairs
+    assert pair_ab.p == 1.0 and pair_ab.mean_difference == 0.0
+
+
+# --- across datasets -----------------------------------------------------------------------
+def test_critical_difference_for_five_models_on_four_datasets_from_demsar():
+    # Demsar (2006), Table 5(a): q_0.05 = 2.728 for k = 5.
+    assert critical_difference(5, 4) == pytest.approx(2.728 * math.sqrt(5 * 6 / 24))
+    assert critical_difference(5, 4) == pytest.approx(3.050, abs=5e-4)
+
+
+@pytest.mark.parametrize("k", sorted(Q_05))
+def test_nemenyi_table_is_the_studentized_range_over_root_two(k):
+    q = stats.studentized_range.ppf(0.95, k, np.inf) / math.sqrt(2)
+    assert Q_05[k] == pytest.approx(q, abs=1.5e-3)
+
+
+def test_average_ranks_and_friedman_match_scipy():
+    scores = {
+        "d1": ("iou", {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.1}),
+        "d2": ("iou", {"a": 0.6, "b": 0.7, "c": 0.5, "d": 0.2}),
+        "d3": ("dsb_map", {"a": 0.4, "b": 0.3, "c": 0.3, "d": 0.1}),
+    }
+    s = summarise_datasets(scores)
+    # ranks: a 1, 2, 1; b 2, 1, 2.5; c 3, 3, 2.5; d 4, 4, 4
+    assert s.average == pytest.approx({"a": 4 / 3, "b": 5.5 / 3, "c": 8.5 / 3, "d": 4.0})
+    assert s.models == ["a", "b", "c", "d"]
+    table = [[scores[d][1][m] for d in ("d1", "d2", "d3")] for m in "abcd"]
+    expected = stats.friedmanchisquare(*table)
+    assert s.friedman == pytest.approx((expected.statistic, expected.pvalue))
+    assert s.cd == pytest.approx(2.569 * math.sqrt(4 * 5 / 18))
+
+
+def test_friedman_needs_three_models_and_two_datasets():
+    two_models = {d: ("iou", {"a": 0.5, "b": 0.4}) for d in ("d1", "d2")}
+    assert summarise_datasets(two_models).friedman is None
+    one_dataset = {"d1": ("iou", {"a": 0.5, "b": 0.4, "c": 0.3})}
+    s = summarise_datasets(one_dataset)
+    assert s.friedman is None and s.cd is None
+
+
+def test_cd_groups_join_models_closer_than_the_critical_difference():
+    ranks = {"a": 1.0, "b": 1.5, "c": 2.9, "d": 4.0, "e": 4.6}
+    # CD 2: a-c (2.9 - 1.0 < 2), c-e (4.6 - 2.9 < 2); b-d is inside neither but b-c already
+    # lies in a-c and c-d in c-e, so b..d (2.5 apart) is not a group.
+    assert cd_groups(ranks, 2.0) == [(1.0, 2.9), (2.9, 4.6)]
+    assert cd_groups(ranks, 0.4) == []
+
+
+def write_table(path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["model", "labels", "iou", "dsb_map"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_summary_readme_from_the_leaderboard_tables(tmp_path):
+    write_table(tmp_path / "epfl.csv", [
+        {"model": "a", "labels": "manual", "iou": 0.7},
+        {"model": "b", "labels": "manual", "iou": 0.6},
+        {"model": "c", "labels": "manual", "iou": 0.5},
+    ])  # fmt: skip
+    write_table(tmp_path / "dsb2018.csv", [
+        {"model": "a", "labels": "manual", "iou": 0.5, "dsb_map": 0.3},
+        {"model": "b", "labels": "manual", "iou": 0.9, "dsb_map": 0.4},
+        {"model": "c", "labels": "manual", "iou": 0.8, "dsb_map": 0.2},
+        {"model": "z", "labels": "manual", "iou": 0.9, "dsb_map": 0.9},
+    ])  # fmt: skip
+    write_table(tmp_path / "synthetic.csv", [{"model": "a", "labels": "manual", "iou": 0.1}])
+    assert read_scores(tmp_path)["dsb2018"] == ("dsb_map", {"a": 0.3, "b": 0.4, "c": 0.2, "z": 0.9})
+    text = write_summary(tmp_path)
+    assert text == (tmp_path / "README.md").read_text()
+    assert "| Model | dsb2018 | epfl | Average rank |" in text
+    assert "| a | 2 | 1 | 1.50 |" in text and "| b | 1 | 2 | 1.50 |" in text
+    assert "`z` is not ranked: it has no result on epfl" in text
+    assert "synthetic" not in text.split("\n| Model")[1]  # left out of the table
+    assert "Friedman test (scipy.stats.friedmanchisquare) over 3 models and 2 datasets" in text
+    assert "CD = q * sqrt(k(k+1)/(6N)) = 2.343 * sqrt(3*4/(6*2)) = 2.343" in text
+    assert (tmp_path / "cd.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_summary_with_too_few_results_says_so(tmp_path):
+    write_table(tmp_path / "epfl.csv", [{"model": "a", "labels": "manual", "iou": 0.7}])
+    text = write_summary(tmp_path)
+    assert "Friedman test: not computed, too few results (1 models on all of 1 datasets" in text
+    assert not (tmp_path / "cd.png").exists()
+    assert write_summary(tmp_path / "nothing") is None
