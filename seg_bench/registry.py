@@ -1,4 +1,4 @@
-"""One registry mechanism for everything chosen by name: models, datasets, losses, optimizers.
+"""One registry for everything chosen by name: models, datasets, losses, optimizers, presets.
 
 Each registry knows the package that holds its built-in entries and imports it on first use,
 so configuration can check a name without importing torch models or datasets, and no module
@@ -142,3 +142,4 @@ DATASETS = Registry("dataset", "seg_bench.data.datasets", entry_point_group="seg
 LOSSES = Registry("loss", "seg_bench.training.losses")
 OPTIMIZERS = Registry("optimizer", "seg_bench.training.optimizers")
 LABEL_SOURCES = Registry("label source", "seg_bench.labels.source")
+AUGMENT_PRESETS = Registry("augmentation preset", "seg_bench.data.augment.presets")
