@@ -19,6 +19,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from seg_bench.errors import UserError
+from seg_bench.plugins import plugin_import
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,10 @@ class Registry:
         if not self.entry_point_group:
             return
         for ep in entry_points(group=self.entry_point_group):
-            obj = ep.load()
+            dist = ep.dist.name if ep.dist else "its package"
+            what = f"plug-in {ep.value} (entry point '{ep.name}' of {dist})"
+            with plugin_import(what, f"fix it or `pip uninstall {dist}`"):
+                obj = ep.load()
             if callable(obj) and ep.name not in self._entries:
                 self.register(ep.name)(obj)
 
