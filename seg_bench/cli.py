@@ -1,4 +1,7 @@
-"""`seg-bench` command line. User errors print one line and exit 2 (see seg_bench/console.py)."""
+"""`seg-bench` command line: the parser and ``main``. The commands live in seg_bench/commands.py.
+
+User errors print one line and exit 2 (see seg_bench/console.py).
+"""
 
 from __future__ import annotations
 
@@ -7,25 +10,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from seg_bench.commands import (
+    cmd_bench,
+    cmd_data,
+    cmd_datasets,
+    cmd_leaderboard,
+    cmd_models,
+    cmd_predict,
+    cmd_score,
+    cmd_search,
+    cmd_train,
+    cmd_weak_labels,
+)
 from seg_bench.console import Parser, bounded, check_outputs, debug, one_line_warnings
 from seg_bench.errors import UserError
 from seg_bench.paths import runs_dir
 from seg_bench.plugins import load_plugins
 
-RUNS_DIR = runs_dir()
+# Where runs go; None: $SEG_BENCH_RUNS, else ./runs, read when a command starts (tests set it).
+RUNS_DIR: Path | None = None
 PLUGIN_HELP = "import this module or .py file first (repeatable; also $SEG_BENCH_PLUGINS)"
-
-
-def _parse_set(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise UserError(f"--set expects KEY=VALUE, got '{item}'")
-        key, value = item.split("=", 1)
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    return out
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -54,11 +58,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--augment", help="none | d4 | paper | heavy")
     g.add_argument("--labels", help="manual | floodfill | region (train on weak labels)")
-    g.add_argument("--precision", help="auto | 32 | bf16-mixed | 16-mixed")
+    g.add_argument("--precision", help="auto | 32-true | bf16-mixed | 16-mixed | ...")
     g.add_argument("--accelerator")
     g.add_argument("--devices")
     g.add_argument("--num-nodes", type=bounded(int, 1))
-    g.add_argument("--strategy", help="auto | ddp | ...")
+    g.add_argument("--strategy", help="auto | ddp | ddp_spawn | fsdp | ... (Lightning's names)")
     g.add_argument("--tta", action="store_true", default=None, help="test-time augmentation (D4)")
     g.add_argument(
         "--logger",
@@ -69,212 +73,26 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    keys = [
-        "root", "config_file", "max_epochs", "lr", "optimizer", "weight_decay", "schedule", "loss",
-        "batch_size", "patch_size", "width", "augment", "labels", "precision", "accelerator",
-        "devices", "num_nodes", "strategy", "tta", "logger",
-    ]  # fmt: skip
-    if args.root is not None and not Path(args.root).is_dir():
-        raise UserError(f"--root {args.root}: folder not found; give the dataset's folder")
-    out = {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
-    if "devices" in out and str(out["devices"]).isdigit():
-        out["devices"] = int(out["devices"])
-    out.update(_parse_set(args.set))
-    return out
-
-
 def add_tracking_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("tracking (--logger picks the kind; see seg_bench/tracking.py)")
+    g = p.add_argument_group(
+        "tracking (--logger picks the kind; see seg_bench/tracking/loggers.py)"
+    )
     g.add_argument("--project", help="W&B project (default: $WANDB_PROJECT or seg-bench-<dataset>)")
     g.add_argument(
         "--log-model", action="store_true", help="log the best checkpoint as a W&B artifact"
     )
 
 
-def cmd_models(args) -> int:
-    from seg_bench.registry import MODELS
-
-    for name in MODELS.names():
-        print(f"{name:24s} {MODELS.describe(name)}")
-    for fam in MODELS.families():
-        print(f"{fam.prefix + '<...>':24s} {fam.description}")
-        print(f"{'':24s} e.g. {', '.join(fam.examples)}")
-    return 0
-
-
-def cmd_datasets(args) -> int:
-    from seg_bench.data import DATASETS
-
-    for name in DATASETS.names():
-        print(f"{name:12s} {DATASETS.describe(name)}")
-    return 0
-
-
-def cmd_train(args) -> int:
-    from seg_bench.config import resolve_config
-    from seg_bench.protocol.bench import run_one
-    from seg_bench.protocol.records import record_path_for
-
-    cfg = resolve_config(
-        args.dataset, args.model, args.profile, seed=args.seed, **run_overrides(args)
-    )
-    results = Path(args.results_dir) if args.results_dir else RUNS_DIR / "results"
-    run_dir = Path(args.run_dir) if args.run_dir else None
-    record = run_one(
-        cfg, results, RUNS_DIR, force=args.force, run_dir=run_dir, command="train",
-        progress=True, project=args.project, log_model=args.log_model,
-    )  # fmt: skip
-    if record is None:  # under DDP only rank 0 tests and reports
-        return 0
-    print(f"best checkpoint: {record['checkpoint']}")
-    print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in record["metrics"]["overall"].items()))
-    print(f"result record: {record_path_for(results, cfg)}")
-    return 0
-
-
-def _leaderboard_dir(args, results: Path) -> Path:
-    """--leaderboard-dir, else beside the records: never the checkout's committed tables."""
-    return Path(args.leaderboard_dir) if args.leaderboard_dir else results / "leaderboards"
-
-
-def cmd_bench(args) -> int:
-    from seg_bench.protocol.bench import bench
-
-    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-    results = Path(args.results_dir) if args.results_dir else RUNS_DIR / "results"
-    bench(
-        args.dataset,
-        models=models,
-        profile=args.profile,
-        seeds=args.seeds,
-        results_dir=results,
-        runs_dir=RUNS_DIR,
-        leaderboard_dir=_leaderboard_dir(args, results),
-        force=args.force,
-        overrides=run_overrides(args),
-        trials=args.trials,
-        log_model=args.log_model,
-        project=args.project,
-    )
-    return 0
-
-
-def cmd_search(args) -> int:
-    from seg_bench import search
-
-    overrides = run_overrides(args)
-    if args.seed is not None:
-        overrides["seed"] = args.seed
-    if args.trials is None and not args.show:
-        raise UserError(
-            "--trials N is required (the number of finished trials the study should hold); "
-            "--show alone prints an existing study"
-        )
-    if args.trials is None:
-        study, url = search.load(
-            args.dataset, args.model, args.profile, args.storage, args.study, RUNS_DIR
-        )
-        print(search.show(study, search.mask_url(url)))
-        return 0
-    result = search.run_search(
-        args.dataset, args.model, args.trials, args.profile, storage=args.storage,
-        study_name=args.study, timeout=args.timeout, space=args.space, pruner=args.pruner,
-        overrides=overrides, runs_dir=RUNS_DIR, heartbeat_s=args.heartbeat, project=args.project,
-        log_model=args.log_model,
-    )  # fmt: skip
-    print(
-        search.show(result.study, result.storage)
-        if args.show
-        else search.trials_table(result.study)
-    )
-    print(search.describe_best(result))
-    return 0
-
-
-def cmd_leaderboard(args) -> int:
-    from seg_bench.protocol.report import write_leaderboard
-
-    results = Path(args.results_dir) if args.results_dir else RUNS_DIR / "results"
-    out = _leaderboard_dir(args, results)
-    print(
-        write_leaderboard(
-            args.dataset, results, out, by=args.by, profile=args.profile, force=args.force
-        )
-    )
-    return 0
-
-
-def cmd_data(args) -> int:
-    if args.action == "download":
-        from seg_bench.data.download import download
-
-        print(f"{args.name}: ready in {download(args.name, args.root, force=args.force)}")
-        return 0
-    from seg_bench.data.check import check_dataset, format_summary
-
-    print(format_summary(check_dataset(args.name, args.root)))
-    return 0
-
-
-def cmd_predict(args) -> int:
-    from seg_bench.inference.predict import predict_path
-
-    done = predict_path(
-        args.checkpoint, args.input, args.output, tta=args.tta, instances=args.instances,
-        overlap=args.overlap, dsb_csv=args.dsb_csv, device=args.device, stack=args.stack,
-    )  # fmt: skip
-    for path in done.files:
-        print(f"wrote {path}")
-    print(f"predicted {len(done.names)} image(s); {len(done.files)} file(s) in {args.output}")
-    return 0
-
-
-def cmd_score(args) -> int:
-    import json
-
-    from seg_bench.evaluation.score import format_score, score
-
-    result = score(
-        Path(args.pred), Path(args.truth), kind=args.kind, dataset=args.dataset,
-        positive=args.positive, root=args.root,
-    )  # fmt: skip
-    print(json.dumps(result, indent=1) if args.json else format_score(result))
-    return 0
-
-
-def cmd_weak_labels(args) -> int:
-    import numpy as np
-    import tifffile
-
-    from seg_bench.data.io import read_image
-    from seg_bench.io import atomic_write
-    from seg_bench.labels import read_points_csv, weak_labels
-
-    points = read_points_csv(args.points)
-    images = Path(args.images)
-    out = Path(args.output)
-    options = _parse_set(args.set)
-    if args.threshold is not None:
-        options["threshold"] = args.threshold
-    for name, pts in sorted(points.items()):
-        candidates = [images / name, *sorted(images.glob(f"{Path(name).stem}.*"))]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            raise UserError(f"{args.points}: image '{name}' is not in {images}")
-        labels = weak_labels(read_image(path), pts, args.method, image_name=name, **options)
-        with atomic_write(out / f"{Path(name).stem}.tif", "wb") as f:
-            tifffile.imwrite(f, labels.astype(np.uint16 if labels.max() < 2**16 else np.uint32))
-        print(f"{name}: {int(labels.max())} objects from {len(pts)} points")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="seg-bench", description=__doc__)
     parser.add_argument(
-        "--plugin", dest="plugins", action="append", default=[], metavar="MODULE_OR_FILE",
+        "--plugin",
+        dest="plugins",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
         help=PLUGIN_HELP,
-    )  # fmt: skip
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("models", help="list registered architectures").set_defaults(func=cmd_models)
@@ -283,9 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_file_commands(sub)
     for command in sub.choices.values():  # --plugin may also follow the command
         command.add_argument(
-            "--plugin", dest="command_plugins", action="append", default=argparse.SUPPRESS,
-            metavar="MODULE_OR_FILE", help=PLUGIN_HELP,
-        )  # fmt: skip
+            "--plugin",
+            dest="command_plugins",
+            action="append",
+            default=argparse.SUPPRESS,
+            metavar="MODULE_OR_FILE",
+            help=PLUGIN_HELP,
+        )
     return parser
 
 
@@ -443,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             load_plugins([*args.plugins, *getattr(args, "command_plugins", [])])
             check_outputs(args)
+            args.runs_dir = RUNS_DIR or runs_dir()
             return args.func(args)
     except UserError as e:
         if debug():

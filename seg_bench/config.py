@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -21,10 +22,15 @@ from typing import Any
 import yaml
 
 from seg_bench.errors import UserError
-from seg_bench.registry import DATASETS, LABEL_SOURCES, LOSSES, OPTIMIZERS
+from seg_bench.registry import AUGMENT_PRESETS, DATASETS, LABEL_SOURCES, LOSSES, OPTIMIZERS
 
 PROFILES = ("smoke", "cpu", "paper")
 SCHEDULES = (None, "cosine", "plateau")
+# Lightning's precision names and short aliases (it lists them only privately, in
+# lightning.fabric.connector._PRECISION_INPUT; tests/test_cli_errors.py checks these against
+# it), after seg-bench's own "auto" (seg_bench/training/precision.py picks one per machine).
+PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
+PRECISION_ALIASES = ("32", "16", "bf16", "64")
 
 
 @dataclass
@@ -107,10 +113,19 @@ class RunConfig:
             raise UserError(f"unknown schedule '{self.schedule}'. Known: none, cosine, plateau")
         LOSSES.require(self.loss)
         OPTIMIZERS.require(self.optimizer)
-        try:
-            LABEL_SOURCES.require(self.labels)
-        except UserError as e:
-            raise UserError(f"--labels: {e}") from None
+        for option, registry, name in (
+            ("--labels", LABEL_SOURCES, self.labels),
+            ("--augment", AUGMENT_PRESETS, self.augment),
+        ):
+            try:
+                registry.require(name)
+            except UserError as e:
+                raise UserError(f"{option}: {e}") from None
+        check_choice("--precision", self.precision, PRECISIONS + PRECISION_ALIASES)
+        if self.strategy != "auto":  # Lightning's import is slow: only for a strategy to check
+            from lightning.pytorch.strategies import StrategyRegistry
+
+            check_choice("--strategy", self.strategy, StrategyRegistry.available_strategies())
         return self
 
     def inference_window(self, patch_size: int) -> int:
@@ -119,6 +134,15 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def check_choice(option: str, value: Any, known: list[str] | tuple[str, ...]) -> None:
+    """A one-line UserError unless ``str(value)`` is one of ``known`` (closest name as a hint)."""
+    if str(value) in known:
+        return
+    close = difflib.get_close_matches(str(value), known, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise UserError(f"{option} {value}: not a known value; {hint}known: {', '.join(known)}")
 
 
 def profile_file(dataset: str, config: str | os.PathLike | None = None) -> Traversable:
@@ -207,8 +231,6 @@ def resolve_config(
     known = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        import difflib
-
         hints = [
             f"'{k}' -> '{close[0]}'"
             for k in unknown

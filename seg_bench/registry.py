@@ -1,4 +1,4 @@
-"""One registry mechanism for everything chosen by name: models, datasets, losses, optimizers.
+"""One registry for everything chosen by name: models, datasets, losses, optimizers, presets.
 
 Each registry knows the package that holds its built-in entries and imports it on first use,
 so configuration can check a name without importing torch models or datasets, and no module
@@ -19,6 +19,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from seg_bench.errors import UserError
+from seg_bench.plugins import plugin_import
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,10 @@ class Registry:
         if not self.entry_point_group:
             return
         for ep in entry_points(group=self.entry_point_group):
-            obj = ep.load()
+            dist = ep.dist.name if ep.dist else "its package"
+            what = f"plug-in {ep.value} (entry point '{ep.name}' of {dist})"
+            with plugin_import(what, f"fix it or `pip uninstall {dist}`"):
+                obj = ep.load()
             if callable(obj) and ep.name not in self._entries:
                 self.register(ep.name)(obj)
 
@@ -142,3 +146,4 @@ DATASETS = Registry("dataset", "seg_bench.data.datasets", entry_point_group="seg
 LOSSES = Registry("loss", "seg_bench.training.losses")
 OPTIMIZERS = Registry("optimizer", "seg_bench.training.optimizers")
 LABEL_SOURCES = Registry("label source", "seg_bench.labels.source")
+AUGMENT_PRESETS = Registry("augmentation preset", "seg_bench.data.augment.presets")

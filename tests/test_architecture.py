@@ -25,7 +25,7 @@ STAGES = [
     ("evaluation",),
     ("search",),
     ("protocol",),
-    ("cli", "console", "__init__", "__main__"),
+    ("cli", "commands", "console", "__init__", "__main__"),
 ]
 LEVEL = {name: i for i, names in enumerate(STAGES) for name in names}
 MAX_MODULE_LINES = 450

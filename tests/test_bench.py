@@ -1,4 +1,4 @@
-"""The protocol end to end on the smoke profile: records, resume, leaderboard, plug-in models."""
+"""The protocol end to end on the smoke profile: records, resume, leaderboard, user errors."""
 
 import csv
 import json
@@ -15,7 +15,9 @@ from seg_bench.protocol.bench import bench
 from seg_bench.protocol.records import load_records, record_path_for
 
 
-# The README's recipe for adding an architecture: one registered function, nothing else edited.
+# A model small enough for the protocol tests below, registered in-process. The README's recipe
+# itself (a user's file through --plugin, $SEG_BENCH_PLUGINS or an entry point, run by the
+# command) is proven in tests/test_plugins.py.
 @MODELS.register("toy_fcn", "two 3x3 convolutions (test-only)")
 def toy_fcn(in_channels: int = 1, classes: int = 1, width: float = 1.0) -> nn.Module:
     c = max(4, int(16 * width))

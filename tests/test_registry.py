@@ -55,7 +55,7 @@ def test_entry_point_plugins_are_loaded(monkeypatch):
     import seg_bench.registry as registry
 
     class FakeEP:
-        name = "plugged"
+        name, value, dist = "plugged", "fake_module:plugged", None  # as importlib.metadata's
 
         def load(self):
             return lambda in_channels=1, classes=1, width=1.0: nn.Conv2d(in_channels, classes, 1)

@@ -26,10 +26,16 @@ from seg_bench.labels.quality import label_quality
 from seg_bench.labels.region import region_growing_labels
 from seg_bench.registry import LABEL_SOURCES
 
-__all__ = ["METHODS", "ManualLabels", "WeakLabels", "weak_labels"]
+__all__ = ["METHODS", "ManualLabels", "WeakLabels", "method_options", "weak_labels"]
 
 METHODS = {"floodfill": flood_fill_labels, "region": region_growing_labels}
 CLICK_OPTIONS = ("mode", "jitter", "drop_fraction")  # for click_points_from_instances
+
+
+def method_options(method: str) -> list[str]:
+    """The keyword options of weak-label ``method`` (one of ``METHODS``), e.g. ``threshold``."""
+    skip = ("image", "points", "return_used")
+    return [p for p in inspect.signature(METHODS[method]).parameters if p not in skip]
 
 
 def weak_labels(
@@ -95,11 +101,7 @@ class WeakLabels:
         self.method = METHODS[method]
         options = dict(options or {})
         self.click = {k: options.pop(k) for k in CLICK_OPTIONS if k in options}
-        self.method_options = [
-            p
-            for p in inspect.signature(self.method).parameters
-            if p not in ("image", "points", "return_used")
-        ]
+        self.method_options = method_options(method)
         unknown = sorted(set(options) - set(self.method_options))
         if unknown:
             raise UserError(

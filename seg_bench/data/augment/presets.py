@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,7 @@ from seg_bench.data.augment.transforms import (
     SegmentationCompose,
 )
 from seg_bench.errors import UserError
+from seg_bench.registry import AUGMENT_PRESETS
 
 # --- the presets -------------------------------------------------------------------------------
 
@@ -209,5 +211,11 @@ def presets_table() -> str:
             lines.append(f"    {s.name:<10} {s.cls.__name__:<24} {args}")
     return "\n".join(lines)
 
+
+# Registered by name, so RunConfig.validate checks --augment without importing albumentations.
+for _name, _steps in PRESETS.items():
+    AUGMENT_PRESETS.register(_name, ", ".join(s.name for s in _steps) or "no augmentation")(
+        functools.partial(build_augment, _name)
+    )
 
 __doc__ = (__doc__ or "").replace("{table}", presets_table())

@@ -1,0 +1,284 @@
+"""What each `seg-bench` command does, given its parsed arguments (seg_bench/cli.py parses them).
+
+A command checks the values only it knows the meaning of (a folder that must exist, a method
+name) before it reads or writes anything; the run options are checked by RunConfig.validate.
+``args.runs_dir`` is set by ``cli.main`` ($SEG_BENCH_RUNS, else ./runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seg_bench.errors import UserError
+
+# The RunConfig fields that the run options (cli.add_run_options) set.
+RUN_OPTIONS = (
+    "root config_file max_epochs lr optimizer weight_decay schedule loss batch_size patch_size "
+    "width augment labels precision accelerator devices num_nodes strategy tta logger"
+).split()
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as a dict (values parsed as YAML, keys with ``_``)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--set expects KEY=VALUE, got '{item}'")
+        key, value = item.split("=", 1)
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def existing_folder(option: str, value: str | None, what: str) -> Path | None:
+    """``value`` as a Path if it is None or a folder; else a one-line UserError for ``option``."""
+    if value is None or Path(value).is_dir():
+        return None if value is None else Path(value)
+    found = "is a file" if Path(value).exists() else "folder not found"
+    raise UserError(f"{option} {value}: {found}; give {what}")
+
+
+def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunConfig overrides the run options and ``--set`` of train, bench or search give."""
+    existing_folder("--root", args.root, "the dataset's folder")
+    out = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k, None) is not None}
+    if "devices" in out and str(out["devices"]).isdigit():
+        out["devices"] = int(out["devices"])
+    out.update(parse_set(args.set))
+    return out
+
+
+def results_dir(args: argparse.Namespace) -> Path:
+    return Path(args.results_dir) if args.results_dir else args.runs_dir / "results"
+
+
+def leaderboard_dir(args: argparse.Namespace, results: Path) -> Path:
+    """--leaderboard-dir, else beside the records: never the checkout's committed tables."""
+    return Path(args.leaderboard_dir) if args.leaderboard_dir else results / "leaderboards"
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from seg_bench.registry import MODELS
+
+    for name in MODELS.names():
+        print(f"{name:24s} {MODELS.describe(name)}")
+    for fam in MODELS.families():
+        print(f"{fam.prefix + '<...>':24s} {fam.description}")
+        print(f"{'':24s} e.g. {', '.join(fam.examples)}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from seg_bench.registry import DATASETS
+
+    for name in DATASETS.names():
+        print(f"{name:12s} {DATASETS.describe(name)}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from seg_bench.config import resolve_config
+    from seg_bench.protocol.bench import run_one
+    from seg_bench.protocol.records import record_path_for
+
+    cfg = resolve_config(
+        args.dataset, args.model, args.profile, seed=args.seed, **run_overrides(args)
+    )
+    results = results_dir(args)
+    record = run_one(
+        cfg,
+        results,
+        args.runs_dir,
+        force=args.force,
+        run_dir=Path(args.run_dir) if args.run_dir else None,
+        command="train",
+        progress=True,
+        project=args.project,
+        log_model=args.log_model,
+    )
+    if record is None:  # under DDP only rank 0 tests and reports
+        return 0
+    print(f"best checkpoint: {record['checkpoint']}")
+    print("test: " + ", ".join(f"{k} {v:.4f}" for k, v in record["metrics"]["overall"].items()))
+    print(f"result record: {record_path_for(results, cfg)}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from seg_bench.protocol.bench import bench
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    results = results_dir(args)
+    bench(
+        args.dataset,
+        models=models,
+        profile=args.profile,
+        seeds=args.seeds,
+        results_dir=results,
+        runs_dir=args.runs_dir,
+        leaderboard_dir=leaderboard_dir(args, results),
+        force=args.force,
+        overrides=run_overrides(args),
+        trials=args.trials,
+        log_model=args.log_model,
+        project=args.project,
+    )
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from seg_bench import search
+    from seg_bench.registry import MODELS
+
+    MODELS.require(args.model)
+    overrides = run_overrides(args)
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.trials is None and not args.show:
+        raise UserError(
+            "--trials N is required (the number of finished trials the study should hold); "
+            "--show alone prints an existing study"
+        )
+    if args.trials is None:
+        study, url = search.load(
+            args.dataset, args.model, args.profile, args.storage, args.study, args.runs_dir
+        )
+        print(search.show(study, search.mask_url(url)))
+        return 0
+    result = search.run_search(
+        args.dataset,
+        args.model,
+        args.trials,
+        args.profile,
+        storage=args.storage,
+        study_name=args.study,
+        timeout=args.timeout,
+        space=args.space,
+        pruner=args.pruner,
+        overrides=overrides,
+        runs_dir=args.runs_dir,
+        heartbeat_s=args.heartbeat,
+        project=args.project,
+        log_model=args.log_model,
+    )
+    if args.show:
+        print(search.show(result.study, result.storage))
+    else:
+        print(search.trials_table(result.study))
+    print(search.describe_best(result))
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from seg_bench.config import PROFILES, check_choice
+    from seg_bench.protocol.report import write_leaderboard
+
+    if args.profile is not None:
+        check_choice("--profile", args.profile, PROFILES)
+    results = results_dir(args)
+    out = leaderboard_dir(args, results)
+    board = write_leaderboard(
+        args.dataset, results, out, by=args.by, profile=args.profile, force=args.force
+    )
+    print(board)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    if args.action == "download":
+        from seg_bench.data.download import download
+
+        print(f"{args.name}: ready in {download(args.name, args.root, force=args.force)}")
+        return 0
+    from seg_bench.data.check import check_dataset, format_summary
+
+    existing_folder("--root", args.root, f"the {args.name} dataset's folder")
+    print(format_summary(check_dataset(args.name, args.root)))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from seg_bench.inference.predict import predict_path
+
+    done = predict_path(
+        args.checkpoint,
+        args.input,
+        args.output,
+        tta=args.tta,
+        instances=args.instances,
+        overlap=args.overlap,
+        dsb_csv=args.dsb_csv,
+        device=args.device,
+        stack=args.stack,
+    )
+    for path in done.files:
+        print(f"wrote {path}")
+    print(f"predicted {len(done.names)} image(s); {len(done.files)} file(s) in {args.output}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from seg_bench.evaluation.score import format_score, score
+
+    existing_folder("--root", args.root, "the --dataset folder (for image sizes)")
+    result = score(
+        Path(args.pred),
+        Path(args.truth),
+        kind=args.kind,
+        dataset=args.dataset,
+        positive=args.positive,
+        root=args.root,
+    )
+    print(json.dumps(result, indent=1) if args.json else format_score(result))
+    return 0
+
+
+def check_weak_label_method(method: str, options: dict[str, Any]) -> None:
+    """``--method`` and the ``--set``/``--threshold`` names, before any image is read."""
+    from seg_bench.labels.source import METHODS, method_options
+
+    if method not in METHODS:
+        close = difflib.get_close_matches(method, METHODS, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise UserError(f"--method {method}: unknown; {hint}choose {' or '.join(METHODS)}")
+    known = method_options(method)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise UserError(
+            f"--set {', '.join(unknown)}: not an option of --method {method}; "
+            f"known: {', '.join(known)}"
+        )
+
+
+def cmd_weak_labels(args: argparse.Namespace) -> int:
+    import numpy as np
+    import tifffile
+
+    from seg_bench.data.io import read_image
+    from seg_bench.io import atomic_write
+    from seg_bench.labels import read_points_csv, weak_labels
+
+    images = existing_folder(
+        "--images", args.images, f"the folder holding the images {args.points} names"
+    )
+    options = parse_set(args.set)
+    if args.threshold is not None:
+        options["threshold"] = args.threshold
+    check_weak_label_method(args.method, options)
+    points = read_points_csv(args.points)
+    out = Path(args.output)
+    for name, pts in sorted(points.items()):
+        candidates = [images / name, *sorted(images.glob(f"{Path(name).stem}.*"))]
+        path = next((p for p in candidates if p.is_file()), None)
+        if path is None:
+            raise UserError(f"{args.points}: image '{name}' is not in {images}")
+        labels = weak_labels(read_image(path), pts, args.method, image_name=name, **options)
+        with atomic_write(out / f"{Path(name).stem}.tif", "wb") as f:
+            tifffile.imwrite(f, labels.astype(np.uint16 if labels.max() < 2**16 else np.uint32))
+        print(f"{name}: {int(labels.max())} objects from {len(pts)} points")
+    return 0
