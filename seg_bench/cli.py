@@ -204,7 +204,7 @@ def cmd_predict(args) -> int:
 
     names = predict_path(
         args.checkpoint, args.input, args.output, tta=args.tta, instances=args.instances,
-        overlap=args.overlap, dsb_csv=args.dsb_csv, device=args.device,
+        overlap=args.overlap, dsb_csv=args.dsb_csv, device=args.device, engine=args.engine,
     )  # fmt: skip
     print(f"wrote predictions for {len(names)} image(s) to {args.output}")
     return 0
@@ -243,6 +243,37 @@ def cmd_weak_labels(args) -> int:
         with atomic_write(out / f"{Path(name).stem}.tif", "wb") as f:
             tifffile.imwrite(f, labels.astype(np.uint16 if labels.max() < 2**16 else np.uint32))
         print(f"{name}: {int(labels.max())} objects from {len(pts)} points")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from seg_bench.inference.export import export_checkpoint, parse_formats
+    from seg_bench.inference.model_card import best_record
+    from seg_bench.protocol.records import load_records, read_record
+    from seg_bench.protocol.report import COLUMNS, bootstrap_cis
+
+    formats = parse_formats(args.format)
+    record = read_record(Path(args.record)) if args.record else None
+    if args.best:
+        if not args.dataset:
+            raise UserError("--best needs --dataset NAME (the leaderboard to take the model from)")
+        results = Path(args.results_dir) if args.results_dir else RUNS_DIR / "results"
+        record = best_record(load_records(results, args.dataset), args.dataset)
+    checkpoint = args.checkpoint or (record or {}).get("checkpoint")
+    if not checkpoint:
+        raise UserError("export needs --checkpoint PATH, or --best --dataset NAME (or --record)")
+    if record:
+        overall = record["metrics"].get("overall", {})
+        record["ci"] = bootstrap_cis([record], [k for k, _ in COLUMNS if k in overall])
+    sample = None
+    if args.sample:
+        from seg_bench.data.io import read_image
+
+        sample = read_image(Path(args.sample))
+    done = export_checkpoint(
+        checkpoint, args.output, formats, force=args.force, record=record, sample=sample
+    )
+    print("\n".join([r.line() for r in done] + [f"written to {args.output}"]))
     return 0
 
 
@@ -325,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap", type=float, default=0.25)
     p.add_argument("--dsb-csv", help="also write a Kaggle DSB 2018 submission CSV here")
     p.add_argument("--device", default="auto", help="auto (the GPU if present) | cpu | cuda")
+    p.add_argument(
+        "--engine", default="torch", choices=["torch", "onnxruntime"],
+        help="onnxruntime: run an exported model.onnx (or its folder) on the CPU",
+    )  # fmt: skip
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("score", help="score predictions against ground truth")
@@ -351,6 +386,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leaderboard-dir", default="leaderboards")
     p.add_argument("--by", choices=["labels"], help="labels: the label-source study's tables")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("export", help="ONNX / TorchScript / bioimage.io package + model card")
+    p.add_argument("--checkpoint", help="a seg-bench checkpoint (default: the record's)")
+    p.add_argument("--format", default="onnx,torchscript,bioimageio", help="comma-separated")
+    p.add_argument("--output", required=True, help="folder to write (replaced atomically)")
+    p.add_argument("--record", help="the run's result record: metrics and CI for the card")
+    p.add_argument("--best", action="store_true", help="the best model of --dataset (by val)")
+    p.add_argument("--dataset", help="with --best")
+    p.add_argument("--results-dir", help="with --best; default: runs/results")
+    p.add_argument("--sample", help="image for the package's test tensors and cover")
+    p.add_argument("--force", action="store_true", help="replace a folder holding another model")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

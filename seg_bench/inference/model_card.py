@@ -215,3 +215,34 @@ def write_model_card(
 ) -> None:
     with atomic_write(path, "w") as f:
         f.write(model_card(meta, results, record))
+
+
+VALIDATION_KEY = "val/iou"  # what checkpointing maximises (training/trainer.py)
+
+
+def best_record(records: list[dict[str, Any]], dataset: str) -> dict[str, Any]:
+    """The leaderboard's best model chosen on validation only: the model with the best mean
+    ``val/iou`` over its seeds (manual labels), then that model's seed with the best
+    ``val/iou``. Test scores play no part, so the choice does not leak the test split."""
+    from seg_bench.errors import UserError
+
+    scored = [
+        r
+        for r in records
+        if r.get("labels", "manual") == "manual"
+        and isinstance(r.get("best_val"), dict)
+        and VALIDATION_KEY in r["best_val"]
+    ]
+    if not scored:
+        raise UserError(
+            f"--best --dataset {dataset}: no result records with a validation score; "
+            f"run `seg-bench bench --dataset {dataset}` first (or check --results-dir)"
+        )
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for r in scored:
+        by_model.setdefault(r["model"], []).append(r)
+    model = max(
+        sorted(by_model),
+        key=lambda m: np.mean([r["best_val"][VALIDATION_KEY] for r in by_model[m]]),
+    )
+    return max(by_model[model], key=lambda r: (r["best_val"][VALIDATION_KEY], -r["seed"]))

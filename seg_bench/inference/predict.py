@@ -77,10 +77,19 @@ def predict_path(
     dsb_csv: str | Path | None = None,
     postprocess_options: dict | None = None,
     device: str = "auto",
+    engine: str = "torch",
 ) -> list[str]:
-    task = load_checkpoint(checkpoint)
-    task.model.to(inference_device(device))
-    hp = task.hparams
+    if engine == "onnxruntime":  # an exported model.onnx (inference/export.py) on the CPU
+        from seg_bench.inference.onnx_engine import OnnxRuntimeModel
+
+        net = OnnxRuntimeModel(checkpoint)
+        hp = net.hparams
+    elif engine == "torch":
+        task = load_checkpoint(checkpoint)
+        net = task.model.to(inference_device(device))
+        hp = task.hparams
+    else:
+        raise UserError(f"--engine {engine!r}: choose torch or onnxruntime")
     post = PostprocessConfig.from_dict(
         {**(hp.get("postprocess") or {}), **(postprocess_options or {})}
     )
@@ -90,7 +99,7 @@ def predict_path(
     for name, image in iter_inputs(Path(input_path)):
         x = normalize_percentile(_match_channels(image, hp["in_channels"], name))
         x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
-        logits = predict_logits(task.model, x, window=hp.get("window"), overlap=overlap, tta=tta)[0]
+        logits = predict_logits(net, x, window=hp.get("window"), overlap=overlap, tta=tta)[0]
         prob = probabilities(logits)
         if prob.ndim == 3:  # multi-class: the probability of "not background"
             prob = 1.0 - prob[0]
