@@ -32,7 +32,7 @@ from seg_bench.io import atomic_write
 
 TEST_TILE = 256  # largest side of the test tensors (cropped from the sample image)
 EPS = 1e-6  # scale_range's eps, the same 1e-6 floor normalize_percentile uses
-ARCHITECTURE = '''"""Builds the network of this package's pytorch_state_dict weights (needs seg-bench:
+ARCHITECTURE = '''"""The network of this package's pytorch_state_dict weights (needs seg-bench:
 pip install seg-bench)."""
 
 from seg_bench.models import create_model
@@ -69,15 +69,19 @@ def test_tile(image: np.ndarray, in_channels: int, multiple: int, least: int) ->
         image = np.repeat(image.mean(-1, keepdims=True), in_channels, -1)
     largest = max(least, TEST_TILE // multiple * multiple)
     sizes = [min(max(n // multiple * multiple, least), largest) for n in image.shape[:2]]
-    pad = [((s - n) // 2, s - n - (s - n) // 2) if s > n else (0, 0) for s, n in zip(sizes, image.shape[:2])]
+    pad = [
+        ((s - n) // 2, s - n - (s - n) // 2) if s > n else (0, 0)
+        for s, n in zip(sizes, image.shape[:2], strict=True)
+    ]
     image = np.pad(image, [*pad, (0, 0)], mode="reflect")
-    top, left = ((n - s) // 2 for s, n in zip(sizes, image.shape[:2]))
+    top, left = ((n - s) // 2 for s, n in zip(sizes, image.shape[:2], strict=True))
     tile = image[top : top + sizes[0], left : left + sizes[1]]
     return np.ascontiguousarray(tile.transpose(2, 0, 1)[None])
 
 
 def scale_range(x: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
-    """bioimage.io's ``scale_range`` over (y, x) per channel: (x - p_low) / (p_high - p_low + eps)."""
+    """bioimage.io's ``scale_range`` over (y, x) per channel:
+    (x - p_low) / (p_high - p_low + eps)."""
     lo = np.percentile(x, low, axis=(2, 3), keepdims=True)
     hi = np.percentile(x, high, axis=(2, 3), keepdims=True)
     return ((x - lo) / (hi - lo + EPS)).astype(np.float32)
@@ -110,20 +114,8 @@ def _axes(n_channels: int, names: list[str], size: dict[str, Any] | None, halo: 
     return axes
 
 
-def rdf(meta, results, record, out_channels: int, least: int) -> dict[str, Any]:
-    hp, geo = meta["hparams"], meta["geometry"]
-    multiple = geo["multiple"]
-    # A tiler should discard a border of about a quarter of the smallest valid tile.
-    halo = max(1, least // 4)
-    classes = ["foreground"] if out_channels == 1 else [f"class{k}" for k in range(out_channels)]
-    post = (
-        [{"id": "sigmoid"}]
-        if out_channels == 1
-        else [{"id": "softmax", "kwargs": {"axis": "channel"}}]
-    )
-    info = dataset_info(record.get("dataset") if record else None)
-    done = {r.format: r for r in results if not r.error}
-    dataset = record.get("dataset", "unknown data") if record else "unknown data"
+def _weights(hp: dict[str, Any], done: dict[str, Exported], out_channels: int) -> dict:
+    """The state dict (with the code that builds its network) and the verified exports."""
     weights: dict[str, Any] = {
         "pytorch_state_dict": {
             "source": "weights.pt",
@@ -153,6 +145,20 @@ def rdf(meta, results, record, out_channels: int, least: int) -> dict[str, Any]:
             "opset_version": OPSET,
             "parent": "pytorch_state_dict",
         }
+    return weights
+
+
+def rdf(meta, results, record, out_channels: int, least: int) -> dict[str, Any]:
+    hp, geo = meta["hparams"], meta["geometry"]
+    multiple = geo["multiple"]
+    # A tiler should discard a border of about a quarter of the smallest valid tile.
+    halo = max(1, least // 4)
+    classes = ["foreground"] if out_channels == 1 else [f"class{k}" for k in range(out_channels)]
+    post = [{"id": "softmax", "kwargs": {"axis": "channel"}}] if out_channels > 1 else None
+    info = dataset_info(record.get("dataset") if record else None)
+    done = {r.format: r for r in results if not r.error}
+    dataset = record.get("dataset", "unknown data") if record else "unknown data"
+    weights = _weights(hp, done, out_channels)
     from bioimageio.spec.model.v0_5 import ModelDescr
 
     return {
@@ -177,15 +183,24 @@ def rdf(meta, results, record, out_channels: int, least: int) -> dict[str, Any]:
         "inputs": [
             {
                 "id": "raw",
-                "axes": _axes(int(hp.get("in_channels", 1)), [f"c{i}" for i in range(8)],
-                              {"min": least, "step": multiple}, None),
+                "axes": _axes(
+                    int(hp.get("in_channels", 1)),
+                    [f"c{i}" for i in range(8)],
+                    {"min": least, "step": multiple},
+                    None,
+                ),
                 "test_tensor": {"source": "test_input.npy"},
                 "data": {"type": "float32"},
                 "preprocessing": [
-                    {"id": "scale_range", "kwargs": {
-                        "axes": ["y", "x"], "min_percentile": 1.0, "max_percentile": 99.8,
-                        "eps": EPS,
-                    }},
+                    {
+                        "id": "scale_range",
+                        "kwargs": {
+                            "axes": ["y", "x"],
+                            "min_percentile": 1.0,
+                            "max_percentile": 99.8,
+                            "eps": EPS,
+                        },
+                    },
                 ],
             }  # fmt: skip
         ],
@@ -195,7 +210,7 @@ def rdf(meta, results, record, out_channels: int, least: int) -> dict[str, Any]:
                 "axes": _axes(out_channels, classes, None, halo),
                 "test_tensor": {"source": "test_output.npy"},
                 "data": {"type": "float32"},
-                "postprocessing": post,
+                "postprocessing": post or [{"id": "sigmoid"}],
             }
         ],
         "weights": weights,

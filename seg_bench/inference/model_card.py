@@ -146,8 +146,7 @@ def _architecture(meta: dict[str, Any], record: dict[str, Any] | None) -> list[s
         "",
         f"`{hp['model']}`: {MODELS.describe(hp['model'])}. Width {hp.get('width', 1.0)}, "
         f"options {hp.get('model_options') or {}}, {hp.get('in_channels', 1)} input channel(s), "
-        f"{hp.get('num_classes', 2)} classes"
-        + (f", {params:,} parameters." if params else "."),
+        f"{hp.get('num_classes', 2)} classes" + (f", {params:,} parameters." if params else "."),
         f"Input: float32 N,C,H,W after percentile normalisation (1 and 99.8 % per channel); "
         f"exported graphs need H and W multiples of {geo['multiple']} (at least "
         f"{max(geo['multiple'], geo['min_size'])}): pad ({geo['pad_mode']}) and crop back.",

@@ -60,7 +60,9 @@ def make_record(cfg: RunConfig, result, evaluation: dict[str, Any]) -> dict[str,
         "epochs": result.epochs,
         "best_val": result.best_val,
         # Where the weights are, for `export --best` (read from here, never rebuilt from names).
-        "checkpoint": str(Path(result.best_checkpoint).resolve()) if result.best_checkpoint else None,
+        "checkpoint": str(Path(result.best_checkpoint).resolve())
+        if result.best_checkpoint
+        else None,
         "hardware": hardware(),
         "precision": resolve_precision(cfg.precision, cfg.accelerator),
         "versions": provenance.versions(),
