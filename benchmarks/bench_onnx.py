@@ -55,8 +55,17 @@ def _measure(engine: str, name: str, width: float, onnx: str, size: int, repeats
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    q.put((size * size / 1e6 / statistics.median(times), peak))
+    q.put((size * size / 1e6 / statistics.median(times), peak_rss_mib()))
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak RSS (VmHWM). ru_maxrss would not do: Linux carries the parent's
+    peak over fork and exec, so every child would report the exporting parent's."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(engine, name, width, onnx, size, repeats) -> tuple[float, float]:
