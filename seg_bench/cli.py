@@ -14,6 +14,7 @@ from seg_bench.commands import (
     cmd_bench,
     cmd_data,
     cmd_datasets,
+    cmd_export,
     cmd_leaderboard,
     cmd_models,
     cmd_predict,
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("datasets", help="list registered datasets").set_defaults(func=cmd_datasets)
     add_training_commands(sub)
     add_file_commands(sub)
+    add_export_command(sub)
     for command in sub.choices.values():  # --plugin may also follow the command
         command.add_argument(
             "--plugin",
@@ -215,6 +217,12 @@ def add_file_commands(sub: Any) -> None:
         choices=["auto", "cpu", "cuda", "gpu"],
         help="auto (the GPU if present) | cpu | cuda",
     )
+    p.add_argument(
+        "--engine",
+        default="torch",
+        choices=["torch", "onnxruntime"],
+        help="onnxruntime: run an exported model.onnx (or its folder) on the CPU",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("score", help="score predictions against ground truth")
@@ -289,3 +297,17 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def add_export_command(sub: Any) -> None:
+    p = sub.add_parser("export", help="ONNX / TorchScript / bioimage.io package + model card")
+    p.add_argument("--checkpoint", help="a seg-bench checkpoint (default: the record's)")
+    p.add_argument("--format", default="onnx,torchscript,bioimageio", help="comma-separated")
+    p.add_argument("--output", required=True, help="folder to write (replaced atomically)")
+    p.add_argument("--record", help="the run's result record: metrics and CI for the card")
+    p.add_argument("--best", action="store_true", help="the best model of --dataset (by val)")
+    p.add_argument("--dataset", help="with --best")
+    p.add_argument("--results-dir", help="with --best; default: runs/results")
+    p.add_argument("--sample", help="image for the package's test tensors and cover")
+    p.add_argument("--force", action="store_true", help="replace a folder holding another model")
+    p.set_defaults(func=cmd_export)

@@ -215,6 +215,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         dsb_csv=args.dsb_csv,
         device=args.device,
         stack=args.stack,
+        engine=args.engine,
     )
     for path in done.files:
         print(f"wrote {path}")
@@ -281,4 +282,34 @@ def cmd_weak_labels(args: argparse.Namespace) -> int:
         with atomic_write(out / f"{Path(name).stem}.tif", "wb") as f:
             tifffile.imwrite(f, labels.astype(np.uint16 if labels.max() < 2**16 else np.uint32))
         print(f"{name}: {int(labels.max())} objects from {len(pts)} points")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from seg_bench.inference.export import export_checkpoint, parse_formats
+    from seg_bench.inference.model_card import best_record
+    from seg_bench.protocol.records import load_records, read_record
+    from seg_bench.protocol.report import COLUMNS, bootstrap_cis
+
+    formats = parse_formats(args.format)
+    record = read_record(Path(args.record)) if args.record else None
+    if args.best:
+        if not args.dataset:
+            raise UserError("--best needs --dataset NAME (the leaderboard to take the model from)")
+        record = best_record(load_records(results_dir(args), args.dataset), args.dataset)
+    checkpoint = args.checkpoint or (record or {}).get("checkpoint")
+    if not checkpoint:
+        raise UserError("export needs --checkpoint PATH, or --best --dataset NAME (or --record)")
+    if record:
+        overall = record["metrics"].get("overall", {})
+        record["ci"] = bootstrap_cis([record], [k for k, _ in COLUMNS if k in overall])
+    sample = None
+    if args.sample:
+        from seg_bench.data.io import read_image
+
+        sample = read_image(Path(args.sample))
+    done = export_checkpoint(
+        checkpoint, args.output, formats, force=args.force, record=record, sample=sample
+    )
+    print("\n".join([r.line() for r in done] + [f"written to {args.output}"]))
     return 0

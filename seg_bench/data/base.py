@@ -227,6 +227,11 @@ class SegmentationDataModule(L.LightningDataModule):
     default_patch_size = 256
     # Folder under $SEG_BENCH_DATA read when no --root is given; None for generated datasets.
     subdir: str | None = None
+    # Travel with exported models (inference/model_card.py): (text, DOI), license, and whether
+    # the data's terms forbid commercial use (then so do weights trained on it).
+    citation: tuple[str, str] | None = None
+    data_license = "unknown: see the dataset's own terms"
+    research_only = True
 
     def __init__(
         self,

@@ -122,6 +122,19 @@ def _label_dtype(labels: np.ndarray) -> type:
     return np.uint16 if labels.max(initial=0) < 2**16 else np.uint32
 
 
+def _load_network(checkpoint, engine: str, device: str):
+    """The network and its hyper-parameters, from a checkpoint (torch) or an ONNX file."""
+    if engine == "onnxruntime":
+        from seg_bench.inference.onnx_engine import OnnxRuntimeModel
+
+        net = OnnxRuntimeModel(checkpoint)
+        return net, net.hparams
+    if engine == "torch":
+        task = load_checkpoint(checkpoint)
+        return task.model.to(inference_device(device)), task.hparams
+    raise UserError(f"--engine {engine!r}: choose torch or onnxruntime")
+
+
 def predict_path(
     checkpoint: str | Path,
     input_path: str | Path,
@@ -133,14 +146,14 @@ def predict_path(
     postprocess_options: dict | None = None,
     device: str = "auto",
     stack: bool = False,
+    engine: str = "torch",
 ) -> Predictions:
-    """Predict every image; ``stack=True`` writes a TIFF stack's pages as one multi-page file."""
+    """Predict every image; ``stack=True`` writes a TIFF stack's pages as one multi-page file;
+    ``engine="onnxruntime"`` runs an exported model.onnx (inference/export.py) on the CPU."""
     out = Path(output_dir)
     _check_outputs(out, dsb_csv, overlap)
     files = input_files(Path(input_path))
-    task = load_checkpoint(checkpoint)
-    task.model.to(inference_device(device))
-    hp = task.hparams
+    net, hp = _load_network(checkpoint, engine, device)
     post = PostprocessConfig.from_dict(
         {**(hp.get("postprocess") or {}), **(postprocess_options or {})}
     )
@@ -153,9 +166,7 @@ def predict_path(
             name = f.stem if len(pages) == 1 else f"{f.stem}_z{z:04d}"
             x = normalize_percentile(_match_channels(image, hp["in_channels"], str(f)))
             x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
-            logits = predict_logits(
-                task.model, x, window=hp.get("window"), overlap=overlap, tta=tta
-            )[0]
+            logits = predict_logits(net, x, window=hp.get("window"), overlap=overlap, tta=tta)[0]
             prob = probabilities(logits)
             if prob.ndim == 3:  # multi-class: the probability of "not background"
                 prob = 1.0 - prob[0]

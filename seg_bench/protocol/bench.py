@@ -61,12 +61,15 @@ def make_record(cfg: RunConfig, result, evaluation: dict[str, Any]) -> dict[str,
         "profile": cfg.profile,
         "config": cfg.to_dict(),
         "config_key": config_key(cfg),
-        "checkpoint": None if result.best_checkpoint is None else str(result.best_checkpoint),
         "data": dm.describe(),
         "params": sum(p.numel() for p in result.task.model.parameters()),
         "train_time_s": result.train_time_s,
         "epochs": result.epochs,
         "best_val": result.best_val,
+        # Where the weights are, for `export --best` (read from here, never rebuilt from names).
+        "checkpoint": None
+        if result.best_checkpoint is None
+        else str(Path(result.best_checkpoint).resolve()),
         "hardware": hardware(),
         "precision": resolve_precision(cfg.precision, cfg.accelerator),
         "versions": provenance.versions(),

@@ -112,6 +112,13 @@ class DSB2018(SegmentationDataModule):
     """DSB 2018 stage 1 nuclei; instance masks from one PNG per nucleus."""
 
     name = "dsb2018"
+    citation = (
+        "Caicedo et al. Nucleus segmentation across imaging experiments: the 2018 Data Science "
+        "Bowl. Nature Methods 16, 2019",
+        "10.1038/s41592-019-0612-7",
+    )
+    data_license = "CC0 1.0 (BBBC038v1, public domain)"
+    research_only = False
     subdir = "dsb2018"  # default folder under $SEG_BENCH_DATA
     num_classes = 2
     in_channels = 3

@@ -72,6 +72,12 @@ class EPFL(SegmentationDataModule):
     """EPFL mitochondria: official testing stack as test, seeded validation slices."""
 
     name = "epfl"
+    citation = (
+        "Lucchi et al. Supervoxel-based segmentation of mitochondria in EM image stacks with "
+        "learned shape features. IEEE TMI 31, 2012",
+        "10.1109/TMI.2011.2171705",
+    )
+    data_license = "no explicit license; offered by EPFL CVLab for research"
     subdir = "epfl_mito"  # default folder under $SEG_BENCH_DATA
     num_classes = 2
     in_channels = 1

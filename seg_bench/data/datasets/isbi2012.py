@@ -55,6 +55,12 @@ class ISBI2012(SegmentationDataModule):
     """ISBI 2012 membranes: binary membrane mask, cells between membranes as instances."""
 
     name = "isbi2012"
+    citation = (
+        "Arganda-Carreras et al. Crowdsourcing the creation of image segmentation algorithms "
+        "for connectomics. Frontiers in Neuroanatomy 9, 2015",
+        "10.3389/fnana.2015.00142",
+    )
+    data_license = "no explicit license; distributed by the ISBI 2012 organisers for research"
     subdir = "isbi2012"  # default folder under $SEG_BENCH_DATA
     num_classes = 2
     in_channels = 1

@@ -63,6 +63,11 @@ class ISBI2013(SegmentationDataModule):
     """SNEMI3D: boundary mask derived from neuron ids; the ids are the instances."""
 
     name = "isbi2013"
+    citation = (
+        "Kasthuri et al. Saturated Reconstruction of a Volume of Neocortex. Cell 162, 2015",
+        "10.1016/j.cell.2015.06.054",
+    )
+    data_license = "no explicit license; distributed by the SNEMI3D organisers for research"
     subdir = "isbi2013"  # default folder under $SEG_BENCH_DATA
     num_classes = 2
     in_channels = 1

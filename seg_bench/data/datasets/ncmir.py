@@ -86,6 +86,15 @@ class NCMIR(SegmentationDataModule):
     """NCMIR mitochondria from palette-PNG labels (index 1 = mitochondrion)."""
 
     name = "ncmir"
+    citation = (
+        "Haberl et al. CDeep3M - plug-and-play cloud-based deep learning for image "
+        "segmentation. Nature Methods 15, 2018",
+        "10.1038/s41592-018-0106-z",
+    )
+    data_license = (
+        "CDeep3M license (c) 2018 The Regents of the University of California: educational, "
+        "research and non-profit use only; commercial use needs permission from UCSD"
+    )
     subdir = "ncmir_mito"  # default folder under $SEG_BENCH_DATA
     num_classes = 2
     in_channels = 1
