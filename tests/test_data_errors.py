@@ -253,7 +253,8 @@ def test_ncmir_grey_0_255_mask_rejected(tmp_path):
 
 def test_ncmir_all_zero_mask_rejected_unless_allowed(tmp_path):
     write_ncmir(tmp_path)
-    p = tmp_path / "training/labels/mitos_3D.014.png"
+    # Slice 010 is always read (the first training block); 014 now falls in the split's gap.
+    p = tmp_path / "training/labels/mitos_3D.010.png"
     png(p, np.zeros((64, 64), np.uint8), "L")  # what convert('L') + threshold at 128 gives
     expect(
         lambda: ncmir.NCMIR(root=tmp_path),

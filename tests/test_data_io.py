@@ -76,7 +76,7 @@ def test_truncated_file_names_the_file(tmp_path, suffix):
 
 def test_garbage_and_missing_files(tmp_path):
     (tmp_path / "x.png").write_bytes(b"not an image")
-    with pytest.raises(DataError, match=r"x\.png: cannot read image"):
+    with pytest.raises(DataError, match=r"x\.png: not an image in a known format"):
         read_image(tmp_path / "x.png")
     with pytest.raises(DataError, match=r"nope\.png: file not found"):
         read_image(tmp_path / "nope.png")

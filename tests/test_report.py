@@ -25,7 +25,8 @@ def per_image_stats(rng, n_images, noise):
 
 def record(model, seed, per_image):
     return {
-        "model": model, "seed": seed, "labels": "manual", "profile": "cpu", "params": 1000,
+        "dataset": "toy", "model": model, "seed": seed, "labels": "manual", "profile": "cpu",
+        "params": 1000,
         "train_time_s": 10.0 + seed, "precision": "32-true",
         "hardware": {"cpu": "test", "cores": 2, "gpu": None}, "commit": "abc",
         "config": {

@@ -199,8 +199,8 @@ def test_user_errors_are_one_line(tmp_path):
     runs = tmp_path / "runs"
     port = free_port()
     cases = [
-        (["--trials", "0"], "--trials must be at least 1"),
-        (["--trials", "-2"], "--trials must be at least 1"),
+        (["--trials", "0"], "--trials: must be >= 1"),
+        (["--trials", "-2"], "--trials: must be >= 1"),
         ([], "--trials N is required"),
         (["--trials", "1", "--storage", "postgresql//nohost/db"], "not a database URL"),
         (["--trials", "1", "--storage", "nosuchdb://u:x@h/db"], "malformed --storage URL"),
