@@ -196,6 +196,37 @@ def test_offline_dashboard_writes_a_spec_that_loads_back_and_names_the_project(
     assert json.loads(default.read_text())["project"] == "seg-bench-drive"
 
 
+def test_online_saves_the_view_and_falls_back_to_the_spec_when_saving_fails(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef0123456789abcdef01234567")
+    saved = []
+
+    def save(workspace):
+        saved.append(workspace.project)
+        return "https://wandb.ai/lab/p?nw=seg-bench"
+
+    monkeypatch.setattr(dash, "_save_online", save)
+    assert _cli(["--project", "p"]) == 0
+    stdout, stderr = capsys.readouterr()
+    assert saved == ["p"] and stdout == "dashboard: https://wandb.ai/lab/p?nw=seg-bench\n"
+    assert stderr == "" and not (tmp_path / "runs" / "dashboards").exists()
+
+    def refused(workspace):
+        raise ConnectionError("Max retries exceeded with url: /graphql\n(a long traceback)")
+
+    monkeypatch.setattr(dash, "_save_online", refused)
+    assert _cli(["--project", "p"]) == 0
+    stdout, stderr = capsys.readouterr()
+    spec = tmp_path / "runs" / "dashboards" / "p.json"
+    assert stderr == (
+        "seg-bench: warning: could not save the W&B workspace (ConnectionError: Max retries "
+        f"exceeded with url: /graphql); wrote its spec to {spec}\n"
+    )
+    assert stdout == f"dashboard spec: {spec}\n" and dash.load_spec(spec).project == "p"
+
+
 def _make_study(path: Path, name: str = "toy") -> str:
     """A tiny SQLite study made with optuna directly: a log-scaled float and a choice."""
     import optuna
