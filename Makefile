@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
-	$(BIN)/python -m pip install -q -e '.[dev,postgres,export]'
+	$(BIN)/python -m pip install -q -e '.[dev,postgres,export,dashboards]'
 	touch $@
 
 bench: $(STAMP)

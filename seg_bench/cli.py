@@ -27,6 +27,7 @@ from seg_bench.console import Parser, bounded, check_outputs, debug, one_line_wa
 from seg_bench.errors import UserError
 from seg_bench.paths import runs_dir
 from seg_bench.plugins import load_plugins
+from seg_bench.tracking.dashboard_cli import add_dashboard_command
 
 # Where runs go; None: $SEG_BENCH_RUNS, else ./runs, read when a command starts (tests set it).
 RUNS_DIR: Path | None = None
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_commands(sub)
     add_file_commands(sub)
     add_export_command(sub)
+    add_dashboard_command(sub)
     for command in sub.choices.values():  # --plugin may also follow the command
         command.add_argument(
             "--plugin",

@@ -292,6 +292,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from seg_bench.protocol.report import COLUMNS, bootstrap_cis
 
     formats = parse_formats(args.format)
+    if args.dataset and not args.best:
+        raise UserError(f"--dataset {args.dataset}: only used with --best; add --best or drop it")
     record = read_record(Path(args.record)) if args.record else None
     if args.best:
         if not args.dataset:
@@ -300,6 +302,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or (record or {}).get("checkpoint")
     if not checkpoint:
         raise UserError("export needs --checkpoint PATH, or --best --dataset NAME (or --record)")
+    if not Path(checkpoint).is_file():
+        raise UserError(f"--checkpoint {checkpoint}: no such file; give a seg-bench .ckpt")
     if record:
         overall = record["metrics"].get("overall", {})
         record["ci"] = bootstrap_cis([record], [k for k, _ in COLUMNS if k in overall])

@@ -16,15 +16,22 @@ import tifffile
 from seg_bench.cli import build_parser, main
 
 FLAGS_OR_FREE_TEXT = {"--help", "--tta", "--log-model", "--force", "--show", "--json", "--stack"}
-FREE_TEXT = {"--study", "--project", "--storage", "--space"}  # any name is a valid choice
+FREE_TEXT = {
+    "--study",
+    "--project",
+    "--storage",
+    "--space",
+    "--entity",
+    "--name",  # a W&B view's title
+}  # any name is a valid choice
 HANDLED_ELSEWHERE = {"--accelerator", "--devices"}  # another change validates these
-FILES_IN = {"checkpoint", "input", "pred", "truth", "points", "config_file"}
+FILES_IN = {"record", "sample", "checkpoint", "input", "pred", "truth", "points", "config_file"}
 FOLDERS_IN = {"images", "root"}
 FOLDERS_OUT = {"output", "run_dir", "results_dir", "leaderboard_dir"}
 NAMES = {
     "dataset", "model", "models", "optimizer", "loss", "schedule", "augment", "labels",
     "precision", "logger", "strategy", "pruner", "method", "kind", "profile", "name", "by",
-    "action", "device",
+    "action", "device", "format",
 }  # fmt: skip
 
 
@@ -52,7 +59,7 @@ def _bad_values(action: argparse.Action, tmp) -> list[str]:
         return [str(tmp / "missing_folder"), str(tmp / "a_file.txt")]
     if action.dest in FOLDERS_OUT:
         return [str(tmp / "a_file.txt")]
-    if action.dest == "dsb_csv":
+    if action.dest in ("dsb_csv", "spec_file"):  # files written: a folder cannot be one
         return [str(tmp / "a_folder")]
     if action.dest in ("set",):
         return ["no_equals_sign", "max_epoch=3"]
@@ -73,6 +80,8 @@ def _baseline(command: str, tmp) -> list[str]:
         "predict": ["--checkpoint", str(tmp / "junk.ckpt"), "--input", str(tmp / "in.tif")]
         + ["--output", str(tmp / "out")],
         "score": ["--pred", str(tmp / "in.tif"), "--truth", str(tmp / "in.tif")],
+        "dashboard": ["--project", "seg-bench-test"],
+        "export": ["--checkpoint", str(tmp / "junk.ckpt"), "--output", str(tmp / "out")],
         # One click on in.tif, so a bad value cannot pass for want of work to do.
         "weak-labels": ["--images", str(tmp), "--points", str(tmp / "pts.csv")]
         + ["--output", str(tmp / "out")],
@@ -101,7 +110,8 @@ CASES = list(_cases())
 
 def test_the_generated_cases_cover_every_command():
     assert {c for c, _, _ in CASES} >= {
-        "", "train", "bench", "search", "data", "predict", "score", "weak-labels", "leaderboard"
+        "", "train", "bench", "search", "data", "predict", "score", "weak-labels", "leaderboard",
+        "export", "dashboard",
     }  # fmt: skip
 
 

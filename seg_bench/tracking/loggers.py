@@ -27,6 +27,16 @@ from seg_bench.errors import UserError
 from seg_bench.tracking.redaction import redact, redact_text, warn_once
 
 KINDS = ("auto", "wandb", "csv", "tensorboard", "none")
+# What the best of an epoch-level metric is (its W&B summary): the best epoch, not the last.
+EPOCH_METRICS = {
+    "val/iou": "max",
+    "val/dice": "max",
+    "val/accuracy": "max",
+    "val/kappa": "max",
+    "val/loss": "min",
+    "train/loss_epoch": "min",
+    "train/samples_per_s": "mean",
+}
 
 
 def resolve_kind(kind: str | None) -> str:
@@ -158,8 +168,16 @@ def _wandb_logger(run_dir: Path, project, group, name, tags, config, job_type=No
     # and warns about; no constructor argument leaves it out, so drop it from the init kwargs.
     logger._wandb_init.pop("anonymous", None)
     with _redacted_argv():
-        _ = logger.experiment  # start now, so a failure surfaces here and not in the middle of fit
+        run = logger.experiment  # start now, so a failure surfaces here and not in fit
+    _define_metrics(run)
     return logger
+
+
+def _define_metrics(run: Any) -> None:
+    """Epoch-level metrics plot against ``epoch`` (comparable across batch sizes, unlike the
+    global step Lightning gives every key) and summarise to their best value."""
+    for key, summary in EPOCH_METRICS.items():
+        run.define_metric(key, step_metric="epoch", summary=summary)
 
 
 @contextlib.contextmanager
@@ -176,6 +194,7 @@ def _redacted_argv() -> Iterator[None]:
 
 
 __all__ = [
+    "EPOCH_METRICS",
     "KINDS",
     "build_logger",
     "default_project",
