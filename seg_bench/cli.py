@@ -269,6 +269,20 @@ def add_file_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_leaderboard)
 
 
+def add_export_command(sub: Any) -> None:
+    p = sub.add_parser("export", help="ONNX / TorchScript / bioimage.io package + model card")
+    p.add_argument("--checkpoint", help="a seg-bench checkpoint (default: the record's)")
+    p.add_argument("--format", default="onnx,torchscript,bioimageio", help="comma-separated")
+    p.add_argument("--output", required=True, help="folder to write (replaced atomically)")
+    p.add_argument("--record", help="the run's result record: metrics and CI for the card")
+    p.add_argument("--best", action="store_true", help="the best model of --dataset (by val)")
+    p.add_argument("--dataset", help="with --best")
+    p.add_argument("--results-dir", help="with --best; default: runs/results")
+    p.add_argument("--sample", help="image for the package's test tensors and cover")
+    p.add_argument("--force", action="store_true", help="replace a folder holding another model")
+    p.set_defaults(func=cmd_export)
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         with one_line_warnings():
@@ -299,17 +313,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def add_export_command(sub: Any) -> None:
-    p = sub.add_parser("export", help="ONNX / TorchScript / bioimage.io package + model card")
-    p.add_argument("--checkpoint", help="a seg-bench checkpoint (default: the record's)")
-    p.add_argument("--format", default="onnx,torchscript,bioimageio", help="comma-separated")
-    p.add_argument("--output", required=True, help="folder to write (replaced atomically)")
-    p.add_argument("--record", help="the run's result record: metrics and CI for the card")
-    p.add_argument("--best", action="store_true", help="the best model of --dataset (by val)")
-    p.add_argument("--dataset", help="with --best")
-    p.add_argument("--results-dir", help="with --best; default: runs/results")
-    p.add_argument("--sample", help="image for the package's test tensors and cover")
-    p.add_argument("--force", action="store_true", help="replace a folder holding another model")
-    p.set_defaults(func=cmd_export)

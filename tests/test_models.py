@@ -78,8 +78,10 @@ def check_any_size(name: str, in_channels: int, classes: int) -> None:
 
 
 def check_width(name: str) -> None:
-    """``width`` scales the channels (parameters ~ width squared), or, where a model has fixed
-    channel counts, is refused with a warning and changes nothing."""
+    """``width`` scales the channels, or, where a model has fixed channel counts, is refused with
+    a warning and changes nothing. Parameters fall with width squared between hidden layers and
+    linearly at the input and output convolutions, so half width keeps about a quarter of a deep
+    network and up to half of a one-hidden-layer one (a plug-in such as tests' toy_fcn)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         full, half = (full_width_params(name, 1, 1, width=w) for w in (1.0, 0.5))
@@ -88,7 +90,7 @@ def check_width(name: str) -> None:
         return
     small = full_width_params(name, 1, 1, width=SMALL_WIDTH)
     assert small < half < full
-    assert 0.15 < half / full < 0.4, f"{name}: half width keeps {half / full:.2f}"
+    assert 0.15 < half / full <= 0.51, f"{name}: half width keeps {half / full:.2f}"
 
 
 @torch.no_grad()
