@@ -46,6 +46,8 @@ def run_dir_for(runs_dir: Path, cfg: RunConfig) -> Path:
 
 def make_record(cfg: RunConfig, result, evaluation: dict[str, Any]) -> dict[str, Any]:
     dm = result.datamodule
+    choice = getattr(result, "precision_choice", None)
+    precision = choice.precision if choice else resolve_precision(cfg.precision, cfg.accelerator)
     return {
         "version": RECORD_VERSION,
         "dataset": cfg.dataset,
@@ -60,7 +62,11 @@ def make_record(cfg: RunConfig, result, evaluation: dict[str, Any]) -> dict[str,
         "epochs": result.epochs,
         "best_val": result.best_val,
         "hardware": hardware(),
-        "precision": resolve_precision(cfg.precision, cfg.accelerator),
+        "precision": precision,
+        # how `auto` decided: setting, ms per step of each candidate, ratio, cache file
+        "precision_choice": choice.to_dict() if choice else None,
+        # the validation curve: [{step, epoch, val_iou, val_loss}] of every validation
+        "curve": list(getattr(result.task, "curve", [])),
         "versions": provenance.versions(),
         "commit": provenance.git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -85,8 +91,9 @@ def run_one(
     if force and run_dir.exists():
         shutil.rmtree(run_dir)
     with tracked_run(
-        cfg, run_dir, group=f"bench-{cfg.dataset}-{cfg.profile}", name=f"{cfg.model}-seed{cfg.seed}",
-        tags=[cfg.model, cfg.profile, cfg.dataset], logger=logger, project=project, log_model=log_model,
+        cfg, run_dir, group=f"bench-{cfg.dataset}-{cfg.profile}",
+        name=f"{cfg.model}-seed{cfg.seed}", tags=[cfg.model, cfg.profile, cfg.dataset],
+        logger=logger, project=project, log_model=log_model,
     ) as run:  # fmt: skip
         result = train(cfg, run_dir, logger=run.logger, callbacks=run.callbacks, progress=False)
         evaluation = evaluate(result.task.model, result.datamodule, cfg, keep_predictions=PREVIEWS)
@@ -304,7 +311,8 @@ def bench(
         )
     if failures:
         raise UserError(
-            f"{len(failures)} of {len(configs)} runs failed and are not on the leaderboard: {'; '.join(failures)}. "
-            "Each is noted in <record>.failed.json; rerun the same command to retry them"
+            f"{len(failures)} of {len(configs)} runs failed and are not on the leaderboard: "
+            f"{'; '.join(failures)}. Each is noted in <record>.failed.json; "
+            "rerun the same command to retry them"
         )
     return records
