@@ -25,5 +25,6 @@ def real_data(subdir: str) -> Path:
 def _isolated_runs(tmp_path, monkeypatch):
     """Runs and results of a test go to its own temporary folder."""
     monkeypatch.setenv("SEG_BENCH_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("SEG_BENCH_CACHE", str(tmp_path / "cache"))  # precision measurements
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
