@@ -228,3 +228,39 @@ def test_records_without_curves_render_as_before():
     records[0].pop("curve")
     md = render_markdown("toy", summarise(records, n_boot=5), records)
     assert "Plateaued" not in md and "curves.png" not in md and "**Budget of" not in md
+
+
+# --- benchmarks/bench_convergence.py: the budget rule --------------------------------------
+
+
+def _convergence_module():
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    return importlib.import_module("bench_convergence")
+
+
+def _runs(ious_by_steps: dict[int, list[float]]) -> dict[int, list[dict]]:
+    return {s: [{"final_val_iou": x} for x in ious] for s, ious in ious_by_steps.items()}
+
+
+def test_doubling_a_budget_is_judged_by_0_01_or_a_third_of_the_seed_range():
+    bc = _convergence_module()
+    # 100 -> 200 gains 0.05 (seeds agree): not converged; 200 -> 400 gains 0.005: converged.
+    tight = bc.compare(_runs({100: [0.60, 0.60], 200: [0.65, 0.65], 400: [0.655, 0.655]}))
+    assert [c["converged"] for c in tight] == [False, True]
+    assert tight[0]["change"] == pytest.approx(0.05) and tight[0]["tolerance"] == 0.01
+    # Seeds 0.09 apart: a 0.02 change is within a third of that range (0.03).
+    noisy = bc.compare(_runs({100: [0.60, 0.69], 200: [0.62, 0.71]}))
+    assert noisy[0]["tolerance"] == pytest.approx(0.03) and noisy[0]["converged"]
+
+
+def test_the_chosen_budget_is_the_smallest_where_no_model_still_gains():
+    bc = _convergence_module()
+    fast = bc.compare(_runs({100: [0.7, 0.7], 200: [0.7, 0.7], 400: [0.7, 0.7]}))
+    slow = bc.compare(_runs({100: [0.5, 0.5], 200: [0.6, 0.6], 400: [0.6, 0.6]}))
+    assert bc.smallest_converged({"fast": fast, "slow": slow}) == 200
+    still = bc.compare(_runs({100: [0.5, 0.5], 200: [0.6, 0.6], 400: [0.7, 0.7]}))
+    assert bc.smallest_converged({"fast": fast, "still": still}) is None
