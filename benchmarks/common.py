@@ -69,8 +69,8 @@ def add_common_args(ap: argparse.ArgumentParser, budget: float, cpu_time: bool =
         ap.add_argument(
             "--cpu-time",
             action="store_true",
-            help="time steps by the main thread's CPU time with 1 torch thread instead of wall time: "
-            "robust on a busy machine (ratios), but not the machine's multi-core wall speed",
+            help="time steps by the main thread's CPU time with 1 torch thread instead of wall "
+            "time: robust on a busy machine (ratios), but not the machine's multi-core wall speed",
         )
 
 
@@ -371,10 +371,13 @@ def cpu_config(model: str = "unet", dataset: str = "synthetic", **overrides: Any
 
 
 def profile_precision(cfg) -> str:
-    """The precision seg-bench's Trainer would use for this config on this machine."""
-    from seg_bench.training.precision import resolve_precision
+    """The precision seg-bench's training would use for this config on this machine (``auto``
+    on a CPU: the cached step-time measurement of seg_bench.training.precision)."""
+    from seg_bench.models import create_model
+    from seg_bench.training.precision import choose_precision
 
-    return resolve_precision(cfg.precision, cfg.accelerator)
+    model = create_model(cfg.model, in_channels=1, classes=1, width=cfg.width, **cfg.model_options)
+    return choose_precision(cfg, model, in_channels=1).precision
 
 
 def profile_steps(cfg) -> int:
