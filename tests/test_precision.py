@@ -4,6 +4,8 @@ channels_last training when that wins."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import lightning as L
 import pytest
@@ -181,3 +183,27 @@ def test_channels_last_choice_trains_the_model_in_nhwc(cfg, tmp_path):
     L.seed_everything(0)
     trainer.fit(task, datamodule=dm)
     assert sees.nhwc and all(sees.nhwc)
+
+
+class CrashesInChannelsLast(torch.nn.Module):
+    """Kills its process when run in channels_last, as oneDNN does for some networks."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.out = torch.nn.Conv2d(4, 1, 1)
+
+    def forward(self, x):
+        h = self.conv(x)
+        if h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous():
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return self.out(h)
+
+
+def test_a_candidate_that_crashes_its_process_is_left_out_and_the_run_goes_on(cfg):
+    timer = prec._isolated_timer(cfg, CrashesInChannelsLast(), 1)
+    assert isinstance(timer, prec._ChildTimer)
+    with pytest.warns(UserWarning, match="fp32\\+cl crashed"):
+        ms = prec.measure(["fp32", "fp32+cl", "bf16"], timer)
+    assert ms["fp32+cl"] is None and ms["fp32"] > 0 and ms["bf16"] > 0
+    assert decide(ms)[1] in ("fp32", "bf16")

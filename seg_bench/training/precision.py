@@ -12,10 +12,13 @@ mixed precision; an explicit precision is used as given.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import json
+import math
+import multiprocessing
 import os
 import platform
 import statistics
@@ -43,6 +46,10 @@ WARMUP_STEPS, TIMED_STEPS = 1, 3
 # A candidate whose warm-up step is this much slower than float32's median is not timed on
 # (bf16 without native kernels): it cannot win, and timing it would cost minutes.
 GIVE_UP_FACTOR = 4.0
+# Timing runs in a child process: some candidates crash outright (torch 2.14's oneDNN
+# segfaults on residual U-Net in float32 channels_last at narrow widths). A candidate whose
+# child dies or takes longer than this is out, and the run goes on.
+CHILD_TIMEOUT_S = 300
 CACHE_VERSION = 1
 
 # Times ``steps`` training steps of one candidate; returns the milliseconds of each step.
@@ -110,8 +117,9 @@ def cache_path(key: dict[str, Any], folder: Path | None = None) -> Path:
 def decide(ms_per_step: dict[str, float], threshold: float = MIN_SPEEDUP) -> tuple[str, str, float]:
     """(chosen, fastest, ratio): the fastest setting is chosen if it beats float32 by
     ``threshold``, else float32; ratio is float32's time per step over the fastest's."""
-    fastest = min(ms_per_step, key=ms_per_step.__getitem__)
-    ratio = ms_per_step["fp32"] / ms_per_step[fastest]
+    ran = {k: v for k, v in ms_per_step.items() if v is not None}  # None: crashed
+    fastest = min(ran, key=ran.__getitem__)
+    ratio = ran["fp32"] / ran[fastest]
     return (fastest if ratio >= threshold else "fp32"), fastest, ratio
 
 
@@ -143,13 +151,13 @@ def choose_precision(
         with file_lock(path.with_suffix(".lock")):
             ms = _read_cache(path)
             if ms is None:
-                ms = measure(names, timer or _StepTimer(cfg, model, in_channels))
+                ms = measure(names, timer or _isolated_timer(cfg, model, in_channels))
                 _write_cache(path, ms)
     except (OSError, UserError) as e:  # an unusable cache costs a measurement, no more
         warnings.warn(f"precision cache {path} not usable ({e})", stacklevel=2)
         path = None
         if ms is None:
-            ms = measure(names, timer or _StepTimer(cfg, model, in_channels))
+            ms = measure(names, timer or _isolated_timer(cfg, model, in_channels))
     setting, fastest, ratio = decide(ms)
     precision, channels_last = CANDIDATES[setting]
     verdict = "chosen" if setting == fastest else "float32 kept"
@@ -161,12 +169,17 @@ def choose_precision(
     )
 
 
-def measure(names: list[str], timer: StepTimer) -> dict[str, float]:
-    """Median ms per step of each candidate; one hopelessly slow warm-up ends a candidate."""
-    ms: dict[str, float] = {}
-    for name in names:
-        limit = GIVE_UP_FACTOR * ms["fp32"] if "fp32" in ms else None
-        ms[name] = round(statistics.median(timer(name, limit)), 2)
+def measure(names: list[str], timer: StepTimer) -> dict[str, float | None]:
+    """Median ms per step of each candidate (None: it crashed); one hopelessly slow warm-up
+    ends a candidate."""
+    ms: dict[str, float | None] = {}
+    try:
+        for name in names:
+            limit = GIVE_UP_FACTOR * ms["fp32"] if ms.get("fp32") else None
+            median = statistics.median(timer(name, limit))
+            ms[name] = round(median, 2) if math.isfinite(median) else None
+    finally:
+        getattr(timer, "close", lambda: None)()
     return ms
 
 
@@ -174,7 +187,8 @@ def _read_cache(path: Path) -> dict[str, float] | None:
     try:
         with open(path) as f:
             ms = json.load(f)["ms_per_step"]
-        return {str(k): float(v) for k, v in ms.items()} if "fp32" in ms else None
+        out = {str(k): None if v is None else float(v) for k, v in ms.items()}
+        return out if out.get("fp32") else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # none yet, or damaged: measure again
 
@@ -192,6 +206,60 @@ def _write_cache(path: Path, ms: dict[str, float]) -> None:
             "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     )
+
+
+def _isolated_timer(cfg: Any, model: torch.nn.Module, in_channels: int) -> StepTimer:
+    try:
+        return _ChildTimer(cfg, model, in_channels)
+    except Exception:  # a model that cannot be sent to a child process is timed here
+        return _StepTimer(cfg, model, in_channels)
+
+
+def _child_loop(conn, timer: StepTimer) -> None:
+    while (job := conn.recv()) is not None:
+        conn.send(timer(*job))
+
+
+class _ChildTimer:
+    """Runs ``_StepTimer`` in a spawned child, restarted after a crash; a candidate that kills
+    its child or hangs is reported as infinitely slow."""
+
+    def __init__(self, cfg: Any, model: torch.nn.Module, in_channels: int):
+        self.timer = _StepTimer(cfg, model, in_channels)
+        self.proc = None
+        self._start()
+
+    def _start(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_child_loop, args=(child, self.timer), daemon=True)
+        self.proc.start()
+        child.close()
+
+    def __call__(self, name: str, limit_ms: float | None) -> list[float]:
+        if self.proc is None or not self.proc.is_alive():
+            self._start()
+        try:
+            self.conn.send((name, limit_ms))
+            if self.conn.poll(CHILD_TIMEOUT_S):
+                return self.conn.recv()
+        except (EOFError, OSError):
+            pass
+        self.close()
+        warnings.warn(f"timing {name} crashed or hung; it is not a candidate", stacklevel=2)
+        return [math.inf]
+
+    def close(self) -> None:
+        if self.proc is not None:
+            if self.proc.is_alive():
+                with contextlib.suppress(OSError):
+                    self.conn.send(None)
+                self.proc.join(5)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join()
+            self.conn.close()
+        self.proc = None
 
 
 class _StepTimer:
