@@ -22,10 +22,13 @@ def cpu_config(model: str = "unet", dataset: str = "synthetic", **overrides: Any
 
 
 def profile_precision(cfg) -> str:
-    """The precision seg-bench's Trainer would use for this config on this machine."""
-    from seg_bench.training.precision import resolve_precision
+    """The precision seg-bench's training would use for this config on this machine (``auto``
+    on a CPU: the cached step-time measurement of seg_bench.training.precision)."""
+    from seg_bench.models import create_model
+    from seg_bench.training.precision import choose_precision
 
-    return resolve_precision(cfg.precision, cfg.accelerator)
+    model = create_model(cfg.model, in_channels=1, classes=1, width=cfg.width, **cfg.model_options)
+    return choose_precision(cfg, model, in_channels=1).precision
 
 
 def profile_steps(cfg) -> int:

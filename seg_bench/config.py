@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -24,8 +25,13 @@ import yaml
 from seg_bench.errors import UserError
 from seg_bench.registry import AUGMENT_PRESETS, DATASETS, LABEL_SOURCES, LOSSES, OPTIMIZERS
 
-PROFILES = ("smoke", "cpu", "paper")
-SCHEDULES = (None, "cosine", "plateau")
+PROFILES = ("smoke", "quick", "cpu", "paper")
+# cosine: per epoch; plateau: halve on a stalled val IoU; warmup_cosine, onecycle: stepped
+# every optimizer step, linear warm-up over ``warmup`` of the steps, ending at the last step.
+SCHEDULES = (None, "cosine", "plateau", "warmup_cosine", "onecycle")
+# Keys that set how many optimizer steps and patches a run trains on: a profile sets them
+# for all its models alike, so that its leaderboard compares networks at equal budgets.
+BUDGET_KEYS = ("max_steps", "max_epochs", "samples_per_epoch", "batch_size", "patch_size")
 # Lightning's precision names and short aliases (it lists them only privately, in
 # lightning.fabric.connector._PRECISION_INPUT; tests/test_cli_errors.py checks these against
 # it), after seg-bench's own "auto" (seg_bench/training/precision.py picks one per machine).
@@ -50,7 +56,8 @@ class RunConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     momentum: float = 0.9
-    schedule: str | None = None  # None | "cosine" | "plateau"
+    schedule: str | None = None  # one of SCHEDULES
+    warmup: float = 0.05  # fraction of the steps of linear warm-up (step-wise schedules)
     # data
     patch_size: int | None = None
     batch_size: int = 4
@@ -63,10 +70,15 @@ class RunConfig:
     weak_label_options: dict[str, Any] = field(default_factory=dict)
     # budget
     max_epochs: int = 20
+    # Optimizer steps of the run; when set it is the budget, and max_epochs follows from it,
+    # samples_per_epoch and batch_size (resolve_config).
+    max_steps: int | None = None
+    budget_note: str = ""  # e.g. "not converged": printed in the leaderboard header
     max_time_s: float | None = None
     val_every: int = 1
     # hardware
-    precision: str = "auto"
+    precision: str = "auto"  # auto: measured on CPUs (seg_bench.training.precision)
+    bf16_exclude: dict[str, str] = field(default_factory=dict)  # model -> why auto skips bf16
     accelerator: str = "auto"
     devices: int | str = 1
     num_nodes: int = 1
@@ -91,6 +103,11 @@ class RunConfig:
             (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.max_epochs >= 1, f"--epochs must be >= 1, got {self.max_epochs}"),
+            (
+                self.max_steps is None or self.max_steps >= 1,
+                f"max_steps must be >= 1, got {self.max_steps}",
+            ),
+            (0 <= self.warmup < 1, f"warmup must be a fraction in [0, 1), got {self.warmup}"),
             (self.width > 0, f"--width must be positive, got {self.width}"),
             (0 <= self.overlap < 1, f"--overlap must be in [0, 1), got {self.overlap}"),
             (
@@ -110,7 +127,8 @@ class RunConfig:
             if not ok:
                 raise UserError(message)
         if self.schedule not in SCHEDULES:
-            raise UserError(f"unknown schedule '{self.schedule}'. Known: none, cosine, plateau")
+            known = ", ".join(str(k).lower() for k in SCHEDULES)
+            raise UserError(f"unknown schedule '{self.schedule}'. Known: {known}")
         LOSSES.require(self.loss)
         OPTIMIZERS.require(self.optimizer)
         for option, registry, name in (
@@ -195,10 +213,8 @@ def _merge(base: dict, extra: dict | None) -> dict:
 def benchmark_models(
     dataset: str, profile: str | None = None, config_file: str | None = None
 ) -> list[str]:
-    """The models a bench runs by default.
-
-    The profile's ``bench_models``, else the profile file's ``models``.
-    """
+    """The models a bench runs by default: the profile's ``bench_models``, else the file's
+    ``models``."""
     DATASETS.require(dataset)
     spec = load_profile_file(dataset, config_file)
     section = spec.get("profiles", {}).get(profile or default_profile(), {})
@@ -217,6 +233,7 @@ def resolve_config(
     if profile not in PROFILES:
         raise UserError(f"unknown profile '{profile}'. Known: {', '.join(PROFILES)}")
     section = profiles.get(profile, {})
+    check_equal_budgets(section, f"profile {profile} of {dataset}")
     values: dict[str, Any] = _merge(
         spec.get("common", {}),
         {k: v for k, v in section.items() if k not in ("models", "bench_models")},
@@ -227,7 +244,10 @@ def resolve_config(
             model.split("-")[0] if model.startswith("smp-") else model, {}
         ),
     )
-    values = _merge(values, {k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "max_epochs" in given and "max_steps" not in given:
+        values.pop("max_steps", None)  # epochs given explicitly replace the profile's steps
+    values = _merge(values, given)
     known = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -239,4 +259,19 @@ def resolve_config(
         hint = f" Did you mean {', '.join(hints)}?" if hints else f" Known: {sorted(known)}"
         raise UserError(f"unknown config keys {unknown} for {dataset}/{profile}.{hint}")
     values.update(dataset=dataset, model=model, profile=profile)
-    return RunConfig(**values).validate()
+    cfg = RunConfig(**values).validate()
+    if cfg.max_steps and cfg.samples_per_epoch:
+        per_epoch = math.ceil(cfg.samples_per_epoch / cfg.batch_size)
+        cfg.max_epochs = math.ceil(cfg.max_steps / per_epoch)
+    return cfg
+
+
+def check_equal_budgets(section: dict[str, Any], where: str) -> None:
+    """A profile's per-model sections may tune a model (lr, options) but not its budget."""
+    for model, settings in (section.get("models") or {}).items():
+        fixed = sorted(set(settings or {}) & set(BUDGET_KEYS))
+        if fixed:
+            raise UserError(
+                f"{where}: models.{model} sets {', '.join(fixed)}; every model of a profile "
+                "trains on the same budget, so set it for the whole profile"
+            )

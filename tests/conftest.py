@@ -26,8 +26,10 @@ def real_data(subdir: str) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_runs(tmp_path, monkeypatch):
+def _isolated_runs(tmp_path, tmp_path_factory, monkeypatch):
     """Runs and results of a test go to its own temporary folder."""
     monkeypatch.setenv("SEG_BENCH_RUNS", str(tmp_path / "runs"))
+    # precision: auto's step-time measurements, shared by the session's tests, not the user's
+    monkeypatch.setenv("SEG_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -154,28 +154,18 @@ def test_a_changed_config_is_refused_in_a_run_folder_and_force_starts_afresh(tmp
     assert "--force: removing" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    ("flags", "cuda", "expected"),
-    [("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", False, "bf16-mixed"),
-     ("fpu avx2 avx512f avx512_bf16", False, "32-true"),  # bf16 without AMX: no faster than fp32
-     ("fpu avx2", False, "32-true"),  # no bf16 kernels: 15x slower than fp32 on an AVX2 EPYC
-     ("fpu avx2", True, "16-mixed")],
-)  # fmt: skip
-def test_auto_precision_uses_bf16_only_where_the_cpu_has_amx(
-    flags, cuda, expected, tmp_path, monkeypatch
-):
-    import builtins
+def test_auto_precision_is_measured_and_the_record_states_the_choice(dirs, monkeypatch):
+    import seg_bench.training.precision as prec
 
-    import seg_bench.training.precision as train_mod
-
-    cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-    real_open = builtins.open
-    monkeypatch.setattr(
-        builtins,
-        "open",
-        lambda f, *a, **k: real_open(cpuinfo if f == "/proc/cpuinfo" else f, *a, **k),
-    )
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    assert train_mod.resolve_precision("auto") == expected
-    assert train_mod.resolve_precision("32-true") == "32-true"  # an explicit choice is kept
+    ms = {"fp32": 349.0, "fp32+cl": 340.0, "bf16": 226.0, "bf16+cl": 164.0}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(prec, "_isolated_timer", lambda *a: lambda name, limit: [ms[name]] * 3)
+    monkeypatch.setenv("SEG_BENCH_CACHE", str(dirs["runs_dir"] / "cache"))  # a fresh cache
+    [rec] = bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
+    choice = rec["precision_choice"]
+    assert rec["precision"] == "bf16-mixed" and choice["channels_last"] is True
+    assert choice["setting"] == "bf16+cl" and choice["ms_per_step"] == ms
+    assert choice["ratio"] == pytest.approx(349 / 164)
+    assert json.loads(open(choice["cache_file"]).read())["ms_per_step"] == ms
+    md = (dirs["leaderboard_dir"] / "synthetic.md").read_text()
+    assert "precision bf16-mixed" in md

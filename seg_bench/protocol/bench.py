@@ -52,6 +52,8 @@ __all__ = ["bench", "run_one", "run_dir_for", "make_record"]
 
 def make_record(cfg: RunConfig, result, evaluation: dict[str, Any]) -> dict[str, Any]:
     dm = result.datamodule
+    choice = getattr(result, "precision_choice", None)
+    precision = choice.precision if choice else resolve_precision(cfg.precision, cfg.accelerator)
     return {
         "version": RECORD_VERSION,
         "dataset": cfg.dataset,
@@ -71,7 +73,11 @@ def make_record(cfg: RunConfig, result, evaluation: dict[str, Any]) -> dict[str,
         if result.best_checkpoint is None
         else str(Path(result.best_checkpoint).resolve()),
         "hardware": hardware(),
-        "precision": resolve_precision(cfg.precision, cfg.accelerator),
+        "precision": precision,
+        # how `auto` decided: setting, ms per step of each candidate, ratio, cache file
+        "precision_choice": choice.to_dict() if choice else None,
+        # the validation curve: [{step, epoch, val_iou, val_loss}] of every validation
+        "curve": list(getattr(result.task, "curve", [])),
         "versions": provenance.versions(),
         "commit": provenance.git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

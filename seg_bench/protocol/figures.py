@@ -1,5 +1,6 @@
 """Leaderboard figures: ROC and precision-recall curves from the records' pooled probability
-histograms, and a grid of prediction overlays (errors coloured) from the saved previews."""
+histograms, a grid of prediction overlays (errors coloured) from the saved previews, and the
+learning curves (validation IoU against the optimizer step) from the records' ``curve``."""
 
 from __future__ import annotations
 
@@ -161,5 +162,49 @@ def plot_critical_difference(
         ax.hlines(-0.25 - 0.2 * n, low - 0.03, high + 0.03, color="k", lw=3)
     ax.set_axis_off()
     ax.set_title(f"Average rank over {n_datasets} datasets (Nemenyi, alpha 0.05)", fontsize=10)
+    _save(fig, out_path)
+    return out_path
+
+
+def mean_curve(curves: list[list[dict]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean, low, high) of val IoU over seeds, on the union of their validation steps;
+    each seed is interpolated linearly between its own validations, over its own range only."""
+    steps = np.unique([p["step"] for c in curves for p in c]).astype(float)
+    stacked = np.full((len(curves), len(steps)), np.nan)
+    for i, c in enumerate(curves):
+        x = np.array([p["step"] for p in c], dtype=float)
+        y = np.array([p["val_iou"] for p in c], dtype=float)
+        inside = (steps >= x.min()) & (steps <= x.max())
+        stacked[i, inside] = np.interp(steps[inside], x, y)
+    return (
+        steps,
+        np.nanmean(stacked, 0),
+        np.nanmin(stacked, 0),
+        np.nanmax(stacked, 0),
+    )
+
+
+def plot_learning_curves(dataset: str, records: list[dict], out_path: Path) -> Path | None:
+    """Validation IoU against the optimizer step per model: the mean over seeds and the band
+    from the lowest to the highest seed. None when no record has a curve."""
+    by_model: dict[str, list[list[dict]]] = defaultdict(list)
+    for r in records:
+        if r.get("curve"):
+            by_model[r["model"]].append(r["curve"])
+    if not by_model:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for model, curves in sorted(by_model.items()):
+        steps, mean, low, high = mean_curve(curves)
+        (line,) = ax.plot(steps, mean, marker=".", label=f"{model} ({len(curves)} seeds)")
+        if len(curves) > 1:
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, lw=0)
+    ax.set(
+        xlabel="optimizer step",
+        ylabel="validation IoU",
+        title=f"{dataset}: learning curves (mean, band = seed range)",
+    )
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
     _save(fig, out_path)
     return out_path

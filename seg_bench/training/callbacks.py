@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import torch
 from lightning.pytorch.callbacks import Callback
 
 
@@ -38,3 +39,16 @@ class EpochTimer(Callback):
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.seconds = state.get("seconds", 0.0)
+
+
+class ChannelsLast(Callback):
+    """Trains in the channels_last memory format (NHWC), where measurement found it faster:
+    oneDNN's bf16 convolutions on CPUs run fastest on NHWC tensors. The model is converted
+    once when fitting starts, each batch's images after Lightning moved them to the device."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        pl_module.to(memory_format=torch.channels_last)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # The batch dict is the one training_step receives: converting in place suffices.
+        batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)

@@ -1,26 +1,304 @@
-"""Which numeric precision a run trains in."""
+"""Which numeric precision and memory format a run trains in, decided by measurement.
+
+CPU flags do not tell whether bf16 pays: on a 2-core EPYC with ``avx512_bf16`` (no AMX)
+bf16 autocast + channels_last trains U-Net 2.1x faster than float32, while on an AVX2-only
+EPYC bf16 is 7-25x slower. So ``precision: auto`` on a CPU times a few training steps of the
+run's own model at its patch, batch and width in each candidate setting and takes the fastest
+only if it beats float32 by ``MIN_SPEEDUP``. The verdict is cached per (machine, torch
+version, model, shape) as JSON in the user's cache folder (``$SEG_BENCH_CACHE``, else
+``~/.cache/seg-bench``), so a machine pays the few seconds once per model. GPUs keep 16-bit
+mixed precision; an explicit precision is used as given.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seg_bench.errors import UserError
 from seg_bench.inference.device import uses_gpu
+from seg_bench.io import file_lock, write_json
+
+MIN_SPEEDUP = 1.2  # a faster setting must beat float32 by this much to be worth a change
+# name -> (Lightning precision, channels_last); float32 first: it is the reference.
+CANDIDATES = {
+    "fp32": ("32-true", False),
+    "fp32+cl": ("32-true", True),
+    "bf16": ("bf16-mixed", False),
+    "bf16+cl": ("bf16-mixed", True),
+}
+WARMUP_STEPS, TIMED_STEPS = 1, 3
+# A candidate whose warm-up step is this much slower than float32's median is not timed on
+# (bf16 without native kernels): it cannot win, and timing it would cost minutes.
+GIVE_UP_FACTOR = 4.0
+# Timing runs in a child process: some candidates crash outright (torch 2.14's oneDNN
+# segfaults on residual U-Net in float32 channels_last at narrow widths). A candidate whose
+# child dies or takes longer than this is out, and the run goes on.
+CHILD_TIMEOUT_S = 300
+CACHE_VERSION = 1
+
+# Times ``steps`` training steps of one candidate; returns the milliseconds of each step.
+StepTimer = Callable[[str, float | None], list[float]]
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True where oneDNN runs bf16 convolutions on AMX tiles.
+@dataclasses.dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision a run trains in, and why (stored in the result record)."""
 
-    Without AMX, bf16 autocast on the CPU is no gain: 0.8-1.0x of float32 on an AVX-512 Xeon,
-    and 20-100x slower on an AVX2-only EPYC, where oneDNN has no bf16 kernels at all
-    (benchmarks/bench_precision.py measures it on any machine).
-    """
-    from seg_bench.hardware import cpu_flags
+    precision: str  # Lightning's precision argument
+    channels_last: bool = False
+    setting: str = ""  # the winning candidate's name, e.g. "bf16+cl"
+    ms_per_step: dict[str, float] = dataclasses.field(default_factory=dict)
+    ratio: float | None = None  # float32's ms per step over the fastest candidate's
+    cache_file: str | None = None
+    reason: str = ""
 
-    return "amx_bf16" in cpu_flags()
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def cache_dir() -> Path:
+    """The user's seg-bench cache folder: ``$SEG_BENCH_CACHE``, else ``~/.cache/seg-bench``."""
+    env = os.environ.get("SEG_BENCH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "seg-bench"
 
 
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
-    """``auto``: 16-bit mixed precision on GPUs; bf16 on CPUs with AMX; float32 elsewhere."""
+    """The precision without measuring: as given; ``auto`` is 16-mixed on GPUs, else float32.
+
+    For callers that have no model to time (``choose_precision`` is what training uses)."""
     if precision != "auto":
         return precision
-    if uses_gpu(accelerator):
-        return "16-mixed"
-    return "bf16-mixed" if cpu_has_fast_bf16() else "32-true"
+    return "16-mixed" if uses_gpu(accelerator) else "32-true"
+
+
+def cache_key(cfg: Any, in_channels: int, params: int) -> dict[str, Any]:
+    """What a measurement depends on: machine, threads, torch, the model and the step's shape."""
+    from seg_bench.hardware import cpu_name
+
+    return {
+        "version": CACHE_VERSION,
+        "cpu": cpu_name(),
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "model": cfg.model,
+        "model_options": cfg.model_options,
+        "width": cfg.width,
+        "params": params,  # in/out channels and any option that changes the network
+        "in_channels": in_channels,
+        "patch_size": cfg.patch_size,
+        "batch_size": cfg.batch_size,
+        "loss": cfg.loss,
+        "optimizer": cfg.optimizer,
+    }
+
+
+def cache_path(key: dict[str, Any], folder: Path | None = None) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return (folder or cache_dir()) / "precision" / f"{key['model']}-{digest}.json"
+
+
+def decide(ms_per_step: dict[str, float], threshold: float = MIN_SPEEDUP) -> tuple[str, str, float]:
+    """(chosen, fastest, ratio): the fastest setting is chosen if it beats float32 by
+    ``threshold``, else float32; ratio is float32's time per step over the fastest's."""
+    ran = {k: v for k, v in ms_per_step.items() if v is not None}  # None: crashed
+    fastest = min(ran, key=ran.__getitem__)
+    ratio = ran["fp32"] / ran[fastest]
+    return (fastest if ratio >= threshold else "fp32"), fastest, ratio
+
+
+def choose_precision(
+    cfg: Any,
+    model: torch.nn.Module,
+    in_channels: int,
+    timer: StepTimer | None = None,
+    folder: Path | None = None,
+) -> PrecisionChoice:
+    """The run's precision: explicit as given, GPUs 16-mixed, CPUs by (cached) measurement.
+
+    ``model`` is the run's network (copied for timing, never changed); ``timer`` replaces the
+    real step timing (tests); ``folder`` replaces the cache folder. Models in the profile's
+    ``bf16_exclude`` (model -> reason) only choose between float32 layouts.
+    """
+    if cfg.precision != "auto":
+        return PrecisionChoice(cfg.precision, reason="given explicitly")
+    if uses_gpu(cfg.accelerator):
+        return PrecisionChoice("16-mixed", reason="GPU: 16-bit mixed precision")
+    excluded = (getattr(cfg, "bf16_exclude", None) or {}).get(cfg.model)
+    names = [n for n in CANDIDATES if not (excluded and n.startswith("bf16"))]
+    params = sum(p.numel() for p in model.parameters())
+    path = cache_path(cache_key(cfg, in_channels, params) | {"candidates": names}, folder)
+    # The lock makes concurrent runs (DDP ranks, parallel benches) measure one at a time: the
+    # later ones read the cache, so all agree and no measurement competes with another.
+    ms = None
+    try:
+        with file_lock(path.with_suffix(".lock")):
+            ms = _read_cache(path)
+            if ms is None:
+                ms = measure(names, timer or _isolated_timer(cfg, model, in_channels))
+                _write_cache(path, ms)
+    except (OSError, UserError) as e:  # an unusable cache costs a measurement, no more
+        warnings.warn(f"precision cache {path} not usable ({e})", stacklevel=2)
+        path = None
+        if ms is None:
+            ms = measure(names, timer or _isolated_timer(cfg, model, in_channels))
+    setting, fastest, ratio = decide(ms)
+    precision, channels_last = CANDIDATES[setting]
+    verdict = "chosen" if setting == fastest else "float32 kept"
+    reason = f"measured: fastest {fastest} at {ratio:.2f}x float32 (need {MIN_SPEEDUP}x): {verdict}"
+    if excluded:
+        reason += f"; bf16 excluded for {cfg.model}: {excluded}"
+    return PrecisionChoice(
+        precision, channels_last, setting, ms, ratio, str(path) if path else None, reason
+    )
+
+
+def measure(names: list[str], timer: StepTimer) -> dict[str, float | None]:
+    """Median ms per step of each candidate (None: it crashed); one hopelessly slow warm-up
+    ends a candidate."""
+    ms: dict[str, float | None] = {}
+    try:
+        for name in names:
+            limit = GIVE_UP_FACTOR * ms["fp32"] if ms.get("fp32") else None
+            median = statistics.median(timer(name, limit))
+            ms[name] = round(median, 2) if math.isfinite(median) else None
+    finally:
+        getattr(timer, "close", lambda: None)()
+    return ms
+
+
+def _read_cache(path: Path) -> dict[str, float] | None:
+    try:
+        with open(path) as f:
+            ms = json.load(f)["ms_per_step"]
+        out = {str(k): None if v is None else float(v) for k, v in ms.items()}
+        return out if out.get("fp32") else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # none yet, or damaged: measure again
+
+
+def _write_cache(path: Path, ms: dict[str, float]) -> None:
+    setting, fastest, ratio = decide(ms)
+    write_json(
+        path,
+        {
+            "ms_per_step": ms,
+            "setting": setting,
+            "fastest": fastest,
+            "ratio": ratio,
+            "threshold": MIN_SPEEDUP,
+            "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+
+
+def _isolated_timer(cfg: Any, model: torch.nn.Module, in_channels: int) -> StepTimer:
+    try:
+        return _ChildTimer(cfg, model, in_channels)
+    except Exception:  # a model that cannot be sent to a child process is timed here
+        return _StepTimer(cfg, model, in_channels)
+
+
+def _child_loop(conn, timer: StepTimer) -> None:
+    while (job := conn.recv()) is not None:
+        conn.send(timer(*job))
+
+
+class _ChildTimer:
+    """Runs ``_StepTimer`` in a spawned child, restarted after a crash; a candidate that kills
+    its child or hangs is reported as infinitely slow."""
+
+    def __init__(self, cfg: Any, model: torch.nn.Module, in_channels: int):
+        self.timer = _StepTimer(cfg, model, in_channels)
+        self.proc = None
+        self._start()
+
+    def _start(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_child_loop, args=(child, self.timer), daemon=True)
+        self.proc.start()
+        child.close()
+
+    def __call__(self, name: str, limit_ms: float | None) -> list[float]:
+        if self.proc is None or not self.proc.is_alive():
+            self._start()
+        try:
+            self.conn.send((name, limit_ms))
+            if self.conn.poll(CHILD_TIMEOUT_S):
+                return self.conn.recv()
+        except (EOFError, OSError):
+            pass
+        self.close()
+        warnings.warn(f"timing {name} crashed or hung; it is not a candidate", stacklevel=2)
+        return [math.inf]
+
+    def close(self) -> None:
+        if self.proc is not None:
+            if self.proc.is_alive():
+                with contextlib.suppress(OSError):
+                    self.conn.send(None)
+                self.proc.join(5)
+            if self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join()
+            self.conn.close()
+        self.proc = None
+
+
+class _StepTimer:
+    """Times the run's training step (forward + loss under autocast, backward, optimizer step)
+    on random data of the run's shape, on a copy of the model."""
+
+    def __init__(self, cfg: Any, model: torch.nn.Module, in_channels: int):
+        self.cfg, self.model, self.in_channels = cfg, model, in_channels
+
+    def __call__(self, name: str, limit_ms: float | None) -> list[float]:
+        from seg_bench.training.losses import get_loss
+        from seg_bench.training.optimizers import build_optimizer
+
+        precision, channels_last = CANDIDATES[name]
+        cfg, size = self.cfg, self.cfg.patch_size or 128
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        model = copy.deepcopy(self.model).train().to(memory_format=fmt)
+        opt = build_optimizer(
+            model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum
+        )
+        loss_fn = get_loss(cfg.loss)
+        gen = torch.Generator().manual_seed(0)
+        image = torch.rand(cfg.batch_size, self.in_channels, size, size, generator=gen)
+        mask = (torch.rand(cfg.batch_size, size, size, generator=gen) > 0.5).long()
+        batch = {"image": image.contiguous(memory_format=fmt), "mask": mask, "instances": mask}
+        with torch.random.fork_rng(devices=[]):  # dropout draws must not shift the run's RNG
+            return self._time(model, opt, loss_fn, batch, precision, limit_ms)
+
+    @staticmethod
+    def _time(model, opt, loss_fn, batch, precision: str, limit_ms: float | None) -> list[float]:
+        times: list[float] = []
+        for i in range(WARMUP_STEPS + TIMED_STEPS):
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16-mixed"):
+                loss = loss_fn(model(batch["image"]), batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            times.append(1000 * (time.perf_counter() - t0))
+            if i < WARMUP_STEPS and limit_ms is not None and times[-1] > limit_ms:
+                return times  # far slower than float32 even allowing for warm-up: out
+        return times[WARMUP_STEPS:]

@@ -3,11 +3,14 @@
 Devices, precision and distribution belong to the Trainer; data belongs to the DataModule.
 Validation runs on whole images with sliding-window prediction, and its metrics are
 confusion-matrix counters summed over all processes, so under DDP they cover the whole
-validation set rather than one shard.
+validation set rather than one shard. Every validation during ``fit`` adds a point to the
+learning curve (``curve``: step, epoch, val_iou, val_loss), which checkpoints carry, so a
+resumed run keeps the points of its first part.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -45,6 +48,7 @@ class SegmentationTask(L.LightningModule):
         weight_decay: float = 0.0,
         momentum: float = 0.9,
         schedule: str | None = None,
+        warmup: float = 0.05,
         window: int | None = None,
         overlap: float = 0.25,
         postprocess: dict[str, Any] | None = None,  # kept with the checkpoint for `predict`
@@ -62,6 +66,7 @@ class SegmentationTask(L.LightningModule):
         self.loss_fn = get_loss(loss)
         self.val_confmat = MulticlassConfusionMatrix(num_classes)
         self.val_loss = MeanMetric()
+        self.curve: list[dict[str, float]] = []
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.model(image)
@@ -71,8 +76,8 @@ class SegmentationTask(L.LightningModule):
         loss = self.loss_fn(logits, batch)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
-                "lower the learning rate or check the data",
+                f"loss became {loss.item()} at epoch {self.current_epoch}, "
+                f"step {self.global_step}; lower the learning rate or check the data",
                 epoch=self.current_epoch,
                 step=self.global_step,
             )
@@ -96,10 +101,29 @@ class SegmentationTask(L.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in scores.items()}, prog_bar=True, sync_dist=False)
         self.val_confmat.reset()
         self.val_loss.reset()
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self.curve.append(
+                {
+                    "step": self.global_step,
+                    "epoch": self.current_epoch,
+                    "val_iou": scores["iou"],
+                    "val_loss": scores["loss"],
+                }
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["val_curve"] = list(self.curve)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.curve = list(checkpoint.get("val_curve", []))
 
     def configure_optimizers(self):
         h = self.hparams
         opt = build_optimizer(self.parameters(), h.optimizer, h.lr, h.weight_decay, h.momentum)
+        if h.schedule in STEP_SCHEDULES:
+            total = max(int(self.trainer.estimated_stepping_batches), 1)
+            sched = STEP_SCHEDULES[h.schedule](opt, total, h.warmup)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         if h.schedule == "cosine":
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(
                 opt, T_max=max(self.trainer.max_epochs or 1, 1)
@@ -111,3 +135,33 @@ class SegmentationTask(L.LightningModule):
             )
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/iou"}}
         return opt
+
+
+def warmup_cosine(
+    opt: torch.optim.Optimizer, total_steps: int, warmup: float
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Linear warm-up over the first ``warmup`` fraction of the steps, then a cosine decay that
+    reaches zero at the last step: the schedule itself ends the run."""
+    n_warm = max(round(warmup * total_steps), 1)
+
+    def factor(step: int) -> float:
+        if step < n_warm:
+            return (step + 1) / n_warm
+        progress = min((step - n_warm) / max(total_steps - n_warm, 1), 1.0)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def one_cycle(
+    opt: torch.optim.Optimizer, total_steps: int, warmup: float
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """torch's one-cycle policy: linear warm-up to the configured lr, cosine annealing after."""
+    lr = [g["lr"] for g in opt.param_groups]
+    return torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=total_steps, pct_start=warmup, anneal_strategy="cos"
+    )
+
+
+# Schedules stepped every optimizer step over the whole run (Lightning ``interval: "step"``).
+STEP_SCHEDULES = {"warmup_cosine": warmup_cosine, "onecycle": one_cycle}

@@ -22,9 +22,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from seg_bench.config import RunConfig
 from seg_bench.data import SegmentationDataModule, create_datamodule
 from seg_bench.registry import LABEL_SOURCES
-from seg_bench.training.callbacks import EpochTimer
+from seg_bench.training.callbacks import ChannelsLast, EpochTimer
 from seg_bench.training.checkpoint_io import AtomicCheckpointIO
-from seg_bench.training.precision import resolve_precision
+from seg_bench.training.precision import PrecisionChoice, choose_precision, resolve_precision
 from seg_bench.training.run_dir import PreparedRun, prepare_run
 from seg_bench.training.task import SegmentationTask
 
@@ -38,6 +38,7 @@ class TrainResult:
     epochs: int
     best_val: dict[str, float]
     is_global_zero: bool = True  # under DDP only rank 0 evaluates and writes results
+    precision_choice: PrecisionChoice | None = None
 
 
 def quiet_lightning() -> None:
@@ -82,7 +83,9 @@ def build_trainer(
     logger: Any = False,
     callbacks: list[Callback] | None = None,
     progress: bool = True,
+    precision: PrecisionChoice | None = None,
 ) -> tuple[L.Trainer, ModelCheckpoint, EpochTimer]:
+    """``precision``: what ``choose_precision`` decided; None takes the unmeasured rule."""
     ckpt = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
@@ -93,19 +96,22 @@ def build_trainer(
         enable_version_counter=False,
     )
     timer = EpochTimer()
+    precision = precision or PrecisionChoice(resolve_precision(cfg.precision, cfg.accelerator))
+    layout = [ChannelsLast()] if precision.channels_last else []
     trainer = L.Trainer(
         default_root_dir=run_dir,
-        max_epochs=cfg.max_epochs,
+        max_epochs=-1 if cfg.max_steps else cfg.max_epochs,  # a step budget ends the run
+        max_steps=cfg.max_steps or -1,
         max_time={"seconds": cfg.max_time_s} if cfg.max_time_s else None,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
-        precision=resolve_precision(cfg.precision, cfg.accelerator),
+        precision=precision.precision,
         check_val_every_n_epoch=cfg.val_every,
         num_sanity_val_steps=0,
         logger=logger,
-        callbacks=[ckpt, timer, *(callbacks or [])],
+        callbacks=[ckpt, timer, *layout, *(callbacks or [])],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -135,9 +141,10 @@ def train(
     prepared = prepared or prepare_run(cfg, run_dir, force)
     dm = prepared.datamodule
     task = build_task(cfg, dm)
+    choice = choose_precision(cfg, task.model, dm.in_channels)
     if cfg.compile:
         task.model = torch.compile(task.model)
-    trainer, ckpt, timer = build_trainer(cfg, run_dir, logger, callbacks, progress)
+    trainer, ckpt, timer = build_trainer(cfg, run_dir, logger, callbacks, progress, choice)
     trainer.fit(task, datamodule=dm, ckpt_path=prepared.resume)
     best = Path(ckpt.best_model_path) if ckpt.best_model_path else None
     if best is not None and best.exists() and trainer.is_global_zero:
@@ -147,5 +154,12 @@ def train(
     if ckpt.best_model_score is not None:
         best_val["val/iou"] = float(ckpt.best_model_score)
     return TrainResult(
-        task, dm, best, timer.seconds, trainer.current_epoch, best_val, trainer.is_global_zero
+        task,
+        dm,
+        best,
+        timer.seconds,
+        trainer.current_epoch,
+        best_val,
+        trainer.is_global_zero,
+        choice,
     )

@@ -1,0 +1,189 @@
+"""Convergence of a step budget: does doubling it still change any model's validation IoU?
+
+Every model of a profile is trained (seg-bench's own training: the profile's data, schedule and
+precision) at 1x, 2x and 4x a candidate number of optimizer steps, for 2 seeds. The final
+validation IoU (the end of the run's schedule) is compared between each budget and its double.
+A budget has converged when doubling it changes no model's mean validation IoU by more than
+``GAIN`` (0.01) or, where seeds disagree more, by more than a third of the seed range (max - min
+over the seeds of both budgets): the tolerance is the larger of the two. The smallest converged
+budget is the one to put in the profile (``max_steps``).
+
+Each run writes one JSON (``<out>/<dataset>/<model>__seed<s>__steps<n>.json``, atomically);
+a rerun skips finished runs and resumes an interrupted one from its last checkpoint, so the
+full mode (hours on a CPU) can be stopped and restarted at will.
+
+    python benchmarks/bench_convergence.py --dataset isbi2012              # the cpu profile
+    python benchmarks/bench_convergence.py --dataset isbi2012 --base-steps 512
+    python benchmarks/bench_convergence.py --quick                          # 2 models, smoke data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import (  # noqa: E402
+    Budget,
+    add_common_args,
+    atomic_write,
+    emit,
+    machine_line,
+    md_table,
+    setup_torch,
+)
+
+GAIN = 0.01  # IoU; the same gain the leaderboard's plateau column uses
+SPREAD_FRACTION = 1 / 3
+FACTORS = (1, 2, 4)
+
+
+def run_path(out: Path, dataset: str, model: str, seed: int, steps: int) -> Path:
+    return out / dataset / f"{model}__seed{seed}__steps{steps}.json"
+
+
+def train_once(out: Path, dataset: str, model: str, profile: str, seed: int, steps: int,
+               overrides: dict) -> dict:  # fmt: skip
+    """One run, or its stored result; the run folder goes once its JSON is written."""
+    from seg_bench.config import resolve_config
+    from seg_bench.io import write_json
+    from seg_bench.protocol.report import plateaued
+    from seg_bench.training.trainer import train
+
+    path = run_path(out, dataset, model, seed, steps)
+    if path.exists():
+        return json.loads(path.read_text())
+    cfg = resolve_config(
+        dataset, model, profile, seed=seed, max_steps=steps, logger="none", **overrides
+    )
+    run_dir = path.with_suffix("")
+    result = train(cfg, run_dir, progress=False)
+    curve = result.task.curve
+    record = {
+        "dataset": dataset, "model": model, "seed": seed, "steps": steps, "profile": profile,
+        "final_val_iou": curve[-1]["val_iou"] if curve else None,
+        "best_val_iou": result.best_val.get("val/iou"), "plateaued": plateaued(curve),
+        "train_time_s": result.train_time_s, "curve": curve, "config": cfg.to_dict(),
+    }  # fmt: skip
+    write_json(path, record)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return record
+
+
+def compare(runs: dict[int, list[dict]]) -> list[dict]:
+    """For each budget and its double: the change of the mean final IoU and its tolerance."""
+    steps = sorted(runs)
+    out = []
+    for small, big in zip(steps, steps[1:], strict=False):
+        if 2 * small != big:
+            continue
+        a = [r["final_val_iou"] for r in runs[small]]
+        b = [r["final_val_iou"] for r in runs[big]]
+        spread = max(max(a) - min(a), max(b) - min(b))
+        tolerance = max(GAIN, SPREAD_FRACTION * spread)
+        change = statistics.mean(b) - statistics.mean(a)
+        out.append(
+            {"steps": small, "doubled": big, "change": change, "seed_range": spread,
+             "tolerance": tolerance, "converged": abs(change) <= tolerance}
+        )  # fmt: skip
+    return out
+
+
+def smallest_converged(per_model: dict[str, list[dict]]) -> int | None:
+    """The smallest budget at which doubling changes no model beyond its tolerance."""
+    budgets = sorted({c["steps"] for cs in per_model.values() for c in cs})
+    for steps in budgets:
+        verdicts = [c["converged"] for cs in per_model.values() for c in cs if c["steps"] == steps]
+        if verdicts and all(verdicts):
+            return steps
+    return None
+
+
+def render(dataset: str, profile: str, per_model: dict, runs: dict, chosen: int | None) -> str:
+    rows = []
+    for model, comparisons in per_model.items():
+        for c in comparisons:
+            means = {
+                s: statistics.mean(r["final_val_iou"] for r in runs[model][s])
+                for s in (c["steps"], c["doubled"])
+            }
+            rows.append(
+                [model, f"{c['steps']} -> {c['doubled']}", f"{means[c['steps']]:.3f}",
+                 f"{means[c['doubled']]:.3f}", f"{c['change']:+.3f}", f"{c['seed_range']:.3f}",
+                 f"{c['tolerance']:.3f}", "yes" if c["converged"] else "no"]
+            )  # fmt: skip
+    head = ["Model", "steps", "IoU", "IoU doubled", "change", "seed range", "tolerance", "ok"]
+    verdict = (
+        f"smallest converged budget: **{chosen} steps**"
+        if chosen
+        else "no candidate budget converged: rerun with a larger --base-steps"
+    )
+    return "\n".join(
+        [
+            f"# Convergence of the {profile} budget on {dataset}",
+            "",
+            f"Machine: {machine_line()}.",
+            f"Final validation IoU (mean of seeds); tolerance max({GAIN}, seed range / 3).",
+            "",
+            md_table(head, rows, "llrrrrrl"),
+            "",
+            f"Verdict: {verdict}.",
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    from seg_bench.config import benchmark_models, resolve_config
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(ap, budget=0)
+    ap.add_argument("--dataset", default="synthetic")
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--models", default=None, help="comma list (default: the profile's)")
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--base-steps", type=int, default=None, help="default: the profile's")
+    ap.add_argument(
+        "--out-dir", default=None, help="one JSON per run (default runs/convergence; quick: temp)"
+    )
+    ap.add_argument("--out", default=None, help="also write the markdown here")
+    args = ap.parse_args(argv)
+    setup_torch(args.threads)
+    budget = Budget(args.budget)
+    overrides: dict = {}
+    out = Path(args.out_dir or "runs/convergence")
+    if args.quick:  # seconds per run: smoke data, two models, a few steps, float32
+        args.profile, args.models = "smoke", args.models or "unet,segnet"
+        args.base_steps = args.base_steps or 4
+        overrides = {"precision": "32-true", "accelerator": "cpu", "schedule": "warmup_cosine"}
+        out = Path(args.out_dir or tempfile.mkdtemp(prefix="convergence-"))
+    models = (args.models or "").split(",") if args.models else None
+    models = models or benchmark_models(args.dataset, args.profile)
+    base = args.base_steps or resolve_config(args.dataset, models[0], args.profile).max_steps
+    if not base:
+        raise SystemExit(f"profile {args.profile} has no max_steps: give --base-steps")
+    runs: dict[str, dict[int, list[dict]]] = {m: {} for m in models}
+    for model in models:
+        for steps in (f * base for f in FACTORS):
+            for seed in range(args.seeds):
+                if budget.left() <= 0:
+                    continue
+                rec = train_once(out, args.dataset, model, args.profile, seed, steps, overrides)
+                runs[model].setdefault(steps, []).append(rec)
+                print(f"{model} {steps} steps seed {seed}: {rec['final_val_iou']:.3f}", flush=True)
+    per_model = {m: compare(r) for m, r in runs.items()}
+    chosen = smallest_converged(per_model)
+    md = render(args.dataset, args.profile, per_model, runs, chosen)
+    if args.out:
+        atomic_write(args.out, md + "\n")
+    data = {"per_model": per_model, "chosen_steps": chosen, "base_steps": base}
+    emit(args, "convergence", "Convergence of the step budget", md, {"steps": chosen}, data, budget)
+
+
+if __name__ == "__main__":
+    main()

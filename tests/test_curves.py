@@ -1,0 +1,266 @@
+"""Budgets and learning curves: equal step budgets for every model, step-wise schedules that end
+the run, the validation curve of every run in its record, the plateau column and the figure."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from seg_bench.config import BUDGET_KEYS, benchmark_models, resolve_config
+from seg_bench.errors import UserError
+from seg_bench.protocol.figures import mean_curve
+from seg_bench.protocol.report import (
+    PLATEAU_GAIN,
+    convergence_verdict,
+    plateau_slope,
+    plateaued,
+    render_markdown,
+    summarise,
+)
+from seg_bench.training.task import warmup_cosine
+from seg_bench.training.trainer import train
+
+# Smoke: 8 patches of batch 4 per epoch = 2 optimizer steps an epoch.
+SMOKE = {"accelerator": "cpu", "precision": "32-true", "logger": "none"}
+
+
+def line(n_points: int, last_step: int, start: float, slope: float) -> list[dict]:
+    steps = np.linspace(last_step / n_points, last_step, n_points).round().astype(int)
+    return [
+        {"step": int(s), "epoch": i, "val_iou": start + slope * s, "val_loss": 1.0}
+        for i, s in enumerate(steps)
+    ]
+
+
+# --- budgets -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dataset", ["synthetic", "dsb2018", "isbi2012", "epfl", "ncmir"])
+def test_every_model_of_the_cpu_profile_gets_the_same_steps_and_patches(dataset):
+    configs = [resolve_config(dataset, m, "cpu") for m in benchmark_models(dataset, "cpu")]
+    budgets = {tuple(getattr(c, k) for k in BUDGET_KEYS) for c in configs}
+    assert len(budgets) == 1
+    c = configs[0]
+    assert c.max_steps and c.schedule == "warmup_cosine" and not c.budget_note
+    assert c.max_epochs == math.ceil(c.max_steps / math.ceil(c.samples_per_epoch / c.batch_size))
+
+
+def test_the_former_cpu_budget_lives_on_as_the_quick_profile_marked_not_converged():
+    quick = resolve_config("dsb2018", "unet", "quick")
+    assert (quick.max_epochs, quick.samples_per_epoch, quick.batch_size) == (6, 128, 8)  # 96 steps
+    assert quick.max_steps is None and "not converged" in quick.budget_note
+
+
+def test_a_profile_may_not_give_one_model_its_own_budget(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        "profiles:\n  cpu:\n    max_steps: 100\n    models:\n      unet: {max_steps: 50}\n"
+    )
+    with pytest.raises(UserError, match="models.unet sets max_steps; every model"):
+        resolve_config("synthetic", "resunet", "cpu", config_file=str(path))
+
+
+def test_explicit_epochs_replace_the_profiles_step_budget_and_explicit_steps_set_epochs():
+    assert resolve_config("synthetic", "unet", "cpu", max_epochs=3).max_steps is None
+    cfg = resolve_config("synthetic", "unet", "smoke", max_steps=5)
+    assert (cfg.max_steps, cfg.max_epochs) == (5, 3)  # 2 steps an epoch
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "plateau", "warmup_cosine", "onecycle", None])
+def test_old_and_new_schedule_names_are_accepted(schedule):
+    assert resolve_config("synthetic", "unet", "smoke", schedule=schedule).schedule == schedule
+
+
+def test_an_unknown_schedule_names_the_known_ones():
+    with pytest.raises(UserError, match="warmup_cosine, onecycle"):
+        resolve_config("synthetic", "unet", "smoke", schedule="linear")
+
+
+def test_warmup_cosine_rises_linearly_then_decays_to_zero_at_the_last_step():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = warmup_cosine(opt, total_steps=22, warmup=0.1)  # 2 warm-up steps, 20 of decay
+    lrs = []
+    for _ in range(23):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:3] == pytest.approx([0.5, 1.0, 1.0])
+    assert lrs[12] == pytest.approx(0.5)  # half-way through the decay
+    assert lrs[22] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:], strict=False))
+
+
+class LearningRates(Callback):
+    def __init__(self):
+        self.used = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.used.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+@pytest.mark.parametrize("schedule", ["warmup_cosine", "onecycle"])
+def test_a_step_budget_stops_training_and_the_schedule_ends_with_it(schedule, tmp_path):
+    cfg = resolve_config("synthetic", "unet", "smoke", max_steps=10, schedule=schedule, **SMOKE)
+    lrs = LearningRates()
+    result = train(cfg, tmp_path, callbacks=[lrs], progress=False)
+    assert result.task.trainer.global_step == 10 and len(lrs.used) == 10
+    assert len(set(lrs.used[1:])) == 9  # a new rate every optimizer step, not every epoch
+    assert max(lrs.used) <= cfg.lr * (1 + 1e-9)
+    assert lrs.used[-1] < 0.05 * cfg.lr  # annealed to (nearly) zero by the last step
+
+
+# --- curves ------------------------------------------------------------------------------
+
+
+def test_a_run_keeps_one_curve_point_per_validation_in_its_record(tmp_path):
+    from seg_bench.protocol.bench import bench
+
+    [rec] = bench(
+        "synthetic", models=["unet"], profile="smoke", results_dir=tmp_path / "results",
+        runs_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "lb",
+        overrides={**SMOKE, "max_epochs": 3},
+    )  # fmt: skip
+    curve = rec["curve"]
+    assert [(p["step"], p["epoch"]) for p in curve] == [(2, 0), (4, 1), (6, 2)]
+    assert all(0 <= p["val_iou"] <= 1 and p["val_loss"] > 0 for p in curve)
+    assert max(p["val_iou"] for p in curve) == pytest.approx(rec["best_val"]["val/iou"])
+    assert (tmp_path / "lb" / "synthetic" / "curves.png").stat().st_size > 1000
+
+
+class Interrupt(Exception):
+    pass
+
+
+class StopAtEpoch(Callback):
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise Interrupt
+
+
+def test_a_resumed_run_keeps_the_curve_of_its_first_part(tmp_path):
+    cfg = resolve_config("synthetic", "unet", "smoke", max_epochs=3, **SMOKE)
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path, callbacks=[StopAtEpoch(2)], progress=False)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    saved = ckpt["val_curve"]
+    assert saved and saved[-1]["step"] == ckpt["global_step"]
+    result = train(cfg, tmp_path, progress=False)
+    assert [p["step"] for p in result.task.curve] == [2, 4, 6]
+    assert result.task.curve[: len(saved)] == saved
+
+
+# --- plateau and figure --------------------------------------------------------------------
+
+
+def test_plateau_slope_is_the_least_squares_slope_over_the_last_fifth():
+    curve = line(10, 1000, 0.5, 0.0)
+    for p in curve[-3:]:  # steps 800, 900, 1000: +0.001 IoU per step there
+        p["val_iou"] = 0.5 + 0.001 * (p["step"] - 800)
+    assert plateau_slope(curve) == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize(
+    ("slope", "expected"),
+    [(0.0, True), (-1e-4, True), (0.5 * PLATEAU_GAIN / 1000, True),
+     (2 * PLATEAU_GAIN / 1000, False)],
+)  # fmt: skip
+def test_a_curve_has_plateaued_when_doubling_the_run_would_add_under_the_gain(slope, expected):
+    assert plateaued(line(20, 1000, 0.3, slope)) is expected
+
+
+def test_too_few_validations_in_the_tail_cannot_tell():
+    assert plateaued(line(4, 1000, 0.3, 0.001)) is None  # one point in the last fifth
+    assert plateaued([]) is None
+
+
+def test_one_rising_seed_marks_the_model_not_converged():
+    flat, rising = line(20, 1000, 0.5, 0.0), line(20, 1000, 0.3, 0.0002)
+    assert convergence_verdict([{"curve": flat}, {"curve": flat}]) == "yes"
+    assert convergence_verdict([{"curve": flat}, {"curve": rising}]) == "not converged"
+    assert convergence_verdict([{"config": {}}]) is None  # records without a curve
+
+
+def test_mean_curve_interpolates_seeds_onto_the_union_of_their_steps():
+    a = [{"step": 0, "val_iou": 0.0}, {"step": 10, "val_iou": 1.0}]
+    b = [{"step": 0, "val_iou": 0.2}, {"step": 5, "val_iou": 0.4}, {"step": 10, "val_iou": 0.6}]
+    steps, mean, low, high = mean_curve([a, b])
+    assert steps.tolist() == [0, 5, 10]
+    assert mean == pytest.approx([0.1, 0.45, 0.8])
+    assert low == pytest.approx([0.0, 0.4, 0.6]) and high == pytest.approx([0.2, 0.5, 1.0])
+
+
+def _record(model, seed, curve, profile="cpu", note=""):
+    per_image = [{"id": "a", "tp": 5, "fp": 1, "fn": 1, "tn": 10}]
+    return {
+        "model": model, "seed": seed, "labels": "manual", "profile": profile, "params": 1000,
+        "train_time_s": 1.0, "precision": "32-true", "commit": "abc",
+        "hardware": {"cpu": "test", "cores": 2, "gpu": None}, "curve": curve,
+        "config": {"max_epochs": 1, "samples_per_epoch": 8, "batch_size": 2, "optimizer": "adam",
+                   "lr": 0.001, "loss": "bce", "budget_note": note},
+        "data": {"splits": {"test": ["a"]}, "patch_size": 32},
+        "metrics": {"overall": {"iou": 0.7}, "per_image": per_image, "inference_mpix_per_s": 1.0},
+    }  # fmt: skip
+
+
+def test_leaderboard_marks_rising_models_and_prints_a_short_budgets_note():
+    flat, rising = line(20, 1000, 0.5, 0.0), line(20, 1000, 0.3, 0.0002)
+    note = "not converged: 96 optimizer steps"
+    records = [_record("flat", 0, flat, "quick", note), _record("rising", 0, rising, "quick", note)]
+    md = render_markdown("toy", summarise(records, n_boot=5), records)
+    assert next(x for x in md.splitlines() if x.startswith("| Model |")).endswith("| Plateaued |")
+    assert next(x for x in md.splitlines() if x.startswith("| flat |")).endswith("| yes |")
+    assert next(x for x in md.splitlines() if x.startswith("| rising |")).endswith(
+        "| not converged |"
+    )
+    assert f"**Budget of profile quick: {note}.**" in md
+    assert "(toy/curves.png)" in md
+
+
+def test_records_without_curves_render_as_before():
+    records = [_record("old", 0, None)]
+    records[0].pop("curve")
+    md = render_markdown("toy", summarise(records, n_boot=5), records)
+    assert "Plateaued" not in md and "curves.png" not in md and "**Budget of" not in md
+
+
+# --- benchmarks/bench_convergence.py: the budget rule --------------------------------------
+
+
+def _convergence_module():
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    return importlib.import_module("bench_convergence")
+
+
+def _runs(ious_by_steps: dict[int, list[float]]) -> dict[int, list[dict]]:
+    return {s: [{"final_val_iou": x} for x in ious] for s, ious in ious_by_steps.items()}
+
+
+def test_doubling_a_budget_is_judged_by_0_01_or_a_third_of_the_seed_range():
+    bc = _convergence_module()
+    # 100 -> 200 gains 0.05 (seeds agree): not converged; 200 -> 400 gains 0.005: converged.
+    tight = bc.compare(_runs({100: [0.60, 0.60], 200: [0.65, 0.65], 400: [0.655, 0.655]}))
+    assert [c["converged"] for c in tight] == [False, True]
+    assert tight[0]["change"] == pytest.approx(0.05) and tight[0]["tolerance"] == 0.01
+    # Seeds 0.09 apart: a 0.02 change is within a third of that range (0.03).
+    noisy = bc.compare(_runs({100: [0.60, 0.69], 200: [0.62, 0.71]}))
+    assert noisy[0]["tolerance"] == pytest.approx(0.03) and noisy[0]["converged"]
+
+
+def test_the_chosen_budget_is_the_smallest_where_no_model_still_gains():
+    bc = _convergence_module()
+    fast = bc.compare(_runs({100: [0.7, 0.7], 200: [0.7, 0.7], 400: [0.7, 0.7]}))
+    slow = bc.compare(_runs({100: [0.5, 0.5], 200: [0.6, 0.6], 400: [0.6, 0.6]}))
+    assert bc.smallest_converged({"fast": fast, "slow": slow}) == 200
+    still = bc.compare(_runs({100: [0.5, 0.5], 200: [0.6, 0.6], 400: [0.7, 0.7]}))
+    assert bc.smallest_converged({"fast": fast, "still": still}) is None

@@ -1,0 +1,209 @@
+"""precision: auto is decided by timing training steps on the CPU, cached per machine/torch/model;
+channels_last training when that wins."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from seg_bench.config import resolve_config
+from seg_bench.training import precision as prec
+from seg_bench.training.precision import PrecisionChoice, choose_precision, decide
+
+
+class FakeTimer:
+    """Step times by candidate name, counting what was timed."""
+
+    def __init__(self, ms: dict[str, float]):
+        self.ms, self.timed = ms, []
+
+    def __call__(self, name: str, limit_ms: float | None) -> list[float]:
+        self.timed.append(name)
+        return [self.ms[name] * f for f in (1.1, 1.0, 0.9)]  # median = ms[name]
+
+
+def never_time(name, limit_ms):
+    raise AssertionError(f"timed {name} although the measurement was cached")
+
+
+@pytest.fixture
+def cfg(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    return resolve_config("synthetic", "unet", "smoke", accelerator="cpu")
+
+
+@pytest.fixture
+def model(cfg):
+    from seg_bench.models import create_model
+
+    return create_model(cfg.model, in_channels=1, classes=1, width=cfg.width)
+
+
+MEASURED = {"fp32": 349.0, "fp32+cl": 340.0, "bf16": 226.0, "bf16+cl": 164.0}
+
+
+def test_fastest_setting_wins_when_it_beats_float32_by_the_threshold(cfg, model, tmp_path):
+    choice = choose_precision(cfg, model, 1, timer=FakeTimer(MEASURED), folder=tmp_path)
+    assert (choice.precision, choice.channels_last, choice.setting) == (
+        "bf16-mixed",
+        True,
+        "bf16+cl",
+    )
+    assert choice.ratio == pytest.approx(349 / 164)
+    assert choice.ms_per_step == MEASURED
+
+
+@pytest.mark.parametrize(
+    ("bf16_ms", "expected"),
+    [(100 / 1.19, "fp32"), (100 / 1.2, "bf16"), (100 / 1.5, "bf16"), (150.0, "fp32")],
+)
+def test_a_setting_must_be_at_least_1_2x_faster_than_float32(bf16_ms, expected):
+    chosen, fastest, ratio = decide({"fp32": 100.0, "bf16": bf16_ms})
+    assert chosen == expected
+    assert ratio == pytest.approx(100.0 / min(100.0, bf16_ms))
+
+
+def test_float32_is_kept_and_the_measured_ratio_still_recorded(cfg, model, tmp_path):
+    ms = {"fp32": 100.0, "fp32+cl": 99.0, "bf16": 90.0, "bf16+cl": 95.0}
+    choice = choose_precision(cfg, model, 1, timer=FakeTimer(ms), folder=tmp_path)
+    assert (choice.precision, choice.channels_last, choice.setting) == ("32-true", False, "fp32")
+    assert choice.ratio == pytest.approx(100 / 90)
+    assert "float32 kept" in choice.reason
+
+
+def test_a_cache_hit_reuses_the_measurement_without_timing(cfg, model, tmp_path):
+    timer = FakeTimer(MEASURED)
+    first = choose_precision(cfg, model, 1, timer=timer, folder=tmp_path)
+    assert timer.timed == list(prec.CANDIDATES)
+    again = choose_precision(cfg, model, 1, timer=never_time, folder=tmp_path)
+    assert again == first
+    saved = json.loads(open(first.cache_file).read())
+    assert saved["ms_per_step"] == MEASURED and saved["setting"] == "bf16+cl"
+
+
+def test_the_cache_is_keyed_by_torch_version_and_shape(cfg, model, tmp_path, monkeypatch):
+    choose_precision(cfg, model, 1, timer=FakeTimer(MEASURED), folder=tmp_path)
+    bigger = resolve_config("synthetic", "unet", "smoke", accelerator="cpu", batch_size=8)
+    timer = FakeTimer(MEASURED)
+    choose_precision(bigger, model, 1, timer=timer, folder=tmp_path)
+    assert timer.timed  # another batch size is another measurement
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    timer = FakeTimer(MEASURED)
+    other = choose_precision(cfg, model, 1, timer=timer, folder=tmp_path)
+    assert timer.timed and len(list((tmp_path / "precision").glob("*.json"))) == 3
+    assert other.setting == "bf16+cl"
+
+
+def test_a_damaged_cache_file_is_measured_again(cfg, model, tmp_path):
+    first = choose_precision(cfg, model, 1, timer=FakeTimer(MEASURED), folder=tmp_path)
+    open(first.cache_file, "w").write("{not json")
+    timer = FakeTimer(MEASURED)
+    assert choose_precision(cfg, model, 1, timer=timer, folder=tmp_path) == first
+    assert timer.timed
+
+
+def test_an_unwritable_cache_still_decides_by_measurement(cfg, model, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.warns(UserWarning, match="not usable"):
+        choice = choose_precision(cfg, model, 1, timer=FakeTimer(MEASURED), folder=blocker)
+    assert choice.setting == "bf16+cl" and choice.cache_file is None
+
+
+def test_gpus_keep_16_bit_and_an_explicit_precision_is_kept(cfg, model, monkeypatch):
+    explicit = resolve_config("synthetic", "unet", "smoke", precision="32-true")
+    assert choose_precision(explicit, model, 1, timer=never_time).precision == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    gpu = resolve_config("synthetic", "unet", "smoke")
+    assert choose_precision(gpu, model, 1, timer=never_time).precision == "16-mixed"
+
+
+def test_a_model_excluded_from_bf16_only_compares_float32_layouts(cfg, model, tmp_path):
+    cfg.bf16_exclude = {"unet": "IoU 0.05 below float32"}
+    timer = FakeTimer(MEASURED)
+    choice = choose_precision(cfg, model, 1, timer=timer, folder=tmp_path)
+    assert timer.timed == ["fp32", "fp32+cl"]
+    assert choice.precision == "32-true" and "IoU 0.05 below float32" in choice.reason
+
+
+def test_a_hopelessly_slow_candidate_is_abandoned_after_one_step(cfg, model):
+    times = prec._StepTimer(cfg, model, 1)("bf16", limit_ms=0.0)
+    assert len(times) == 1  # the warm-up step only
+    full = prec._StepTimer(cfg, model, 1)("fp32", limit_ms=None)
+    assert len(full) == prec.TIMED_STEPS
+
+
+def test_timing_leaves_the_model_and_the_random_stream_untouched(cfg, model):
+    before = [p.detach().clone() for p in model.parameters()]
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    prec._StepTimer(cfg, model, 1)("fp32+cl", limit_ms=None)
+    assert torch.equal(torch.rand(3), expected)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+class SeesLayout(Callback):
+    """Notes the memory format of the model's convolutions as training steps begin."""
+
+    def __init__(self):
+        self.nhwc = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        convs = [m for m in pl_module.modules() if isinstance(m, torch.nn.Conv2d)]
+        # 1-channel tensors are both layouts at once: look at the convolutions with several.
+        wide = [c.weight for c in convs if c.in_channels > 1]
+        self.nhwc.append(all(w.is_contiguous(memory_format=torch.channels_last) for w in wide))
+
+
+def test_channels_last_converts_each_training_batch_in_place():
+    from seg_bench.training.callbacks import ChannelsLast
+
+    batch = {"image": torch.rand(2, 3, 8, 8), "mask": torch.zeros(2, 8, 8)}
+    ChannelsLast().on_train_batch_start(None, None, batch, 0)
+    assert batch["image"].is_contiguous(memory_format=torch.channels_last)
+    assert not batch["image"].is_contiguous()
+
+
+def test_channels_last_choice_trains_the_model_in_nhwc(cfg, tmp_path):
+    from seg_bench.training.trainer import build_datamodule, build_task, build_trainer
+
+    cfg = resolve_config("synthetic", "unet", "smoke", accelerator="cpu", precision="32-true")
+    dm = build_datamodule(cfg)
+    task = build_task(cfg, dm)
+    sees = SeesLayout()
+    choice = PrecisionChoice("32-true", channels_last=True, setting="fp32+cl")
+    trainer, _, _ = build_trainer(cfg, tmp_path, callbacks=[sees], progress=False, precision=choice)
+    L.seed_everything(0)
+    trainer.fit(task, datamodule=dm)
+    assert sees.nhwc and all(sees.nhwc)
+
+
+class CrashesInChannelsLast(torch.nn.Module):
+    """Kills its process when run in channels_last, as oneDNN does for some networks."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.out = torch.nn.Conv2d(4, 1, 1)
+
+    def forward(self, x):
+        h = self.conv(x)
+        if h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous():
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return self.out(h)
+
+
+def test_a_candidate_that_crashes_its_process_is_left_out_and_the_run_goes_on(cfg):
+    timer = prec._isolated_timer(cfg, CrashesInChannelsLast(), 1)
+    assert isinstance(timer, prec._ChildTimer)
+    with pytest.warns(UserWarning, match="fp32\\+cl crashed"):
+        ms = prec.measure(["fp32", "fp32+cl", "bf16"], timer)
+    assert ms["fp32+cl"] is None and ms["fp32"] > 0 and ms["bf16"] > 0
+    assert decide(ms)[1] in ("fp32", "bf16")
