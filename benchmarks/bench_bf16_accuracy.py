@@ -20,24 +20,28 @@ import argparse
 import os
 import statistics
 import sys
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_precision import CPU_SETTINGS, short_run  # noqa: E402
 from common import (  # noqa: E402
     Budget,
     add_common_args,
-    atomic_write,
     core_models,
-    cpu_config,
-    datamodule,
     emit,
     machine_info,
     machine_line,
     md_table,
     models_arg,
-    pregenerate,
     setup_torch,
 )
+from train_loop import (
+    cpu_config,  # noqa: E402
+    datamodule,  # noqa: E402
+    pregenerate,  # noqa: E402
+)
+
+from seg_bench.io import atomic_write  # noqa: E402
 
 SETTINGS = {"fp32": CPU_SETTINGS["fp32"], "bf16": CPU_SETTINGS["bf16+cl"]}
 
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{model}: change {r['change']:+.3f}, spread {r['seed_spread_fp32']:.3f}", flush=True)
     md = render(results, seeds, steps, args.patch, info)
     if args.out:
-        atomic_write(args.out, md + "\n")
+        write_text(args.out, md + "\n")
     beyond = [m for m, r in results.items() if r.get("within_spread") is False]
     headline = {"bf16 beyond the fp32 seed spread": ", ".join(beyond) or "none"}
     emit(args, "bf16_accuracy", "bf16 vs float32 accuracy", md, headline, results, budget)
@@ -133,3 +137,8 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def write_text(path: str, text: str) -> None:
+    with atomic_write(Path(path)) as f:
+        f.write(text)

@@ -32,12 +32,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
     Budget,
     add_common_args,
-    atomic_write,
     emit,
     machine_line,
     md_table,
     setup_torch,
 )
+
+from seg_bench.io import atomic_write  # noqa: E402
 
 GAIN = 0.01  # IoU; the same gain the leaderboard's plateau column uses
 SPREAD_FRACTION = 1 / 3
@@ -180,10 +181,15 @@ def main(argv: list[str] | None = None) -> None:
     chosen = smallest_converged(per_model)
     md = render(args.dataset, args.profile, per_model, runs, chosen)
     if args.out:
-        atomic_write(args.out, md + "\n")
+        write_text(args.out, md + "\n")
     data = {"per_model": per_model, "chosen_steps": chosen, "base_steps": base}
     emit(args, "convergence", "Convergence of the step budget", md, {"steps": chosen}, data, budget)
 
 
 if __name__ == "__main__":
     main()
+
+
+def write_text(path: str, text: str) -> None:
+    with atomic_write(Path(path)) as f:
+        f.write(text)
