@@ -75,7 +75,6 @@ def test_imports_point_down_the_stages(path):
     assert not climbs, "\n".join(climbs)
 
 
-@pytest.mark.xfail(reason="splitting the long modules is under way", strict=False)
 def test_no_module_is_too_long_to_read_in_one_sitting():
     long = {
         str(p.relative_to(PACKAGE)): n
@@ -85,7 +84,6 @@ def test_no_module_is_too_long_to_read_in_one_sitting():
     assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
 
 
-@pytest.mark.xfail(reason="splitting the long functions is under way", strict=False)
 def test_no_function_is_longer_than_a_screen():
     long = {}
     for p in _modules():

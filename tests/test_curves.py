@@ -12,15 +12,14 @@ from lightning.pytorch.callbacks import Callback
 
 from seg_bench.config import BUDGET_KEYS, benchmark_models, resolve_config
 from seg_bench.errors import UserError
-from seg_bench.protocol.figures import mean_curve
-from seg_bench.protocol.report import (
+from seg_bench.protocol.convergence import (
     PLATEAU_GAIN,
     convergence_verdict,
     plateau_slope,
     plateaued,
-    render_markdown,
-    summarise,
 )
+from seg_bench.protocol.figures import mean_curve
+from seg_bench.protocol.report import render_markdown, summarise
 from seg_bench.training.task import warmup_cosine
 from seg_bench.training.trainer import train
 

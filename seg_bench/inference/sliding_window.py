@@ -1,15 +1,16 @@
-"""Whole-image prediction: full-resolution sliding window, Gaussian blending, D4 test-time augmentation.
+"""Whole-image prediction: full-resolution sliding window, Gaussian blending, D4 test-time
+augmentation.
 
 ``predict_logits(model, image, window=None, overlap=0.25, batch_size=4, tta=False)`` maps float
 images B,C,H,W of any size to logits B,K,H,W at full resolution (nothing is resized).
 
 * ``window=None``: one pass of the model over each whole image (``batch_size`` images at a time).
 * ``window=int | (h, w)``: tiles of that size, placed so that neighbours overlap by at least
-  ``overlap`` (a fraction of the window in [0, 1)), evenly spread with the first tile flush with the
-  top/left border and the last flush with the bottom/right border, so every pixel is covered
-  (nnU-Net's placement). An image smaller than the window is padded (reflect where the image is large
-  enough, else zeros), centred, and the padding is cropped off the result. Tiles go through the model
-  ``batch_size`` at a time.
+  ``overlap`` (a fraction of the window in [0, 1)), evenly spread with the first tile flush with
+  the top/left border and the last flush with the bottom/right border, so every pixel is covered
+  (nnU-Net's placement). An image smaller than the window is padded (reflect where the image is
+  large enough, else zeros), centred, and the padding is cropped off the result. Tiles go
+  through the model ``batch_size`` at a time.
 * Blending: each tile's logits are weighted by a Gaussian (sigma = window / 8 per axis, as nnU-Net;
   peak 1, never below ``MIN_WEIGHT`` so no pixel ever gets zero weight) and the weighted
   sums divided by the summed weights.
@@ -17,7 +18,8 @@ images B,C,H,W of any size to logits B,K,H,W at full resolution (nothing is resi
 **We blend logits, not probabilities.** The function's contract is logits, and the model's head is
 not known here (one sigmoid channel, a K-way softmax, or something else entirely): blending
 probabilities would force a guess at the activation and then an inverse (``logit`` for a sigmoid,
-``log`` up to a constant for a softmax) that is lossy where probabilities saturate at 0/1 in float32.
+``log`` up to a constant for a softmax) that is lossy where probabilities saturate at 0/1 in
+float32.
 Blending logits needs no such guess, and where overlapping tiles agree (the usual case away from
 tile borders) both give the same answer. Its one known difference from
 nnU-Net: a tile that is very confident at its border pulls the blend further than it would in
