@@ -110,7 +110,7 @@ class EPFL(HeldOutVolumeDataModule):
             )  # fmt: skip
         ids = [f"training_{n:03d}" for n in numbers]
         page = {i: z for z, i in enumerate(ids)}
-        split = self.split_training(dict(zip(ids, numbers)), str(image_path), "slices")
+        split = self.split_training(dict(zip(ids, numbers, strict=True)), str(image_path), "slices")
         out = {
             k: [
                 Sample(
