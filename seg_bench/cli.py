@@ -128,9 +128,7 @@ def add_training_commands(sub: Any) -> None:
     p.add_argument(
         "--force", action="store_true", help="replace what the run folder holds (says what)"
     )
-    add_run_options(p)
-    add_tracking_options(p)
-    p.set_defaults(func=cmd_train)
+    end_run_command(p, cmd_train)
 
     p = sub.add_parser("bench", help="the protocol: train seeds, test, leaderboard")
     p.add_argument("--dataset", default="synthetic")
@@ -146,9 +144,7 @@ def add_training_commands(sub: Any) -> None:
         action="store_true",
         help="rerun finished (model, seed) pairs; may replace committed leaderboards",
     )
-    add_run_options(p)
-    add_tracking_options(p)
-    p.set_defaults(func=cmd_bench)
+    end_run_command(p, cmd_bench)
 
     p = sub.add_parser(
         "search", help="Optuna search; rerun to resume, share --storage across workers"
@@ -188,9 +184,15 @@ def add_training_commands(sub: Any) -> None:
         action="store_true",
         help="print trials and parameter importances (alone: without running)",
     )
+    end_run_command(p, cmd_search)
+
+
+def end_run_command(p: argparse.ArgumentParser, func: Any) -> None:
+    """Close a training command: after its own options, the run and tracking options (their
+    own ``--help`` sections) and the function that runs it."""
     add_run_options(p)
     add_tracking_options(p)
-    p.set_defaults(func=cmd_search)
+    p.set_defaults(func=func)
 
 
 def add_file_commands(sub: Any) -> None:

@@ -1,4 +1,5 @@
-"""Helpers shared by the weak-label methods: image checks and painting regions into labels."""
+"""Helpers shared by the weak-label methods: checked inputs, painting regions into labels and
+the ``(labels, used)`` result."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from seg_bench.errors import UserError
+from seg_bench.labels.points import validate_points
 
 LUMA = np.array([0.2125, 0.7154, 0.0721])  # as skimage.color.rgb2gray
 CROSS = ndi.generate_binary_structure(2, 1)  # 4-connectivity
@@ -74,8 +76,22 @@ def resolve_overlaps(
     return labels
 
 
-def labels_present(labels: np.ndarray, n: int) -> np.ndarray:
-    """(n,) bool: whether label ``k + 1`` occurs in ``labels``."""
-    present = np.zeros(n + 1, dtype=bool)
+def image_and_points(
+    image: Any, points: Any, image_name: str = "image"
+) -> tuple[np.ndarray, np.ndarray]:
+    """A weak-label method's checked inputs: the grey float64 image (:func:`as_grey`) and the
+    (N, 2) integer (x, y) points inside it (:func:`validate_points`)."""
+    grey = as_grey(image, image_name)
+    return grey, validate_points(points, grey.shape, image_name)
+
+
+def labels_and_used(
+    labels: np.ndarray, n_points: int, return_used: bool
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """A weak-label method's result: ``labels``, and with ``return_used`` also the (N,) bool
+    array saying whether label ``k + 1`` occurs in them."""
+    if not return_used:
+        return labels
+    present = np.zeros(n_points + 1, dtype=bool)
     present[np.unique(labels)] = True
-    return present[1:]
+    return labels, present[1:]

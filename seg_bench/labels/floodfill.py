@@ -35,13 +35,12 @@ from seg_bench.errors import UserError
 from seg_bench.labels._shared import (
     CROSS,
     SQUARE,
-    as_grey,
     check_count,
     check_positive,
-    labels_present,
+    image_and_points,
+    labels_and_used,
     resolve_overlaps,
 )
-from seg_bench.labels.points import validate_points
 
 __all__ = ["flood_fill_labels"]
 
@@ -104,8 +103,7 @@ def flood_fill_labels(
     >>> int((labels == 1).sum())
     25
     """
-    grey = as_grey(image)
-    pts = validate_points(points, grey.shape, "image")
+    grey, pts = image_and_points(image, points)
     check_count(gap_radius, "gap_radius")
     check_count(snap_radius, "snap_radius")
     check_count(min_size, "min_size")
@@ -116,7 +114,7 @@ def flood_fill_labels(
     else:
         binary = _drop_specks(_binarise(grey, threshold, bright_objects), min_size)
         labels = _fill_from_clicks(binary, pts, gap_radius, snap_radius, hole_area, max_area)
-    return (labels, labels_present(labels, len(pts))) if return_used else labels
+    return labels_and_used(labels, len(pts), return_used)
 
 
 def _fill_from_clicks(

@@ -36,8 +36,12 @@ from typing import Any
 import numpy as np
 
 from seg_bench.errors import UserError
-from seg_bench.labels._shared import as_grey, check_positive, labels_present, resolve_overlaps
-from seg_bench.labels.points import validate_points
+from seg_bench.labels._shared import (
+    check_positive,
+    image_and_points,
+    labels_and_used,
+    resolve_overlaps,
+)
 
 __all__ = ["region_growing_labels"]
 
@@ -107,7 +111,7 @@ def region_growing_labels(
             UserWarning,
             stacklevel=2,
         )
-    return (labels, labels_present(labels, len(pts))) if return_used else labels
+    return labels_and_used(labels, len(pts), return_used)
 
 
 def growing_setup(
@@ -117,8 +121,7 @@ def growing_setup(
 
     Also used by the strict reference implementation in the tests.
     """
-    grey = as_grey(image)
-    pts = validate_points(points, grey.shape, "image")
+    grey, pts = image_and_points(image, points)
     check_positive(max_area, "max_area")
     if threshold is not None:
         try:

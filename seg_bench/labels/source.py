@@ -19,9 +19,9 @@ import numpy as np
 
 from seg_bench.data.base import Sample, connected_instances
 from seg_bench.errors import UserError
-from seg_bench.labels._shared import as_grey
+from seg_bench.labels._shared import image_and_points
 from seg_bench.labels.floodfill import flood_fill_labels
-from seg_bench.labels.points import click_points_from_instances, validate_points
+from seg_bench.labels.points import click_points_from_instances
 from seg_bench.labels.quality import label_quality
 from seg_bench.labels.region import region_growing_labels
 from seg_bench.registry import LABEL_SOURCES
@@ -69,8 +69,7 @@ def weak_labels(
     """
     if method not in METHODS:
         raise UserError(f"unknown weak-label method {method!r}; choose one of {', '.join(METHODS)}")
-    grey = as_grey(image, image_name)
-    pts = validate_points(points, grey.shape, image_name)
+    grey, pts = image_and_points(image, points, image_name)
     return METHODS[method](grey, pts, **kw)
 
 

@@ -18,26 +18,16 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from seg_bench.data.base import Sample, SegmentationDataModule, seeded_split
-from seg_bench.data.datasets.isbi2012 import require_same_stack_shape
-from seg_bench.data.io import (
-    contiguous_split,
-    describe_blocks,
-    read_stack,
-    require_file,
-    require_values,
-    unused_slices,
-)
+from seg_bench.data.base import Sample
+from seg_bench.data.io import require_values
+from seg_bench.data.volume import HeldOutVolumeDataModule
 from seg_bench.errors import DataError
-from seg_bench.paths import missing_data_hint
 from seg_bench.registry import DATASETS
 
 log = logging.getLogger(__name__)
-HINT = missing_data_hint("epfl")
 LABEL_FORM = "0 (background) / 255 (mitochondrion), uint8"
 
 
@@ -68,7 +58,7 @@ def _slice_numbers(csv_path: Path, n: int) -> list[int]:
 
 
 @DATASETS.register("epfl", "EPFL CVLab hippocampus mitochondria (Lucchi, FIB-SEM 768x1024)")
-class EPFL(SegmentationDataModule):
+class EPFL(HeldOutVolumeDataModule):
     """EPFL mitochondria: official testing stack as test, seeded validation slices."""
 
     name = "epfl"
@@ -85,41 +75,20 @@ class EPFL(SegmentationDataModule):
     positive_label = 255  # in training_groundtruth.tif; read by `seg-bench score`
     instance_metric = None
     default_patch_size = 256
-
-    def __init__(
-        self,
-        root=None,
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.15,
-        split_seed: int = 0,
-        split_gap: int = 1,
-        **kwargs,
-    ):
-        super().__init__(root=root, **kwargs)
-        self.val_fraction = float(val_fraction)
-        self.test_fraction = float(test_fraction)
-        self.split_seed = int(split_seed)
-        self.split_gap = int(split_gap)
-        self._samples: dict[str, list[Sample]] | None = None
-        self._official = False
-        self._blocks: dict[str, list[int]] = {}
-        self._unused: list[int] = []
+    blocks_of = "the training slices (testing stacks absent)"
+    held_out_split = "official testing stack; seeded val from training"
 
     def _pair(self, image_name: str, label_name: str) -> tuple[np.ndarray, np.ndarray, Path]:
-        image_path = require_file(
-            self.dir / image_name, f"the EPFL {image_name} stack (Z,768,1024 uint8)", HINT
+        images, labels, image_path, label_path = self.read_stack_pair(
+            image_name,
+            f"the EPFL {image_name} stack (Z,768,1024 uint8)",
+            label_name,
+            f"the EPFL ground truth stack ({LABEL_FORM})",
         )
-        label_path = require_file(
-            self.dir / label_name, f"the EPFL ground truth stack ({LABEL_FORM})", HINT
-        )
-        images, labels = read_stack(image_path), read_stack(label_path)
-        require_same_stack_shape(images, labels, image_path, label_path)
         require_values(labels, {0, 255}, label_path, LABEL_FORM)
         return images, (labels > 0).astype(np.uint8), image_path
 
-    def _load_all(self) -> dict[str, list[Sample]]:
-        if self._samples is not None:
-            return self._samples
+    def read_splits(self) -> dict[str, list[Sample]]:
         test_files = [self.dir / "testing.tif", self.dir / "testing_groundtruth.tif"]
         present = [p.is_file() for p in test_files]
         if any(present) and not all(present):
@@ -130,30 +99,18 @@ class EPFL(SegmentationDataModule):
                 f"{lack}: file not found but {have.name} is there; "
                 "expected both testing stacks or neither"
             )
-        self._official = all(present)
+        self.has_test_set = all(present)
         images, masks, image_path = self._pair("training.tif", "training_groundtruth.tif")
         numbers = _slice_numbers(self.dir / "training_slices.csv", len(images))
-        if self._official:
-            fractions = {"train": 1 - self.val_fraction, "val": self.val_fraction}
-        else:
-            fractions = {
-                "train": 1 - self.val_fraction - self.test_fraction,
-                "val": self.val_fraction,
-                "test": self.test_fraction,
-            }
+        if not self.has_test_set:
             log.warning(
                 "epfl: %s not found; the test split is the last %.0f%% of the training slices "
                 "(contiguous blocks) instead of the official testing stack",
                 test_files[0], 100 * self.test_fraction,
             )  # fmt: skip
-        if len(images) < len(fractions):
-            raise DataError(
-                f"{image_path}: {len(images)} slices are too few for {'/'.join(fractions)}; "
-                f"expected at least {len(fractions)}"
-            )
         ids = [f"training_{n:03d}" for n in numbers]
         page = {i: z for z, i in enumerate(ids)}
-        split = self._split_training(numbers, fractions, image_path)
+        split = self.split_training(dict(zip(ids, numbers, strict=True)), str(image_path), "slices")
         out = {
             k: [
                 Sample(
@@ -167,7 +124,7 @@ class EPFL(SegmentationDataModule):
             ]
             for k, v in split.items()
         }
-        if self._official:
+        if self.has_test_set:
             timages, tmasks, tpath = self._pair("testing.tif", "testing_groundtruth.tif")
             out["test"] = [
                 Sample(
@@ -175,40 +132,4 @@ class EPFL(SegmentationDataModule):
                 )
                 for z in range(len(timages))
             ]
-        self._samples = out
         return out
-
-    def _split_training(
-        self, numbers: list[int], fractions: dict[str, float], image_path: Path
-    ) -> dict[str, list[str]]:
-        """Seeded val beside the official test stack; else contiguous blocks of slice indices,
-        so that no test slice sits between two near-identical training slices."""
-        ids = [f"training_{n:03d}" for n in numbers]
-        if self._official:
-            return seeded_split(ids, fractions, self.split_seed)
-        self._blocks = contiguous_split(
-            numbers, self.val_fraction, self.test_fraction, str(image_path), self.split_gap
-        )
-        self._unused = unused_slices(numbers, self._blocks)
-        return {k: [f"training_{n:03d}" for n in v] for k, v in self._blocks.items()}
-
-    def load_split(self, split: str) -> list[Sample]:
-        return self._load_all()[split]
-
-    def split_info(self) -> dict[str, Any]:
-        out = self._load_all()
-        info: dict[str, Any] = {"counts": {k: len(v) for k, v in out.items()}}
-        if self._official:
-            info["split"] = "official testing stack; seeded val from training"
-            info["split_seed"] = self.split_seed
-            info["fractions"] = {"val": self.val_fraction}
-            return info
-        info["split"] = (
-            f"{describe_blocks(self._blocks, self.split_gap)} of the training slices "
-            "(testing stacks absent)"
-        )
-        info["slices"] = {k: [v[0], v[-1]] for k, v in self._blocks.items()}
-        info["gap"] = self.split_gap
-        info["unused_slices"] = self._unused
-        info["fractions"] = {"val": self.val_fraction, "test": self.test_fraction}
-        return info

@@ -17,41 +17,17 @@ face each other across a block boundary out of both.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 from scipy import ndimage as ndi
 
-from seg_bench.data.base import Sample, SegmentationDataModule
-from seg_bench.data.io import (
-    contiguous_split,
-    describe_blocks,
-    read_stack,
-    require_file,
-    require_values,
-    unused_slices,
-)
-from seg_bench.errors import DataError
-from seg_bench.paths import missing_data_hint
+from seg_bench.data.base import Sample
+from seg_bench.data.io import require_values
+from seg_bench.data.volume import VolumeDataModule
 from seg_bench.registry import DATASETS
-
-HINT = missing_data_hint("isbi2012")
-
-
-def require_same_stack_shape(
-    images: np.ndarray, labels: np.ndarray, image_path: Path, label_path: Path
-) -> None:
-    if images.shape != labels.shape:
-        raise DataError(
-            f"{label_path}: labels are {'x'.join(map(str, labels.shape))} (Z,H,W) but "
-            f"{image_path.name} is {'x'.join(map(str, images.shape))}; expected one label page "
-            "per image page, same size"
-        )
 
 
 @DATASETS.register("isbi2012", "ISBI 2012 EM neuronal membranes (Drosophila VNC ssTEM, 512x512)")
-class ISBI2012(SegmentationDataModule):
+class ISBI2012(VolumeDataModule):
     """ISBI 2012 membranes: binary membrane mask, cells between membranes as instances."""
 
     name = "isbi2012"
@@ -68,68 +44,19 @@ class ISBI2012(SegmentationDataModule):
     positive_label = 0  # in train-labels.tif (255 = cell interior); read by `seg-bench score`
     instance_metric = "em"
     default_patch_size = 256
+    blocks_of = "train-volume.tif (test labels are not public)"
 
-    def __init__(
-        self,
-        root=None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        split_gap: int = 1,
-        **kwargs,
-    ):
-        super().__init__(root=root, **kwargs)
-        self.val_fraction = float(val_fraction)
-        self.test_fraction = float(test_fraction)
-        self.split_gap = int(split_gap)
-        self._samples: dict[str, list[Sample]] | None = None
-        self._blocks: dict[str, list[int]] = {}
-        self._unused: list[int] = []
-
-    def _load_all(self) -> dict[str, list[Sample]]:
-        if self._samples is not None:
-            return self._samples
-        image_path = require_file(
-            self.dir / "train-volume.tif", "the ISBI 2012 training stack (Z,512,512 uint8)", HINT
-        )
-        label_path = require_file(
-            self.dir / "train-labels.tif",
+    def read_splits(self) -> dict[str, list[Sample]]:
+        images, labels, image_path, label_path = self.read_stack_pair(
+            "train-volume.tif",
+            "the ISBI 2012 training stack (Z,512,512 uint8)",
+            "train-labels.tif",
             "the ISBI 2012 label stack (255 = cell, 0 = membrane)",
-            HINT,
         )
-        images, labels = read_stack(image_path), read_stack(label_path)
-        require_same_stack_shape(images, labels, image_path, label_path)
         require_values(labels, {0, 255}, label_path, "0 (membrane) / 255 (cell interior), uint8")
-        self._blocks = contiguous_split(
-            len(images), self.val_fraction, self.test_fraction, str(image_path), self.split_gap
-        )
-        self._unused = unused_slices(range(len(images)), self._blocks)
-        out: dict[str, list[Sample]] = {}
-        for split, zs in self._blocks.items():
-            out[split] = []
-            for z in zs:
-                cells = labels[z] == 255
-                out[split].append(
-                    Sample(
-                        id=f"slice_{z:03d}",
-                        image=images[z],
-                        mask=(~cells).astype(np.uint8),
-                        instances=ndi.label(cells)[0].astype(np.int32),
-                        meta={"path": str(image_path), "slice": z},
-                    )
-                )
-        self._samples = out
-        return out
 
-    def load_split(self, split: str) -> list[Sample]:
-        return self._load_all()[split]
+        def membrane_and_cells(z: int) -> tuple[np.ndarray, np.ndarray]:
+            cells = labels[z] == 255
+            return (~cells).astype(np.uint8), ndi.label(cells)[0].astype(np.int32)
 
-    def split_info(self) -> dict[str, Any]:
-        self._load_all()
-        return {
-            "split": f"{describe_blocks(self._blocks, self.split_gap)} of train-volume.tif "
-            "(test labels are not public)",
-            "slices": {k: [v[0], v[-1]] for k, v in self._blocks.items()},
-            "gap": self.split_gap,
-            "unused_slices": self._unused,
-            "fractions": {"val": self.val_fraction, "test": self.test_fraction},
-        }
+        return self.slice_samples(images, image_path, membrane_and_cells)

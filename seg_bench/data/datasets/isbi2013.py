@@ -12,24 +12,12 @@ Splits: contiguous slice blocks, as for ISBI 2012 (last 20% test, the 10% before
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from seg_bench.data.base import Sample, SegmentationDataModule
-from seg_bench.data.datasets.isbi2012 import require_same_stack_shape
-from seg_bench.data.io import (
-    contiguous_split,
-    describe_blocks,
-    read_stack,
-    require_file,
-    unused_slices,
-)
+from seg_bench.data.base import Sample
+from seg_bench.data.volume import VolumeDataModule
 from seg_bench.errors import DataError
-from seg_bench.paths import missing_data_hint
 from seg_bench.registry import DATASETS
-
-HINT = missing_data_hint("isbi2013")
 
 
 def boundaries_from_ids(ids: np.ndarray) -> np.ndarray:
@@ -59,7 +47,7 @@ def _as_int32_ids(ids: np.ndarray) -> np.ndarray:
 @DATASETS.register(
     "isbi2013", "ISBI 2013 SNEMI3D neuron boundaries (mouse cortex SEM), ids as instances"
 )
-class ISBI2013(SegmentationDataModule):
+class ISBI2013(VolumeDataModule):
     """SNEMI3D: boundary mask derived from neuron ids; the ids are the instances."""
 
     name = "isbi2013"
@@ -75,36 +63,15 @@ class ISBI2013(SegmentationDataModule):
     positive_label = staticmethod(boundaries_from_ids)  # from the ids; read by `seg-bench score`
     instance_metric = "em"
     default_patch_size = 256
+    blocks_of = "train-input.tif (test labels are not public)"
 
-    def __init__(
-        self,
-        root=None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        split_gap: int = 1,
-        **kwargs,
-    ):
-        super().__init__(root=root, **kwargs)
-        self.val_fraction = float(val_fraction)
-        self.test_fraction = float(test_fraction)
-        self.split_gap = int(split_gap)
-        self._samples: dict[str, list[Sample]] | None = None
-        self._blocks: dict[str, list[int]] = {}
-        self._unused: list[int] = []
-
-    def _load_all(self) -> dict[str, list[Sample]]:
-        if self._samples is not None:
-            return self._samples
-        image_path = require_file(
-            self.dir / "train-input.tif", "the SNEMI3D training stack (Z,H,W uint8)", HINT
-        )
-        label_path = require_file(
-            self.dir / "train-labels.tif",
+    def read_splits(self) -> dict[str, list[Sample]]:
+        images, ids, image_path, label_path = self.read_stack_pair(
+            "train-input.tif",
+            "the SNEMI3D training stack (Z,H,W uint8)",
+            "train-labels.tif",
             "the SNEMI3D neuron-id stack (uint16/uint32, 0 = boundary)",
-            HINT,
         )
-        images, ids = read_stack(image_path), read_stack(label_path)
-        require_same_stack_shape(images, ids, image_path, label_path)
         expected = "neuron ids (uint16/uint32 label stack, 0 = background/boundary)"
         if not np.issubdtype(ids.dtype, np.integer):
             raise DataError(f"{label_path}: labels have dtype {ids.dtype}; expected {expected}")
@@ -118,36 +85,7 @@ class ISBI2013(SegmentationDataModule):
                 else f"a single id ({int(nonzero.min())}), i.e. a binary mask"
             )
             raise DataError(f"{label_path}: labels hold {found}; expected {expected}")
-        self._blocks = contiguous_split(
-            len(images), self.val_fraction, self.test_fraction, str(image_path), self.split_gap
-        )
-        self._unused = unused_slices(range(len(images)), self._blocks)
         boundary = boundaries_from_ids(ids)
-        out: dict[str, list[Sample]] = {}
-        for split, zs in self._blocks.items():
-            out[split] = [
-                Sample(
-                    id=f"slice_{z:03d}",
-                    image=images[z],
-                    mask=boundary[z],
-                    instances=_as_int32_ids(ids[z]),
-                    meta={"path": str(image_path), "slice": z},
-                )
-                for z in zs
-            ]
-        self._samples = out
-        return out
-
-    def load_split(self, split: str) -> list[Sample]:
-        return self._load_all()[split]
-
-    def split_info(self) -> dict[str, Any]:
-        self._load_all()
-        return {
-            "split": f"{describe_blocks(self._blocks, self.split_gap)} of train-input.tif "
-            "(test labels are not public)",
-            "slices": {k: [v[0], v[-1]] for k, v in self._blocks.items()},
-            "gap": self.split_gap,
-            "unused_slices": self._unused,
-            "fractions": {"val": self.val_fraction, "test": self.test_fraction},
-        }
+        return self.slice_samples(
+            images, image_path, lambda z: (boundary[z], _as_int32_ids(ids[z]))
+        )

@@ -19,20 +19,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from seg_bench.data.base import Sample, SegmentationDataModule, seeded_split
-from seg_bench.data.io import (
-    contiguous_split,
-    describe_blocks,
-    read_image,
-    require_dir,
-    require_same_shape,
-    require_values,
-    unused_slices,
-)
+from seg_bench.data.base import Sample
+from seg_bench.data.io import read_image, require_dir, require_same_shape, require_values
+from seg_bench.data.volume import HeldOutVolumeDataModule
 from seg_bench.errors import DataError
 from seg_bench.paths import missing_data_hint
 from seg_bench.registry import DATASETS
@@ -82,7 +74,7 @@ def pair_folder(folder: Path) -> list[tuple[str, Path, Path]]:
 
 
 @DATASETS.register("ncmir", "NCMIR mitochondria (CDeep3M mito sample, SBEM 1024x1024 slices)")
-class NCMIR(SegmentationDataModule):
+class NCMIR(HeldOutVolumeDataModule):
     """NCMIR mitochondria from palette-PNG labels (index 1 = mitochondrion)."""
 
     name = "ncmir"
@@ -102,86 +94,36 @@ class NCMIR(SegmentationDataModule):
     positive_label = 1  # palette index in mitos_3D.NNN.png; read by `seg-bench score`
     instance_metric = None
     default_patch_size = 256
+    blocks_of = "training/"
+    held_out_split = "test = validation/; seeded val from training/"
 
-    def __init__(
-        self,
-        root=None,
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.15,
-        split_seed: int = 0,
-        allow_empty_masks: bool = False,
-        split_gap: int = 1,
-        **kwargs,
-    ):
+    def __init__(self, root=None, allow_empty_masks: bool = False, **kwargs):
         super().__init__(root=root, **kwargs)
-        self.val_fraction = float(val_fraction)
-        self.test_fraction = float(test_fraction)
-        self.split_seed = int(split_seed)
-        self.split_gap = int(split_gap)
-        self._blocks: dict[str, list[int]] = {}
-        self._unused: list[int] = []
         self.allow_empty_masks = bool(allow_empty_masks)
-        self._layout: dict[str, list[tuple[str, Path, Path]]] | None = None
-        self._has_validation = False
         self._cache: dict[str, Sample] = {}
 
     def layout(self) -> dict[str, list[tuple[str, Path, Path]]]:
-        if self._layout is not None:
-            return self._layout
+        """Split -> (id, image, label) of its slices; the files are read when first used."""
+        return self.splits()
+
+    def read_splits(self) -> dict[str, list[tuple[str, Path, Path]]]:
         if not self.dir.is_dir():
             raise DataError(
                 f"{self.dir}: folder not found; expected training/images/images.NNN.png and "
                 f"training/labels/mitos_3D.NNN.png. {HINT}"
             )
         training = pair_folder(self.dir / "training")
-        self._has_validation = (self.dir / "validation").is_dir()
-        if self._has_validation:
-            fractions = {"train": 1 - self.val_fraction, "val": self.val_fraction}
-        else:
-            fractions = {
-                "train": 1 - self.val_fraction - self.test_fraction,
-                "val": self.val_fraction,
-                "test": self.test_fraction,
-            }
-        if len(training) < len(fractions):
-            raise DataError(
-                f"{self.dir / 'training'}: {len(training)} labelled slices are too few for "
-                f"{'/'.join(fractions)}; expected at least {len(fractions)}"
-            )
+        self.has_test_set = (self.dir / "validation").is_dir()
         by_id = {f"training/{n}": (f"training/{n}", img, lab) for n, img, lab in training}
-        if self._has_validation:
-            split = seeded_split(sorted(by_id), fractions, self.split_seed)
-        else:  # slices of one volume: contiguous blocks by slice number, never a random draw
-            number = {int(n): f"training/{n}" for n, _, _ in training}
-            where = str(self.dir / "training")
-            self._blocks = contiguous_split(
-                list(number), self.val_fraction, self.test_fraction, where, self.split_gap
-            )
-            self._unused = unused_slices(list(number), self._blocks)
-            split = {k: [number[z] for z in v] for k, v in self._blocks.items()}
+        slices = {i: int(i.removeprefix("training/")) for i in sorted(by_id)}
+        split = self.split_training(slices, str(self.dir / "training"))
         out = {k: [by_id[i] for i in v] for k, v in split.items()}
-        if self._has_validation:
+        if self.has_test_set:
             out["test"] = [
                 (f"validation/{n}", img, lab)
                 for n, img, lab in pair_folder(self.dir / "validation")
             ]
-        self._layout = out
         return out
-
-    def split_info(self) -> dict[str, Any]:
-        lay = self.layout()
-        info: dict[str, Any] = {"counts": {k: len(v) for k, v in lay.items()}}
-        if self._has_validation:
-            info["split"] = "test = validation/; seeded val from training/"
-            info["split_seed"] = self.split_seed
-            info["fractions"] = {"val": self.val_fraction}
-            return info
-        info["split"] = f"{describe_blocks(self._blocks, self.split_gap)} of training/"
-        info["slices"] = {k: [v[0], v[-1]] for k, v in self._blocks.items()}
-        info["gap"] = self.split_gap
-        info["unused_slices"] = self._unused
-        info["fractions"] = {"val": self.val_fraction, "test": self.test_fraction}
-        return info
 
     def _load(self, sample_id: str, image_path: Path, label_path: Path) -> Sample:
         if sample_id not in self._cache:
