@@ -18,6 +18,10 @@ from seg_bench.metrics.instance import (
     dsb_map,
     iou_matrix,
     label_overlap,
+    merge_count,
+    object_counts,
+    object_f1,
+    split_count,
 )
 
 DATA = Path(
@@ -278,3 +282,60 @@ def test_real_dsb_truth_vs_itself_and_vs_eroded_masks():
             np.testing.assert_array_equal(ap, reference_dsb(truth, eroded))
         assert score == np.mean(expected)
         assert 0.0 < score < 1.0
+
+
+# --------------------------------------------------------------------------- splits and merges
+
+
+def test_object_counts_and_f1_hand_worked():
+    truth = np.array([[1, 1, 1, 1, 0, 2, 2, 0, 3, 3]])
+    # Object 1 matched (IoU 3/4), object 2 half-covered (IoU 1/2, not > 0.5), object 3 missed,
+    # and one prediction on the background.
+    pred = np.array([[5, 5, 5, 0, 0, 6, 0, 0, 0, 0]])
+    pred[0, 4] = 7
+    assert object_counts(truth, pred) == (1, 2, 2)
+    assert object_f1(1, 2, 2) == pytest.approx(2 / 6)
+    assert object_counts(truth, pred, iou=0.7) == (1, 2, 2)  # 3/4 > 0.7
+    assert object_counts(truth, pred, iou=0.75) == (0, 3, 3)  # strict: 3/4 is not > 3/4
+
+
+def test_object_f1_of_nothing_against_nothing_is_one():
+    assert object_f1(0, 0, 0) == 1.0
+
+
+def test_object_counts_refuse_thresholds_that_allow_several_matches():
+    with pytest.raises(UserError, match="iou must be in"):
+        object_counts(np.zeros((2, 2), int), np.zeros((2, 2), int), iou=0.3)
+
+
+def test_one_true_object_cut_in_two_is_one_split_and_no_merge():
+    truth = np.array([[1, 1, 1, 1, 1, 1, 0, 2, 2]])
+    pred = np.array([[3, 3, 3, 4, 4, 4, 0, 5, 5]])
+    assert split_count(truth, pred) == 1
+    assert merge_count(truth, pred) == 0
+
+
+def test_one_prediction_over_two_true_objects_is_one_merge_and_no_split():
+    truth = np.array([[1, 1, 1, 2, 2, 2, 0, 3, 3]])
+    pred = np.array([[9, 9, 9, 9, 9, 9, 0, 4, 4]])
+    assert merge_count(truth, pred) == 1
+    assert split_count(truth, pred) == 0
+
+
+def test_a_prediction_grazing_a_second_object_is_not_a_merge():
+    # The prediction covers all of object 1 but only 1 of the 4 pixels of object 2.
+    truth = np.array([[1, 1, 1, 2, 2, 2, 2]])
+    pred = np.array([[5, 5, 5, 5, 0, 0, 0]])
+    assert merge_count(truth, pred) == 0
+    # A prediction mostly on the background does not split an object it touches.
+    truth = np.array([[1, 1, 1, 1, 0, 0, 0, 0, 0]])
+    pred = np.array([[2, 2, 3, 3, 3, 3, 3, 3, 3]])
+    assert split_count(truth, pred) == 0
+
+
+def test_splits_and_merges_count_objects_not_pieces():
+    # Object 1 cut in three counts once; two merged pairs count twice.
+    truth = np.array([[1, 1, 1, 1, 1, 1, 0, 2, 2, 3, 3, 0, 4, 4, 5, 5]])
+    pred = np.array([[6, 6, 7, 7, 8, 8, 0, 9, 9, 9, 9, 0, 1, 1, 1, 1]])
+    assert split_count(truth, pred) == 1
+    assert merge_count(truth, pred) == 2
