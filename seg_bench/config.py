@@ -153,6 +153,11 @@ class RunConfig:
             raise UserError(
                 f"--set target_options={{boundary_weight: W}}: W must be > 0, got {weight!r}"
             )
+        if (self.postprocess or {}).get("three_class") and self.target != "boundary3":
+            raise UserError(
+                f"--set postprocess.three_class reads a 3-class output; --set target="
+                f"{self.target} has none: use --set target=boundary3 or drop three_class"
+            )
         owner = [k for k, v in TARGET_LOSSES.items() if v and self.loss in v]
         if owner and owner[0] != self.target:
             raise UserError(f"--loss {self.loss} needs --set target={owner[0]}")

@@ -144,3 +144,92 @@ def test_tune_picks_the_grid_point_that_removes_a_false_object():
     assert value == 1.0
     # The first grid point found best is kept: threshold 0.4 with min_size 15 removes it too.
     assert params == {"threshold": 0.4, "min_size": 15}
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+class _Sample:
+    def __init__(self, image, instances, kind):
+        self.id, self.image, self.instances = f"img-{kind}", image, instances
+        self.mask = (instances > 0).astype(np.uint8)
+        self.meta = {"type": kind}
+
+
+class _DSB:
+    """The part of a DataModule that evaluate reads."""
+
+    name, instance_metric, patch_size = "dsb2018", "dsb", 64
+
+    def __init__(self, samples):
+        self._samples = samples
+
+    def samples(self, split):
+        return self._samples
+
+
+def _distance_model():
+    """A 1x1 convolution that reads channel 0 as the foreground and channel 1 as the distance
+    (logits +-10 around 0.5): a perfect 'distance' network for images built from the truth."""
+    import torch
+
+    conv = torch.nn.Conv2d(2, 2, 1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0, 0, 0] = conv.weight[1, 1, 0, 0] = 20.0
+        conv.bias.fill_(-10.0)
+    return conv.eval()
+
+
+def test_evaluation_scores_every_method_per_image_with_validation_tuned_parameters():
+    from seg_bench.config import RunConfig
+    from seg_bench.evaluation.evaluate import evaluate
+
+    lab = touching_discs()
+    image = np.stack([(lab > 0).astype(np.float32), distance_target(lab)], axis=-1)
+    cfg = RunConfig(dataset="dsb2018", target="distance", accelerator="cpu").validate()
+    result = evaluate(_distance_model(), _DSB([_Sample(image, lab, "fluorescence")]), cfg)
+    rec = result["per_image"][0]
+    assert set(rec["methods"]) == set(POSTPROCESSORS) and rec["type"] == "fluorescence"
+    cc, seeded = rec["methods"]["threshold_cc"], rec["methods"]["seeded_watershed"]
+    # One blob over both discs: a merge; disc 2 (which kept the shared pixels) is the larger,
+    # so the blob's IoU with it is above 1/2 and it still counts as found.
+    assert (lab == 2).sum() > (lab == 1).sum()
+    assert (cc["tp"], cc["fp"], cc["fn"], cc["merges"], cc["splits"]) == (1, 0, 1, 1, 0)
+    assert (seeded["tp"], seeded["fp"], seeded["fn"], seeded["merges"]) == (2, 0, 0, 0)
+    assert seeded["ap50"] == 1.0 and seeded["map"] > 0.9
+    tuned = result["postprocess_methods"]
+    assert set(tuned["seeded_watershed"]["params"]) == {"threshold", "seed_threshold", "min_size"}
+    assert tuned["seeded_watershed"]["val_map"] == seeded["map"]  # val = test image here
+    assert result["postprocess"]["method"] == "seeded_watershed"
+    assert result["overall"]["dsb_map"] == seeded["map"] and result["target"] == "distance"
+
+
+def test_three_class_post_processing_of_a_binary_checkpoint_is_one_line_naming_it():
+    from seg_bench.config import RunConfig
+    from seg_bench.inference.instances import check_target_postprocess
+    from seg_bench.inference.postprocess import PostprocessConfig
+
+    three = PostprocessConfig(three_class=True)
+    with pytest.raises(UserError, match="^runs/a.ckpt: postprocess three_class reads a back"):
+        check_target_postprocess("binary", three, "runs/a.ckpt")
+    check_target_postprocess("boundary3", three, "runs/b.ckpt")  # what it is made for
+    with pytest.raises(UserError, match="postprocess.three_class reads a 3-class output"):
+        RunConfig(target="distance", postprocess={"three_class": True}).validate()
+
+
+def test_instances_from_logits_follow_the_target():
+    import torch
+
+    from seg_bench.inference.instances import instances_from_logits
+    from seg_bench.inference.postprocess import PostprocessConfig, boundary_targets
+
+    lab = touching_discs()
+    onehot = np.eye(3, dtype=np.float32)[boundary_targets(lab)].transpose(2, 0, 1)
+    logits = torch.from_numpy(onehot * 20 - 10)
+    fg, seeded = instances_from_logits(logits, "boundary3", PostprocessConfig())
+    assert seeded.max() == 2 and ((fg > 0.5) == (lab > 0)).all()
+    _, by_classes = instances_from_logits(logits, "boundary3", PostprocessConfig(three_class=True))
+    assert dsb_average_precision(lab, by_classes)[0] == 1.0
+    binary = torch.from_numpy(((lab > 0) * 20 - 10).astype(np.float32))[None]
+    assert instances_from_logits(binary, "binary", PostprocessConfig())[1].max() == 1

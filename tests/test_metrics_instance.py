@@ -339,3 +339,62 @@ def test_splits_and_merges_count_objects_not_pieces():
     pred = np.array([[6, 6, 7, 7, 8, 8, 0, 9, 9, 9, 9, 0, 1, 1, 1, 1]])
     assert split_count(truth, pred) == 1
     assert merge_count(truth, pred) == 2
+
+
+# --------------------------------------------------------------------------- submission CSVs
+
+
+def _solution_csv(path, labels_by_id):
+    from seg_bench.data.rle import rle_encode_labels
+
+    rows = ["ImageId,EncodedPixels,Height,Width,Usage"]
+    for image_id, lab in labels_by_id.items():
+        for rle in rle_encode_labels(lab).values():
+            rows.append(f"{image_id},{rle},{lab.shape[0]},{lab.shape[1]},Public")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _two_images():
+    a = np.zeros((12, 16), np.int32)
+    a[1:5, 1:5], a[6:11, 8:14] = 1, 2
+    b = np.zeros((10, 10), np.int32)
+    b[2:8, 2:8] = 1
+    return {"imgA": a, "imgB": b}
+
+
+def test_submission_round_trip_scores_one_and_hand_worked_perturbations(tmp_path):
+    from seg_bench.data.rle import write_submission_csv
+    from seg_bench.evaluation.score import score
+
+    truth = _two_images()
+    solution = _solution_csv(tmp_path / "stage1_solution.csv", truth)
+    write_submission_csv(tmp_path / "same.csv", truth)
+    assert score(tmp_path / "same.csv", solution, kind="instance")["overall"]["dsb_map"] == 1.0
+    # Image A loses one of its two nuclei: TP 1, FN 1 -> 1/2 at every threshold.
+    dropped = {"imgA": np.where(truth["imgA"] == 2, 0, truth["imgA"]), "imgB": truth["imgB"]}
+    write_submission_csv(tmp_path / "dropped.csv", dropped)
+    result = score(tmp_path / "dropped.csv", solution, kind="instance")
+    per_image = {r["id"]: r["dsb_ap"] for r in result["per_image"]}
+    assert per_image == {"imgA": 0.5, "imgB": 1.0}
+    assert result["overall"]["dsb_map"] == pytest.approx(0.75)
+    # Image B's nucleus shrunk to 5x6 of 6x6 (IoU 30/36 = 0.833): hits at t = .50 to .80 only.
+    shrunk = dict(truth, imgB=np.where(np.arange(10)[:, None] < 7, truth["imgB"], 0))
+    write_submission_csv(tmp_path / "shrunk.csv", shrunk)
+    result = score(tmp_path / "shrunk.csv", solution, kind="instance")
+    assert {r["id"]: r["dsb_ap"] for r in result["per_image"]}["imgB"] == pytest.approx(0.7)
+
+
+def test_submission_with_overlapping_or_out_of_range_runs_is_one_line(tmp_path):
+    from seg_bench.evaluation.score import score
+
+    solution = _solution_csv(tmp_path / "stage1_solution.csv", _two_images())
+    (tmp_path / "overlap.csv").write_text("ImageId,EncodedPixels\nimgB,23 6\nimgB,25 3\n")
+    with pytest.raises(UserError, match=r"overlap.csv \(imgB, object 2\): overlaps object 1"):
+        score(tmp_path / "overlap.csv", solution, kind="instance")
+    (tmp_path / "past.csv").write_text("ImageId,EncodedPixels\nimgB,95 10\n")
+    with pytest.raises(UserError, match=r"past.csv \(imgB, object 1\): run 1 .* past the last"):
+        score(tmp_path / "past.csv", solution, kind="instance")
+    (tmp_path / "runs.csv").write_text("ImageId,EncodedPixels\nimgB,5 4 7 2\n")
+    with pytest.raises(UserError, match=r"runs.csv: line 2 .*pair 2 \(start 7\) overlaps pair 1"):
+        score(tmp_path / "runs.csv", solution, kind="instance")

@@ -17,7 +17,13 @@ import torch
 from seg_bench.config import RunConfig
 from seg_bench.data.base import SegmentationDataModule
 from seg_bench.inference.device import inference_device
-from seg_bench.inference.instances import methods_for, run_method, tune
+from seg_bench.inference.instances import (
+    SEEDED,
+    instances_from_logits,
+    methods_for,
+    run_method,
+    tune,
+)
 from seg_bench.inference.outputs import probabilities, target_maps
 from seg_bench.inference.postprocess import PostprocessConfig, postprocess
 from seg_bench.inference.sliding_window import predict_logits
@@ -31,6 +37,8 @@ from seg_bench.metrics import (
 )
 from seg_bench.metrics.instance import merge_count, object_counts, split_count
 
+# Datasets whose evaluation scores every post-processing method (tuned on validation first).
+METHOD_STUDY = ("dsb2018",)
 HIST_BINS = 1000  # pooled AUROC within ~1e-3 of exact; 2 x 1000 counts per image in the record
 
 DEFINITIONS = {
@@ -48,8 +56,6 @@ DEFINITIONS = {
     "parameters tuned on the validation split; per image: map, ap50, ap75, tp/fp/fn at IoU > "
     ".5, splits (true objects hit by 2+ predictions), merges (predictions covering 2+ objects)",
 }
-# The method that makes the instances of an instance-aware target's main score.
-SEEDED = "seeded_watershed"
 
 
 def image_record(
@@ -89,7 +95,7 @@ def evaluate(
     """Score every image of ``split``; ``keep_predictions`` images are returned for figures."""
     post = PostprocessConfig.from_dict(cfg.postprocess)
     model = model.to(inference_device(cfg.accelerator))
-    tuned = tune_methods(model, dm, cfg) if dm.instance_metric == "dsb" else {}
+    tuned = tune_methods(model, dm, cfg) if dm.name in METHOD_STUDY else {}
     main = (tuned.get(SEEDED) or {}).get("params", {})
     per_image, previews = [], []
     seconds, pixels = 0.0, 0
@@ -101,7 +107,7 @@ def evaluate(
         fg, seeds = target_maps(logits, cfg.target)
         # The binary target keeps its probabilities (and results) exactly as before.
         prob = probabilities(logits) if cfg.target == "binary" else fg
-        own = None if seeds is None else run_method(SEEDED, fg, seeds, **main)
+        own = None if seeds is None else _target_instances(logits, cfg.target, post, main)
         truth = sample.instances
         rec, instances = image_record(prob, sample.mask, truth, dm.instance_metric, post, own)
         if tuned:
@@ -118,7 +124,7 @@ def evaluate(
         "overall": aggregate(per_image),
         "per_image": per_image,
         "inference_mpix_per_s": pixels / 1e6 / max(seconds, 1e-9),
-        "postprocess": post.to_dict() if cfg.target == "binary" else {"method": SEEDED, **main},
+        "postprocess": post.to_dict() if seeds is None or not main else {"method": SEEDED, **main},
         "postprocess_methods": tuned,
         "target": cfg.target,
         "tta": cfg.tta,
@@ -126,6 +132,15 @@ def evaluate(
         "definitions": DEFINITIONS,
         "previews": previews,
     }
+
+
+def _target_instances(logits, target: str, post: PostprocessConfig, tuned: dict) -> np.ndarray:
+    """Instances of an instance-aware target: the seeded watershed tuned on the validation
+    split where there is one (DSB), else ``post`` read for the target."""
+    if tuned and not post.three_class:
+        fg, seeds = target_maps(logits, target)
+        return run_method(SEEDED, fg, seeds, **tuned)
+    return instances_from_logits(logits, target, post)[1]
 
 
 def _logits(model, image: np.ndarray, dm: SegmentationDataModule, cfg: RunConfig):

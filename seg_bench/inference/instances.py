@@ -38,16 +38,27 @@ from typing import Any
 import numpy as np
 
 from seg_bench.errors import UserError
+from seg_bench.inference.outputs import probabilities, target_maps
 from seg_bench.inference.postprocess import (
+    PostprocessConfig,
     _add_unreached,
     binarize,
     fill_holes,
     label_components,
+    postprocess,
     remove_small_instances,
     watershed_split,
 )
 
-__all__ = ["Method", "POSTPROCESSORS", "run_method", "tune", "methods_for"]
+__all__ = [
+    "Method",
+    "POSTPROCESSORS",
+    "run_method",
+    "tune",
+    "methods_for",
+    "check_target_postprocess",
+    "instances_from_logits",
+]
 
 
 def _kmeans_foreground(fg: np.ndarray) -> np.ndarray:
@@ -243,3 +254,38 @@ def tune(
             if value > best[1]:
                 best = ({**params, "min_size": size}, value)
     return best
+
+
+# --------------------------------------------------------------------------- per target
+
+SEEDED = "seeded_watershed"
+
+
+def check_target_postprocess(target: str, post: PostprocessConfig, where: str) -> None:
+    """A UserError (naming ``where``: the checkpoint or option) when ``post`` cannot read the
+    output of a model trained with ``target``."""
+    if post.three_class and target != "boundary3":
+        raise UserError(
+            f"{where}: postprocess three_class reads a background/interior/boundary output, but "
+            f"the model was trained with target {target}; drop three_class, or train with "
+            "--set target=boundary3"
+        )
+
+
+def instances_from_logits(
+    logits: Any, target: str, post: PostprocessConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """(foreground probability, instances) of one image's K,H,W logits.
+
+    binary: ``postprocess`` of the probability, as always; boundary3 with ``three_class``:
+    ``postprocess`` of the three class probabilities; otherwise the instance-aware targets
+    use their seeds (``seeded_watershed`` at ``post``'s threshold, min_size and fill_holes).
+    """
+    fg, seeds = target_maps(logits, target)
+    if seeds is None:
+        return fg, postprocess(fg, post)[1]
+    if post.three_class:
+        return fg, postprocess(probabilities(logits), post)[1]
+    threshold = post.threshold if isinstance(post.threshold, float) else 0.5
+    params = {"threshold": threshold, "min_size": post.min_size, "fill_holes": post.fill_holes}
+    return fg, run_method(SEEDED, fg, seeds, **params)
