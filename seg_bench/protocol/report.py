@@ -20,6 +20,11 @@ from seg_bench.errors import UserError
 from seg_bench.evaluation.evaluate import aggregate
 from seg_bench.hardware import hardware_label
 from seg_bench.io import atomic_write, file_lock, remove_stale_temp
+from seg_bench.protocol.postprocess_report import (
+    has_methods,
+    postprocess_sections,
+    render_postprocess_study,
+)
 from seg_bench.protocol.records import load_records, select_records
 from seg_bench.protocol.statistics import Significance
 from seg_bench.protocol.statistics import significance as paired_significance
@@ -315,6 +320,7 @@ def write_leaderboard(
             f"{dataset}.md",
             f"{dataset}.csv",
             f"{dataset}_labels.md",
+            f"{dataset}_postprocess.md",
             "README.md",
             "cd.png",
         ):
@@ -334,7 +340,7 @@ def committed_files(dataset: str, out_dir: Path) -> list[Path]:
     """This dataset's leaderboard files in ``out_dir`` that git tracks (none outside a checkout
     or without git)."""
     out_dir = Path(out_dir)
-    names = [f"{dataset}.md", f"{dataset}.csv", f"{dataset}_labels.md"]
+    names = [f"{dataset}.md", f"{dataset}.csv", f"{dataset}_labels.md", f"{dataset}_postprocess.md"]
     if not out_dir.is_dir() or not any((out_dir / n).exists() for n in names):
         return []
     try:
@@ -385,8 +391,13 @@ def _write_leaderboard(
     if manual:
         significance = paired_significance(manual)
         rows = with_ranks(summarise(manual, n_boot), significance)
-        md = render_markdown(dataset, rows, manual, significance)
+        md = render_markdown(dataset, rows, manual, significance) + postprocess_sections(manual)
         texts[f"{dataset}.md"], texts[f"{dataset}.csv"] = md, render_csv(rows)
+    study_pp = None
+    if by == "postprocess" or any(has_methods(r) for r in manual):
+        prov = provenance_lines(dataset, manual or records)
+        study_pp = render_postprocess_study(dataset, manual or records, prov)
+        texts[f"{dataset}_postprocess.md"] = study_pp
     check_committed(dataset, out_dir, force, texts)
     for name, text in texts.items():
         with atomic_write(out_dir / name) as f:
@@ -396,6 +407,8 @@ def _write_leaderboard(
         write_summary(out_dir)  # the cross-dataset README.md, from every table now there
     if by == "labels":
         return study or render_label_study(dataset, summarise(records, n_boot), records)
+    if by == "postprocess":
+        return study_pp
     return md if md is not None else study
 
 
