@@ -140,6 +140,7 @@ class _PreparedSample:
                 f"sample {s.id} has no labels and cannot be used for training or scoring"
             )
         self.id = s.id
+        self.meta = s.meta  # e.g. the DSB imaging type, for scores per type
         self.image = normalize_percentile(s.image)
         self.mask = s.mask.astype(np.uint8)
         if self.image.shape[:2] != self.mask.shape:

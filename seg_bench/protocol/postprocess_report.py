@@ -148,4 +148,9 @@ def postprocess_sections(records: list[dict[str, Any]]) -> str:
     """The per-type section appended to the leaderboard, when the records have method scores."""
     if not any(has_methods(r) for r in records):
         return ""
-    return "\n## Scores per image type\n\n" + "\n".join(type_table(records)) + "\n"
+    note = (
+        "Each row's method is the one best on the validation split, with its parameters "
+        "tuned there (seg_bench/inference/instances.py); object F1 at IoU 0.5, pooled over "
+        "the test images of each type; (n): images."
+    )
+    return f"\n## Scores per image type\n\n{note}\n\n" + "\n".join(type_table(records)) + "\n"
