@@ -233,3 +233,12 @@ def test_instances_from_logits_follow_the_target():
     assert dsb_average_precision(lab, by_classes)[0] == 1.0
     binary = torch.from_numpy(((lab > 0) * 20 - 10).astype(np.float32))[None]
     assert instances_from_logits(binary, "binary", PostprocessConfig())[1].max() == 1
+
+
+def test_kmeans_finds_no_foreground_in_a_map_without_two_populations():
+    rng = np.random.default_rng(0)
+    flat = (0.6 + rng.normal(0, 0.002, (64, 64))).astype(np.float32)  # an untrained network
+    assert run_method("kmeans_watershed", flat).max() == 0
+    lab = touching_discs(centres=((10, 10), (28, 45)), r=6)
+    just_apart = prob_of(lab, inside=0.22, outside=0.1)  # cluster means 0.12 apart
+    assert run_method("kmeans_watershed", just_apart).max() == 2
