@@ -41,7 +41,7 @@ from seg_bench.errors import UserError
 from seg_bench.inference.outputs import probabilities, target_maps
 from seg_bench.inference.postprocess import (
     PostprocessConfig,
-    _add_unreached,
+    add_unreached,
     binarize,
     fill_holes,
     label_components,
@@ -97,7 +97,7 @@ def _seeded(mask: np.ndarray, seeds: np.ndarray, seed_threshold: float) -> np.nd
 
     markers = label_components((seeds > seed_threshold) & mask)
     instances = watershed(-seeds, markers, mask=mask).astype(np.int32)
-    return _add_unreached(instances, mask, 1)
+    return add_unreached(instances, mask, 1)
 
 
 def _threshold_cc(fg, seeds, mask):

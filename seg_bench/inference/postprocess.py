@@ -39,6 +39,7 @@ __all__ = [
     "watershed_split",
     "three_class_instances",
     "remove_small_instances",
+    "add_unreached",
     "boundary_targets",
 ]
 
@@ -227,7 +228,7 @@ def label_components(mask: Any, connectivity: int = 1) -> np.ndarray:
     return labels.astype(np.int32)
 
 
-def _add_unreached(instances: np.ndarray, mask: np.ndarray, connectivity: int) -> np.ndarray:
+def add_unreached(instances: np.ndarray, mask: np.ndarray, connectivity: int) -> np.ndarray:
     """Foreground components the watershed did not reach (no marker) become new instances."""
     left = mask & (instances == 0)
     if left.any():
@@ -286,7 +287,7 @@ def watershed_split(
     # Adjacent peaks (a flat ridge of the distance transform) form one marker.
     markers, _ = ndi.label(peaks, structure=full)
     instances = watershed(-distance, markers, mask=m, connectivity=connectivity)
-    return _add_unreached(instances.astype(np.int32), m, connectivity)
+    return add_unreached(instances.astype(np.int32), m, connectivity)
 
 
 def three_class_instances(
@@ -333,7 +334,7 @@ def three_class_instances(
     seeds = (np.argmax(p, axis=0) == INTERIOR) & fg
     markers = label_components(seeds, connectivity)
     instances = watershed(p[2], markers, mask=fg, connectivity=connectivity).astype(np.int32)
-    return fg, _add_unreached(instances, fg, connectivity)
+    return fg, add_unreached(instances, fg, connectivity)
 
 
 def remove_small_instances(instances: Any, min_size: int) -> np.ndarray:
