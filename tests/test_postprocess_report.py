@@ -97,6 +97,28 @@ def test_leaderboard_by_postprocess_writes_and_returns_the_study(tmp_path, recor
     assert "## Scores per image type" in (board / "dsb2018.md").read_text()
 
 
+def test_every_target_of_a_model_is_a_row_of_the_study(tmp_path, records):
+    import copy
+
+    from seg_bench.protocol.records import RECORD_VERSION, record_key, record_path
+    from seg_bench.protocol.report import write_leaderboard
+
+    results, board = tmp_path / "results", tmp_path / "lb"
+    binary = copy.deepcopy(records[0])
+    binary["config"]["target"] = "binary"
+    for m in binary["metrics"]["per_image"]:
+        del m["methods"]["seeded_watershed"]
+    del binary["metrics"]["postprocess_methods"]["seeded_watershed"]
+    for r in (records[0], binary):
+        path = record_path(results, "dsb2018", r["model"], r["seed"], "manual", record_key(r))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**r, "version": RECORD_VERSION}))
+    text = write_leaderboard("dsb2018", results, board, n_boot=10, by="postprocess")
+    assert "| unet | binary | threshold_cc |" in text
+    assert "| unet | boundary3 | seeded_watershed |" in text
+    assert "| unet | binary | seeded_watershed |" not in text  # no seeds without a seed map
+
+
 def test_records_without_method_scores_are_one_line(tmp_path, records):
     from seg_bench.protocol.records import RECORD_VERSION, record_path
     from seg_bench.protocol.report import write_leaderboard

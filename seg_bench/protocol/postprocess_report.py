@@ -17,8 +17,26 @@ from typing import Any
 import numpy as np
 
 from seg_bench.errors import UserError
+from seg_bench.protocol.records import select_records
 
 TYPES = ("fluorescence", "histology", "brightfield")
+
+
+def target_of(record: dict) -> str:
+    return (record.get("config") or {}).get("target", "binary")
+
+
+def select_by_target(
+    records: list[dict], profile: str | None, prefer: set[str] | None = None
+) -> list[dict]:
+    """The records the method study compares: ``select_records`` (one profile, one
+    configuration per model) applied to each training target, so each (model, target) is a
+    row. Weak-label runs are left out, as on the leaderboard."""
+    manual = [r for r in records if r.get("labels", "manual") == "manual"]
+    chosen = []
+    for target in sorted({target_of(r) for r in manual}):
+        chosen += select_records([r for r in manual if target_of(r) == target], profile, prefer)[0]
+    return chosen
 
 
 def has_methods(record: dict) -> bool:
@@ -47,7 +65,7 @@ def _groups(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in records:
         if has_methods(r):
-            groups[(r["model"], r["config"].get("target", "binary"))].append(r)
+            groups[(r["model"], target_of(r))].append(r)
     if not groups:
         raise UserError(
             "no result record holds per-method scores (DSB 2018 records made before they "
