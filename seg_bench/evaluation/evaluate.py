@@ -96,7 +96,10 @@ def evaluate(
     post = PostprocessConfig.from_dict(cfg.postprocess)
     model = model.to(inference_device(cfg.accelerator))
     tuned = tune_methods(model, dm, cfg) if dm.name in METHOD_STUDY else {}
+    # The main instances of an instance-aware target: the seeded watershed as tuned on the
+    # validation split where there is one (DSB), else ``post`` read for the target.
     main = (tuned.get(SEEDED) or {}).get("params", {})
+    seeded_main = cfg.target != "binary" and bool(main) and not post.three_class
     per_image, previews = [], []
     seconds, pixels = 0.0, 0
     for sample in dm.samples(split):
@@ -107,7 +110,11 @@ def evaluate(
         fg, seeds = target_maps(logits, cfg.target)
         # The binary target keeps its probabilities (and results) exactly as before.
         prob = probabilities(logits) if cfg.target == "binary" else fg
-        own = None if seeds is None else _target_instances(logits, cfg.target, post, main)
+        own = None
+        if seeded_main:
+            own = run_method(SEEDED, fg, seeds, **main)
+        elif seeds is not None:
+            own = instances_from_logits(logits, cfg.target, post)[1]
         truth = sample.instances
         rec, instances = image_record(prob, sample.mask, truth, dm.instance_metric, post, own)
         if tuned:
@@ -124,7 +131,7 @@ def evaluate(
         "overall": aggregate(per_image),
         "per_image": per_image,
         "inference_mpix_per_s": pixels / 1e6 / max(seconds, 1e-9),
-        "postprocess": post.to_dict() if seeds is None or not main else {"method": SEEDED, **main},
+        "postprocess": {"method": SEEDED, **main} if seeded_main else post.to_dict(),
         "postprocess_methods": tuned,
         "target": cfg.target,
         "tta": cfg.tta,
@@ -132,15 +139,6 @@ def evaluate(
         "definitions": DEFINITIONS,
         "previews": previews,
     }
-
-
-def _target_instances(logits, target: str, post: PostprocessConfig, tuned: dict) -> np.ndarray:
-    """Instances of an instance-aware target: the seeded watershed tuned on the validation
-    split where there is one (DSB), else ``post`` read for the target."""
-    if tuned and not post.three_class:
-        fg, seeds = target_maps(logits, target)
-        return run_method(SEEDED, fg, seeds, **tuned)
-    return instances_from_logits(logits, target, post)[1]
 
 
 def _logits(model, image: np.ndarray, dm: SegmentationDataModule, cfg: RunConfig):
