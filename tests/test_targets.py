@@ -88,6 +88,20 @@ def test_which_datasets_may_use_which_target():
         target_transform("distance", FakeData("multi", num_classes=4))
 
 
+def test_a_target_the_dataset_cannot_make_stops_before_the_run_folder_exists(tmp_path):
+    from data_fixtures import write_isbi2012
+
+    from seg_bench.training.run_dir import prepare_run
+
+    write_isbi2012(tmp_path / "isbi2012")
+    cfg = resolve_config(
+        "isbi2012", "unet", "smoke", root=str(tmp_path / "isbi2012"), target="distance"
+    )
+    with pytest.raises(UserError, match="^--set target=distance: isbi2012's instances are the"):
+        prepare_run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 # --------------------------------------------------------------------------- config
 
 
