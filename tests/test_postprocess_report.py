@@ -94,7 +94,10 @@ def test_leaderboard_by_postprocess_writes_and_returns_the_study(tmp_path, recor
     text = write_leaderboard("dsb2018", results, board, n_boot=10, by="postprocess")
     assert "tuned on the **validation split only**" in text
     assert (board / "dsb2018_postprocess.md").read_text() == text
-    assert "## Scores per image type" in (board / "dsb2018.md").read_text()
+    assert "## Scores per image type" in text
+    leaderboard = (board / "dsb2018.md").read_text()
+    assert "[dsb2018_postprocess.md](dsb2018_postprocess.md)" in leaderboard
+    assert leaderboard.count("| unet |") == 1  # still one row per model
 
 
 def test_every_target_of_a_model_is_a_row_of_the_study(tmp_path, records):

@@ -162,13 +162,13 @@ def render_postprocess_study(dataset: str, records: list[dict], provenance: list
     )
 
 
-def postprocess_sections(records: list[dict[str, Any]]) -> str:
-    """The per-type section appended to the leaderboard, when the records have method scores."""
+def postprocess_sections(dataset: str, records: list[dict[str, Any]]) -> str:
+    """The line the leaderboard gains when its records have method scores: where the method
+    and per-type tables are (the leaderboard keeps one row per model)."""
     if not any(has_methods(r) for r in records):
         return ""
-    note = (
-        "Each row's method is the one best on the validation split, with its parameters "
-        "tuned there (seg_bench/inference/instances.py); object F1 at IoU 0.5, pooled over "
-        "the test images of each type; (n): images."
+    return (
+        f"\nEvery post-processing method, and mAP and object F1 per image type: "
+        f"[{dataset}_postprocess.md]({dataset}_postprocess.md) "
+        f"(`seg-bench leaderboard --dataset {dataset} --by postprocess`).\n"
     )
-    return f"\n## Scores per image type\n\n{note}\n\n" + "\n".join(type_table(records)) + "\n"

@@ -400,7 +400,8 @@ def _write_leaderboard(
     if manual:
         significance = paired_significance(manual)
         rows = with_ranks(summarise(manual, n_boot), significance)
-        md = render_markdown(dataset, rows, manual, significance) + postprocess_sections(manual)
+        md = render_markdown(dataset, rows, manual, significance)
+        md += postprocess_sections(dataset, manual)
         texts[f"{dataset}.md"], texts[f"{dataset}.csv"] = md, render_csv(rows)
     study_pp, study_records = None, by_target or manual or records
     if by == "postprocess" or any(has_methods(r) for r in study_records):
