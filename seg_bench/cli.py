@@ -263,7 +263,7 @@ def add_file_commands(sub: Any) -> None:
     p.add_argument("--dataset", required=True)
     p.add_argument("--results-dir", help="default: runs/results")
     p.add_argument("--leaderboard-dir", help="default: <results-dir>/leaderboards")
-    p.add_argument("--by", choices=["labels"], help="labels: the label-source study's tables")
+    p.add_argument("--by", choices=["labels", "postprocess"], help="a study's tables instead")
     p.add_argument("--profile", help="compare the records of this profile (default: the newest)")
     p.add_argument(
         "--force", action="store_true", help="replace committed leaderboards with these records"

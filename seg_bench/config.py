@@ -37,6 +37,21 @@ BUDGET_KEYS = ("max_steps", "max_epochs", "samples_per_epoch", "batch_size", "pa
 # it), after seg-bench's own "auto" (seg_bench/training/precision.py picks one per machine).
 PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
 PRECISION_ALIASES = ("32", "16", "bf16", "64")
+# What the network learns from the instance labels (seg_bench/training/targets.py), and the
+# losses that fit each target; a run of another target with a pixel loss gets its first loss.
+TARGET_LOSSES: dict[str, tuple[str, ...] | None] = {
+    "binary": None,  # any pixel loss
+    "boundary3": ("boundary3_ce_dice",),
+    "distance": ("distance_bce_mse",),
+}
+TARGET_OPTIONS = {"boundary3": {"boundary_weight"}, "binary": set(), "distance": set()}
+
+
+def loss_for_target(target: str, loss: str) -> str:
+    """The loss a run of ``target`` trains with: ``loss`` where it fits the target, else the
+    target's own loss (a profile's pixel loss does not fit a 3-channel target)."""
+    losses = TARGET_LOSSES[target]
+    return loss if losses is None or loss in losses else losses[0]
 
 
 @dataclass
@@ -58,6 +73,9 @@ class RunConfig:
     momentum: float = 0.9
     schedule: str | None = None  # one of SCHEDULES
     warmup: float = 0.05  # fraction of the steps of linear warm-up (step-wise schedules)
+    # what is learned: binary | boundary3 | distance (instance-aware targets)
+    target: str = "binary"
+    target_options: dict[str, Any] = field(default_factory=dict)  # boundary3: boundary_weight
     # data
     patch_size: int | None = None
     batch_size: int = 4
@@ -129,6 +147,7 @@ class RunConfig:
         if self.schedule not in SCHEDULES:
             known = ", ".join(str(k).lower() for k in SCHEDULES)
             raise UserError(f"unknown schedule '{self.schedule}'. Known: {known}")
+        self._validate_target()
         LOSSES.require(self.loss)
         OPTIMIZERS.require(self.optimizer)
         for option, registry, name in (
@@ -145,6 +164,38 @@ class RunConfig:
 
             check_choice("--strategy", self.strategy, StrategyRegistry.available_strategies())
         return self
+
+    def _validate_target(self) -> None:
+        if self.target not in TARGET_LOSSES:
+            raise UserError(
+                f"--set target={self.target}: unknown target; known: {', '.join(TARGET_LOSSES)}"
+            )
+        if not isinstance(self.target_options, dict):
+            raise UserError(
+                f"--set target_options must be a mapping such as {{boundary_weight: 5}}, "
+                f"got {self.target_options!r}"
+            )
+        unknown = sorted(set(self.target_options) - TARGET_OPTIONS[self.target])
+        if unknown:
+            raise UserError(
+                f"--set target_options: {unknown} do not apply to target {self.target}; "
+                f"known: {sorted(TARGET_OPTIONS[self.target]) or 'none'}"
+            )
+        weight = self.target_options.get("boundary_weight", 1.0)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+            raise UserError(
+                f"--set target_options={{boundary_weight: W}}: W must be > 0, got {weight!r}"
+            )
+        if (self.postprocess or {}).get("three_class") and self.target != "boundary3":
+            raise UserError(
+                f"--set postprocess.three_class reads a 3-class output; --set target="
+                f"{self.target} has none: use --set target=boundary3 or drop three_class"
+            )
+        owner = [k for k, v in TARGET_LOSSES.items() if v and self.loss in v]
+        if owner and owner[0] != self.target:
+            raise UserError(f"--loss {self.loss} needs --set target={owner[0]}")
+        # The record says which loss was used, through this field.
+        self.loss = loss_for_target(self.target, self.loss)
 
     def inference_window(self, patch_size: int) -> int:
         # Tiles larger than the training patch cost fewer seams and less overhead per pixel.

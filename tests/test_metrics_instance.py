@@ -18,6 +18,10 @@ from seg_bench.metrics.instance import (
     dsb_map,
     iou_matrix,
     label_overlap,
+    merge_count,
+    object_counts,
+    object_f1,
+    split_count,
 )
 
 DATA = Path(
@@ -278,3 +282,119 @@ def test_real_dsb_truth_vs_itself_and_vs_eroded_masks():
             np.testing.assert_array_equal(ap, reference_dsb(truth, eroded))
         assert score == np.mean(expected)
         assert 0.0 < score < 1.0
+
+
+# --------------------------------------------------------------------------- splits and merges
+
+
+def test_object_counts_and_f1_hand_worked():
+    truth = np.array([[1, 1, 1, 1, 0, 2, 2, 0, 3, 3]])
+    # Object 1 matched (IoU 3/4), object 2 half-covered (IoU 1/2, not > 0.5), object 3 missed,
+    # and one prediction on the background.
+    pred = np.array([[5, 5, 5, 0, 0, 6, 0, 0, 0, 0]])
+    pred[0, 4] = 7
+    assert object_counts(truth, pred) == (1, 2, 2)
+    assert object_f1(1, 2, 2) == pytest.approx(2 / 6)
+    assert object_counts(truth, pred, iou=0.7) == (1, 2, 2)  # 3/4 > 0.7
+    assert object_counts(truth, pred, iou=0.75) == (0, 3, 3)  # strict: 3/4 is not > 3/4
+
+
+def test_object_f1_of_nothing_against_nothing_is_one():
+    assert object_f1(0, 0, 0) == 1.0
+
+
+def test_object_counts_refuse_thresholds_that_allow_several_matches():
+    with pytest.raises(UserError, match="iou must be in"):
+        object_counts(np.zeros((2, 2), int), np.zeros((2, 2), int), iou=0.3)
+
+
+def test_one_true_object_cut_in_two_is_one_split_and_no_merge():
+    truth = np.array([[1, 1, 1, 1, 1, 1, 0, 2, 2]])
+    pred = np.array([[3, 3, 3, 4, 4, 4, 0, 5, 5]])
+    assert split_count(truth, pred) == 1
+    assert merge_count(truth, pred) == 0
+
+
+def test_one_prediction_over_two_true_objects_is_one_merge_and_no_split():
+    truth = np.array([[1, 1, 1, 2, 2, 2, 0, 3, 3]])
+    pred = np.array([[9, 9, 9, 9, 9, 9, 0, 4, 4]])
+    assert merge_count(truth, pred) == 1
+    assert split_count(truth, pred) == 0
+
+
+def test_a_prediction_grazing_a_second_object_is_not_a_merge():
+    # The prediction covers all of object 1 but only 1 of the 4 pixels of object 2.
+    truth = np.array([[1, 1, 1, 2, 2, 2, 2]])
+    pred = np.array([[5, 5, 5, 5, 0, 0, 0]])
+    assert merge_count(truth, pred) == 0
+    # A prediction mostly on the background does not split an object it touches.
+    truth = np.array([[1, 1, 1, 1, 0, 0, 0, 0, 0]])
+    pred = np.array([[2, 2, 3, 3, 3, 3, 3, 3, 3]])
+    assert split_count(truth, pred) == 0
+
+
+def test_splits_and_merges_count_objects_not_pieces():
+    # Object 1 cut in three counts once; two merged pairs count twice.
+    truth = np.array([[1, 1, 1, 1, 1, 1, 0, 2, 2, 3, 3, 0, 4, 4, 5, 5]])
+    pred = np.array([[6, 6, 7, 7, 8, 8, 0, 9, 9, 9, 9, 0, 1, 1, 1, 1]])
+    assert split_count(truth, pred) == 1
+    assert merge_count(truth, pred) == 2
+
+
+# --------------------------------------------------------------------------- submission CSVs
+
+
+def _solution_csv(path, labels_by_id):
+    from seg_bench.data.rle import rle_encode_labels
+
+    rows = ["ImageId,EncodedPixels,Height,Width,Usage"]
+    for image_id, lab in labels_by_id.items():
+        for rle in rle_encode_labels(lab).values():
+            rows.append(f"{image_id},{rle},{lab.shape[0]},{lab.shape[1]},Public")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _two_images():
+    a = np.zeros((12, 16), np.int32)
+    a[1:5, 1:5], a[6:11, 8:14] = 1, 2
+    b = np.zeros((10, 10), np.int32)
+    b[2:8, 2:8] = 1
+    return {"imgA": a, "imgB": b}
+
+
+def test_submission_round_trip_scores_one_and_hand_worked_perturbations(tmp_path):
+    from seg_bench.data.rle import write_submission_csv
+    from seg_bench.evaluation.score import score
+
+    truth = _two_images()
+    solution = _solution_csv(tmp_path / "stage1_solution.csv", truth)
+    write_submission_csv(tmp_path / "same.csv", truth)
+    assert score(tmp_path / "same.csv", solution, kind="instance")["overall"]["dsb_map"] == 1.0
+    # Image A loses one of its two nuclei: TP 1, FN 1 -> 1/2 at every threshold.
+    dropped = {"imgA": np.where(truth["imgA"] == 2, 0, truth["imgA"]), "imgB": truth["imgB"]}
+    write_submission_csv(tmp_path / "dropped.csv", dropped)
+    result = score(tmp_path / "dropped.csv", solution, kind="instance")
+    per_image = {r["id"]: r["dsb_ap"] for r in result["per_image"]}
+    assert per_image == {"imgA": 0.5, "imgB": 1.0}
+    assert result["overall"]["dsb_map"] == pytest.approx(0.75)
+    # Image B's nucleus shrunk to 5x6 of 6x6 (IoU 30/36 = 0.833): hits at t = .50 to .80 only.
+    shrunk = dict(truth, imgB=np.where(np.arange(10)[:, None] < 7, truth["imgB"], 0))
+    write_submission_csv(tmp_path / "shrunk.csv", shrunk)
+    result = score(tmp_path / "shrunk.csv", solution, kind="instance")
+    assert {r["id"]: r["dsb_ap"] for r in result["per_image"]}["imgB"] == pytest.approx(0.7)
+
+
+def test_submission_with_overlapping_or_out_of_range_runs_is_one_line(tmp_path):
+    from seg_bench.evaluation.score import score
+
+    solution = _solution_csv(tmp_path / "stage1_solution.csv", _two_images())
+    (tmp_path / "overlap.csv").write_text("ImageId,EncodedPixels\nimgB,23 6\nimgB,25 3\n")
+    with pytest.raises(UserError, match=r"overlap.csv \(imgB, object 2\): overlaps object 1"):
+        score(tmp_path / "overlap.csv", solution, kind="instance")
+    (tmp_path / "past.csv").write_text("ImageId,EncodedPixels\nimgB,95 10\n")
+    with pytest.raises(UserError, match=r"past.csv \(imgB, object 1\): run 1 .* past the last"):
+        score(tmp_path / "past.csv", solution, kind="instance")
+    (tmp_path / "runs.csv").write_text("ImageId,EncodedPixels\nimgB,5 4 7 2\n")
+    with pytest.raises(UserError, match=r"runs.csv: line 2 .*pair 2 \(start 7\) overlaps pair 1"):
+        score(tmp_path / "runs.csv", solution, kind="instance")

@@ -15,6 +15,9 @@ Batch contract (a dict):
     instances  int32   B,H,W    instance ids, 0 = background (connected components of the
                                 foreground where the dataset has no instance labels)
     id         list[str]
+    target     B,H,W            only with an instance-aware training target: made from the
+                                augmented ``instances`` by the DataModule's ``target_transform``
+                                (seg_bench/training/targets.py), so no warp blurs it
 """
 
 from __future__ import annotations
@@ -137,6 +140,7 @@ class _PreparedSample:
                 f"sample {s.id} has no labels and cannot be used for training or scoring"
             )
         self.id = s.id
+        self.meta = s.meta  # e.g. the DSB imaging type, for scores per type
         self.image = normalize_percentile(s.image)
         self.mask = s.mask.astype(np.uint8)
         if self.image.shape[:2] != self.mask.shape:
@@ -159,16 +163,25 @@ def _to_batch_item(image, mask, instances, sample_id) -> dict[str, Any]:
 
 
 class RandomPatchDataset(Dataset):
-    """``length`` random patches per epoch, augmented; optionally centred on foreground."""
+    """``length`` random patches per epoch, augmented; optionally centred on foreground.
+
+    ``target_transform(item) -> item`` runs on each item after augmentation."""
 
     def __init__(
-        self, samples, patch_size: int, length: int, augment=None, foreground_bias: float = 0.0
+        self,
+        samples,
+        patch_size: int,
+        length: int,
+        augment=None,
+        foreground_bias: float = 0.0,
+        target_transform=None,
     ):
         self.samples = samples
         self.patch = patch_size
         self.length = length
         self.augment = augment
         self.foreground_bias = foreground_bias
+        self.target_transform = target_transform
 
     def __len__(self) -> int:
         return self.length
@@ -191,19 +204,22 @@ class RandomPatchDataset(Dataset):
         if self.augment is not None:
             out = self.augment(image=image, mask=mask, instances=inst)
             image, mask, inst = out["image"], out["mask"], out["instances"]
-        return _to_batch_item(image, mask, inst, s.id)
+        item = _to_batch_item(image, mask, inst, s.id)
+        return item if self.target_transform is None else self.target_transform(item)
 
 
 class WholeImageDataset(Dataset):
-    def __init__(self, samples):
+    def __init__(self, samples, target_transform=None):
         self.samples = samples
+        self.target_transform = target_transform
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.samples[index]
-        return _to_batch_item(s.image, s.mask, s.instances, s.id)
+        item = _to_batch_item(s.image, s.mask, s.instances, s.id)
+        return item if self.target_transform is None else self.target_transform(item)
 
 
 def default_num_workers() -> int:
@@ -262,6 +278,9 @@ class SegmentationDataModule(L.LightningDataModule):
         # Option values are checked by RunConfig.validate; only checks that need the data
         # (patch size vs the smallest image) are made here.
         self.label_source = label_source  # None: the dataset's own (manual) labels
+        # Adds the training target to each item after augmentation (set by the trainer for
+        # instance-aware targets, seg_bench/training/targets.py); None: the mask is the target.
+        self.target_transform = None
         self._prepared: dict[str, list[_PreparedSample]] = {}
 
     # --- what a dataset implements -------------------------------------------------------
@@ -328,6 +347,7 @@ class SegmentationDataModule(L.LightningDataModule):
             math.ceil(self.epoch_length() / world),
             self.build_augment(),
             self.foreground_bias,
+            self.target_transform,
         )
         return DataLoader(
             ds,
@@ -339,7 +359,7 @@ class SegmentationDataModule(L.LightningDataModule):
         )
 
     def _whole(self, split: str) -> DataLoader:
-        ds = WholeImageDataset(self.samples(split))
+        ds = WholeImageDataset(self.samples(split), self.target_transform)
         world, rank = self._world()
         # Each image is scored exactly once across processes (Lightning's default sampler
         # would pad uneven shards with repeats and bias the metrics).

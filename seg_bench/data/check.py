@@ -38,6 +38,7 @@ class SplitSummary:
     instances_min: int
     instances_max: int
     pixels: int = 0
+    types: dict[str, int] = field(default_factory=dict)  # imaging type -> images (DSB 2018)
 
 
 @dataclass
@@ -113,7 +114,10 @@ def summarise_split(dm: SegmentationDataModule, samples: list[Sample]) -> SplitS
     class_pixels = np.zeros(dm.num_classes, dtype=np.int64)
     fg_each, n_inst = [], []
     dtypes, channels = set(), set()
+    types: Counter[str] = Counter()
     for s in samples:
+        if "type" in s.meta:
+            types[s.meta["type"]] += 1
         _validate(dm, s)
         h, w = s.mask.shape
         sizes[f"{h}x{w}"] += 1
@@ -138,6 +142,7 @@ def summarise_split(dm: SegmentationDataModule, samples: list[Sample]) -> SplitS
         instances_min=int(min(n_inst)),
         instances_max=int(max(n_inst)),
         pixels=total,
+        types=dict(sorted(types.items())),
     )
 
 
@@ -200,6 +205,7 @@ def _total(parts: list[SplitSummary]) -> SplitSummary:
         instances_min=min(p.instances_min for p in parts),
         instances_max=max(p.instances_max for p in parts),
         pixels=pixels,
+        types=dict(sorted(sum((Counter(p.types) for p in parts), Counter()).items())),
     )
 
 
@@ -247,7 +253,18 @@ def format_summary(summary: Summary) -> str:
     Console(file=out, width=140, color_system=None, force_terminal=False).print(table)
     info = summary.split_info.get("split")
     text = "\n".join(line.rstrip() for line in out.getvalue().splitlines()).strip("\n")
-    return text + (f"\nsplit: {info}" if info else "")
+    return text + (f"\nsplit: {info}" if info else "") + _type_lines(rows)
+
+
+def _type_lines(rows: dict[str, SplitSummary]) -> str:
+    """Images per imaging type and split, where the dataset types its images (DSB 2018)."""
+    if not any(s.types for s in rows.values()):
+        return ""
+    lines = [
+        f"  {split}: " + ", ".join(f"{t} {n}" for t, n in s.types.items())
+        for split, s in rows.items()
+    ]
+    return "\nimage types:\n" + "\n".join(lines)
 
 
 def check_main(name: str, root=None, **options: Any) -> int:

@@ -17,7 +17,14 @@ import torch
 from seg_bench.config import RunConfig
 from seg_bench.data.base import SegmentationDataModule
 from seg_bench.inference.device import inference_device
-from seg_bench.inference.outputs import probabilities
+from seg_bench.inference.instances import (
+    SEEDED,
+    instances_from_logits,
+    methods_for,
+    run_method,
+    tune,
+)
+from seg_bench.inference.outputs import probabilities, target_maps
 from seg_bench.inference.postprocess import PostprocessConfig, postprocess
 from seg_bench.inference.sliding_window import predict_logits
 from seg_bench.metrics import (
@@ -28,7 +35,10 @@ from seg_bench.metrics import (
     probability_histograms,
     roc_auc_binned,
 )
+from seg_bench.metrics.instance import merge_count, object_counts, split_count
 
+# Datasets whose evaluation scores every post-processing method (tuned on validation first).
+METHOD_STUDY = ("dsb2018",)
 HIST_BINS = 1000  # pooled AUROC within ~1e-3 of exact; 2 x 1000 counts per image in the record
 
 DEFINITIONS = {
@@ -42,6 +52,9 @@ DEFINITIONS = {
     "t=0..1 step .1",
     "vinfo": "ISBI 2012 foreground-restricted information score: per-threshold slice mean, max "
     "over t",
+    "methods": "DSB only: every post-processing method (seg_bench/inference/instances.py), its "
+    "parameters tuned on the validation split; per image: map, ap50, ap75, tp/fp/fn at IoU > "
+    ".5, splits (true objects hit by 2+ predictions), merges (predictions covering 2+ objects)",
 }
 
 
@@ -51,9 +64,14 @@ def image_record(
     truth_instances: np.ndarray,
     instance_metric: str | None,
     post: PostprocessConfig,
+    instances: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Sufficient statistics of one image; also returns the predicted instance labels."""
-    mask, instances = postprocess(prob, post)
+    """Sufficient statistics of one image; also returns the predicted instance labels
+    (``instances``, when given, replace those of ``post``)."""
+    if instances is None:
+        mask, instances = postprocess(prob, post)
+    else:
+        mask = instances > 0
     rec: dict[str, Any] = {"confmat": confusion_matrix(mask.astype(np.uint8), truth, 2).tolist()}
     pos, neg = probability_histograms(prob, truth > 0, bins=HIST_BINS)
     rec["hist_pos"], rec["hist_neg"] = pos.tolist(), neg.tolist()
@@ -76,23 +94,36 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score every image of ``split``; ``keep_predictions`` images are returned for figures."""
     post = PostprocessConfig.from_dict(cfg.postprocess)
+    model = model.to(inference_device(cfg.accelerator))
+    tuned = tune_methods(model, dm, cfg) if dm.name in METHOD_STUDY else {}
+    # The main instances of an instance-aware target: the seeded watershed as tuned on the
+    # validation split where there is one (DSB), else ``post`` read for the target.
+    main = (tuned.get(SEEDED) or {}).get("params", {})
+    seeded_main = cfg.target != "binary" and bool(main) and not post.three_class
     per_image, previews = [], []
     seconds, pixels = 0.0, 0
-    model = model.to(inference_device(cfg.accelerator))
     for sample in dm.samples(split):
-        image = torch.from_numpy(np.ascontiguousarray(sample.image.transpose(2, 0, 1)))[None]
         start = time.perf_counter()
-        logits = predict_logits(
-            model,
-            image,
-            window=cfg.inference_window(dm.patch_size),
-            overlap=cfg.overlap,
-            tta=cfg.tta,
-        )[0]
+        logits = _logits(model, sample.image, dm, cfg)
         seconds += time.perf_counter() - start
         pixels += sample.mask.size
-        prob = probabilities(logits)
-        rec, instances = image_record(prob, sample.mask, sample.instances, dm.instance_metric, post)
+        fg, seeds = target_maps(logits, cfg.target)
+        # The binary target keeps its probabilities (and results) exactly as before.
+        prob = probabilities(logits) if cfg.target == "binary" else fg
+        own = None
+        if seeded_main:
+            own = run_method(SEEDED, fg, seeds, **main)
+        elif seeds is not None:
+            own = instances_from_logits(logits, cfg.target, post)[1]
+        truth = sample.instances
+        rec, instances = image_record(prob, sample.mask, truth, dm.instance_metric, post, own)
+        if tuned:
+            rec["methods"] = {
+                name: method_scores(truth, run_method(name, fg, seeds, **t["params"]))
+                for name, t in tuned.items()
+            }
+        if "type" in sample.meta:
+            rec["type"] = sample.meta["type"]
         per_image.append({"id": sample.id, **rec})
         if len(previews) < keep_predictions:
             previews.append((sample.id, sample.image, sample.mask, prob))
@@ -100,12 +131,52 @@ def evaluate(
         "overall": aggregate(per_image),
         "per_image": per_image,
         "inference_mpix_per_s": pixels / 1e6 / max(seconds, 1e-9),
-        "postprocess": post.to_dict(),
+        "postprocess": {"method": SEEDED, **main} if seeded_main else post.to_dict(),
+        "postprocess_methods": tuned,
+        "target": cfg.target,
         "tta": cfg.tta,
         "overlap": cfg.overlap,
         "definitions": DEFINITIONS,
         "previews": previews,
     }
+
+
+def _logits(model, image: np.ndarray, dm: SegmentationDataModule, cfg: RunConfig):
+    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+    window = cfg.inference_window(dm.patch_size)
+    return predict_logits(model, x, window=window, overlap=cfg.overlap, tta=cfg.tta)[0]
+
+
+def method_scores(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """The numbers a record keeps per image and method (see DEFINITIONS["methods"])."""
+    score, per_t = dsb_average_precision(truth, pred)
+    tp, fp, fn = object_counts(truth, pred, 0.5)
+    return {
+        "map": round(float(score), 6),
+        "ap50": round(float(per_t[0]), 6),
+        "ap75": round(float(per_t[5]), 6),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "splits": split_count(truth, pred),
+        "merges": merge_count(truth, pred),
+    }
+
+
+def tune_methods(
+    model: torch.nn.Module, dm: SegmentationDataModule, cfg: RunConfig
+) -> dict[str, dict[str, Any]]:
+    """Each post-processing method's grid point with the best mean DSB score on the
+    validation split (never the test split): {method: {"params", "val_map"}}."""
+    images = []
+    for sample in dm.samples("val"):
+        fg, seeds = target_maps(_logits(model, sample.image, dm, cfg), cfg.target)
+        images.append((fg, seeds, sample.instances))
+    out = {}
+    for name in methods_for(images[0][1] is not None):
+        params, value = tune(name, images, lambda t, p: dsb_average_precision(t, p)[0])
+        out[name] = {"params": params, "val_map": round(value, 6)}
+    return out
 
 
 def aggregate(

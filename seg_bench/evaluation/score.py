@@ -111,7 +111,14 @@ def _labels_from_csv(path: Path, shapes: dict[str, tuple[int, int]]) -> dict[str
             continue
         labels = np.zeros(shapes[image_id], np.int32)
         for k, rle in enumerate(rles, 1):
-            labels[rle_decode(rle, shapes[image_id], where=f"{path} ({image_id})")] = k
+            where = f"{path} ({image_id}, object {k})"
+            mask = rle_decode(rle, shapes[image_id], where=where)
+            if labels[mask].any():
+                raise UserError(
+                    f"{where}: overlaps object {int(labels[mask].max())} of the same image; "
+                    "a DSB submission gives every pixel to at most one object"
+                )
+            labels[mask] = k
         out[image_id] = labels
     return out
 

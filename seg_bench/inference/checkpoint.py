@@ -10,6 +10,7 @@ import torch.nn as nn
 from lightning.fabric.utilities.data import AttributeDict
 
 from seg_bench.errors import UserError
+from seg_bench.inference.outputs import output_channels
 from seg_bench.models import create_model
 
 
@@ -26,7 +27,7 @@ class TrainedModel(nn.Module):
         self.model = create_model(
             hparams["model"],
             in_channels=int(hparams.get("in_channels", 1)),
-            classes=1 if classes == 2 else classes,
+            classes=output_channels(hparams.get("target", "binary"), classes),
             width=float(hparams.get("width", 1.0)),
             **(hparams.get("model_options") or {}),
         )

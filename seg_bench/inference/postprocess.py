@@ -14,7 +14,8 @@ reported score says exactly how its instances were made. The steps, in order:
 4. ``min_size``: instances smaller than this many pixels are removed and labels renumbered
    1..n; the returned mask is ``instances > 0``.
 
-Works on 2-D images and on 3-D volumes (connectivity 1 = faces only).
+Works on 2-D images and on 3-D volumes (connectivity 1 = faces only). The named methods
+that the benchmark compares are built from these steps in seg_bench/inference/instances.py.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "watershed_split",
     "three_class_instances",
     "remove_small_instances",
+    "add_unreached",
     "boundary_targets",
 ]
 
@@ -139,9 +141,6 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise UserError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
-# --------------------------------------------------------------------------- steps
-
-
 def _as_prob(prob: Any, name: str = "prob") -> np.ndarray:
     p = to_numpy(prob, name)
     if not np.issubdtype(p.dtype, np.floating):
@@ -229,7 +228,7 @@ def label_components(mask: Any, connectivity: int = 1) -> np.ndarray:
     return labels.astype(np.int32)
 
 
-def _add_unreached(instances: np.ndarray, mask: np.ndarray, connectivity: int) -> np.ndarray:
+def add_unreached(instances: np.ndarray, mask: np.ndarray, connectivity: int) -> np.ndarray:
     """Foreground components the watershed did not reach (no marker) become new instances."""
     left = mask & (instances == 0)
     if left.any():
@@ -288,7 +287,7 @@ def watershed_split(
     # Adjacent peaks (a flat ridge of the distance transform) form one marker.
     markers, _ = ndi.label(peaks, structure=full)
     instances = watershed(-distance, markers, mask=m, connectivity=connectivity)
-    return _add_unreached(instances.astype(np.int32), m, connectivity)
+    return add_unreached(instances.astype(np.int32), m, connectivity)
 
 
 def three_class_instances(
@@ -335,7 +334,7 @@ def three_class_instances(
     seeds = (np.argmax(p, axis=0) == INTERIOR) & fg
     markers = label_components(seeds, connectivity)
     instances = watershed(p[2], markers, mask=fg, connectivity=connectivity).astype(np.int32)
-    return fg, _add_unreached(instances, fg, connectivity)
+    return fg, add_unreached(instances, fg, connectivity)
 
 
 def remove_small_instances(instances: Any, min_size: int) -> np.ndarray:
@@ -354,9 +353,14 @@ def remove_small_instances(instances: Any, min_size: int) -> np.ndarray:
         raise UserError("instances must be a non-negative integer label image")
     if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 0:
         raise UserError(f"min_size must be an int >= 0, got {min_size!r}")
-    ids, inverse, sizes = np.unique(lab.ravel(), return_inverse=True, return_counts=True)
-    keep = (sizes >= min_size) & (ids != 0)
-    new_ids = np.zeros(ids.size, dtype=np.int32)
+    if lab.size and int(lab.max()) < 4 * lab.size:  # compact labels: a bincount, no sort
+        sizes, inverse, background = np.bincount(lab.ravel()), lab.ravel(), 0
+    else:
+        ids, inverse, sizes = np.unique(lab.ravel(), return_inverse=True, return_counts=True)
+        background = ids == 0
+    keep = sizes >= min_size
+    keep[background] = False
+    new_ids = np.zeros(sizes.size, dtype=np.int32)
     new_ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     return new_ids[inverse].reshape(lab.shape)
 
@@ -391,9 +395,6 @@ def boundary_targets(instance_labels: Any, connectivity: int = 1) -> np.ndarray:
     out[lab > 0] = INTERIOR
     out[find_boundaries(lab, connectivity=connectivity, mode="inner") & (lab > 0)] = BOUNDARY
     return out
-
-
-# --------------------------------------------------------------------------- entry point
 
 
 def postprocess(

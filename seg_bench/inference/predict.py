@@ -24,8 +24,8 @@ from seg_bench.data.io import read_image, read_stack
 from seg_bench.errors import UserError
 from seg_bench.inference.checkpoint import load_checkpoint
 from seg_bench.inference.device import inference_device
-from seg_bench.inference.outputs import probabilities
-from seg_bench.inference.postprocess import PostprocessConfig, postprocess
+from seg_bench.inference.instances import check_target_postprocess, instances_from_logits
+from seg_bench.inference.postprocess import PostprocessConfig
 from seg_bench.inference.sliding_window import predict_logits
 from seg_bench.io import atomic_write
 
@@ -157,6 +157,8 @@ def predict_path(
     post = PostprocessConfig.from_dict(
         {**(hp.get("postprocess") or {}), **(postprocess_options or {})}
     )
+    target = hp.get("target", "binary")
+    check_target_postprocess(target, post, str(checkpoint))
     out.mkdir(parents=True, exist_ok=True)
     done, submission = Predictions(), {}
     for f in files:
@@ -167,10 +169,8 @@ def predict_path(
             x = normalize_percentile(_match_channels(image, hp["in_channels"], str(f)))
             x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
             logits = predict_logits(net, x, window=hp.get("window"), overlap=overlap, tta=tta)[0]
-            prob = probabilities(logits)
-            if prob.ndim == 3:  # multi-class: the probability of "not background"
-                prob = 1.0 - prob[0]
-            mask, labels = postprocess(prob, post)
+            prob, labels = instances_from_logits(logits, target, post)
+            mask = labels > 0
             results.append((name, prob.astype(np.float32), (mask * 255).astype(np.uint8), labels))
             submission[name] = labels
             done.names.append(name)

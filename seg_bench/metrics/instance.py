@@ -35,6 +35,10 @@ __all__ = [
     "iou_matrix",
     "dsb_average_precision",
     "dsb_map",
+    "object_counts",
+    "object_f1",
+    "split_count",
+    "merge_count",
 ]
 
 # IoU thresholds in percent; the comparison is done on integers (see module doc).
@@ -243,3 +247,70 @@ def dsb_map(pairs: Iterable[tuple[Any, Any]]) -> dict[str, Any]:
         "thresholds": DSB_THRESHOLDS.copy(),
         "definition": _DEFINITION,
     }
+
+
+def object_counts(truth_labels: Any, pred_labels: Any, iou: float = 0.5) -> tuple[int, int, int]:
+    """(TP, FP, FN) of the objects at IoU > ``iou`` (strict, as in the DSB score; iou >= 0.5
+    so matches are one-to-one).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> object_counts(np.array([[1, 1, 0, 2]]), np.array([[3, 3, 0, 0]]))
+    (1, 0, 1)
+    """
+    if not 0.5 <= iou < 1.0:
+        raise UserError(f"iou must be in [0.5, 1) for one-to-one matches, got {iou}")
+    t, p = check_label_pair(truth_labels, pred_labels, "truth", "pred")
+    t_ids, p_ids, i, j, inter, area_t, area_p = _overlap_pairs(t, p)
+    obj = (i > 0) & (j > 0)
+    union = area_t[i[obj]] + area_p[j[obj]] - inter[obj]
+    tp = int((inter[obj] > iou * union).sum())
+    return tp, int(p_ids.size) - tp, int(t_ids.size) - tp
+
+
+def object_f1(tp: int, fp: int, fn: int) -> float:
+    """2 TP / (2 TP + FP + FN); 1.0 when there is nothing to find and nothing found.
+
+    >>> object_f1(1, 0, 1)
+    0.6666666666666666
+    """
+    total = 2 * tp + fp + fn
+    return 1.0 if total == 0 else 2 * tp / total
+
+
+def _object_pairs(truth: Any, pred: Any) -> tuple[np.ndarray, ...]:
+    """Object pairs (i true, j predicted, 1-based) with the overlap and both areas."""
+    t, p = check_label_pair(truth, pred, "truth", "pred")
+    _, _, i, j, inter, area_t, area_p = _overlap_pairs(t, p)
+    obj = (i > 0) & (j > 0)
+    return i[obj], j[obj], inter[obj], area_t, area_p
+
+
+def split_count(truth_labels: Any, pred_labels: Any) -> int:
+    """True objects *split*: hit by two or more predictions, each of which lies more than
+    half inside that true object.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> split_count(np.array([[1, 1, 1, 1]]), np.array([[1, 1, 2, 2]]))
+    1
+    """
+    i, j, inter, _, area_p = _object_pairs(truth_labels, pred_labels)
+    hit = 2 * inter > area_p[j]
+    return int((np.bincount(i[hit]) >= 2).sum()) if hit.any() else 0
+
+
+def merge_count(truth_labels: Any, pred_labels: Any) -> int:
+    """Predictions that *merge*: cover more than half of each of two or more true objects.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> merge_count(np.array([[1, 1, 2, 2]]), np.array([[5, 5, 5, 5]]))
+    1
+    """
+    i, j, inter, area_t, _ = _object_pairs(truth_labels, pred_labels)
+    covered = 2 * inter > area_t[i]
+    return int((np.bincount(j[covered]) >= 2).sum()) if covered.any() else 0

@@ -25,6 +25,12 @@ from seg_bench.protocol.convergence import (
     budget_lines,
     convergence_verdict,
 )
+from seg_bench.protocol.postprocess_report import (
+    has_methods,
+    postprocess_sections,
+    render_postprocess_study,
+    select_by_target,
+)
 from seg_bench.protocol.records import load_records, select_records
 from seg_bench.protocol.statistics import Significance
 from seg_bench.protocol.statistics import significance as paired_significance
@@ -328,26 +334,32 @@ def write_leaderboard(
             f"{dataset}.md",
             f"{dataset}.csv",
             f"{dataset}_labels.md",
+            f"{dataset}_postprocess.md",
             "README.md",
             "cd.png",
         ):
             remove_stale_temp(out_dir, f".{name}.*.tmp")  # left by a killed writer
         remove_stale_temp(out_dir / dataset, ".*.tmp")
-        records, left_out = select_records(load_records(results_dir, dataset), profile, prefer)
+        every = load_records(results_dir, dataset)
+        records, left_out = select_records(every, profile, prefer)
+        profile = profile or (records[0]["profile"] if records else None)
+        by_target = select_by_target(every, profile, prefer)
         if left_out:
             print(
                 f"leaderboard: {len(left_out)} record(s) of other profiles or configurations "
                 f"left out (profile {records[0]['profile']}, one configuration per model)",
                 file=sys.stderr,
             )
-        return _write_leaderboard(dataset, records, results_dir, out_dir, n_boot, by, force)
+        return _write_leaderboard(
+            dataset, records, results_dir, out_dir, n_boot, by, force, by_target
+        )
 
 
 def committed_files(dataset: str, out_dir: Path) -> list[Path]:
     """This dataset's leaderboard files in ``out_dir`` that git tracks (none outside a checkout
     or without git)."""
     out_dir = Path(out_dir)
-    names = [f"{dataset}.md", f"{dataset}.csv", f"{dataset}_labels.md"]
+    names = [f"{dataset}.md", f"{dataset}.csv", f"{dataset}_labels.md", f"{dataset}_postprocess.md"]
     if not out_dir.is_dir() or not any((out_dir / n).exists() for n in names):
         return []
     try:
@@ -380,7 +392,10 @@ def _write_leaderboard(
     n_boot: int,
     by: str | None,
     force: bool = False,
+    by_target: list[dict] | None = None,
 ) -> str:
+    """``by_target``: the records of the post-processing study, one configuration per
+    (model, target) (``select_by_target``); the leaderboard's own records by default."""
     if not records:
         raise UserError(
             f"no result records for '{dataset}' in {results_dir}; "
@@ -399,7 +414,13 @@ def _write_leaderboard(
         significance = paired_significance(manual)
         rows = with_ranks(summarise(manual, n_boot), significance)
         md = render_markdown(dataset, rows, manual, significance)
+        md += postprocess_sections(dataset, manual)
         texts[f"{dataset}.md"], texts[f"{dataset}.csv"] = md, render_csv(rows)
+    study_pp, study_records = None, by_target or manual or records
+    if by == "postprocess" or any(has_methods(r) for r in study_records):
+        prov = provenance_lines(dataset, study_records)
+        study_pp = render_postprocess_study(dataset, study_records, prov)
+        texts[f"{dataset}_postprocess.md"] = study_pp
     check_committed(dataset, out_dir, force, texts)
     for name, text in texts.items():
         with atomic_write(out_dir / name) as f:
@@ -409,6 +430,8 @@ def _write_leaderboard(
         write_summary(out_dir)  # the cross-dataset README.md, from every table now there
     if by == "labels":
         return study or render_label_study(dataset, summarise(records, n_boot), records)
+    if by == "postprocess":
+        return study_pp
     return md if md is not None else study
 
 

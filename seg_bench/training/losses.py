@@ -1,7 +1,8 @@
 """Segmentation losses. Binary tasks use one logit channel; multi-class tasks one per class.
 
 Every loss is ``loss(logits B,K,H,W, batch) -> scalar``; it reads ``batch["mask"]`` (B,H,W class
-ids) and, for the border-weighted loss, ``batch["instances"]``.
+ids) and, for the border-weighted loss, ``batch["instances"]``. The losses of the instance
+targets (seg_bench/training/targets.py) read ``batch["target"]`` as well.
 """
 
 from __future__ import annotations
@@ -103,6 +104,25 @@ def border_weighted_ce(logits: torch.Tensor, batch: dict) -> torch.Tensor:
     return cross_entropy(logits, batch, torch.from_numpy(weight).to(logits.device))
 
 
+def boundary3_ce_dice(
+    logits: torch.Tensor, batch: dict, boundary_weight: float = 5.0
+) -> torch.Tensor:
+    """Target boundary3: softmax cross-entropy with the boundary class weighted
+    ``boundary_weight`` (background and interior 1) + soft Dice over the three classes."""
+    target = batch["target"]
+    weight = torch.tensor([1.0, 1.0, boundary_weight], device=logits.device)
+    ce = F.cross_entropy(logits.float(), target, weight=weight)
+    return ce + soft_dice(logits, {"mask": target})
+
+
+def distance_bce_mse(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Target distance: BCE + soft Dice on the foreground logit (channel 0) + mean squared
+    error of the sigmoid of channel 1 against the normalised distance map."""
+    fg = bce_dice(logits[:, :1], batch)
+    distance = torch.sigmoid(logits[:, 1].float())
+    return fg + F.mse_loss(distance, batch["target"].float())
+
+
 _NAMES = {
     "bce": (cross_entropy, "binary cross-entropy (one logit channel)"),
     "ce": (cross_entropy, "cross-entropy over classes"),
@@ -110,6 +130,14 @@ _NAMES = {
     "bce_dice": (bce_dice, "cross-entropy + soft Dice"),
     "focal": (focal, "focal loss (gamma 2)"),
     "unet_weighted": (border_weighted_ce, "U-Net border-weighted cross-entropy (Ronneberger 2015)"),
+    "boundary3_ce_dice": (
+        boundary3_ce_dice,
+        "target boundary3: boundary-weighted softmax cross-entropy + soft Dice",
+    ),
+    "distance_bce_mse": (
+        distance_bce_mse,
+        "target distance: BCE + soft Dice (foreground) + MSE (normalised distance)",
+    ),
 }
 for _name, (_fn, _doc) in _NAMES.items():
     LOSSES.register(_name, _doc)(_fn)

@@ -47,6 +47,10 @@ def key_fields(config: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a configuration that ``config_key`` hashes, JSON-normalised."""
     values = config.to_dict() if isinstance(config, RunConfig) else dict(config)
     kept = {k: v for k, v in values.items() if k not in NOT_IN_KEY}
+    # Fields added later hash as before while they hold their defaults (old runs resume).
+    for name, default in (("target", "binary"), ("target_options", {})):
+        if kept.get(name, default) == default:
+            kept.pop(name, None)
     return json.loads(json.dumps(kept, sort_keys=True, default=str))
 
 

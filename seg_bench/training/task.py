@@ -18,12 +18,12 @@ import torch
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from seg_bench.inference.outputs import classes_from_logits
+from seg_bench.inference.outputs import foreground_classes, output_channels
 from seg_bench.inference.sliding_window import predict_logits
 from seg_bench.metrics import pixel_metrics
 from seg_bench.models import create_model
-from seg_bench.training.losses import get_loss
 from seg_bench.training.optimizers import build_optimizer
+from seg_bench.training.targets import build_loss
 
 
 class NonFiniteLossError(RuntimeError):
@@ -52,10 +52,12 @@ class SegmentationTask(L.LightningModule):
         window: int | None = None,
         overlap: float = 0.25,
         postprocess: dict[str, Any] | None = None,  # kept with the checkpoint for `predict`
+        target: str = "binary",  # what is learned: seg_bench/training/targets.py
+        target_options: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
-        out_channels = 1 if num_classes == 2 else num_classes
+        out_channels = output_channels(target, num_classes)
         self.model = create_model(
             model,
             in_channels=in_channels,
@@ -63,7 +65,7 @@ class SegmentationTask(L.LightningModule):
             width=width,
             **(model_options or {}),
         )
-        self.loss_fn = get_loss(loss)
+        self.loss_fn = build_loss(target, loss, target_options)
         self.val_confmat = MulticlassConfusionMatrix(num_classes)
         self.val_loss = MeanMetric()
         self.curve: list[dict[str, float]] = []
@@ -91,7 +93,8 @@ class SegmentationTask(L.LightningModule):
             self.model, batch["image"], window=self.hparams.window, overlap=self.hparams.overlap
         )
         self.val_loss.update(self.loss_fn(logits, batch))
-        self.val_confmat.update(classes_from_logits(logits).flatten(), batch["mask"].flatten())
+        predicted = foreground_classes(logits, self.hparams.target)  # foreground IoU, any target
+        self.val_confmat.update(predicted.flatten(), batch["mask"].flatten())
 
     def on_validation_epoch_end(self) -> None:
         m = pixel_metrics(self.val_confmat.compute().cpu().numpy())

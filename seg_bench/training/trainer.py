@@ -26,6 +26,7 @@ from seg_bench.training.callbacks import ChannelsLast, EpochTimer
 from seg_bench.training.checkpoint_io import AtomicCheckpointIO
 from seg_bench.training.precision import PrecisionChoice, choose_precision, resolve_precision
 from seg_bench.training.run_dir import PreparedRun, prepare_run
+from seg_bench.training.targets import target_transform
 from seg_bench.training.task import SegmentationTask
 
 
@@ -57,12 +58,14 @@ def config_arguments(cfg: RunConfig, constructor: Any) -> dict[str, Any]:
 def build_datamodule(cfg: RunConfig) -> SegmentationDataModule:
     # Every dataset takes the base class's arguments (its own ones come from dataset_options).
     label_source = LABEL_SOURCES.create(cfg.labels, options=cfg.weak_label_options, seed=cfg.seed)
-    return create_datamodule(
+    dm = create_datamodule(
         cfg.dataset,
         **config_arguments(cfg, SegmentationDataModule.__init__),
         label_source=label_source,
         **cfg.dataset_options,
     )
+    dm.target_transform = target_transform(cfg.target, dm)  # UserError if it cannot be made
+    return dm
 
 
 def build_task(cfg: RunConfig, dm: SegmentationDataModule) -> SegmentationTask:

@@ -12,6 +12,9 @@ train/val; otherwise stage1_train is split seeded into train/val/test (70/15/15 
 With ``<root>/image_types.csv`` (ImageId,type: fluorescence, histology, brightfield) the seeded
 split is stratified by type, each type's count in every split within one image of its share;
 without it the split is unstratified and a warning says so.
+Every sample's ``meta["type"]`` is its imaging type: from ``image_types.csv`` where the file
+lists the image, otherwise (the official test set, or no file) from ``image_type``, a rule on
+the pixels that agrees with ``image_types.csv`` on all 155 shared training images.
 The split seed is its own option (``split_seed``), so training seeds never move the split.
 """
 
@@ -33,6 +36,10 @@ from seg_bench.registry import DATASETS
 
 HINT = missing_data_hint("dsb2018") + " Expected: the Kaggle layout."
 TYPES_CSV = "image_types.csv"  # ImageId,type[,...]: the strata of the seeded split
+IMAGE_TYPES = ("fluorescence", "histology", "brightfield")
+# Mean HSV saturation above which an image counts as stained (histology). On the 155 shared
+# training images: 0.000 for every grey image, 0.094 to 0.519 for the H&E tiles.
+COLOUR_SATURATION = 0.05
 log = logging.getLogger(__name__)
 
 
@@ -52,6 +59,12 @@ def read_image_types(csv_path: Path, ids: list[str]) -> dict[str, str] | None:
                 "(or delete the file for an unstratified split)"
             )
         types = {row["ImageId"]: (row["type"] or "").strip() for row in reader}
+    odd = sorted((i, t) for i, t in types.items() if t and t not in IMAGE_TYPES)
+    if odd:
+        raise DataError(
+            f"{csv_path}: image {odd[0][0]} has type '{odd[0][1]}'; expected one of "
+            f"{', '.join(IMAGE_TYPES)} (or delete the file to type images by their pixels)"
+        )
     missing = [i for i in ids if not types.get(i)]
     if missing:
         raise DataError(
@@ -103,6 +116,27 @@ def bright_background(grey: np.ndarray) -> bool:
     """True when the median (background) intensity is above half the range: brightfield and H&E."""
     top = np.iinfo(grey.dtype).max if np.issubdtype(grey.dtype, np.integer) else float(grey.max())
     return float(np.median(grey)) > top / 2
+
+
+def image_type(image: np.ndarray) -> str:
+    """Imaging type from the pixels: *histology* when coloured (mean HSV saturation above
+    ``COLOUR_SATURATION``: stained pink/purple tissue), else *brightfield* when the background
+    (median grey) is bright (``bright_background``), else *fluorescence* (dark background).
+
+    Examples
+    --------
+    >>> image_type(np.zeros((4, 4), np.uint8)), image_type(np.full((4, 4), 220, np.uint8))
+    ('fluorescence', 'brightfield')
+    """
+    image = np.asarray(image)
+    if image.ndim == 3:
+        rgb = image[..., :3].astype(np.float32)
+        high, low = rgb.max(axis=-1), rgb.min(axis=-1)
+        saturation = float(np.mean((high - low) / np.maximum(high, 1e-6)))
+        if saturation > COLOUR_SATURATION:
+            return "histology"
+        image = np.round(rgb.mean(axis=-1)).astype(image.dtype)
+    return "brightfield" if bright_background(image) else "fluorescence"
 
 
 @DATASETS.register(
@@ -328,6 +362,8 @@ class DSB2018(SegmentationDataModule):
             return self._cache[image_id]
         image_path = folder / "images" / f"{image_id}.png"
         image, inverted = self._image(image_path)
+        listed = (self._types or {}).get(image_id)
+        kind = listed or image_type(read_image(image_path) if (self.grey or inverted) else image)
         if official_test:
             inst = self._instances_from_rle(image_id, image)
         else:
@@ -337,7 +373,12 @@ class DSB2018(SegmentationDataModule):
             image=image,
             mask=(inst > 0).astype(np.uint8),
             instances=inst,
-            meta={"path": str(image_path), "inverted": inverted},
+            meta={
+                "path": str(image_path),
+                "inverted": inverted,
+                "type": kind,
+                "type_from": TYPES_CSV if listed else "pixels",
+            },
         )
         self._cache[image_id] = sample
         return sample

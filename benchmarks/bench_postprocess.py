@@ -1,0 +1,122 @@
+"""Benchmark: every named post-processing method on a 1000 x 1000 image with 300 nuclei.
+
+The image is seeded: 300 discs (radius 6 to 14 px, many touching), a foreground probability
+made from them (blurred, with noise, in [0, 1]) and the seed map a ``distance`` network would
+give (each nucleus' normalised distance to its own boundary, blurred). Every method of
+``seg_bench.inference.instances.POSTPROCESSORS`` runs with its default parameters (plus
+``min_size`` 15); the median wall time over ``--repeat`` runs is printed beside the objects
+found and the DSB score against the discs, and checked against the 0.5 s target.
+
+    python benchmarks/bench_postprocess.py                 # 1000 x 1000, 300 nuclei, 5 runs
+    python benchmarks/bench_postprocess.py --quick         # 1 run
+    python benchmarks/bench_postprocess.py --out benchmarks/RESULTS_postprocess.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from seg_bench.hardware import hardware, hardware_label
+from seg_bench.inference.instances import POSTPROCESSORS, run_method
+from seg_bench.io import atomic_write
+from seg_bench.metrics.instance import dsb_average_precision
+from seg_bench.training.targets import distance_target
+
+TARGET_S = 0.5
+
+
+def nuclei(size: int, n: int, seed: int) -> np.ndarray:
+    """``n`` discs at seeded random places (later ones cover earlier ones where they meet)."""
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((size, size), np.int32)
+    for k in range(1, n + 1):
+        cy, cx = rng.uniform(0, size, 2)
+        r = rng.uniform(6, 14)
+        y0, y1 = max(0, int(cy - r)), min(size, int(cy + r) + 1)
+        x0, x1 = max(0, int(cx - r)), min(size, int(cx + r) + 1)
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        lab[y0:y1, x0:x1][(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = k
+    # Objects cut into pieces by later discs keep their largest piece's label only.
+    return lab
+
+
+def network_like(lab: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed + 1)
+    fg = ndi.gaussian_filter((lab > 0).astype(np.float32), 1.5)
+    fg = np.clip(0.05 + 0.9 * fg + rng.normal(0, 0.05, fg.shape), 0, 1).astype(np.float32)
+    seeds = np.clip(ndi.gaussian_filter(distance_target(lab), 1.0), 0, 1).astype(np.float32)
+    return fg, seeds
+
+
+def run(size: int, n: int, repeat: int, seed: int) -> list[dict]:
+    lab = nuclei(size, n, seed)
+    fg, seeds = network_like(lab, seed)
+    rows = []
+    small_fg, small_seeds = fg[:64, :64], seeds[:64, :64]
+    for name in POSTPROCESSORS:
+        run_method(name, small_fg, small_seeds)  # imports and first-call set-up, untimed
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            out = run_method(name, fg, seeds, min_size=15)
+            times.append(time.perf_counter() - t0)
+        rows.append(
+            {
+                "method": name,
+                "median_s": float(np.median(times)),
+                "objects": int(out.max()),
+                "map": dsb_average_precision(lab, out)[0],
+            }
+        )
+    return rows
+
+
+def report(rows: list[dict], size: int, n: int, repeat: int, command: str) -> str:
+    label = hardware_label(hardware())
+    lines = [
+        "# Post-processing speed (benchmarks/bench_postprocess.py)",
+        "",
+        f"- machine: {label}",
+        f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
+        f"- command: `{command}`",
+        f"- image: {size} x {size} px, {n} seeded nuclei (radius 6-14 px, many touching); "
+        f"median of {repeat} run(s) per method; target < {TARGET_S} s",
+        "",
+        "| method | median time (s) | < 0.5 s | objects found | mAP vs the discs |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ok = "yes" if r["median_s"] < TARGET_S else "**no**"
+        lines.append(
+            f"| {r['method']} | {r['median_s']:.3f} | {ok} | {r['objects']} | {r['map']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=1000)
+    ap.add_argument("--nuclei", type=int, default=300)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="one run per method")
+    ap.add_argument("--out", help="also write the table to this Markdown file (atomically)")
+    args = ap.parse_args(argv)
+    repeat = 1 if args.quick else args.repeat
+    rows = run(args.size, args.nuclei, repeat, args.seed)
+    command = "python benchmarks/bench_postprocess.py" + (" --quick" if args.quick else "")
+    text = report(rows, args.size, args.nuclei, repeat, command)
+    print(text, end="")
+    if args.out:
+        with atomic_write(args.out) as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,306 @@
+"""Named post-processing methods: a foreground probability (and a seed map) to instances.
+
+Each method is a foreground rule followed by a way of splitting that foreground into objects,
+then the shared options ``fill_holes`` (fill enclosed background before labelling) and
+``min_size`` (drop smaller objects, renumber 1..n):
+
+================== =========================================== =============================
+name               foreground                                  objects
+================== =========================================== =============================
+threshold_cc       probability > ``threshold``                 connected components
+otsu_bfs           probability > Otsu's threshold              breadth-first region
+                                                               labelling (= connected
+                                                               components, ``ndi.label``)
+hysteresis         > ``low`` and connected to > ``high``       connected components
+                   (``apply_hysteresis_threshold``)
+kmeans_watershed   the brighter of two k-means clusters of     distance-transform watershed
+                   the probabilities                           (``min_distance``)
+distance_watershed probability > ``threshold``                 distance-transform watershed
+                                                               (``min_distance``): today's
+seeded_watershed   probability > ``threshold``                 marker watershed on the seed
+                                                               map from its plateaus above
+                                                               ``seed_threshold``
+================== =========================================== =============================
+
+``seeded_watershed`` needs a seed map: the interior probability of a ``boundary3`` model or
+the predicted distance of a ``distance`` model (seg_bench/inference/outputs.py:target_maps).
+Each method has a small parameter grid (``GRID``), tuned on the validation split by
+``tune`` and then applied unchanged to the test split.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from seg_bench.errors import UserError
+from seg_bench.inference.outputs import probabilities, target_maps
+from seg_bench.inference.postprocess import (
+    PostprocessConfig,
+    add_unreached,
+    binarize,
+    fill_holes,
+    label_components,
+    postprocess,
+    remove_small_instances,
+    watershed_split,
+)
+
+__all__ = [
+    "Method",
+    "POSTPROCESSORS",
+    "run_method",
+    "tune",
+    "methods_for",
+    "check_target_postprocess",
+    "instances_from_logits",
+]
+
+
+# Two k-means clusters whose means are closer than this (in probability) are one population
+# split by noise: such a map (e.g. an untrained network's) has no foreground. Without it the
+# watershed would chase thousands of noise specks (minutes per image).
+MIN_CLUSTER_GAP = 0.1
+
+
+def _kmeans_foreground(fg: np.ndarray, bins: int = 1024) -> np.ndarray:
+    """The pixels of the brighter of two 1-D k-means clusters (Lloyd's iterations from the
+    midrange, run on a ``bins``-bin histogram of the values, so the cut is exact to
+    1/``bins`` of the range and costs one pass over the pixels); none when the two cluster
+    means are less than ``MIN_CLUSTER_GAP`` apart."""
+    lo, hi = float(fg.min()), float(fg.max())
+    if lo == hi:
+        return np.zeros(fg.shape, dtype=bool)
+    counts, edges = np.histogram(fg, bins=bins, range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2
+    cut, means = (lo + hi) / 2, [lo, hi]
+    for _ in range(100):
+        dark = centres <= cut
+        if not counts[dark].any() or not counts[~dark].any():
+            break
+        means = [np.average(centres[side], weights=counts[side]) for side in (dark, ~dark)]
+        new = float(sum(means) / 2)
+        if abs(new - cut) < (hi - lo) / bins / 2:
+            break
+        cut = new
+    if means[1] - means[0] < MIN_CLUSTER_GAP:
+        return np.zeros(fg.shape, dtype=bool)
+    return fg > cut
+
+
+def _seeded(mask: np.ndarray, seeds: np.ndarray, seed_threshold: float) -> np.ndarray:
+    from skimage.segmentation import watershed
+
+    markers = label_components((seeds > seed_threshold) & mask)
+    instances = watershed(-seeds, markers, mask=mask).astype(np.int32)
+    return add_unreached(instances, mask, 1)
+
+
+def _threshold_cc(fg, seeds, mask):
+    return label_components(mask)
+
+
+def _distance_ws(fg, seeds, mask, min_distance: int = 5):
+    return watershed_split(mask, min_distance=min_distance)
+
+
+def _seeded_ws(fg, seeds, mask, seed_threshold: float = 0.5):
+    return _seeded(mask, seeds, seed_threshold)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A named post-processing method: ``foreground(fg, **p) -> mask`` then
+    ``objects(fg, seeds, mask, **p) -> labels``; ``grid`` is what ``tune`` searches."""
+
+    name: str
+    foreground: Callable[..., np.ndarray]
+    objects: Callable[..., np.ndarray]
+    needs_seeds: bool
+    grid: dict[str, tuple]
+    description: str
+
+    def params(self) -> set[str]:
+        return set(self.grid) | {"fill_holes", "min_size"}
+
+
+def _by_threshold(fg, threshold: float = 0.5):
+    return binarize(fg, threshold)
+
+
+def _by_otsu(fg):
+    return binarize(fg, "otsu")
+
+
+def _by_hysteresis(fg, low: float = 0.3, high: float = 0.7):
+    return binarize(fg, hysteresis=(low, high))
+
+
+def _by_kmeans(fg):
+    return _kmeans_foreground(fg)
+
+
+SIZES = (0, 15, 30)
+POSTPROCESSORS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("threshold_cc", _by_threshold, _threshold_cc, False,
+               {"threshold": (0.4, 0.5, 0.6), "min_size": SIZES},
+               "threshold + connected components"),
+        Method("otsu_bfs", _by_otsu, _threshold_cc, False, {"min_size": SIZES},
+               "Otsu threshold + breadth-first region labelling"),
+        Method("hysteresis", _by_hysteresis, _threshold_cc, False,
+               {"low": (0.3, 0.4), "high": (0.6, 0.8), "min_size": SIZES},
+               "hysteresis thresholds + connected components"),
+        Method("kmeans_watershed", _by_kmeans, _distance_ws, False,
+               {"min_distance": (3, 5, 8), "min_size": SIZES},
+               "k-means (2 clusters) of the probabilities + distance-transform watershed"),
+        Method("distance_watershed", _by_threshold, _distance_ws, False,
+               {"threshold": (0.4, 0.5, 0.6), "min_distance": (3, 5, 8), "min_size": SIZES},
+               "threshold + distance-transform watershed"),
+        Method("seeded_watershed", _by_threshold, _seeded_ws, True,
+               {"threshold": (0.4, 0.5), "seed_threshold": (0.5, 0.7, 0.85),
+                "min_size": SIZES},
+               "threshold + marker watershed from interior seeds (boundary3 / distance)"),
+    )
+}  # fmt: skip
+
+
+def methods_for(has_seeds: bool) -> list[str]:
+    """The methods an output can use: all with a seed map, the others without one."""
+    return [n for n, m in POSTPROCESSORS.items() if has_seeds or not m.needs_seeds]
+
+
+def _method(name: str) -> Method:
+    if name not in POSTPROCESSORS:
+        raise UserError(
+            f"unknown post-processing method '{name}'; known: {', '.join(POSTPROCESSORS)}"
+        )
+    return POSTPROCESSORS[name]
+
+
+def _split(method: Method, params: dict[str, Any]) -> tuple[dict, dict]:
+    unknown = sorted(set(params) - method.params())
+    if unknown:
+        raise UserError(
+            f"post-processing method {method.name}: unknown option(s) {unknown}; "
+            f"known: {sorted(method.params())}"
+        )
+    fg_keys = {"threshold", "low", "high"}
+    fg_params = {k: v for k, v in params.items() if k in fg_keys}
+    obj_params = {k: v for k, v in params.items() if k in {"min_distance", "seed_threshold"}}
+    return fg_params, obj_params
+
+
+def run_method(
+    name: str, fg: np.ndarray, seeds: np.ndarray | None = None, **params: Any
+) -> np.ndarray:
+    """Instances (int32, 1..n) of one image by the method ``name`` with ``params``.
+
+    Parameters
+    ----------
+    fg : (H, W) float array in [0, 1]
+        Foreground probability.
+    seeds : (H, W) float array in [0, 1], optional
+        Seed map; required by ``seeded_watershed``.
+    params : the method's grid keys, ``fill_holes`` (bool) and ``min_size`` (int)
+
+    Examples
+    --------
+    >>> fg = np.array([[0.9, 0.9, 0.1, 0.8]])
+    >>> run_method("threshold_cc", fg, min_size=2).tolist()
+    [[1, 1, 0, 0]]
+    """
+    method = _method(name)
+    fg = np.asarray(fg)
+    if fg.ndim != 2:
+        raise UserError(
+            f"post-processing method {name} takes one (H, W) foreground probability, got shape "
+            f"{fg.shape}; turn a 3-class output into one with outputs.target_maps first"
+        )
+    if method.needs_seeds and seeds is None:
+        raise UserError(
+            f"post-processing method {name} needs a seed map: use a model trained with "
+            "--set target=boundary3 or target=distance, or another method"
+        )
+    fg_params, obj_params = _split(method, params)
+    mask = method.foreground(fg, **fg_params)
+    if params.get("fill_holes", False):
+        mask = fill_holes(mask)
+    instances = method.objects(fg, seeds, mask, **obj_params)
+    if params.get("min_size", 0):
+        instances = remove_small_instances(instances, int(params["min_size"]))
+    return instances.astype(np.int32, copy=False)
+
+
+def grid_points(name: str) -> list[dict[str, Any]]:
+    """Every parameter combination of a method's grid (invalid hysteresis pairs left out)."""
+    grid = _method(name).grid
+    points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    return [p for p in points if p.get("low", 0) <= p.get("high", 1)]
+
+
+def tune(
+    name: str,
+    images: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]],
+    score: Callable[[np.ndarray, np.ndarray], float],
+) -> tuple[dict[str, Any], float]:
+    """The grid point of method ``name`` with the best mean ``score(truth, pred)`` over
+    ``images`` = [(fg, seeds, truth instances)] (validation images only); (params, score).
+
+    Instances are computed once per foreground setting and only ``min_size`` varies after,
+    since removing small objects is the last step."""
+    best: tuple[dict[str, Any], float] = ({}, -np.inf)
+    points = grid_points(name)
+    base = {tuple(sorted((k, v) for k, v in p.items() if k != "min_size")) for p in points}
+    sizes = sorted({p.get("min_size", 0) for p in points})
+    for key in sorted(base):
+        params = dict(key)
+        raw = [run_method(name, fg, seeds, **params) for fg, seeds, _ in images]
+        for size in sizes:
+            preds = [remove_small_instances(r, size) if size else r for r in raw]
+            value = float(
+                np.mean([score(t, p) for p, (_, _, t) in zip(preds, images, strict=True)])
+            )
+            if value > best[1]:
+                best = ({**params, "min_size": size}, value)
+    return best
+
+
+# --------------------------------------------------------------------------- per target
+
+SEEDED = "seeded_watershed"
+
+
+def check_target_postprocess(target: str, post: PostprocessConfig, where: str) -> None:
+    """A UserError (naming ``where``: the checkpoint or option) when ``post`` cannot read the
+    output of a model trained with ``target``."""
+    if post.three_class and target != "boundary3":
+        raise UserError(
+            f"{where}: postprocess three_class reads a background/interior/boundary output, but "
+            f"the model was trained with target {target}; drop three_class, or train with "
+            "--set target=boundary3"
+        )
+
+
+def instances_from_logits(
+    logits: Any, target: str, post: PostprocessConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """(foreground probability, instances) of one image's K,H,W logits.
+
+    binary: ``postprocess`` of the probability, as always; boundary3 with ``three_class``:
+    ``postprocess`` of the three class probabilities; otherwise the instance-aware targets
+    use their seeds (``seeded_watershed`` at ``post``'s threshold, min_size and fill_holes).
+    """
+    fg, seeds = target_maps(logits, target)
+    if seeds is None:
+        return fg, postprocess(fg, post)[1]
+    if post.three_class:
+        return fg, postprocess(probabilities(logits), post)[1]
+    threshold = post.threshold if isinstance(post.threshold, float) else 0.5
+    params = {"threshold": threshold, "min_size": post.min_size, "fill_holes": post.fill_holes}
+    return fg, run_method(SEEDED, fg, seeds, **params)

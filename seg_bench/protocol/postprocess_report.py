@@ -1,0 +1,174 @@
+"""DSB 2018 instance tables from result records: every (model, target) against every
+post-processing method, and the scores per imaging type.
+
+Records keep, per test image, the scores of each method (``metrics.per_image[i].methods``,
+seg_bench/evaluation/evaluate.py) and the parameters each method was given after tuning on
+the validation split (``metrics.postprocess_methods``). Per (model, target) row, values are
+means over seeds of: mAP@[.5:.95], AP at IoU 0.5 and 0.75 (means over images), object F1 at
+IoU 0.5 (2TP / (2TP + FP + FN) with TP, FP, FN summed over the images) and the split and
+merge counts summed over the images.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from seg_bench.errors import UserError
+from seg_bench.protocol.records import select_records
+
+TYPES = ("fluorescence", "histology", "brightfield")
+
+
+def target_of(record: dict) -> str:
+    return (record.get("config") or {}).get("target", "binary")
+
+
+def select_by_target(
+    records: list[dict], profile: str | None, prefer: set[str] | None = None
+) -> list[dict]:
+    """The records the method study compares: ``select_records`` (one profile, one
+    configuration per model) applied to each training target, so each (model, target) is a
+    row. Weak-label runs are left out, as on the leaderboard."""
+    manual = [r for r in records if r.get("labels", "manual") == "manual"]
+    chosen = []
+    for target in sorted({target_of(r) for r in manual}):
+        chosen += select_records([r for r in manual if target_of(r) == target], profile, prefer)[0]
+    return chosen
+
+
+def has_methods(record: dict) -> bool:
+    per_image = record.get("metrics", {}).get("per_image") or []
+    return bool(per_image) and all("methods" in r for r in per_image)
+
+
+def method_scores(images: list[dict], method: str) -> dict[str, float]:
+    """One record's scores of ``method`` over ``images`` (its per-image entries)."""
+    rows = [r["methods"][method] for r in images if method in r.get("methods", {})]
+    if not rows:
+        return {}
+    tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
+    return {
+        "map": float(np.mean([r["map"] for r in rows])),
+        "ap50": float(np.mean([r["ap50"] for r in rows])),
+        "ap75": float(np.mean([r["ap75"] for r in rows])),
+        "f1": 1.0 if 2 * tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn),
+        "splits": float(sum(r["splits"] for r in rows)),
+        "merges": float(sum(r["merges"] for r in rows)),
+        "images": float(len(rows)),
+    }
+
+
+def _groups(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in records:
+        if has_methods(r):
+            groups[(r["model"], target_of(r))].append(r)
+    if not groups:
+        raise UserError(
+            "no result record holds per-method scores (DSB 2018 records made before they "
+            "were kept); re-run `seg-bench bench --dataset dsb2018` to make them"
+        )
+    return dict(sorted(groups.items()))
+
+
+def _mean(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    keys = set().union(*per_seed) if per_seed else set()
+    return {k: float(np.mean([s[k] for s in per_seed if k in s])) for k in keys}
+
+
+def _best_on_validation(recs: list[dict]) -> str:
+    val: dict[str, list[float]] = defaultdict(list)
+    for r in recs:
+        for method, t in r["metrics"].get("postprocess_methods", {}).items():
+            val[method].append(t["val_map"])
+    return max(sorted(val), key=lambda m: np.mean(val[m]))
+
+
+def _params(recs: list[dict], method: str) -> str:
+    params = recs[0]["metrics"].get("postprocess_methods", {}).get(method, {}).get("params", {})
+    return ", ".join(f"{k} {v}" for k, v in sorted(params.items())) or "–"
+
+
+def method_table(records: list[dict]) -> list[str]:
+    lines = [
+        "| Model | Target | Method | Parameters (seed 0) | mAP@[.5:.95] | AP@.5 | AP@.75 "
+        "| F1@.5 | Splits | Merges |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (model, target), recs in _groups(records).items():
+        methods = sorted({m for r in recs for i in r["metrics"]["per_image"] for m in i["methods"]})
+        for method in methods:
+            s = _mean([method_scores(r["metrics"]["per_image"], method) for r in recs])
+            lines.append(
+                f"| {model} | {target} | {method} | {_params(recs, method)} | {s['map']:.3f} "
+                f"| {s['ap50']:.3f} | {s['ap75']:.3f} | {s['f1']:.3f} | {s['splits']:.0f} "
+                f"| {s['merges']:.0f} |"
+            )
+    return lines
+
+
+def type_table(records: list[dict]) -> list[str]:
+    """mAP and object F1 per imaging type beside the overall mean, for each (model, target)
+    with the method that scored best on the validation split."""
+    found = {i.get("type") for r in records if has_methods(r) for i in r["metrics"]["per_image"]}
+    types = [t for t in TYPES if t in found] + sorted(t for t in found - set(TYPES) if t)
+    head = ["Model", "Target", "Method (best on val)", "mAP all", "F1 all"]
+    head += [h for t in types for h in (f"mAP {t} (n)", f"F1 {t}")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for (model, target), recs in _groups(records).items():
+        method = _best_on_validation(recs)
+        cells = [model, target, method]
+        overall = _mean([method_scores(r["metrics"]["per_image"], method) for r in recs])
+        cells += [f"{overall['map']:.3f}", f"{overall['f1']:.3f}"]
+        for t in types:
+            s = _mean(
+                [
+                    method_scores(
+                        [i for i in r["metrics"]["per_image"] if i.get("type") == t], method
+                    )
+                    for r in recs
+                ]
+            )
+            n = f" ({s['images']:.0f})" if s else ""
+            cells += [f"{s['map']:.3f}{n}", f"{s['f1']:.3f}"] if s else ["–", "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_postprocess_study(dataset: str, records: list[dict], provenance: list[str]) -> str:
+    """The `leaderboard --by postprocess` text: the method table, then the per-type table."""
+    return "\n".join(
+        [
+            f"# {dataset}: post-processing methods",
+            "",
+            "Every method's parameters were tuned on the **validation split only** (the grid in "
+            "seg_bench/inference/instances.py; best mean mAP@[.5:.95]), then applied unchanged "
+            "to the test images scored here. Mean over seeds; F1, splits and merges at IoU 0.5 "
+            "pooled over the test images. Splits: true objects hit by two or more predictions; "
+            "merges: predictions covering more than half of two or more true objects.",
+            "",
+            *provenance,
+            "",
+            *method_table(records),
+            "",
+            "## Scores per image type",
+            "",
+            *type_table(records),
+            "",
+        ]
+    )
+
+
+def postprocess_sections(dataset: str, records: list[dict[str, Any]]) -> str:
+    """The line the leaderboard gains when its records have method scores: where the method
+    and per-type tables are (the leaderboard keeps one row per model)."""
+    if not any(has_methods(r) for r in records):
+        return ""
+    return (
+        f"\nEvery post-processing method, and mAP and object F1 per image type: "
+        f"[{dataset}_postprocess.md]({dataset}_postprocess.md) "
+        f"(`seg-bench leaderboard --dataset {dataset} --by postprocess`).\n"
+    )

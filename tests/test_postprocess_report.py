@@ -1,0 +1,138 @@
+"""`seg-bench leaderboard --by postprocess`: each (model, target) against each method, and
+scores per imaging type, from the per-image method scores that DSB records keep."""
+
+import json
+
+import numpy as np
+import pytest
+
+from seg_bench.errors import UserError
+from seg_bench.evaluation.evaluate import aggregate, image_record
+from seg_bench.inference.postprocess import PostprocessConfig
+from seg_bench.protocol.postprocess_report import method_scores, method_table, type_table
+
+
+def scores(map_, tp, fp, fn, splits=0, merges=0):
+    return {"map": map_, "ap50": min(1.0, map_ + 0.2), "ap75": map_ / 2, "tp": tp, "fp": fp,
+            "fn": fn, "splits": splits, "merges": merges}  # fmt: skip
+
+
+def image(i, kind, methods):
+    truth = np.zeros((8, 8), np.uint8)
+    truth[2:5, 2:5] = 1
+    rec, _ = image_record(truth * 0.9, truth, truth, "dsb", PostprocessConfig())
+    return {"id": f"img{i}", **rec, "type": kind, "methods": methods}
+
+
+def record(model, target, seed, per_image, val):
+    return {
+        "model": model, "seed": seed, "labels": "manual", "profile": "cpu", "params": 1000,
+        "dataset": "dsb2018",
+        "train_time_s": 1.0, "precision": "32-true", "commit": "abc",
+        "hardware": {"cpu": "test", "cores": 2, "gpu": None},
+        "config": {"max_epochs": 1, "samples_per_epoch": 8, "batch_size": 2,
+                   "optimizer": "adam", "lr": 0.001, "loss": "bce_dice", "target": target},
+        "data": {"splits": {"test": [p["id"] for p in per_image]}, "patch_size": 32},
+        "metrics": {
+            "overall": aggregate(per_image), "per_image": per_image, "inference_mpix_per_s": 1.0,
+            "postprocess_methods": {
+                m: {"params": {"min_size": 15}, "val_map": v} for m, v in val.items()
+            },
+        },
+    }  # fmt: skip
+
+
+@pytest.fixture
+def records():
+    images = [
+        image(0, "fluorescence", {"threshold_cc": scores(0.5, 2, 0, 2, merges=2),
+                                  "seeded_watershed": scores(0.8, 4, 1, 0, splits=1)}),
+        image(1, "histology", {"threshold_cc": scores(0.3, 1, 1, 1, merges=1),
+                               "seeded_watershed": scores(0.6, 2, 0, 0)}),
+    ]  # fmt: skip
+    val = {"threshold_cc": 0.4, "seeded_watershed": 0.7}
+    return [record("unet", "boundary3", 0, images, val)]
+
+
+def test_method_scores_pool_the_object_counts(records):
+    s = method_scores(records[0]["metrics"]["per_image"], "threshold_cc")
+    assert s["map"] == pytest.approx(0.4)  # (0.5 + 0.3) / 2
+    # TP 3, FP 1, FN 3 over both images: F1 = 6 / (6 + 1 + 3).
+    assert s["f1"] == pytest.approx(0.6)
+    assert (s["splits"], s["merges"], s["images"]) == (0, 3, 2)
+
+
+def test_method_table_has_a_row_per_model_target_and_method(records):
+    rows = method_table(records)
+    assert "| unet | boundary3 | seeded_watershed | min_size 15 | 0.700 | 0.900 | 0.350 |" in (
+        "\n".join(rows)
+    )
+    # seeded: TP 6, FP 1, FN 0 -> F1 12/13; 1 split, 0 merges.
+    assert rows[2].endswith(f"| {12 / 13:.3f} | 1 | 0 |")
+    assert len(rows) == 2 + 2
+
+
+def test_type_table_uses_the_method_best_on_validation(records):
+    rows = type_table(records)
+    assert rows[0].startswith("| Model | Target | Method (best on val) | mAP all | F1 all |")
+    assert "mAP fluorescence (n) | F1 fluorescence | mAP histology (n)" in rows[0]
+    assert rows[2] == (
+        f"| unet | boundary3 | seeded_watershed | 0.700 | {12 / 13:.3f} | 0.800 (1) "
+        f"| {8 / 9:.3f} | 0.600 (1) | 1.000 |"
+    )
+
+
+def test_leaderboard_by_postprocess_writes_and_returns_the_study(tmp_path, records):
+    from seg_bench.protocol.records import RECORD_VERSION, record_path
+    from seg_bench.protocol.report import write_leaderboard
+
+    results, board = tmp_path / "results", tmp_path / "lb"
+    for r in records:
+        path = record_path(results, "dsb2018", r["model"], r["seed"], "manual")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**r, "version": RECORD_VERSION}))
+    text = write_leaderboard("dsb2018", results, board, n_boot=10, by="postprocess")
+    assert "tuned on the **validation split only**" in text
+    assert (board / "dsb2018_postprocess.md").read_text() == text
+    assert "## Scores per image type" in text
+    leaderboard = (board / "dsb2018.md").read_text()
+    assert "[dsb2018_postprocess.md](dsb2018_postprocess.md)" in leaderboard
+    assert leaderboard.count("| unet |") == 1  # still one row per model
+
+
+def test_every_target_of_a_model_is_a_row_of_the_study(tmp_path, records):
+    import copy
+
+    from seg_bench.protocol.records import RECORD_VERSION, record_key, record_path
+    from seg_bench.protocol.report import write_leaderboard
+
+    results, board = tmp_path / "results", tmp_path / "lb"
+    binary = copy.deepcopy(records[0])
+    binary["config"]["target"] = "binary"
+    for m in binary["metrics"]["per_image"]:
+        del m["methods"]["seeded_watershed"]
+    del binary["metrics"]["postprocess_methods"]["seeded_watershed"]
+    for r in (records[0], binary):
+        path = record_path(results, "dsb2018", r["model"], r["seed"], "manual", record_key(r))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**r, "version": RECORD_VERSION}))
+    text = write_leaderboard("dsb2018", results, board, n_boot=10, by="postprocess")
+    assert "| unet | binary | threshold_cc |" in text
+    assert "| unet | boundary3 | seeded_watershed |" in text
+    assert "| unet | binary | seeded_watershed |" not in text  # no seeds without a seed map
+
+
+def test_records_without_method_scores_are_one_line(tmp_path, records):
+    from seg_bench.protocol.records import RECORD_VERSION, record_path
+    from seg_bench.protocol.report import write_leaderboard
+
+    results, board = tmp_path / "results", tmp_path / "lb"
+    r = records[0]
+    for i in r["metrics"]["per_image"]:
+        del i["methods"]
+    path = record_path(results, "dsb2018", r["model"], r["seed"], "manual")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**r, "version": RECORD_VERSION}))
+    with pytest.raises(UserError, match="no result record holds per-method scores"):
+        write_leaderboard("dsb2018", results, board, n_boot=10, by="postprocess")
+    assert not board.exists() or not any(board.glob("dsb2018*"))
