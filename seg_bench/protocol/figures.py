@@ -208,3 +208,19 @@ def plot_learning_curves(dataset: str, records: list[dict], out_path: Path) -> P
     ax.grid(alpha=0.3)
     _save(fig, out_path)
     return out_path
+
+
+def write_figures(
+    dataset: str, records: list[dict], results_dir: Path, fig_dir: Path
+) -> list[Path]:
+    from seg_bench.protocol.records import preview_for
+
+    paths = plot_curves(dataset, records, fig_dir)
+    previews = {
+        r["model"]: preview_for(results_dir, r)
+        for r in records
+        if r["seed"] == 0 and r.get("labels", "manual") == "manual"
+    }
+    overlay = plot_overlays(dataset, previews, fig_dir / "overlays.png")
+    learning = plot_learning_curves(dataset, records, fig_dir / "curves.png")
+    return paths + [p for p in (overlay, learning) if p]

@@ -426,6 +426,8 @@ def _write_leaderboard(
         with atomic_write(out_dir / name) as f:
             f.write(text)
     if manual:
+        from seg_bench.protocol.figures import write_figures
+
         write_figures(dataset, manual, Path(results_dir), out_dir / dataset)
         write_summary(out_dir)  # the cross-dataset README.md, from every table now there
     if by == "labels":
@@ -433,20 +435,3 @@ def _write_leaderboard(
     if by == "postprocess":
         return study_pp
     return md if md is not None else study
-
-
-def write_figures(
-    dataset: str, records: list[dict], results_dir: Path, fig_dir: Path
-) -> list[Path]:
-    from seg_bench.protocol.figures import plot_curves, plot_learning_curves, plot_overlays
-    from seg_bench.protocol.records import preview_for
-
-    paths = plot_curves(dataset, records, fig_dir)
-    previews = {
-        r["model"]: preview_for(results_dir, r)
-        for r in records
-        if r["seed"] == 0 and r.get("labels", "manual") == "manual"
-    }
-    overlay = plot_overlays(dataset, previews, fig_dir / "overlays.png")
-    learning = plot_learning_curves(dataset, records, fig_dir / "curves.png")
-    return paths + [p for p in (overlay, learning) if p]
