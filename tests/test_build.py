@@ -48,8 +48,11 @@ def test_build_task_passes_every_model_and_optimisation_option():
         weight_decay=1e-4,
         momentum=0.8,
         schedule="cosine",
+        warmup=0.1,
         overlap=0.5,
         postprocess={"min_size": 9},
+        target="boundary3",
+        target_options={"boundary_weight": 3.0},
     )
     dm = SimpleNamespace(in_channels=3, num_classes=2, patch_size=48)
     expected = {
@@ -64,6 +67,9 @@ def test_build_task_passes_every_model_and_optimisation_option():
         "weight_decay": 1e-4,
         "momentum": 0.8,
         "schedule": "cosine",
+        "warmup": 0.1,
+        "target": "boundary3",
+        "target_options": {"boundary_weight": 3.0},
         "window": 256,  # max(patch, 256) when the config sets none
         "overlap": 0.5,
         "postprocess": {"min_size": 9},

@@ -180,7 +180,8 @@ def export_onnx(
     lo = max(1, -(-meta["geometry"]["min_size"] // m))
     dim = torch.export.Dim
     h, w = dim("h_blocks", min=lo, max=65536 // m), dim("w_blocks", min=lo, max=65536 // m)
-    shapes = {"x": {0: dim("batch", min=1, max=1024), 2: m * h, 3: m * w}}
+    # Positional (a tuple), not keyed by name: a plug-in's forward may call its input anything.
+    shapes = ({0: dim("batch", min=1, max=1024), 2: m * h, 3: m * w},)
     try:
         with _quiet():
             program = torch.onnx.export(
