@@ -49,8 +49,9 @@ def run_path(out: Path, dataset: str, model: str, seed: int, steps: int) -> Path
     return out / dataset / f"{model}__seed{seed}__steps{steps}.json"
 
 
-def train_once(out: Path, dataset: str, model: str, profile: str, seed: int, steps: int,
-               overrides: dict) -> dict:  # fmt: skip
+def train_once(
+    out: Path, dataset: str, model: str, profile: str, seed: int, steps: int, overrides: dict
+) -> dict:
     """One run, or its stored result; the run folder goes once its JSON is written."""
     from seg_bench.config import resolve_config
     from seg_bench.io import write_json
@@ -67,11 +68,18 @@ def train_once(out: Path, dataset: str, model: str, profile: str, seed: int, ste
     result = train(cfg, run_dir, progress=False)
     curve = result.task.curve
     record = {
-        "dataset": dataset, "model": model, "seed": seed, "steps": steps, "profile": profile,
+        "dataset": dataset,
+        "model": model,
+        "seed": seed,
+        "steps": steps,
+        "profile": profile,
         "final_val_iou": curve[-1]["val_iou"] if curve else None,
-        "best_val_iou": result.best_val.get("val/iou"), "plateaued": plateaued(curve),
-        "train_time_s": result.train_time_s, "curve": curve, "config": cfg.to_dict(),
-    }  # fmt: skip
+        "best_val_iou": result.best_val.get("val/iou"),
+        "plateaued": plateaued(curve),
+        "train_time_s": result.train_time_s,
+        "curve": curve,
+        "config": cfg.to_dict(),
+    }
     write_json(path, record)
     shutil.rmtree(run_dir, ignore_errors=True)
     return record
@@ -90,9 +98,15 @@ def compare(runs: dict[int, list[dict]]) -> list[dict]:
         tolerance = max(GAIN, SPREAD_FRACTION * spread)
         change = statistics.mean(b) - statistics.mean(a)
         out.append(
-            {"steps": small, "doubled": big, "change": change, "seed_range": spread,
-             "tolerance": tolerance, "converged": abs(change) <= tolerance}
-        )  # fmt: skip
+            {
+                "steps": small,
+                "doubled": big,
+                "change": change,
+                "seed_range": spread,
+                "tolerance": tolerance,
+                "converged": abs(change) <= tolerance,
+            }
+        )
     return out
 
 
@@ -115,10 +129,17 @@ def render(dataset: str, profile: str, per_model: dict, runs: dict, chosen: int 
                 for s in (c["steps"], c["doubled"])
             }
             rows.append(
-                [model, f"{c['steps']} -> {c['doubled']}", f"{means[c['steps']]:.3f}",
-                 f"{means[c['doubled']]:.3f}", f"{c['change']:+.3f}", f"{c['seed_range']:.3f}",
-                 f"{c['tolerance']:.3f}", "yes" if c["converged"] else "no"]
-            )  # fmt: skip
+                [
+                    model,
+                    f"{c['steps']} -> {c['doubled']}",
+                    f"{means[c['steps']]:.3f}",
+                    f"{means[c['doubled']]:.3f}",
+                    f"{c['change']:+.3f}",
+                    f"{c['seed_range']:.3f}",
+                    f"{c['tolerance']:.3f}",
+                    "yes" if c["converged"] else "no",
+                ]
+            )
     head = ["Model", "steps", "IoU", "IoU doubled", "change", "seed range", "tolerance", "ok"]
     verdict = (
         f"smallest converged budget: **{chosen} steps**"

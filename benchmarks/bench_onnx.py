@@ -28,8 +28,13 @@ from seg_bench.hardware import hardware, hardware_label
 from seg_bench.inference import export as ex
 from seg_bench.models import create_model
 
-MODELS = [("unet", 0.25), ("resunet", 0.25), ("segnet", 0.25), ("tiramisu56", 0.25),
-          ("smp-unet-resnet18", 1.0)]  # fmt: skip
+MODELS = [
+    ("unet", 0.25),
+    ("resunet", 0.25),
+    ("segnet", 0.25),
+    ("tiramisu56", 0.25),
+    ("smp-unet-resnet18", 1.0),
+]
 
 
 def _measure(engine: str, name: str, width: float, onnx: str, size: int, repeats: int, q):
@@ -109,9 +114,12 @@ def main() -> None:
             params = sum(p.numel() for p in net.parameters()) / 1e6
             t_speed, t_mem = measure("torch", name, width, str(onnx), size, repeats)
             o_speed, o_mem = measure("onnxruntime", name, width, str(onnx), size, repeats)
-            print(f"| {name} (width {width}) | {params:.2f} M | {result.max_abs_diff:.1e} "
-                  f"| {t_speed:.2f} | {o_speed:.2f} | {o_speed / t_speed:.2f} | {t_mem:.0f} "
-                  f"| {o_mem:.0f} |", flush=True)  # fmt: skip
+            print(
+                f"| {name} (width {width}) | {params:.2f} M | {result.max_abs_diff:.1e} "
+                f"| {t_speed:.2f} | {o_speed:.2f} | {o_speed / t_speed:.2f} | {t_mem:.0f} "
+                f"| {o_mem:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -90,9 +90,12 @@ def val_iou(model, dm, window: int, overlap: float, device: str, precision: str)
     inter = union = 0
     for batch in dm.val_dataloader():
         logits = predict_logits(
-            model, batch["image"].to(device), window=window, overlap=overlap,
+            model,
+            batch["image"].to(device),
+            window=window,
+            overlap=overlap,
             precision=None if precision == "32-true" else precision,
-        )  # fmt: skip
+        )
         pred = classes_from_logits(logits).cpu() > 0
         truth = batch["mask"] > 0
         inter += int((pred & truth).sum())
@@ -351,9 +354,12 @@ def main(argv: list[str] | None = None) -> None:
         data[name] = entry
 
     iou_text = IOU_TEXT.format(
-        epochs=epochs, steps=iou_steps // epochs, patch=args.iou_patch,
-        batch=iou_cfg0.batch_size, seeds=seeds,
-    )  # fmt: skip
+        epochs=epochs,
+        steps=iou_steps // epochs,
+        patch=args.iou_patch,
+        batch=iou_cfg0.batch_size,
+        seeds=seeds,
+    )
     md = report(args, info, cfg0, settings, rows, iou_rows, data, iou_text)
     rec, gm = recommendation(data, speedups)
     md += ["", f"Recommendation: {rec}"]

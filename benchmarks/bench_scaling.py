@@ -164,9 +164,14 @@ def epoch_scaling(model, sizes, seed, budget, quick) -> tuple[list, dict]:
                 shutil.rmtree(run_dir, ignore_errors=True)
             steps = -(-patches // cfg.batch_size)
             data[f"{mode}-{n}"] = {
-                "setup_s": setup, "patches": patches, "steps": steps, "train_s": timer.train_s,
-                "val_s": timer.val_s, "epoch_timer_s": res.train_time_s, "total_s": total,
-            }  # fmt: skip
+                "setup_s": setup,
+                "patches": patches,
+                "steps": steps,
+                "train_s": timer.train_s,
+                "val_s": timer.val_s,
+                "epoch_timer_s": res.train_time_s,
+                "total_s": total,
+            }
             rows.append(
                 [
                     mode,
@@ -195,10 +200,30 @@ def ddp_run(
 
     run_dir = tempfile.mkdtemp(prefix=f"seg-bench-ddp{devices}-")
     cmd = [
-        sys.executable, "-m", "seg_bench.cli", "train", "--dataset", "synthetic", "--model", model,
-        "--profile", "cpu", "--epochs", str(epochs), "--seed", str(seed), "--accelerator", "cpu",
-        "--devices", str(devices), "--logger", "none", "--run-dir", run_dir, *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "seg_bench.cli",
+        "train",
+        "--dataset",
+        "synthetic",
+        "--model",
+        model,
+        "--profile",
+        "cpu",
+        "--epochs",
+        str(epochs),
+        "--seed",
+        str(seed),
+        "--accelerator",
+        "cpu",
+        "--devices",
+        str(devices),
+        "--logger",
+        "none",
+        "--run-dir",
+        run_dir,
+        *extra,
+    ]
     if devices > 1:
         cmd += ["--strategy", "ddp"]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
@@ -309,9 +334,13 @@ def ddp_runs(args, budget: Budget, epochs: int) -> tuple[list[tuple[str, dict]],
     if budget.left() > 1.2 * r1["wall_s"]:
         batch = 2 * cpu_config(args.ddp_model).batch_size
         r16 = ddp_run(
-            args.ddp_model, 1, epochs, args.seed, max(budget.left(), 90),
+            args.ddp_model,
+            1,
+            epochs,
+            args.seed,
+            max(budget.left(), 90),
             [*extra, "--set", f"batch_size={batch}"],
-        )  # fmt: skip
+        )
         print(f"ddp reference, 1 process batch {batch}: {r16}", flush=True)
         runs.append((f"1, batch {batch} (DDP's effective batch)", r16))
         data[f"1 batch {batch}"] = r16

@@ -327,9 +327,14 @@ def profile_section(data: dict, dm, pool, args, warmup: int, run_root: str) -> l
     cfg = cpu_config(target_model, accelerator="cpu", devices=1, max_epochs=1)
     batches = pool[: warmup + data[target_model]["steps_measured"]]
     prof = profile_pair(
-        cfg, dm, batches, args.device, args.precision, args.seed,
+        cfg,
+        dm,
+        batches,
+        args.device,
+        args.precision,
+        args.seed,
         os.path.join(run_root, "profile"),
-    )  # fmt: skip
+    )
     loop_cats, light_cats = prof["loop"]["categories"], prof["lightning"]["categories"]
     cats = sorted(set(loop_cats) | set(light_cats), key=lambda c: -light_cats.get(c, 0.0))
     steps = len(batches)

@@ -29,10 +29,27 @@ FILES_IN = {"record", "sample", "checkpoint", "input", "pred", "truth", "points"
 FOLDERS_IN = {"images", "root"}
 FOLDERS_OUT = {"output", "run_dir", "results_dir", "leaderboard_dir"}
 NAMES = {
-    "dataset", "model", "models", "optimizer", "loss", "schedule", "augment", "labels",
-    "precision", "logger", "strategy", "pruner", "method", "kind", "profile", "name", "by",
-    "action", "device", "format",
-}  # fmt: skip
+    "dataset",
+    "model",
+    "models",
+    "optimizer",
+    "loss",
+    "schedule",
+    "augment",
+    "labels",
+    "precision",
+    "logger",
+    "strategy",
+    "pruner",
+    "method",
+    "kind",
+    "profile",
+    "name",
+    "by",
+    "action",
+    "device",
+    "format",
+}
 
 
 # Values of a numeric option that are valid, so not among its bad values: "-1" is a label
@@ -110,9 +127,18 @@ CASES = list(_cases())
 
 def test_the_generated_cases_cover_every_command():
     assert {c for c, _, _ in CASES} >= {
-        "", "train", "bench", "search", "data", "predict", "score", "weak-labels", "leaderboard",
-        "export", "dashboard",
-    }  # fmt: skip
+        "",
+        "train",
+        "bench",
+        "search",
+        "data",
+        "predict",
+        "score",
+        "weak-labels",
+        "leaderboard",
+        "export",
+        "dashboard",
+    }
 
 
 def _param(command, option, action):
@@ -203,14 +229,16 @@ def test_valid_names_pass_the_checks():
 @pytest.mark.parametrize(
     "argv, hint",
     [
-        (["train", "--augment", "hevy"], "--augment: unknown augmentation preset 'hevy'. "
-         "Did you mean 'heavy'?"),
+        (
+            ["train", "--augment", "hevy"],
+            "--augment: unknown augmentation preset 'hevy'. Did you mean 'heavy'?",
+        ),
         (["train", "--precision", "bf16_mixed"], "did you mean 'bf16-mixed'?"),
         (["bench", "--strategy", "dpp"], "--strategy dpp: not a known value; did you mean 'ddp'?"),
         (["search", "--model", "unte", "--trials", "1"], "Did you mean 'unet'?"),
         (["leaderboard", "--dataset", "synthetic", "--profile", "smok"], "did you mean 'smoke'?"),
     ],
-)  # fmt: skip
+)
 def test_a_misspelt_name_is_refused_with_the_closest_one(argv, hint, capsys, monkeypatch):
     monkeypatch.setattr(pl.Trainer, "fit", lambda *a, **k: pytest.fail("training started"))
     assert main([*argv, "--profile", "smoke"] if argv[0] != "leaderboard" else argv) == 2

@@ -119,10 +119,14 @@ def test_a_run_keeps_one_curve_point_per_validation_in_its_record(tmp_path):
     from seg_bench.protocol.bench import bench
 
     [rec] = bench(
-        "synthetic", models=["unet"], profile="smoke", results_dir=tmp_path / "results",
-        runs_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "lb",
+        "synthetic",
+        models=["unet"],
+        profile="smoke",
+        results_dir=tmp_path / "results",
+        runs_dir=tmp_path / "runs",
+        leaderboard_dir=tmp_path / "lb",
         overrides={**SMOKE, "max_epochs": 3},
-    )  # fmt: skip
+    )
     curve = rec["curve"]
     assert [(p["step"], p["epoch"]) for p in curve] == [(2, 0), (4, 1), (6, 2)]
     assert all(0 <= p["val_iou"] <= 1 and p["val_loss"] > 0 for p in curve)
@@ -167,9 +171,13 @@ def test_plateau_slope_is_the_least_squares_slope_over_the_last_fifth():
 
 @pytest.mark.parametrize(
     ("slope", "expected"),
-    [(0.0, True), (-1e-4, True), (0.5 * PLATEAU_GAIN / 1000, True),
-     (2 * PLATEAU_GAIN / 1000, False)],
-)  # fmt: skip
+    [
+        (0.0, True),
+        (-1e-4, True),
+        (0.5 * PLATEAU_GAIN / 1000, True),
+        (2 * PLATEAU_GAIN / 1000, False),
+    ],
+)
 def test_a_curve_has_plateaued_when_doubling_the_run_would_add_under_the_gain(slope, expected):
     assert plateaued(line(20, 1000, 0.3, slope)) is expected
 
@@ -198,14 +206,28 @@ def test_mean_curve_interpolates_seeds_onto_the_union_of_their_steps():
 def _record(model, seed, curve, profile="cpu", note=""):
     per_image = [{"id": "a", "tp": 5, "fp": 1, "fn": 1, "tn": 10}]
     return {
-        "model": model, "seed": seed, "labels": "manual", "profile": profile, "params": 1000,
-        "train_time_s": 1.0, "precision": "32-true", "commit": "abc",
-        "hardware": {"cpu": "test", "cores": 2, "gpu": None}, "curve": curve,
-        "config": {"max_epochs": 1, "samples_per_epoch": 8, "batch_size": 2, "optimizer": "adam",
-                   "lr": 0.001, "loss": "bce", "budget_note": note},
+        "model": model,
+        "seed": seed,
+        "labels": "manual",
+        "profile": profile,
+        "params": 1000,
+        "train_time_s": 1.0,
+        "precision": "32-true",
+        "commit": "abc",
+        "hardware": {"cpu": "test", "cores": 2, "gpu": None},
+        "curve": curve,
+        "config": {
+            "max_epochs": 1,
+            "samples_per_epoch": 8,
+            "batch_size": 2,
+            "optimizer": "adam",
+            "lr": 0.001,
+            "loss": "bce",
+            "budget_note": note,
+        },
         "data": {"splits": {"test": ["a"]}, "patch_size": 32},
         "metrics": {"overall": {"iou": 0.7}, "per_image": per_image, "inference_mpix_per_s": 1.0},
-    }  # fmt: skip
+    }
 
 
 def test_leaderboard_marks_rising_models_and_prints_a_short_budgets_note():

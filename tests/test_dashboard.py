@@ -43,18 +43,26 @@ def logged(tmp_path_factory):
     root = tmp_path_factory.mktemp("dashboard")
     with pytest.MonkeyPatch.context() as mp:
         for var, value in {
-            "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_X_DISABLE_STATS": "true",
+            "WANDB_MODE": "offline",
+            "WANDB_SILENT": "true",
+            "WANDB_X_DISABLE_STATS": "true",
             "SEG_BENCH_RUNS": str(root / "runs"),
-        }.items():  # fmt: skip
+        }.items():
             mp.setenv(var, value)
         mp.delenv("WANDB_PROJECT", raising=False)
         for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
             mp.setenv(var, str(root / "wandb-home" / var.lower()))
         bench(
-            "synthetic", models=["unet"], profile="smoke", seeds=1, results_dir=root / "results",
-            runs_dir=root / "runs", leaderboard_dir=root / "lb", trials=2,
+            "synthetic",
+            models=["unet"],
+            profile="smoke",
+            seeds=1,
+            results_dir=root / "results",
+            runs_dir=root / "runs",
+            leaderboard_dir=root / "lb",
+            trials=2,
             overrides={"max_epochs": 2, "samples_per_epoch": 8, "logger": "wandb"},
-        )  # fmt: skip
+        )
     runs = [read_offline_run(p) for p in sorted(root.rglob("offline-run-*"))]
     assert len(runs) == 4 and all(r["exited"] for r in runs), "2 trials, 1 seed, 1 leaderboard"
     metrics = set().union(*(set().union(*r["history"], r["summary"]) for r in runs))
@@ -141,9 +149,17 @@ def test_every_panel_reads_keys_a_bench_logs_and_each_main_metric_has_a_panel(lo
 
     read = {key for keys in panels.values() for _, key in keys}
     main = {
-        "leaderboard", "val/iou", "val/loss", "test/iou", "test/dice", "train/samples_per_s",
-        "val/overlay", "params.lr", "params.optimizer", "best_val/iou",
-    }  # fmt: skip
+        "leaderboard",
+        "val/iou",
+        "val/loss",
+        "test/iou",
+        "test/dice",
+        "train/samples_per_s",
+        "val/overlay",
+        "params.lr",
+        "params.optimizer",
+        "best_val/iou",
+    }
     assert main <= read
     lr_keys = {k for k in logged.metrics if k.startswith("lr-")}
     assert lr_keys and any(k == "regex" for keys in panels.values() for k, _ in keys)
@@ -261,8 +277,10 @@ def test_a_study_adds_its_parameters_against_the_score(tmp_path, monkeypatch):
     assert section.name == "Search: toy"
     coords = next(p for p in section.panels if isinstance(p, wr.ParallelCoordinatesPlot))
     assert [(c.metric.name, c.log) for c in coords.columns] == [
-        ("params.lr", True), ("params.optimizer", None), ("best_val/iou", None),
-    ]  # fmt: skip
+        ("params.lr", True),
+        ("params.optimizer", None),
+        ("best_val/iou", None),
+    ]
     scatters = [p for p in section.panels if isinstance(p, wr.ScatterPlot)]
     assert [(s.x.name, s.log_x) for s in scatters] == [("params.lr", True)], "numbers only"
     assert "Search: toy" not in [s.name for s in dash.dashboard_spec("p").sections]
@@ -319,8 +337,10 @@ def test_optuna_dashboard_serves_a_study_on_loopback(tmp_path):
     port = _free_port()
     server = subprocess.Popen(
         [*command, "--host", "127.0.0.1", "--port", str(port), "--server", "wsgiref", url],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline, status = time.monotonic() + 60, None
         while time.monotonic() < deadline and server.poll() is None:

@@ -12,9 +12,15 @@ from seg_bench.data.base import DATASETS, SPLITS, Sample, SegmentationDataModule
 from seg_bench.data.datasets import dsb2018, epfl, folder, isbi2012, isbi2013, ncmir
 
 BASE_KWARGS = dict(
-    patch_size=32, batch_size=2, num_workers=0, augment="none", augment_params=None,
-    samples_per_epoch=4, foreground_bias=0.5, seed=3,
-)  # fmt: skip
+    patch_size=32,
+    batch_size=2,
+    num_workers=0,
+    augment="none",
+    augment_params=None,
+    samples_per_epoch=4,
+    foreground_bias=0.5,
+    seed=3,
+)
 
 pytest_plugins = ["data_fixtures"]  # the tiny-layout fixtures (dsb_root, ...)
 
@@ -130,9 +136,12 @@ def test_isbi2013_boundaries_from_ids(isbi2013_root):
     inner = np.zeros_like(s.mask, bool)
     c = ids[1:-1, 1:-1]
     inner[1:-1, 1:-1] = (
-        (c == ids[:-2, 1:-1]) & (c == ids[2:, 1:-1])
-        & (c == ids[1:-1, :-2]) & (c == ids[1:-1, 2:]) & (c > 0)
-    )  # fmt: skip
+        (c == ids[:-2, 1:-1])
+        & (c == ids[2:, 1:-1])
+        & (c == ids[1:-1, :-2])
+        & (c == ids[1:-1, 2:])
+        & (c > 0)
+    )
     assert (s.mask[inner] == 0).all() and inner.sum() > 0.5 * inner.size
     assert len(np.unique(ids)) > 10
 

@@ -20,10 +20,27 @@ DATA = "dataset_options={n_train: 4, n_val: 3, n_test: 1, image_size: 80}"
 def test_ddp_validation_metrics_cover_the_whole_validation_set(tmp_path):
     run = tmp_path / "ddp"
     cmd = [
-        sys.executable, "-m", "seg_bench.cli", "train", "--profile", "smoke", "--devices", "2",
-        "--strategy", "ddp", "--accelerator", "cpu", "--precision", "32", "--set", DATA,
-        "--set", "max_epochs=2", "--run-dir", str(run),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "seg_bench.cli",
+        "train",
+        "--profile",
+        "smoke",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--accelerator",
+        "cpu",
+        "--precision",
+        "32",
+        "--set",
+        DATA,
+        "--set",
+        "max_epochs=2",
+        "--run-dir",
+        str(run),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     last = run / "checkpoints" / "last.ckpt"

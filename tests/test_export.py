@@ -45,12 +45,19 @@ def ncmir_record(checkpoint) -> dict:
         {"id": "images.012", "confmat": [[95, 0], [0, 5]], **HIST},  # IoU 1
     ]
     return {
-        "dataset": "ncmir", "model": "unet", "seed": 2, "labels": "manual", "profile": "cpu",
-        "checkpoint": str(checkpoint), "best_val": {"val/iou": 0.7}, "params": 123,
-        "commit": "abc1234", "data": {"splits": {"train": [1, 2], "val": [3], "test": [4, 5, 6]}},
+        "dataset": "ncmir",
+        "model": "unet",
+        "seed": 2,
+        "labels": "manual",
+        "profile": "cpu",
+        "checkpoint": str(checkpoint),
+        "best_val": {"val/iou": 0.7},
+        "params": 123,
+        "commit": "abc1234",
+        "data": {"splits": {"train": [1, 2], "val": [3], "test": [4, 5, 6]}},
         "metrics": {"overall": {"iou": 0.625, "dice": 0.77}, "per_image": per_image},
         "ci": {"iou": [0.41, 0.83]},
-    }  # fmt: skip
+    }
 
 
 ARCHITECTURES = [*MODELS.names(), "smp-unet-resnet18"]
@@ -169,8 +176,10 @@ def test_output_holding_another_model_is_refused_unless_force(package, tmp_path)
         ex.export_checkpoint(other, stray, ["torchscript"])
     ex.export_checkpoint(other, stray, ["torchscript"], force=True)
     assert sorted(p.name for p in stray.iterdir()) == [
-        "MODEL_CARD.md", ex.MANIFEST, ex.TORCHSCRIPT_FILE,
-    ]  # fmt: skip
+        "MODEL_CARD.md",
+        ex.MANIFEST,
+        ex.TORCHSCRIPT_FILE,
+    ]
 
 
 def test_failed_export_leaves_neither_output_nor_temporary_folder(tmp_path, monkeypatch):
@@ -186,8 +195,20 @@ def test_failed_export_leaves_neither_output_nor_temporary_folder(tmp_path, monk
 
 
 def test_unknown_format_is_one_line_naming_the_choices(capsys, tmp_path):
-    assert main(["export", "--checkpoint", "x.ckpt", "--format", "onnx,tflite",
-                 "--output", str(tmp_path / "o")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                "--checkpoint",
+                "x.ckpt",
+                "--format",
+                "onnx,tflite",
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "tflite" in err and "onnx, torchscript, bioimageio" in err
 
@@ -221,17 +242,23 @@ def test_blocking_op_names_the_aten_operator_of_an_exporter_error():
 
 def _record(model, seed, val, test):
     return {
-        "model": model, "seed": seed, "labels": "manual", "best_val": {"val/iou": val},
-        "metrics": {"overall": {"iou": test}}, "checkpoint": f"{model}-{seed}.ckpt",
-    }  # fmt: skip
+        "model": model,
+        "seed": seed,
+        "labels": "manual",
+        "best_val": {"val/iou": val},
+        "metrics": {"overall": {"iou": test}},
+        "checkpoint": f"{model}-{seed}.ckpt",
+    }
 
 
 def test_best_is_chosen_on_validation_never_on_test():
     records = [
-        _record("unet", 0, 0.80, 0.99), _record("unet", 1, 0.70, 0.99),  # mean val 0.75
-        _record("segnet", 0, 0.78, 0.10), _record("segnet", 1, 0.76, 0.10),  # mean val 0.77
+        _record("unet", 0, 0.80, 0.99),
+        _record("unet", 1, 0.70, 0.99),  # mean val 0.75
+        _record("segnet", 0, 0.78, 0.10),
+        _record("segnet", 1, 0.76, 0.10),  # mean val 0.77
         {**_record("resunet", 0, 0.99, 0.99), "labels": "floodfill"},  # weak labels: not ranked
-    ]  # fmt: skip
+    ]
     best = best_record(records, "ncmir")
     assert (best["model"], best["seed"]) == ("segnet", 0)
 
@@ -245,14 +272,31 @@ def test_export_best_reads_the_checkpoint_path_from_the_record(tmp_path, capsys)
     pytest.importorskip("bioimageio.spec")
     (tmp_path / "somewhere").mkdir()
     ckpt = make_checkpoint(tmp_path / "somewhere" / "weights.ckpt")
-    record = {**ncmir_record(ckpt), "version": 1, "metrics": {"overall": {"iou": 0.5},
-              "per_image": ncmir_record(ckpt)["metrics"]["per_image"]}}  # fmt: skip
+    record = {
+        **ncmir_record(ckpt),
+        "version": 1,
+        "metrics": {
+            "overall": {"iou": 0.5},
+            "per_image": ncmir_record(ckpt)["metrics"]["per_image"],
+        },
+    }
     folder = tmp_path / "results" / "ncmir"
     folder.mkdir(parents=True)
     (folder / "unet__seed2.json").write_text(json.dumps(record))
-    code = main(["export", "--best", "--dataset", "ncmir", "--results-dir",
-                 str(tmp_path / "results"), "--format", "torchscript",
-                 "--output", str(tmp_path / "best")])  # fmt: skip
+    code = main(
+        [
+            "export",
+            "--best",
+            "--dataset",
+            "ncmir",
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--format",
+            "torchscript",
+            "--output",
+            str(tmp_path / "best"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     manifest = json.loads((tmp_path / "best" / ex.MANIFEST).read_text())
     assert manifest["checkpoint"] == str(ckpt)

@@ -56,8 +56,12 @@ def test_every_kind_of_output_follows_the_umask(umask, tmp_path, monkeypatch, ca
     (tmp_path / "points.csv").write_text("image,x,y\na.png,10,10\n")
     predict = ["predict", "--checkpoint", str(ckpt), "--input", str(images)]
     out = tmp_path / "pred"
-    assert cli.main([*predict, "--output", str(out), "--instances", "--dsb-csv",
-                     str(tmp_path / "sub.csv")]) == 0  # fmt: skip
+    assert (
+        cli.main(
+            [*predict, "--output", str(out), "--instances", "--dsb-csv", str(tmp_path / "sub.csv")]
+        )
+        == 0
+    )
     weak = ["weak-labels", "--images", str(images), "--points", str(tmp_path / "points.csv")]
     assert cli.main([*weak, "--output", str(tmp_path / "weak")]) == 0
     found = modes(tmp_path)

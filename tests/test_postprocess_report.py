@@ -13,8 +13,16 @@ from seg_bench.protocol.postprocess_report import method_scores, method_table, t
 
 
 def scores(map_, tp, fp, fn, splits=0, merges=0):
-    return {"map": map_, "ap50": min(1.0, map_ + 0.2), "ap75": map_ / 2, "tp": tp, "fp": fp,
-            "fn": fn, "splits": splits, "merges": merges}  # fmt: skip
+    return {
+        "map": map_,
+        "ap50": min(1.0, map_ + 0.2),
+        "ap75": map_ / 2,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "splits": splits,
+        "merges": merges,
+    }
 
 
 def image(i, kind, methods):
@@ -26,30 +34,57 @@ def image(i, kind, methods):
 
 def record(model, target, seed, per_image, val):
     return {
-        "model": model, "seed": seed, "labels": "manual", "profile": "cpu", "params": 1000,
+        "model": model,
+        "seed": seed,
+        "labels": "manual",
+        "profile": "cpu",
+        "params": 1000,
         "dataset": "dsb2018",
-        "train_time_s": 1.0, "precision": "32-true", "commit": "abc",
+        "train_time_s": 1.0,
+        "precision": "32-true",
+        "commit": "abc",
         "hardware": {"cpu": "test", "cores": 2, "gpu": None},
-        "config": {"max_epochs": 1, "samples_per_epoch": 8, "batch_size": 2,
-                   "optimizer": "adam", "lr": 0.001, "loss": "bce_dice", "target": target},
+        "config": {
+            "max_epochs": 1,
+            "samples_per_epoch": 8,
+            "batch_size": 2,
+            "optimizer": "adam",
+            "lr": 0.001,
+            "loss": "bce_dice",
+            "target": target,
+        },
         "data": {"splits": {"test": [p["id"] for p in per_image]}, "patch_size": 32},
         "metrics": {
-            "overall": aggregate(per_image), "per_image": per_image, "inference_mpix_per_s": 1.0,
+            "overall": aggregate(per_image),
+            "per_image": per_image,
+            "inference_mpix_per_s": 1.0,
             "postprocess_methods": {
                 m: {"params": {"min_size": 15}, "val_map": v} for m, v in val.items()
             },
         },
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture
 def records():
     images = [
-        image(0, "fluorescence", {"threshold_cc": scores(0.5, 2, 0, 2, merges=2),
-                                  "seeded_watershed": scores(0.8, 4, 1, 0, splits=1)}),
-        image(1, "histology", {"threshold_cc": scores(0.3, 1, 1, 1, merges=1),
-                               "seeded_watershed": scores(0.6, 2, 0, 0)}),
-    ]  # fmt: skip
+        image(
+            0,
+            "fluorescence",
+            {
+                "threshold_cc": scores(0.5, 2, 0, 2, merges=2),
+                "seeded_watershed": scores(0.8, 4, 1, 0, splits=1),
+            },
+        ),
+        image(
+            1,
+            "histology",
+            {
+                "threshold_cc": scores(0.3, 1, 1, 1, merges=1),
+                "seeded_watershed": scores(0.6, 2, 0, 0),
+            },
+        ),
+    ]
     val = {"threshold_cc": 0.4, "seeded_watershed": 0.7}
     return [record("unet", "boundary3", 0, images, val)]
 

@@ -25,8 +25,9 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("engine")
     torch.manual_seed(0)
     hp = {"model": "unet", "in_channels": 1, "num_classes": 2, "width": 0.25, "window": 64}
-    torch.save({"hyper_parameters": hp, "state_dict": TrainedModel(hp).state_dict()},
-               root / "unet.ckpt")  # fmt: skip
+    torch.save(
+        {"hyper_parameters": hp, "state_dict": TrainedModel(hp).state_dict()}, root / "unet.ckpt"
+    )
     ex.export_checkpoint(root / "unet.ckpt", root / "export", ["onnx"])
     rng = np.random.default_rng(0)
     # 75 x 101: not a multiple of 16, larger than the 64 window (so several blended tiles).
@@ -38,8 +39,13 @@ def exported(tmp_path_factory):
 def test_onnxruntime_engine_matches_torch_with_sliding_window(exported, tmp_path, tta):
     root = exported
     predict_path(root / "unet.ckpt", root / "img.png", tmp_path / "torch", tta=tta)
-    predict_path(root / "export" / "model.onnx", root / "img.png", tmp_path / "ort", tta=tta,
-                 engine="onnxruntime")  # fmt: skip
+    predict_path(
+        root / "export" / "model.onnx",
+        root / "img.png",
+        tmp_path / "ort",
+        tta=tta,
+        engine="onnxruntime",
+    )
     p_torch = tifffile.imread(tmp_path / "torch" / "img_prob.tif")
     p_ort = tifffile.imread(tmp_path / "ort" / "img_prob.tif")
     assert p_ort.shape == p_torch.shape == (75, 101)
@@ -52,16 +58,37 @@ def test_onnxruntime_engine_matches_torch_with_sliding_window(exported, tmp_path
 
 def test_cli_accepts_the_export_folder_as_checkpoint(exported, tmp_path, capsys):
     root = exported
-    code = main(["predict", "--engine", "onnxruntime", "--checkpoint", str(root / "export"),
-                 "--input", str(root / "img.png"), "--output", str(tmp_path / "o")])  # fmt: skip
+    code = main(
+        [
+            "predict",
+            "--engine",
+            "onnxruntime",
+            "--checkpoint",
+            str(root / "export"),
+            "--input",
+            str(root / "img.png"),
+            "--output",
+            str(tmp_path / "o"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert (tmp_path / "o" / "img_prob.tif").is_file()
 
 
 def test_onnxruntime_engine_on_a_torch_checkpoint_is_one_line_error(exported, tmp_path, capsys):
-    code = main(["predict", "--engine", "onnxruntime", "--checkpoint",
-                 str(exported / "unet.ckpt"), "--input", str(exported / "img.png"),
-                 "--output", str(tmp_path / "o")])  # fmt: skip
+    code = main(
+        [
+            "predict",
+            "--engine",
+            "onnxruntime",
+            "--checkpoint",
+            str(exported / "unet.ckpt"),
+            "--input",
+            str(exported / "img.png"),
+            "--output",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "not a readable ONNX model" in err
 

@@ -150,8 +150,10 @@ def test_predict_stack_writes_one_multipage_tiff_and_says_what_it_wrote(
     argv = ["predict", "--checkpoint", str(checkpoint), "--input", str(tmp_path / "vol.tif")]
     assert main([*argv, "--output", str(out), "--stack", "--instances"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "vol_instances.tif", "vol_mask.tif", "vol_prob.tif"
-    ]  # fmt: skip
+        "vol_instances.tif",
+        "vol_mask.tif",
+        "vol_prob.tif",
+    ]
     assert tifffile.imread(out / "vol_mask.tif").shape == (3, 40, 48)
     assert tifffile.imread(out / "vol_prob.tif").dtype == np.float32
     printed = capsys.readouterr().out
@@ -213,8 +215,11 @@ def test_score_with_dataset_isbi2012_scores_membranes_not_cell_interior(tmp_path
     assert r["overall"]["iou"] == pytest.approx(4 / 7)
     assert r["overall"]["dice"] == pytest.approx(8 / 11)
     assert r["positive"] == {
-        "class": "membrane", "truth": "label == 0", "prediction": "non-zero", "dataset": "isbi2012"
-    }  # fmt: skip
+        "class": "membrane",
+        "truth": "label == 0",
+        "prediction": "non-zero",
+        "dataset": "isbi2012",
+    }
     explicit = score(tmp_path / "pred.tif", tmp_path / "labels.tif", positive=0)
     assert explicit["overall"] == r["overall"]
 

@@ -47,9 +47,20 @@ def cli_config(model: str, seed: int):
 
 def bench_argv(d: Path, models=MODELS_UNDER_TEST, seeds=SEEDS, extra=()) -> list[str]:
     return [
-        "bench", "--dataset", "synthetic", "--models", ",".join(models), "--seeds", str(seeds),
-        "--results-dir", str(d / "results"), "--leaderboard-dir", str(d / "lb"), *CLI_FAST, *extra,
-    ]  # fmt: skip
+        "bench",
+        "--dataset",
+        "synthetic",
+        "--models",
+        ",".join(models),
+        "--seeds",
+        str(seeds),
+        "--results-dir",
+        str(d / "results"),
+        "--leaderboard-dir",
+        str(d / "lb"),
+        *CLI_FAST,
+        *extra,
+    ]
 
 
 def flat(path: Path) -> str:
@@ -178,26 +189,42 @@ for line in sys.stdin:
 
 # (kind, argument): ("random", max delay s) or ("before"/"after", file pattern to stop at).
 KILL_PLAN = [
-    ("random", 2.0), ("random", 4.0),
-    ("before", "config.json"), ("before", "best.ckpt"), ("before", "last.ckpt"),
-    ("random", 3.0), ("random", 5.0),
-    ("before", "*.preview.npz"), ("before", "*__seed?__*.json"), ("after", "*__seed?__*.json"),
-    ("random", 3.0), ("random", 5.0),
-    ("before", "last.ckpt"), ("after", "*__seed?__*.json"), ("after", "*__seed?__*.json"),
+    ("random", 2.0),
+    ("random", 4.0),
+    ("before", "config.json"),
+    ("before", "best.ckpt"),
+    ("before", "last.ckpt"),
+    ("random", 3.0),
+    ("random", 5.0),
+    ("before", "*.preview.npz"),
+    ("before", "*__seed?__*.json"),
+    ("after", "*__seed?__*.json"),
+    ("random", 3.0),
+    ("random", 5.0),
+    ("before", "last.ckpt"),
+    ("after", "*__seed?__*.json"),
+    ("after", "*__seed?__*.json"),
     ("random", 4.0),
     ("after", "*__seed?__*.json"),
-    ("before", "synthetic.md"), ("before", "synthetic.csv"),
-    ("before", "roc.png"), ("before", "overlays.png"),
-    ("random", 1.0), ("random", 2.0),
-]  # fmt: skip
+    ("before", "synthetic.md"),
+    ("before", "synthetic.csv"),
+    ("before", "roc.png"),
+    ("before", "overlays.png"),
+    ("random", 1.0),
+    ("random", 2.0),
+]
 
 PHASE_OF_PATTERN = {
     "config.json": "training (run config)",
-    "best.ckpt": "checkpoint saving", "last.ckpt": "checkpoint saving",
-    "*.preview.npz": "result writing", "*__seed?__*.json": "result writing",
-    "synthetic.md": "leaderboard writing", "synthetic.csv": "leaderboard writing",
-    "roc.png": "leaderboard writing", "overlays.png": "leaderboard writing",
-}  # fmt: skip
+    "best.ckpt": "checkpoint saving",
+    "last.ckpt": "checkpoint saving",
+    "*.preview.npz": "result writing",
+    "*__seed?__*.json": "result writing",
+    "synthetic.md": "leaderboard writing",
+    "synthetic.csv": "leaderboard writing",
+    "roc.png": "leaderboard writing",
+    "overlays.png": "leaderboard writing",
+}
 
 
 def phase_from_log(log: str) -> str:
@@ -219,9 +246,14 @@ def exited(pid: int) -> bool:
 class Forker:
     def __init__(self, d: Path):
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", FORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=open(d / "forker.err", "w"), text=True, env=cli_env(d), cwd=d,
-        )  # fmt: skip
+            [sys.executable, "-c", FORKER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(d / "forker.err", "w"),
+            text=True,
+            env=cli_env(d),
+            cwd=d,
+        )
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         assert self.expect("ready", 120) == "ready", (d / "forker.err").read_text()[-2000:]
@@ -746,9 +778,15 @@ def test_all_runs_failing_is_one_clear_error_and_no_leaderboard(tmp_path):
     from seg_bench.protocol.bench import bench
 
     with pytest.raises(UserError, match=r"1 of 1 runs failed"):
-        bench("synthetic", models=["nan_after_step1"], profile="smoke",
-              overrides={"logger": "none", "num_workers": 0}, results_dir=tmp_path / "r",
-              runs_dir=tmp_path / "runs", leaderboard_dir=tmp_path / "lb")  # fmt: skip
+        bench(
+            "synthetic",
+            models=["nan_after_step1"],
+            profile="smoke",
+            overrides={"logger": "none", "num_workers": 0},
+            results_dir=tmp_path / "r",
+            runs_dir=tmp_path / "runs",
+            leaderboard_dir=tmp_path / "lb",
+        )
     assert not (tmp_path / "lb" / "synthetic.md").exists()
 
 

@@ -25,19 +25,31 @@ def per_image_stats(rng, n_images, noise):
 
 def record(model, seed, per_image):
     return {
-        "dataset": "toy", "model": model, "seed": seed, "labels": "manual", "profile": "cpu",
+        "dataset": "toy",
+        "model": model,
+        "seed": seed,
+        "labels": "manual",
+        "profile": "cpu",
         "params": 1000,
-        "train_time_s": 10.0 + seed, "precision": "32-true",
-        "hardware": {"cpu": "test", "cores": 2, "gpu": None}, "commit": "abc",
+        "train_time_s": 10.0 + seed,
+        "precision": "32-true",
+        "hardware": {"cpu": "test", "cores": 2, "gpu": None},
+        "commit": "abc",
         "config": {
-            "max_epochs": 1, "samples_per_epoch": 8, "batch_size": 2, "optimizer": "adam",
-            "lr": 0.001, "loss": "bce",
+            "max_epochs": 1,
+            "samples_per_epoch": 8,
+            "batch_size": 2,
+            "optimizer": "adam",
+            "lr": 0.001,
+            "loss": "bce",
         },
         "data": {"splits": {"test": [p["id"] for p in per_image]}, "patch_size": 32},
         "metrics": {
-            "overall": aggregate(per_image), "per_image": per_image, "inference_mpix_per_s": 1.0,
+            "overall": aggregate(per_image),
+            "per_image": per_image,
+            "inference_mpix_per_s": 1.0,
         },
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture

@@ -174,8 +174,14 @@ def test_hardware_options_beyond_the_machine_or_the_splits_are_one_line(
 # --- records and leaderboards --------------------------------------------------------------------
 def fake_record(model: str, created: str, profile: str = "smoke", **config) -> dict:
     cfg = resolve_config("synthetic", model, profile, **config)
-    return {"model": model, "seed": 0, "labels": "manual", "profile": profile,
-            "created": created, "config": cfg.to_dict()}  # fmt: skip
+    return {
+        "model": model,
+        "seed": 0,
+        "labels": "manual",
+        "profile": profile,
+        "created": created,
+        "config": cfg.to_dict(),
+    }
 
 
 def test_the_leaderboard_compares_one_profile_and_the_newest_config_of_each_model():

@@ -115,10 +115,16 @@ def test_best_params_and_bench_use_the_study(resumed, tmp_path, monkeypatch):
     params = search.best_params("synthetic", "unet", "smoke", runs_dir=resumed.runs)
     assert set(params) == {"optimizer", "lr"}
     records = bench(
-        "synthetic", models=["unet"], profile="smoke", seeds=1, results_dir=tmp_path / "results",
-        runs_dir=resumed.runs, leaderboard_dir=None, overrides={**FAST, "logger": "wandb"},
+        "synthetic",
+        models=["unet"],
+        profile="smoke",
+        seeds=1,
+        results_dir=tmp_path / "results",
+        runs_dir=resumed.runs,
+        leaderboard_dir=None,
+        overrides={**FAST, "logger": "wandb"},
         trials=3,
-    )  # fmt: skip
+    )
     assert len(trials_of(resumed.runs)) == 3, "the finished study was reused, not extended"
     cfg = records[0]["config"]
     assert (cfg["optimizer"], cfg["lr"]) == (params["optimizer"], params["lr"])
@@ -368,8 +374,11 @@ def test_optimizer_choices_are_the_registered_optimizers(monkeypatch):
     from seg_bench.registry import OPTIMIZERS
 
     assert set(search.parse_space("optimizer")["optimizer"]["choices"]) == {
-        "sgd", "adagrad", "adam", "adamw"
-    }  # fmt: skip
+        "sgd",
+        "adagrad",
+        "adam",
+        "adamw",
+    }
     OPTIMIZERS.names()  # loads the built-ins before the registry is copied
     monkeypatch.setattr(OPTIMIZERS, "_entries", dict(OPTIMIZERS._entries))
     OPTIMIZERS.register("lion", "a newly registered optimizer")(lambda params, **kw: None)

@@ -93,17 +93,45 @@ def postgres_url():
     port = _free_port()
     try:
         subprocess.run(
-            _as_user([str(bindir / "initdb"), "-D", str(data), "-U", DB_USER,
-                      f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust",
-                      "-E", "UTF8", "--no-sync"]),
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
+            _as_user(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    DB_USER,
+                    f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         subprocess.run(
-            _as_user([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-                      "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
-                      "start"]),
-            check=True, capture_output=True, timeout=90,
-        )  # fmt: skip
+            _as_user(
+                [
+                    str(bindir / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-l",
+                    str(log),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
     except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
         detail = getattr(e, "stderr", b"") or b""
         shutil.rmtree(root, ignore_errors=True)
@@ -131,9 +159,23 @@ def _worker(url: str, runs: Path, trials: int) -> tuple[subprocess.Popen, Path, 
     """One `seg-bench search` process, its output in files (pipes could fill up and block)."""
     runs.mkdir(parents=True)
     env = {**os.environ, "SEG_BENCH_RUNS": str(runs), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "seg_bench.cli", "search", "--dataset", "synthetic",
-           "--model", "unet", "--trials", str(trials), "--storage", url, "--study", "shared",
-           *FAST_ARGS]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "seg_bench.cli",
+        "search",
+        "--dataset",
+        "synthetic",
+        "--model",
+        "unet",
+        "--trials",
+        str(trials),
+        "--storage",
+        url,
+        "--study",
+        "shared",
+        *FAST_ARGS,
+    ]
     out, err = runs / "stdout.txt", runs / "stderr.txt"
     with open(out, "w") as o, open(err, "w") as e:
         return subprocess.Popen(cmd, env=env, stdout=o, stderr=e), out, err

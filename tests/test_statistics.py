@@ -190,17 +190,23 @@ def write_table(path, rows: list[dict]) -> None:
 
 
 def test_summary_readme_from_the_leaderboard_tables(tmp_path):
-    write_table(tmp_path / "epfl.csv", [
-        {"model": "a", "labels": "manual", "iou": 0.7},
-        {"model": "b", "labels": "manual", "iou": 0.6},
-        {"model": "c", "labels": "manual", "iou": 0.5},
-    ])  # fmt: skip
-    write_table(tmp_path / "dsb2018.csv", [
-        {"model": "a", "labels": "manual", "iou": 0.5, "dsb_map": 0.3},
-        {"model": "b", "labels": "manual", "iou": 0.9, "dsb_map": 0.4},
-        {"model": "c", "labels": "manual", "iou": 0.8, "dsb_map": 0.2},
-        {"model": "z", "labels": "manual", "iou": 0.9, "dsb_map": 0.9},
-    ])  # fmt: skip
+    write_table(
+        tmp_path / "epfl.csv",
+        [
+            {"model": "a", "labels": "manual", "iou": 0.7},
+            {"model": "b", "labels": "manual", "iou": 0.6},
+            {"model": "c", "labels": "manual", "iou": 0.5},
+        ],
+    )
+    write_table(
+        tmp_path / "dsb2018.csv",
+        [
+            {"model": "a", "labels": "manual", "iou": 0.5, "dsb_map": 0.3},
+            {"model": "b", "labels": "manual", "iou": 0.9, "dsb_map": 0.4},
+            {"model": "c", "labels": "manual", "iou": 0.8, "dsb_map": 0.2},
+            {"model": "z", "labels": "manual", "iou": 0.9, "dsb_map": 0.9},
+        ],
+    )
     write_table(tmp_path / "synthetic.csv", [{"model": "a", "labels": "manual", "iou": 0.1}])
     assert read_scores(tmp_path)["dsb2018"] == ("dsb_map", {"a": 0.3, "b": 0.4, "c": 0.2, "z": 0.9})
     text = write_summary(tmp_path)

@@ -86,10 +86,17 @@ def test_resolve_kind(monkeypatch):
 
 def test_csv_logger_config_is_redacted(tmp_path):
     logger = tracking.build_logger(
-        "csv", tmp_path / "run", group="g", name="n", tags=["unet"],
-        config={"dataset": "synthetic", "storage": f"postgresql://u:{DB_PASSWORD}@h/db",
-                "api_key": "abc123"},
-    )  # fmt: skip
+        "csv",
+        tmp_path / "run",
+        group="g",
+        name="n",
+        tags=["unet"],
+        config={
+            "dataset": "synthetic",
+            "storage": f"postgresql://u:{DB_PASSWORD}@h/db",
+            "api_key": "abc123",
+        },
+    )
     logger.save()
     hparams = (tmp_path / "run" / "logs" / "csv" / "hparams.yaml").read_text()
     assert "synthetic" in hparams and "postgresql://u:***@h/db" in hparams
@@ -123,9 +130,14 @@ def test_offline_wandb_run_has_config_history_summary_and_overlays(tmp_path, off
     cfg = resolve_config("synthetic", "unet", "smoke", logger="auto", max_epochs=2)
     run_dir = tmp_path / "run"
     with tracking.tracked_run(
-        cfg, run_dir, group="bench-synthetic-smoke", name="unet-seed0", tags=["unet", "smoke"],
-        extra={"storage": f"postgresql://u:{DB_PASSWORD}@h/db"}, log_model=True,
-    ) as tracked:  # fmt: skip
+        cfg,
+        run_dir,
+        group="bench-synthetic-smoke",
+        name="unet-seed0",
+        tags=["unet", "smoke"],
+        extra={"storage": f"postgresql://u:{DB_PASSWORD}@h/db"},
+        log_model=True,
+    ) as tracked:
         result = train(
             cfg, run_dir, logger=tracked.logger, callbacks=tracked.callbacks, progress=False
         )
@@ -171,10 +183,17 @@ def test_offline_wandb_run_has_config_history_summary_and_overlays(tmp_path, off
 
 def test_offline_wandb_config_redacted_and_leaderboard_table(tmp_path, offline_wandb):
     logger = tracking.build_logger(
-        "wandb", tmp_path / "r", project="p", group="g", name="n",
-        config={"storage": f"postgresql://u:{DB_PASSWORD}@h/db", "wandb_api_key": FAKE_KEY,
-                "lr": 0.1},
-    )  # fmt: skip
+        "wandb",
+        tmp_path / "r",
+        project="p",
+        group="g",
+        name="n",
+        config={
+            "storage": f"postgresql://u:{DB_PASSWORD}@h/db",
+            "wandb_api_key": FAKE_KEY,
+            "lr": 0.1,
+        },
+    )
     assert tracking.is_wandb(logger)
     tracking.TrackedRun(logger).finish()
     run = read_offline_run(tmp_path / "r")

@@ -202,7 +202,7 @@ def rdf(meta, results, record, out_channels: int, least: int) -> dict[str, Any]:
                         },
                     },
                 ],
-            }  # fmt: skip
+            }
         ],
         "outputs": [
             {

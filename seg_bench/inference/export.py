@@ -185,9 +185,16 @@ def export_onnx(
     try:
         with _quiet():
             program = torch.onnx.export(
-                net, (inputs[0],), None, dynamo=True, dynamic_shapes=shapes, opset_version=OPSET,
-                input_names=["input"], output_names=["logits"], verbose=False,
-            )  # fmt: skip
+                net,
+                (inputs[0],),
+                None,
+                dynamo=True,
+                dynamic_shapes=shapes,
+                opset_version=OPSET,
+                input_names=["input"],
+                output_names=["logits"],
+                verbose=False,
+            )
             program.save(str(path))
     except Exception as e:  # noqa: BLE001 - exporters raise anything; the op is what matters
         return Exported("onnx", error=f"stops at {blocking_op(e)} ({_first_line(e)})")

@@ -148,26 +148,56 @@ SIZES = (0, 15, 30)
 POSTPROCESSORS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("threshold_cc", _by_threshold, _threshold_cc, False,
-               {"threshold": (0.4, 0.5, 0.6), "min_size": SIZES},
-               "threshold + connected components"),
-        Method("otsu_bfs", _by_otsu, _threshold_cc, False, {"min_size": SIZES},
-               "Otsu threshold + breadth-first region labelling"),
-        Method("hysteresis", _by_hysteresis, _threshold_cc, False,
-               {"low": (0.3, 0.4), "high": (0.6, 0.8), "min_size": SIZES},
-               "hysteresis thresholds + connected components"),
-        Method("kmeans_watershed", _by_kmeans, _distance_ws, False,
-               {"min_distance": (3, 5, 8), "min_size": SIZES},
-               "k-means (2 clusters) of the probabilities + distance-transform watershed"),
-        Method("distance_watershed", _by_threshold, _distance_ws, False,
-               {"threshold": (0.4, 0.5, 0.6), "min_distance": (3, 5, 8), "min_size": SIZES},
-               "threshold + distance-transform watershed"),
-        Method("seeded_watershed", _by_threshold, _seeded_ws, True,
-               {"threshold": (0.4, 0.5), "seed_threshold": (0.5, 0.7, 0.85),
-                "min_size": SIZES},
-               "threshold + marker watershed from interior seeds (boundary3 / distance)"),
+        Method(
+            "threshold_cc",
+            _by_threshold,
+            _threshold_cc,
+            False,
+            {"threshold": (0.4, 0.5, 0.6), "min_size": SIZES},
+            "threshold + connected components",
+        ),
+        Method(
+            "otsu_bfs",
+            _by_otsu,
+            _threshold_cc,
+            False,
+            {"min_size": SIZES},
+            "Otsu threshold + breadth-first region labelling",
+        ),
+        Method(
+            "hysteresis",
+            _by_hysteresis,
+            _threshold_cc,
+            False,
+            {"low": (0.3, 0.4), "high": (0.6, 0.8), "min_size": SIZES},
+            "hysteresis thresholds + connected components",
+        ),
+        Method(
+            "kmeans_watershed",
+            _by_kmeans,
+            _distance_ws,
+            False,
+            {"min_distance": (3, 5, 8), "min_size": SIZES},
+            "k-means (2 clusters) of the probabilities + distance-transform watershed",
+        ),
+        Method(
+            "distance_watershed",
+            _by_threshold,
+            _distance_ws,
+            False,
+            {"threshold": (0.4, 0.5, 0.6), "min_distance": (3, 5, 8), "min_size": SIZES},
+            "threshold + distance-transform watershed",
+        ),
+        Method(
+            "seeded_watershed",
+            _by_threshold,
+            _seeded_ws,
+            True,
+            {"threshold": (0.4, 0.5), "seed_threshold": (0.5, 0.7, 0.85), "min_size": SIZES},
+            "threshold + marker watershed from interior seeds (boundary3 / distance)",
+        ),
     )
-}  # fmt: skip
+}
 
 
 def methods_for(has_seeds: bool) -> list[str]:

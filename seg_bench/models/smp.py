@@ -121,9 +121,13 @@ def create_smp_model(
         kwargs.setdefault("dynamic_img_size", True)
     try:
         model = smp.create_model(
-            arch, encoder_name=encoder, encoder_weights=encoder_weights,
-            in_channels=in_channels, classes=classes, **kwargs,
-        )  # fmt: skip
+            arch,
+            encoder_name=encoder,
+            encoder_weights=encoder_weights,
+            in_channels=in_channels,
+            classes=classes,
+            **kwargs,
+        )
     except (KeyError, ValueError, TypeError) as err:
         # smp rejects pairs such as dpt with a CNN encoder, or a keyword its class lacks.
         raise UserError(f"{name}: {err}") from err

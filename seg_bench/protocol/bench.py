@@ -108,10 +108,15 @@ def run_one(
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(runs_dir, cfg)
     prepared = prepare_run(cfg, run_dir, force)
     with tracked_run(
-        cfg, run_dir, group=f"{command}-{cfg.dataset}-{cfg.profile}",
-        name=f"{cfg.model}-seed{cfg.seed}", tags=[cfg.model, cfg.profile, cfg.dataset],
-        logger=logger, project=project, log_model=log_model,
-    ) as run:  # fmt: skip
+        cfg,
+        run_dir,
+        group=f"{command}-{cfg.dataset}-{cfg.profile}",
+        name=f"{cfg.model}-seed{cfg.seed}",
+        tags=[cfg.model, cfg.profile, cfg.dataset],
+        logger=logger,
+        project=project,
+        log_model=log_model,
+    ) as run:
         result = train(
             cfg, run_dir, run.logger, run.callbacks, progress=progress, prepared=prepared
         )
@@ -230,9 +235,15 @@ def bench(
 
         for m in models:
             found = run_search(
-                dataset, m, trials, profile, overrides=overrides, runs_dir=runs_dir,
-                project=project, **(search_options or {}),
-            )  # fmt: skip
+                dataset,
+                m,
+                trials,
+                profile,
+                overrides=overrides,
+                runs_dir=runs_dir,
+                project=project,
+                **(search_options or {}),
+            )
             console.print(f"search {m}: {describe_best(found)}")
             tuned[m] = dict(found.best_params or {})
     configs = [
@@ -346,9 +357,14 @@ def publish(
     dataset, profile = configs[0].dataset, configs[0].profile
     weak = any(c.labels != "manual" for c in configs)
     md = write_leaderboard(
-        dataset, results_dir, leaderboard_dir, by="labels" if weak else None,
-        profile=profile, prefer={config_key(c) for c in configs}, force=force,
-    )  # fmt: skip
+        dataset,
+        results_dir,
+        leaderboard_dir,
+        by="labels" if weak else None,
+        profile=profile,
+        prefer={config_key(c) for c in configs},
+        force=force,
+    )
     print(md)
     log_leaderboard(
         dataset,

@@ -365,8 +365,11 @@ def committed_files(dataset: str, out_dir: Path) -> list[Path]:
     try:
         done = subprocess.run(
             ["git", "-C", str(out_dir), "ls-files", "--", *names],
-            capture_output=True, text=True, timeout=30, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return []
     return [out_dir / Path(line).name for line in done.stdout.splitlines() if line.strip()]

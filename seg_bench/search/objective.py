@@ -109,16 +109,23 @@ class Objective:
         pruning = PyTorchLightningPruningCallback(trial, monitor=MONITOR)
         extra = {"study": self.study_name, "trial": trial.number, "params": params}
         with tracked_run(
-            cfg, run_dir, group=self.study_name, name=f"trial-{trial.number}",
+            cfg,
+            run_dir,
+            group=self.study_name,
+            name=f"trial-{trial.number}",
             tags=[self.model, self.profile, self.dataset, "search"],
-            extra={**extra, "storage": self.masked_url}, project=self.project,
+            extra={**extra, "storage": self.masked_url},
+            project=self.project,
             log_model=self.log_model,
-        ) as run:  # fmt: skip
+        ) as run:
             try:
                 result = train(
-                    cfg, run_dir, logger=run.logger, callbacks=[pruning, *run.callbacks],
+                    cfg,
+                    run_dir,
+                    logger=run.logger,
+                    callbacks=[pruning, *run.callbacks],
                     progress=self.progress,
-                )  # fmt: skip
+                )
             except SystemExit as e:  # Lightning turns Ctrl-C inside fit into sys.exit(1)
                 raise KeyboardInterrupt from e
             pruning.check_pruned()  # a pruning decision taken in a DDP worker

@@ -99,15 +99,28 @@ def run_search(
     url = storage_url(storage, runs_dir, name)
     with _optuna_verbosity(optuna.logging.WARNING):  # our own one line per trial instead
         study = open_study(
-            name, url, spec, dataset=dataset, model=model,
+            name,
+            url,
+            spec,
+            dataset=dataset,
+            model=model,
             seed=base.seed if seed is None else seed,
-            pruner=build_pruner(pruner, base.max_epochs), heartbeat_s=heartbeat_s,
-        )  # fmt: skip
+            pruner=build_pruner(pruner, base.max_epochs),
+            heartbeat_s=heartbeat_s,
+        )
         objective = Objective(
-            name, mask_url(url), study_space(study), dataset, model, profile, overrides,
-            trial_root=Path(runs_dir) / "search" / name, project=project, log_model=log_model,
+            name,
+            mask_url(url),
+            study_space(study),
+            dataset,
+            model,
+            profile,
+            overrides,
+            trial_root=Path(runs_dir) / "search" / name,
+            project=project,
+            log_model=log_model,
             progress=progress,
-        )  # fmt: skip
+        )
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials: see trial_lines
         ran = _run_trials(study, objective, int(trials), timeout, not is_sqlite(url), echo)
     return summarize(study, mask_url(url), ran)

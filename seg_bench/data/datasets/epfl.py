@@ -106,8 +106,9 @@ class EPFL(HeldOutVolumeDataModule):
             log.warning(
                 "epfl: %s not found; the test split is the last %.0f%% of the training slices "
                 "(contiguous blocks) instead of the official testing stack",
-                test_files[0], 100 * self.test_fraction,
-            )  # fmt: skip
+                test_files[0],
+                100 * self.test_fraction,
+            )
         ids = [f"training_{n:03d}" for n in numbers]
         page = {i: z for z, i in enumerate(ids)}
         split = self.split_training(dict(zip(ids, numbers, strict=True)), str(image_path), "slices")
