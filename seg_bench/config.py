@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from seg_bench.errors import UserError
+from seg_bench.hardware import check_hardware
 from seg_bench.registry import AUGMENT_PRESETS, DATASETS, LABEL_SOURCES, LOSSES, OPTIMIZERS
 
 PROFILES = ("smoke", "quick", "cpu", "paper")
@@ -163,6 +164,7 @@ class RunConfig:
             from lightning.pytorch.strategies import StrategyRegistry
 
             check_choice("--strategy", self.strategy, StrategyRegistry.available_strategies())
+        check_hardware(self)
         return self
 
     def _validate_target(self) -> None:

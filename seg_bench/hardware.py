@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+from typing import Any
 
 import torch
+
+from seg_bench.errors import UserError
 
 
 def cpu_name() -> str:
@@ -41,3 +44,62 @@ def hardware() -> dict:
 
 def hardware_label(hw: dict) -> str:
     return hw["gpu"] if hw.get("gpu") else f"{hw['cores']} CPU cores ({hw['cpu']})"
+
+
+# --- what a run may ask of this machine: checked before any run folder is touched -------------
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")  # Lightning's names
+
+
+def cpu_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def device_count(devices: int | str, available: int, on_gpu: bool) -> int:
+    """How many processes per node ``--devices`` asks Lightning for (0 when it asks for none;
+    a one-line error when it is not a count, ``auto``, ``-1`` or a list of GPU ids)."""
+    text = str(devices).strip()
+    if text == "auto":
+        return available if on_gpu else 1
+    if text.lstrip("-").isdigit():
+        n = int(text)
+        return available if n == -1 else n
+    ids = [p.strip() for p in text.strip("[]").split(",") if p.strip()]  # "0,1" or "[0, 1]"
+    if not ids or not all(i.isdigit() for i in ids):
+        raise UserError(
+            f"--devices {devices}: not a number of devices, 'auto', or GPU ids such as 0,1"
+        )
+    return len(ids)
+
+
+def processes_per_node(accelerator: str, devices: int | str) -> tuple[int, int, str]:
+    """(processes ``--devices`` asks for, devices this machine has, what they are)."""
+    acc = str(accelerator).lower()
+    on_gpu = acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
+    available = torch.cuda.device_count() if on_gpu else cpu_cores()
+    return (
+        device_count(devices, available, on_gpu),
+        available,
+        "GPU(s)" if on_gpu else "CPU core(s)",
+    )
+
+
+def check_hardware(cfg: Any) -> None:
+    """``--accelerator`` and ``--devices`` of a RunConfig against this machine."""
+    acc = str(cfg.accelerator).lower()
+    if acc not in ACCELERATORS:
+        raise UserError(
+            f"--accelerator {cfg.accelerator}: unknown; known: {', '.join(ACCELERATORS)}"
+        )
+    if acc in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"--accelerator {cfg.accelerator}: no CUDA GPU is visible on this machine; "
+            "use --accelerator cpu (or auto)"
+        )
+    n, available, what = processes_per_node(cfg.accelerator, cfg.devices)
+    if n < 1 or n > available:
+        raise UserError(
+            f"--devices {cfg.devices}: this machine has {available} {what}; "
+            f"use --devices {available} or fewer"
+        )

@@ -7,11 +7,13 @@ it exists; options that cannot be bad (flags, free text) are listed by name belo
 from __future__ import annotations
 
 import argparse
+import os
 
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 import tifffile
+import torch
 
 from seg_bench.cli import build_parser, main
 
@@ -24,7 +26,7 @@ FREE_TEXT = {
     "--entity",
     "--name",  # a W&B view's title
 }  # any name is a valid choice
-HANDLED_ELSEWHERE = {"--accelerator", "--devices"}  # another change validates these
+HANDLED_ELSEWHERE: set[str] = set()  # every option is driven here
 FILES_IN = {"record", "sample", "checkpoint", "input", "pred", "truth", "points", "config_file"}
 FOLDERS_IN = {"images", "root"}
 FOLDERS_OUT = {"output", "run_dir", "results_dir", "leaderboard_dir"}
@@ -78,6 +80,10 @@ def _bad_values(action: argparse.Action, tmp) -> list[str]:
         return [str(tmp / "a_file.txt")]
     if action.dest in ("dsb_csv", "spec_file"):  # files written: a folder cannot be one
         return [str(tmp / "a_folder")]
+    if action.dest == "accelerator":  # a GPU that is not there is as bad as a made-up name
+        return ["nope"] + ([] if torch.cuda.is_available() else ["gpu"])
+    if action.dest == "devices":  # more processes than cores; not a number
+        return [str((os.cpu_count() or 1) + 2), "abc", "0"]
     if action.dest in ("set",):
         return ["no_equals_sign", "max_epoch=3"]
     if action.dest in NAMES or action.choices:

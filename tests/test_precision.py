@@ -120,6 +120,7 @@ def test_gpus_keep_16_bit_and_an_explicit_precision_is_kept(cfg, model, monkeypa
     explicit = resolve_config("synthetic", "unet", "smoke", precision="32-true")
     assert choose_precision(explicit, model, 1, timer=never_time).precision == "32-true"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # a one-GPU machine
     gpu = resolve_config("synthetic", "unet", "smoke")
     assert choose_precision(gpu, model, 1, timer=never_time).precision == "16-mixed"
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import seg_bench.cli as cli
+import seg_bench.hardware as hardware_module
 from seg_bench.config import RunConfig, resolve_config
 from seg_bench.protocol.records import load_records, record_path_for, select_records
-from seg_bench.training import run_dir as run_dir_module
 from seg_bench.training.run_dir import NOT_IN_KEY, claim_run_dir, config_key, run_dir_for
 
 FAST = ["--profile", "smoke", "--width", "0.0625", "--set", "num_workers=0", "--logger", "none"]
@@ -164,7 +164,7 @@ def test_hardware_options_beyond_the_machine_or_the_splits_are_one_line(
     argv, cores, message, runs, capsys, monkeypatch
 ):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(run_dir_module, "cpu_cores", lambda: cores)
+    monkeypatch.setattr(hardware_module, "cpu_cores", lambda: cores)
     for command in (["train"], ["bench", "--models", "unet"]):
         assert cli.main([*command, *FAST, "--accelerator", "cpu", *argv]) == 2
         assert message in one_error_line(capsys)

@@ -33,11 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from seg_bench.config import RunConfig
 from seg_bench.data import SegmentationDataModule
 from seg_bench.errors import UserError
+from seg_bench.hardware import check_hardware, processes_per_node
 from seg_bench.io import write_json
 
 NOT_IN_KEY = ("logger", "num_workers", "config_file", "seed")
@@ -78,54 +77,9 @@ def launched_rank_above_zero() -> bool:
     )
 
 
-def cpu_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def _device_count(devices: int | str, available: int, on_gpu: bool) -> int:
-    """How many processes per node ``--devices`` asks Lightning for."""
-    text = str(devices).strip()
-    if text == "auto":
-        return available if on_gpu else 1
-    if text.lstrip("-").isdigit():
-        n = int(text)
-        return available if n == -1 else n
-    ids = [p for p in text.strip("[]").split(",") if p.strip()]  # GPU ids: "0,1" or "[0, 1]"
-    return len(ids)
-
-
-def _processes_per_node(cfg: RunConfig) -> tuple[int, int, str]:
-    """(processes ``--devices`` asks for, devices this machine has, what they are)."""
-    acc = str(cfg.accelerator).lower()
-    on_gpu = acc in ("gpu", "cuda") or (acc == "auto" and torch.cuda.is_available())
-    available = torch.cuda.device_count() if on_gpu else cpu_cores()
-    return (
-        _device_count(cfg.devices, available, on_gpu),
-        available,
-        "GPU(s)" if on_gpu else "CPU core(s)",
-    )
-
-
-def check_hardware(cfg: RunConfig) -> None:
-    """``--accelerator`` and ``--devices`` against this machine."""
-    if str(cfg.accelerator).lower() in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise UserError(
-            f"--accelerator {cfg.accelerator}: no CUDA GPU is visible on this machine; "
-            "use --accelerator cpu (or auto)"
-        )
-    n, available, what = _processes_per_node(cfg)
-    if n < 1 or n > available:
-        raise UserError(
-            f"--devices {cfg.devices}: this machine has {available} {what}; "
-            f"use --devices {available} or fewer"
-        )
-
-
 def check_splits_feed_processes(cfg: RunConfig, dm: SegmentationDataModule) -> None:
     """Each process validates whole images: it needs at least one. (Only rank 0 tests.)"""
-    world = _processes_per_node(cfg)[0] * int(cfg.num_nodes)
+    world = processes_per_node(cfg.accelerator, cfg.devices)[0] * int(cfg.num_nodes)
     size = len(dm.samples("val"))
     if size < world:
         raise UserError(
