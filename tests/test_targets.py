@@ -194,8 +194,18 @@ def test_target_maps_give_foreground_and_seeds():
     assert fg.item() == 0.5 and seeds.item() == pytest.approx(1.0)
 
 
+# The built-in architectures (tests elsewhere register toys, e.g. one that turns NaN on purpose);
+# the two largest Tiramisus are left out for time: tiramisu56 has the same blocks.
+BUILT_IN = sorted(
+    n
+    for n in MODELS.names()
+    if MODELS.get(n).__module__.startswith("seg_bench.models")
+    and n not in ("tiramisu103", "tiramisu67")
+)
+
+
 @pytest.mark.parametrize("target", ["binary", "boundary3", "distance"])
-@pytest.mark.parametrize("model", sorted(set(MODELS.names()) - {"tiramisu103", "tiramisu67"}))
+@pytest.mark.parametrize("model", BUILT_IN)
 def test_every_architecture_learns_every_target(model, target):
     torch.manual_seed(0)
     task = SegmentationTask(model=model, in_channels=1, width=0.25, target=target)
