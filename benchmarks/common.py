@@ -30,6 +30,8 @@ REPO = os.path.dirname(HERE)
 if REPO not in sys.path:
     sys.path.insert(0, REPO)  # run from a checkout without installing
 
+from seg_bench.hardware import cpu_cores as cores  # noqa: E402
+from seg_bench.hardware import cpu_name  # noqa: E402
 from seg_bench.io import write_json  # noqa: E402
 
 MODELS = ("unet", "resunet", "segnet", "tiramisu")  # the core architectures (fallback list)
@@ -227,21 +229,6 @@ def flat(per_round: Iterable[Iterable[float]]) -> list[float]:
 # machine header
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def machine_info() -> dict[str, Any]:
     import lightning
     import numpy
@@ -260,7 +247,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "host": platform.node(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_name(),
         "cores": cores(),
         "logical_cpus": os.cpu_count(),
         "cpu_features": " ".join(sorted(f for f in flags if f.startswith(("avx512_bf16", "amx"))))
