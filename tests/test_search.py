@@ -17,16 +17,7 @@ from seg_bench.errors import UserError
 from seg_bench.search import runner
 
 FAST = {"max_epochs": 1, "samples_per_epoch": 8, "logger": "none"}
-FAST_ARGS = [
-    "--profile",
-    "smoke",
-    "--epochs",
-    "1",
-    "--set",
-    "samples_per_epoch=8",
-    "--logger",
-    "none",
-]
+FAST_ARGS = "--profile smoke --epochs 1 --set samples_per_epoch=8 --logger none".split()
 BASE = ["search", "--dataset", "synthetic", "--model", "unet", *FAST_ARGS]
 PASSWORD = "Sup3r-s3cret"
 

@@ -16,21 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+from test_search import FAST_ARGS
 
 pytestmark = pytest.mark.postgres
 
 PG_USER = "segbench"  # the OS user that owns and runs the server when the tests run as root
 DB_USER, DB_PASSWORD, DB_NAME = "bench", "pg-S3cret-w0rd", "optuna"
-FAST_ARGS = [
-    "--profile",
-    "smoke",
-    "--epochs",
-    "1",
-    "--set",
-    "samples_per_epoch=8",
-    "--logger",
-    "none",
-]
 
 
 def _pg_bin() -> Path | None:
