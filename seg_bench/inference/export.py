@@ -210,13 +210,17 @@ def export_torchscript(
 ) -> Exported:
     """TorchScript by tracing (the models are not scriptable); the trace keeps H and W symbolic,
     which the verification at two sizes confirms."""
+    extra = {META_KEY: json.dumps(meta, default=str)}
     try:
+        # torch warns that TorchScript is deprecated on every save and load; the format is
+        # still what bioimage.io consumers (deepImageJ, ilastik) read, so it is exported anyway.
         with _quiet(), torch.inference_mode():
             traced = torch.jit.trace(net, inputs[0], check_trace=False)
-        torch.jit.save(traced, str(path), _extra_files={META_KEY: json.dumps(meta, default=str)})
+            torch.jit.save(traced, str(path), _extra_files=extra)
     except Exception as e:  # noqa: BLE001
         return Exported("torchscript", error=f"stops at {blocking_op(e)} ({_first_line(e)})")
-    loaded = torch.jit.load(str(path), map_location="cpu")
+    with _quiet():
+        loaded = torch.jit.load(str(path), map_location="cpu")
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
