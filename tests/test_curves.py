@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from result_records import fake_record
 
 from seg_bench.config import BUDGET_KEYS, benchmark_models, resolve_config
 from seg_bench.errors import UserError
@@ -203,33 +204,6 @@ def test_mean_curve_interpolates_seeds_onto_the_union_of_their_steps():
     assert low == pytest.approx([0.0, 0.4, 0.6]) and high == pytest.approx([0.2, 0.5, 1.0])
 
 
-def _record(model, seed, curve, profile="cpu", note=""):
-    per_image = [{"id": "a", "tp": 5, "fp": 1, "fn": 1, "tn": 10}]
-    return {
-        "model": model,
-        "seed": seed,
-        "labels": "manual",
-        "profile": profile,
-        "params": 1000,
-        "train_time_s": 1.0,
-        "precision": "32-true",
-        "commit": "abc",
-        "hardware": {"cpu": "test", "cores": 2, "gpu": None},
-        "curve": curve,
-        "config": {
-            "max_epochs": 1,
-            "samples_per_epoch": 8,
-            "batch_size": 2,
-            "optimizer": "adam",
-            "lr": 0.001,
-            "loss": "bce",
-            "budget_note": note,
-        },
-        "data": {"splits": {"test": ["a"]}, "patch_size": 32},
-        "metrics": {"overall": {"iou": 0.7}, "per_image": per_image, "inference_mpix_per_s": 1.0},
-    }
-
-
 def test_leaderboard_marks_rising_models_and_prints_a_short_budgets_note():
     flat, rising = line(20, 1000, 0.5, 0.0), line(20, 1000, 0.3, 0.0002)
     note = "not converged: 96 optimizer steps"
@@ -285,3 +259,17 @@ def test_the_chosen_budget_is_the_smallest_where_no_model_still_gains():
     assert bc.smallest_converged({"fast": fast, "slow": slow}) == 200
     still = bc.compare(_runs({100: [0.5, 0.5], 200: [0.6, 0.6], 400: [0.7, 0.7]}))
     assert bc.smallest_converged({"fast": fast, "still": still}) is None
+
+
+def _record(model, seed, curve, profile="cpu", note=""):
+    per_image = [{"id": "a", "tp": 5, "fp": 1, "fn": 1, "tn": 10}]
+    return fake_record(
+        model,
+        seed,
+        per_image,
+        config={"budget_note": note},
+        metrics={"overall": {"iou": 0.7}},
+        profile=profile,
+        train_time_s=1.0,
+        curve=curve,
+    )

@@ -5,9 +5,10 @@ import json
 
 import numpy as np
 import pytest
+from result_records import fake_record
 
 from seg_bench.errors import UserError
-from seg_bench.evaluation.evaluate import aggregate, image_record
+from seg_bench.evaluation.evaluate import image_record
 from seg_bench.inference.postprocess import PostprocessConfig
 from seg_bench.protocol.postprocess_report import method_scores, method_table, type_table
 
@@ -30,39 +31,6 @@ def image(i, kind, methods):
     truth[2:5, 2:5] = 1
     rec, _ = image_record(truth * 0.9, truth, truth, "dsb", PostprocessConfig())
     return {"id": f"img{i}", **rec, "type": kind, "methods": methods}
-
-
-def record(model, target, seed, per_image, val):
-    return {
-        "model": model,
-        "seed": seed,
-        "labels": "manual",
-        "profile": "cpu",
-        "params": 1000,
-        "dataset": "dsb2018",
-        "train_time_s": 1.0,
-        "precision": "32-true",
-        "commit": "abc",
-        "hardware": {"cpu": "test", "cores": 2, "gpu": None},
-        "config": {
-            "max_epochs": 1,
-            "samples_per_epoch": 8,
-            "batch_size": 2,
-            "optimizer": "adam",
-            "lr": 0.001,
-            "loss": "bce_dice",
-            "target": target,
-        },
-        "data": {"splits": {"test": [p["id"] for p in per_image]}, "patch_size": 32},
-        "metrics": {
-            "overall": aggregate(per_image),
-            "per_image": per_image,
-            "inference_mpix_per_s": 1.0,
-            "postprocess_methods": {
-                m: {"params": {"min_size": 15}, "val_map": v} for m, v in val.items()
-            },
-        },
-    }
 
 
 @pytest.fixture
@@ -171,3 +139,16 @@ def test_records_without_method_scores_are_one_line(tmp_path, records):
     with pytest.raises(UserError, match="no result record holds per-method scores"):
         write_leaderboard("dsb2018", results, board, n_boot=10, by="postprocess")
     assert not board.exists() or not any(board.glob("dsb2018*"))
+
+
+def record(model, target, seed, per_image, val):
+    methods = {m: {"params": {"min_size": 15}, "val_map": v} for m, v in val.items()}
+    return fake_record(
+        model,
+        seed,
+        per_image,
+        config={"loss": "bce_dice", "target": target},
+        metrics={"postprocess_methods": methods},
+        dataset="dsb2018",
+        train_time_s=1.0,
+    )

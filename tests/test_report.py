@@ -5,6 +5,7 @@ import io
 
 import numpy as np
 import pytest
+from result_records import fake_record
 
 from seg_bench.evaluation.evaluate import aggregate, image_record
 from seg_bench.inference.postprocess import PostprocessConfig
@@ -23,40 +24,11 @@ def per_image_stats(rng, n_images, noise):
     return out
 
 
-def record(model, seed, per_image):
-    return {
-        "dataset": "toy",
-        "model": model,
-        "seed": seed,
-        "labels": "manual",
-        "profile": "cpu",
-        "params": 1000,
-        "train_time_s": 10.0 + seed,
-        "precision": "32-true",
-        "hardware": {"cpu": "test", "cores": 2, "gpu": None},
-        "commit": "abc",
-        "config": {
-            "max_epochs": 1,
-            "samples_per_epoch": 8,
-            "batch_size": 2,
-            "optimizer": "adam",
-            "lr": 0.001,
-            "loss": "bce",
-        },
-        "data": {"splits": {"test": [p["id"] for p in per_image]}, "patch_size": 32},
-        "metrics": {
-            "overall": aggregate(per_image),
-            "per_image": per_image,
-            "inference_mpix_per_s": 1.0,
-        },
-    }
-
-
 @pytest.fixture
 def records():
     rng = np.random.default_rng(0)
-    good = [record("good", s, per_image_stats(rng, 6, 0.15)) for s in range(3)]
-    poor = [record("poor", 0, per_image_stats(rng, 6, 0.4))]
+    good = [fake_record("good", s, per_image_stats(rng, 6, 0.15)) for s in range(3)]
+    poor = [fake_record("poor", 0, per_image_stats(rng, 6, 0.4))]
     return good + poor
 
 
@@ -82,7 +54,7 @@ def test_pooled_iou_interval_lies_between_the_worst_and_best_image(records):
 def test_identical_images_collapse_the_interval():
     rng = np.random.default_rng(1)
     [img] = per_image_stats(rng, 1, 0.2)
-    rec = record("m", 0, [dict(img, id=f"i{k}") for k in range(5)])
+    rec = fake_record("m", 0, [dict(img, id=f"i{k}") for k in range(5)])
     lo, hi = bootstrap_ci([rec], "dice", n_boot=100)
     assert lo == pytest.approx(hi) == pytest.approx(rec["metrics"]["overall"]["dice"])
 
@@ -140,7 +112,7 @@ def test_leaderboard_ranks_models_by_paired_tests_and_names_them(tmp_path, recor
 
     results, board = tmp_path / "results", tmp_path / "lb"
     rng = np.random.default_rng(5)
-    twin = [record("twin", s, per_image_stats(rng, 6, 0.15)) for s in range(2)]
+    twin = [fake_record("twin", s, per_image_stats(rng, 6, 0.15)) for s in range(2)]
     for r in records + twin:
         path = record_path(results, "toy", r["model"], r["seed"])
         path.parent.mkdir(parents=True, exist_ok=True)
