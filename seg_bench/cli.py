@@ -16,6 +16,7 @@ from seg_bench.commands import (
     cmd_datasets,
     cmd_export,
     cmd_leaderboard,
+    cmd_lr_find,
     cmd_models,
     cmd_predict,
     cmd_score,
@@ -145,6 +146,18 @@ def add_training_commands(sub: Any) -> None:
         help="rerun finished (model, seed) pairs; may replace committed leaderboards",
     )
     end_run_command(p, cmd_bench)
+
+    p = sub.add_parser("lr-find", help="learning-rate range test per model (training data)")
+    p.add_argument("--dataset", default="synthetic")
+    p.add_argument("--models", help="comma-separated (default: the dataset's benchmark list)")
+    p.add_argument("--seed", type=bounded(int, 0), default=0)
+    p.add_argument("--steps", type=bounded(int, 10), default=100, help="steps of the test")
+    p.add_argument(
+        "--out",
+        default="benchmarks/lr_find",
+        help="folder for <dataset>_<profile>.json and .png (models found there are kept)",
+    )
+    end_run_command(p, cmd_lr_find)
 
     p = sub.add_parser(
         "search", help="Optuna search; rerun to resume, share --storage across workers"

@@ -131,6 +131,47 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    """Range-test each model, keep the curves and choices in ``--out``, print the profile
+    lines that use them."""
+    from seg_bench.config import benchmark_models, default_profile, resolve_config
+    from seg_bench.hardware import cpu_name
+    from seg_bench.io import write_json
+    from seg_bench.protocol.provenance import git_commit
+    from seg_bench.training.lr_find import LrFinding, find_lr, plot_findings
+
+    profile = args.profile or default_profile()
+    models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
+    models = models or benchmark_models(args.dataset, profile, args.config_file)
+    overrides = run_overrides(args)
+    configs = [
+        resolve_config(args.dataset, m, profile, seed=args.seed, **overrides) for m in models
+    ]
+    out = Path(args.out) / f"{args.dataset}_{profile}.json"
+    saved = json.loads(out.read_text()) if out.is_file() else {"models": {}}
+    for cfg in configs:
+        finding = find_lr(cfg, steps=args.steps)
+        saved["models"][cfg.model] = {**finding.to_dict(), "commit": git_commit()}
+        saved.update(dataset=args.dataset, profile=profile, machine=cpu_name())
+        write_json(out, saved)  # after every model: a killed run keeps what it measured
+        print(
+            f"{cfg.model}: loss minimum at lr {finding.min_loss_lr:.3g}, "
+            f"chosen lr {finding.chosen_lr:g} ({finding.optimizer})"
+        )
+    plot_findings(
+        [
+            LrFinding(**{k: v for k, v in f.items() if k != "commit"})
+            for f in saved["models"].values()
+        ],
+        out.with_suffix(".png"),
+        f"lr range test: {args.dataset}, profile {profile}, {cpu_name()}",
+    )
+    print(f"written: {out}, {out.with_suffix('.png')}; profile lines (profiles.{profile}.models):")
+    for name, f in saved["models"].items():
+        print(f"  {name}: {{lr: {f['chosen_lr']:g}}}")
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from seg_bench import search
     from seg_bench.registry import MODELS

@@ -93,6 +93,7 @@ class RunConfig:
     # samples_per_epoch and batch_size (resolve_config).
     max_steps: int | None = None
     budget_note: str = ""  # e.g. "not converged": printed in the leaderboard header
+    lr_source: str = ""  # how the profile's learning rates were chosen (leaderboard header)
     max_time_s: float | None = None
     val_every: int = 1
     # hardware

@@ -128,3 +128,17 @@ def test_leaderboard_ranks_models_by_paired_tests_and_names_them(tmp_path, recor
     assert [p["rank"] for p in parsed] == ["1", "1", "1"]
     summary = (board / "README.md").read_text()
     assert "| good |" in summary and "too few results" in summary  # one dataset only
+
+
+def test_budget_line_names_each_models_learning_rate_and_how_it_was_chosen():
+    from seg_bench.protocol.report import learning_rates
+
+    image = per_image_stats(np.random.default_rng(0), 2, 0.2)
+    same = [fake_record("unet", 0, image), fake_record("segnet", 0, image)]
+    assert learning_rates(same) == "adam lr 0.001"
+    chosen = {"lr": 0.002, "lr_source": "seg-bench lr-find (benchmarks/lr_find/toy_cpu.json)"}
+    mixed = [fake_record("unet", 0, image, config=chosen), *same[1:]]
+    assert learning_rates(mixed) == (
+        "segnet adam lr 0.001; unet adam lr 0.002 "
+        "(learning rates: seg-bench lr-find (benchmarks/lr_find/toy_cpu.json))"
+    )

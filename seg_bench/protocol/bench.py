@@ -248,8 +248,8 @@ def bench(
             tuned[m] = dict(found.best_params or {})
     configs = [
         resolve_config(dataset, m, profile, seed=s, **{**overrides, **tuned[m]})
+        for s in range(seeds)  # seed-major: a stopped bench has whole seeds for every model
         for m in models
-        for s in range(seeds)
     ]
     for cfg in configs:  # before any run folder is touched (data checks: run_one)
         check_hardware(cfg)

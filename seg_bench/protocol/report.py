@@ -130,12 +130,26 @@ def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
         f"images per split: {counts}; split: {data.get('split', 'see record')}",
         f"- **Budget**: profile {', '.join(profiles)}; {cfg['max_epochs']} epochs of "
         f"{cfg.get('samples_per_epoch') or 'one pass of'} patches of {data.get('patch_size')} px, "
-        f"batch {cfg['batch_size']}, {cfg['optimizer']} lr {cfg['lr']}, loss {cfg['loss']}, "
+        f"batch {cfg['batch_size']}, {learning_rates(records)}, loss {cfg['loss']}, "
         f"precision {', '.join(precisions)}",
         f"- **Hardware**: {'; '.join(hardware)}",
         f"- **Code**: commit {', '.join(commits)}",
         f"- **Reproduce**: {reproduce_commands(dataset, profiles[0], records)}",
     ]
+
+
+def learning_rates(records: list[dict]) -> str:
+    """ "adam lr 0.001", or each model's optimizer and lr where they differ, and how the
+    profile chose them."""
+    settings = {r["model"]: f"{r['config']['optimizer']} lr {r['config']['lr']:g}" for r in records}
+    distinct = set(settings.values())
+    text = (
+        distinct.pop()
+        if len(distinct) == 1
+        else "; ".join(f"{m} {v}" for m, v in sorted(settings.items()))
+    )
+    sources = sorted({r["config"].get("lr_source") for r in records} - {None, ""})
+    return text + "".join(f" (learning rates: {s})" for s in sources)
 
 
 def reproduce_commands(dataset: str, profile: str, records: list[dict]) -> str:

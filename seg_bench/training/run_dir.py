@@ -39,7 +39,7 @@ from seg_bench.errors import UserError
 from seg_bench.hardware import check_hardware, processes_per_node
 from seg_bench.io import write_json
 
-NOT_IN_KEY = ("logger", "num_workers", "config_file", "seed")
+NOT_IN_KEY = ("logger", "num_workers", "config_file", "seed", "lr_source")
 
 
 def key_fields(config: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
