@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list registered architectures").set_defaults(func=cmd_models)
     sub.add_parser("datasets", help="list registered datasets").set_defaults(func=cmd_datasets)
     add_training_commands(sub)
+    add_lr_find_command(sub)
     add_file_commands(sub)
     add_export_command(sub)
     add_dashboard_command(sub)
@@ -147,18 +148,6 @@ def add_training_commands(sub: Any) -> None:
     )
     end_run_command(p, cmd_bench)
 
-    p = sub.add_parser("lr-find", help="learning-rate range test per model (training data)")
-    p.add_argument("--dataset", default="synthetic")
-    p.add_argument("--models", help="comma-separated (default: the dataset's benchmark list)")
-    p.add_argument("--seed", type=bounded(int, 0), default=0)
-    p.add_argument("--steps", type=bounded(int, 10), default=100, help="steps of the test")
-    p.add_argument(
-        "--out",
-        default="benchmarks/lr_find",
-        help="folder for <dataset>_<profile>.json and .png (models found there are kept)",
-    )
-    end_run_command(p, cmd_lr_find)
-
     p = sub.add_parser(
         "search", help="Optuna search; rerun to resume, share --storage across workers"
     )
@@ -198,6 +187,21 @@ def add_training_commands(sub: Any) -> None:
         help="print trials and parameter importances (alone: without running)",
     )
     end_run_command(p, cmd_search)
+
+
+def add_lr_find_command(sub: Any) -> None:
+    """lr-find: a training command too (it takes the run options)."""
+    p = sub.add_parser("lr-find", help="learning-rate range test per model (training data)")
+    p.add_argument("--dataset", default="synthetic")
+    p.add_argument("--models", help="comma-separated (default: the dataset's benchmark list)")
+    p.add_argument("--seed", type=bounded(int, 0), default=0)
+    p.add_argument("--steps", type=bounded(int, 10), default=100, help="steps of the test")
+    p.add_argument(
+        "--out",
+        default="benchmarks/lr_find",
+        help="folder for <dataset>_<profile>.json and .png (models found there are kept)",
+    )
+    end_run_command(p, cmd_lr_find)
 
 
 def end_run_command(p: argparse.ArgumentParser, func: Any) -> None:

@@ -131,7 +131,7 @@ def test_leaderboard_ranks_models_by_paired_tests_and_names_them(tmp_path, recor
 
 
 def test_budget_line_names_each_models_learning_rate_and_how_it_was_chosen():
-    from seg_bench.protocol.report import learning_rates
+    from seg_bench.protocol.header import learning_rates
 
     image = per_image_stats(np.random.default_rng(0), 2, 0.2)
     same = [fake_record("unet", 0, image), fake_record("segnet", 0, image)]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import subprocess
 import sys
 from collections import defaultdict
@@ -18,13 +17,13 @@ import numpy as np
 
 from seg_bench.errors import UserError
 from seg_bench.evaluation.evaluate import aggregate
-from seg_bench.hardware import hardware_label
 from seg_bench.io import atomic_write, file_lock, remove_stale_temp
 from seg_bench.protocol.convergence import (
     PLATEAU_NOTE,
     budget_lines,
     convergence_verdict,
 )
+from seg_bench.protocol.header import provenance_lines
 from seg_bench.protocol.postprocess_report import (
     has_methods,
     postprocess_sections,
@@ -113,87 +112,6 @@ def summarise(records: list[dict], n_boot: int = 1000) -> list[dict[str, Any]]:
         rows.append(row)
     rows.sort(key=lambda r: -r.get("iou", -1))
     return rows
-
-
-def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
-    first = records[0]
-    data = first.get("data", {})
-    commits = sorted({r.get("commit", "?") for r in records})
-    hardware = sorted({hardware_label(r["hardware"]) for r in records})
-    splits = data.get("splits", {})
-    counts = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
-    profiles = sorted({r["profile"] for r in records})
-    cfg = first["config"]
-    precisions = sorted({r.get("precision", "?") for r in records})
-    return [
-        f"- **Data**: `{dataset}` from `{data.get('root') or 'generated'}`; "
-        f"images per split: {counts}; split: {data.get('split', 'see record')}",
-        f"- **Budget**: profile {', '.join(profiles)}; {cfg['max_epochs']} epochs of "
-        f"{cfg.get('samples_per_epoch') or 'one pass of'} patches of {data.get('patch_size')} px, "
-        f"batch {cfg['batch_size']}, {learning_rates(records)}, loss {cfg['loss']}, "
-        f"precision {', '.join(precisions)}",
-        f"- **Hardware**: {'; '.join(hardware)}",
-        f"- **Code**: commit {', '.join(commits)}",
-        f"- **Reproduce**: {reproduce_commands(dataset, profiles[0], records)}",
-    ]
-
-
-def learning_rates(records: list[dict]) -> str:
-    """ "adam lr 0.001", or each model's optimizer and lr where they differ, and how the
-    profile chose them."""
-    settings = {r["model"]: f"{r['config']['optimizer']} lr {r['config']['lr']:g}" for r in records}
-    distinct = set(settings.values())
-    text = (
-        distinct.pop()
-        if len(distinct) == 1
-        else "; ".join(f"{m} {v}" for m, v in sorted(settings.items()))
-    )
-    sources = sorted({r["config"].get("lr_source") for r in records} - {None, ""})
-    return text + "".join(f" (learning rates: {s})" for s in sources)
-
-
-def reproduce_commands(dataset: str, profile: str, records: list[dict]) -> str:
-    """The `make bench` commands that remake ``records``: one per label source and set of
-    options; each names its models, and options the profile does not set go in ARGS."""
-    groups: dict[tuple[str, str], set[str]] = defaultdict(set)
-    seeds: dict[tuple[str, str], int] = defaultdict(int)
-    for r in records:
-        group = (r.get("labels", "manual"), non_default_args(dataset, profile, r))
-        groups[group].add(r["model"])
-        seeds[group] = max(seeds[group], r["seed"] + 1)
-    commands = []
-    for (labels, args), models in sorted(groups.items()):
-        extra = f" MODELS={','.join(sorted(models))}"
-        extra += "" if labels == "manual" else f" LABELS={labels}"
-        extra += f" ARGS='{args}'" if args else ""
-        commands.append(
-            f"`make bench DATASET={dataset} PROFILE={profile} SEEDS={seeds[(labels, args)]}{extra}`"
-        )
-    return "; ".join(commands)
-
-
-def non_default_args(dataset: str, profile: str, record: dict) -> str:
-    """``--set`` options for the fields of a record's config that differ from what the profile
-    resolves to today (seed, labels and purely operational fields aside)."""
-    from seg_bench.config import resolve_config
-    from seg_bench.training.run_dir import key_fields
-
-    config = record.get("config") or {}
-    try:
-        default = key_fields(
-            resolve_config(dataset, record["model"], profile, config_file=config.get("config_file"))
-        )
-    except UserError:  # a model or profile file that is gone: nothing to compare with
-        return ""
-    ran = key_fields(config)
-    if set(default) - set(ran):  # written by a version with other fields: no fair comparison
-        return ""
-    args = [f"--config {config['config_file']}"] if config.get("config_file") else []
-    for k in sorted(ran):
-        if k not in ("labels", "dataset", "model", "profile") and ran[k] != default.get(k):
-            value = ran[k] if isinstance(ran[k], str) else json.dumps(ran[k])
-            args.append(f"--set {k}={value}".replace("'", '"'))
-    return " ".join(args)
 
 
 def _cell(row: dict, key: str) -> str:
