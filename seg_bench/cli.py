@@ -197,7 +197,7 @@ def add_lr_find_command(sub: Any) -> None:
     p.add_argument("--seed", type=bounded(int, 0), default=0)
     p.add_argument("--steps", type=bounded(int, 10), default=100, help="steps of the test")
     p.add_argument(
-        "--out",
+        "--output",
         default="benchmarks/lr_find",
         help="folder for <dataset>_<profile>.json and .png (models found there are kept)",
     )

@@ -134,12 +134,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_lr_find(args: argparse.Namespace) -> int:
     """Range-test each model, keep the curves and choices in ``--out``, print the profile
     lines that use them."""
-    from seg_bench.config import benchmark_models, default_profile, resolve_config
+    from seg_bench.config import benchmark_models, check_choice, default_profile, resolve_config
     from seg_bench.hardware import cpu_name
     from seg_bench.io import write_json
     from seg_bench.protocol.provenance import git_commit
+    from seg_bench.tracking.loggers import KINDS
     from seg_bench.training.lr_find import LrFinding, find_lr, plot_findings
 
+    if args.logger is not None:  # the test logs nothing, but a typo is still refused
+        check_choice("--logger", args.logger, KINDS)
     profile = args.profile or default_profile()
     models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
     models = models or benchmark_models(args.dataset, profile, args.config_file)
@@ -147,7 +150,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     configs = [
         resolve_config(args.dataset, m, profile, seed=args.seed, **overrides) for m in models
     ]
-    out = Path(args.out) / f"{args.dataset}_{profile}.json"
+    out = Path(args.output) / f"{args.dataset}_{profile}.json"
     saved = json.loads(out.read_text()) if out.is_file() else {"models": {}}
     for cfg in configs:
         finding = find_lr(cfg, steps=args.steps)

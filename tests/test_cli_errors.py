@@ -98,6 +98,7 @@ def _baseline(command: str, tmp) -> list[str]:
     return {
         "train": ["--profile", "smoke", "--logger", "none"],
         "bench": ["--profile", "smoke", "--logger", "none"],
+        "lr-find": ["--profile", "smoke", "--logger", "none", "--steps", "10"],
         "search": ["--profile", "smoke", "--logger", "none", "--trials", "1"],
         "data": ["check", "synthetic"],
         "predict": ["--checkpoint", str(tmp / "junk.ckpt"), "--input", str(tmp / "in.tif")]

@@ -45,8 +45,8 @@ def test_choose_lr_without_a_finite_loss_is_an_error():
 def test_lr_find_writes_curves_keeps_earlier_models_and_prints_profile_lines(tmp_path, capsys):
     out = tmp_path / "lr"
     base = ["lr-find", "--dataset", "synthetic", "--profile", "smoke", "--steps", "12"]
-    assert cli.main([*base, "--models", "unet", "--out", str(out)]) == 0
-    assert cli.main([*base, "--models", "segnet", "--out", str(out)]) == 0
+    assert cli.main([*base, "--models", "unet", "--output", str(out)]) == 0
+    assert cli.main([*base, "--models", "segnet", "--output", str(out)]) == 0
     saved = json.loads((out / "synthetic_smoke.json").read_text())
     assert sorted(saved["models"]) == ["segnet", "unet"]
     unet = saved["models"]["unet"]
