@@ -34,16 +34,28 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+# The vector extensions that decide which precision is fast, best first: the CPU model name
+# alone does not tell an AVX2-only EPYC from one with avx512_bf16.
+VECTOR_EXTENSIONS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+
+
+def vector_extension(flags: set[str]) -> str | None:
+    return next((x for x in VECTOR_EXTENSIONS if x in flags), None)
+
+
 def hardware() -> dict:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    info = {"cpu": cpu_name(), "cores": cores, "gpu": None}
+    info = {"cpu": cpu_name(), "cores": cores, "gpu": None, "isa": vector_extension(cpu_flags())}
     if torch.cuda.is_available():
         info["gpu"] = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
     return info
 
 
 def hardware_label(hw: dict) -> str:
-    return hw["gpu"] if hw.get("gpu") else f"{hw['cores']} CPU cores ({hw['cpu']})"
+    if hw.get("gpu"):
+        return hw["gpu"]
+    isa = f", {hw['isa']}" if hw.get("isa") else ""  # records before it was kept lack it
+    return f"{hw['cores']} CPU cores ({hw['cpu']}{isa})"
 
 
 # --- what a run may ask of this machine: checked before any run folder is touched -------------

@@ -47,3 +47,15 @@ def test_an_installed_package_inside_another_repository_names_no_commit(repo):
     site = repo / "venv" / "lib" / "site-packages"
     site.mkdir(parents=True)
     assert git_commit(site) == "not a git checkout"
+
+
+def test_hardware_label_names_the_best_vector_extension_when_the_record_has_it():
+    from seg_bench.hardware import hardware_label, vector_extension
+
+    assert vector_extension({"sse2", "avx2", "avx512f", "avx512_bf16"}) == "avx512_bf16"
+    assert vector_extension({"avx2", "fma"}) == "avx2"
+    assert vector_extension({"neon"}) is None
+    cpu = {"cpu": "AMD EPYC", "cores": 2, "gpu": None}
+    assert hardware_label({**cpu, "isa": "avx2"}) == "2 CPU cores (AMD EPYC, avx2)"
+    assert hardware_label(cpu) == "2 CPU cores (AMD EPYC)"  # an older record
+    assert hardware_label({**cpu, "gpu": "1 x H200", "isa": "avx2"}) == "1 x H200"
