@@ -152,3 +152,53 @@ def record(model, target, seed, per_image, val):
         dataset="dsb2018",
         train_time_s=1.0,
     )
+
+
+def test_leaderboard_row_follows_validation_not_test(records):
+    """Two targets of one model: boundary3's best method on validation is seeded_watershed
+    (val 0.7; test mAP 0.7); binary's threshold_cc has the higher validation mAP (0.75) but the
+    lower test mAP (0.4). The row must be binary + threshold_cc, scored on its test mAP."""
+    import copy
+
+    from seg_bench.protocol.instance_choice import choice_lines, choose_instance_rows
+
+    binary = copy.deepcopy(records[0])
+    binary["config"]["target"] = "binary"
+    binary["config"]["lr"] = 0.002  # another configuration key
+    binary["metrics"]["postprocess_methods"] = {
+        "threshold_cc": {"params": {}, "val_map": 0.75},
+        "seeded_watershed": {"params": {}, "val_map": 0.1},
+    }
+    before = copy.deepcopy(binary)
+    rows = choose_instance_rows([records[0], binary])
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["instance_choice"] == {"target": "binary", "method": "threshold_cc", "val_map": 0.75}
+    assert [i["dsb_map"] for i in row["metrics"]["per_image"]] == [0.5, 0.3]
+    assert row["metrics"]["overall"]["dsb_map"] == pytest.approx(0.4)
+    assert binary == before  # the loaded records are left as they were
+    assert "unet: binary target, threshold_cc (val mAP 0.750)" in choice_lines(rows)[1]
+
+
+def test_validation_ties_go_to_the_first_target_and_method_by_name(records):
+    from seg_bench.protocol.instance_choice import choose_instance_rows
+
+    records[0]["metrics"]["postprocess_methods"]["threshold_cc"]["val_map"] = 0.7  # = seeded
+    (row,) = choose_instance_rows(records)
+    assert row["instance_choice"]["method"] == "seeded_watershed"  # 's' < 't'
+    assert row["metrics"]["overall"]["dsb_map"] == pytest.approx(0.7)
+
+
+def test_written_leaderboard_scores_the_chosen_method(tmp_path, records):
+    from seg_bench.protocol.records import RECORD_VERSION, record_path
+    from seg_bench.protocol.report import write_leaderboard
+
+    results, board = tmp_path / "results", tmp_path / "lb"
+    r = records[0]
+    path = record_path(results, "dsb2018", r["model"], r["seed"], "manual")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**r, "version": RECORD_VERSION}))
+    text = write_leaderboard("dsb2018", results, board, n_boot=10)
+    row = next(line for line in text.splitlines() if line.startswith("| unet |"))
+    assert "| 0.700 [" in row  # seeded_watershed's test mAP (0.8 + 0.6) / 2, not the main one
+    assert "unet: boundary3 target, seeded_watershed (val mAP 0.700)" in text

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from seg_bench.errors import UserError
+from seg_bench.protocol.instance_choice import choice_lines
 from seg_bench.protocol.records import select_records
 
 TYPES = ("fluorescence", "histology", "brightfield")
@@ -167,7 +168,7 @@ def postprocess_sections(dataset: str, records: list[dict[str, Any]]) -> str:
     and per-type tables are (the leaderboard keeps one row per model)."""
     if not any(has_methods(r) for r in records):
         return ""
-    return (
+    return "\n".join(choice_lines(records)) + (
         f"\nEvery post-processing method, and mAP and object F1 per image type: "
         f"[{dataset}_postprocess.md]({dataset}_postprocess.md) "
         f"(`seg-bench leaderboard --dataset {dataset} --by postprocess`).\n"

@@ -24,6 +24,7 @@ from seg_bench.protocol.convergence import (
     convergence_verdict,
 )
 from seg_bench.protocol.header import provenance_lines
+from seg_bench.protocol.instance_choice import choose_instance_rows
 from seg_bench.protocol.postprocess_report import (
     has_methods,
     postprocess_sections,
@@ -276,6 +277,7 @@ def write_leaderboard(
         records, left_out = select_records(every, profile, prefer)
         profile = profile or (records[0]["profile"] if records else None)
         by_target = select_by_target(every, profile, prefer)
+        records = with_instance_choice(records, by_target)
         if left_out:
             print(
                 f"leaderboard: {len(left_out)} record(s) of other profiles or configurations "
@@ -285,6 +287,14 @@ def write_leaderboard(
         return _write_leaderboard(
             dataset, records, results_dir, out_dir, n_boot, by, force, by_target
         )
+
+
+def with_instance_choice(records: list[dict], by_target: list[dict]) -> list[dict]:
+    """An instance benchmark's rows: per model, the target and method that validation chose
+    (protocol/instance_choice.py); models without per-method scores keep their records."""
+    chosen = choose_instance_rows([r for r in by_target if has_methods(r)])
+    models = {(r["model"], r.get("labels", "manual")) for r in chosen}
+    return chosen + [r for r in records if (r["model"], r.get("labels", "manual")) not in models]
 
 
 def committed_files(dataset: str, out_dir: Path) -> list[Path]:

@@ -1,0 +1,75 @@
+"""The DSB 2018 leaderboard's row per model: the training target and post-processing method
+with the highest validation mAP (mean over the configuration's seeds; the test split never
+chooses), scored on the test split with that method.
+
+A record of an instance benchmark keeps, per method, the parameters and validation mAP of its
+tuning (``metrics.postprocess_methods``) and the test scores per image
+(``metrics.per_image[i].methods``). The chosen method's test mAP replaces the per-image and
+overall ``dsb_map`` of copies of the records, so the mean, the bootstrap interval and the paired
+tests of the leaderboard all score the chosen method.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+
+import numpy as np
+
+from seg_bench.protocol.records import record_key
+
+
+def validation_scores(recs: list[dict]) -> dict[str, float]:
+    """Mean validation mAP over the seeds ``recs``, per method that every seed tuned."""
+    tuned = [r["metrics"].get("postprocess_methods") or {} for r in recs]
+    common = set.intersection(*(set(t) for t in tuned)) if tuned else set()
+    return {m: float(np.mean([t[m]["val_map"] for t in tuned])) for m in sorted(common)}
+
+
+def with_method(record: dict, method: str, val_map: float) -> dict:
+    """A copy of ``record`` whose instance score (``dsb_map``) is that of ``method``."""
+    out = copy.deepcopy(record)
+    images = out["metrics"]["per_image"]
+    for image in images:
+        image["dsb_map"] = image["methods"][method]["map"]
+    out["metrics"]["overall"]["dsb_map"] = float(np.mean([i["dsb_map"] for i in images]))
+    target = (record.get("config") or {}).get("target", "binary")
+    out["instance_choice"] = {"target": target, "method": method, "val_map": val_map}
+    return out
+
+
+def choose_instance_rows(records: list[dict]) -> list[dict]:
+    """Per (model, label source), the records of the configuration and method with the best
+    validation mAP among ``records`` (one profile; several configurations, e.g. one per target).
+    Ties go to the first in (target, method) name order, so the choice is reproducible."""
+    configs: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        configs[(r["model"], r.get("labels", "manual"))][record_key(r)].append(r)
+    chosen: list[dict] = []
+    for by_key in configs.values():
+        candidates = [
+            (-val, (recs[0].get("config") or {}).get("target", "binary"), method, recs)
+            for recs in by_key.values()
+            for method, val in validation_scores(recs).items()
+        ]
+        if not candidates:
+            continue
+        neg_val, _, method, recs = min(candidates, key=lambda c: c[:3])
+        chosen += [with_method(r, method, -neg_val) for r in recs]
+    return chosen
+
+
+def choice_lines(records: list[dict]) -> list[str]:
+    """The leaderboard's note of what each row uses."""
+    picks = sorted(
+        {(r["model"], *r["instance_choice"].values()) for r in records if "instance_choice" in r}
+    )
+    if not picks:
+        return []
+    listed = "; ".join(f"{m}: {t} target, {meth} (val mAP {v:.3f})" for m, t, meth, v in picks)
+    return [
+        "",
+        "Target and post-processing method per model, chosen on the validation split (mean "
+        "validation mAP over seeds; the mAP column scores that method on the test split): "
+        f"{listed}.",
+    ]
