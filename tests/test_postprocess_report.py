@@ -1,6 +1,7 @@
 """`seg-bench leaderboard --by postprocess`: each (model, target) against each method, and
 scores per imaging type, from the per-image method scores that DSB records keep."""
 
+import csv
 import json
 
 import numpy as np
@@ -160,7 +161,7 @@ def test_leaderboard_row_follows_validation_not_test(records):
     lower test mAP (0.4). The row must be binary + threshold_cc, scored on its test mAP."""
     import copy
 
-    from seg_bench.protocol.instance_choice import choice_lines, choose_instance_rows
+    from seg_bench.protocol.instance_choice import choose_instance_rows
 
     binary = copy.deepcopy(records[0])
     binary["config"]["target"] = "binary"
@@ -177,7 +178,6 @@ def test_leaderboard_row_follows_validation_not_test(records):
     assert [i["dsb_map"] for i in row["metrics"]["per_image"]] == [0.5, 0.3]
     assert row["metrics"]["overall"]["dsb_map"] == pytest.approx(0.4)
     assert binary == before  # the loaded records are left as they were
-    assert "unet: binary target, threshold_cc (val mAP 0.750)" in choice_lines(rows)[1]
 
 
 def test_validation_ties_go_to_the_first_target_and_method_by_name(records):
@@ -199,6 +199,67 @@ def test_written_leaderboard_scores_the_chosen_method(tmp_path, records):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**r, "version": RECORD_VERSION}))
     text = write_leaderboard("dsb2018", results, board, n_boot=10)
-    row = next(line for line in text.splitlines() if line.startswith("| unet |"))
+    lines = text.splitlines()
+    row = next(line for line in lines if line.startswith("| unet |"))
     assert "| 0.700 [" in row  # seeded_watershed's test mAP (0.8 + 0.6) / 2, not the main one
-    assert "unet: boundary3 target, seeded_watershed (val mAP 0.700)" in text
+    head = next(line for line in lines if line.startswith("| Model |"))
+    cells, titles = row.split(" | "), head.split(" | ")
+    assert cells[titles.index("Target, method (val mAP)")] == "boundary3, seeded_watershed (0.700)"
+    note = next(i for i, line in enumerate(lines) if line.startswith("**Instance scores**"))
+    assert "chosen on the validation split only" in lines[note]
+    assert note < lines.index(head)  # stated above the table, not under it
+    csv_rows = list(csv.DictReader((board / "dsb2018.csv").read_text().splitlines()))
+    assert (csv_rows[0]["target"], csv_rows[0]["method"]) == ("boundary3", "seeded_watershed")
+    assert float(csv_rows[0]["dsb_map"]) == pytest.approx(0.7)
+    assert float(csv_rows[0]["val_map"]) == pytest.approx(0.7)
+
+
+def test_the_seed_mean_of_validation_chooses_and_paired_tests_score_the_choice(records):
+    """binary: threshold_cc's val mAP is 0.9 on seed 0 but 0.1 on seed 1 (mean 0.5);
+    boundary3: seeded_watershed 0.6 on both seeds (mean 0.6). A choice by the first or the
+    best seed would take binary; the mean over seeds takes boundary3 + seeded_watershed."""
+    import copy
+
+    from seg_bench.protocol.instance_choice import choose_instance_rows
+    from seg_bench.protocol.statistics import per_image_scores, primary_metric
+
+    def seed(target, s, val):
+        r = copy.deepcopy(records[0])
+        r["seed"], r["config"]["target"] = s, target
+        r["metrics"]["postprocess_methods"] = {
+            m: {"params": {}, "val_map": v} for m, v in val.items()
+        }
+        return r
+
+    seeds = [
+        seed("binary", 0, {"threshold_cc": 0.9, "seeded_watershed": 0.2}),
+        seed("binary", 1, {"threshold_cc": 0.1, "seeded_watershed": 0.2}),
+        seed("boundary3", 0, {"threshold_cc": 0.3, "seeded_watershed": 0.6}),
+        seed("boundary3", 1, {"threshold_cc": 0.3, "seeded_watershed": 0.6}),
+    ]
+    seeds[3]["metrics"]["per_image"][0]["methods"]["seeded_watershed"]["map"] = 0.4
+    rows = choose_instance_rows(seeds)
+    assert [(r["config"]["target"], r["seed"]) for r in rows] == [
+        ("boundary3", 0),
+        ("boundary3", 1),
+    ]
+    assert {r["instance_choice"]["method"] for r in rows} == {"seeded_watershed"}
+    assert rows[0]["instance_choice"]["val_map"] == pytest.approx(0.6)
+    # Seed 0 scores (0.8 + 0.6) / 2 = 0.7 on test, seed 1 (0.4 + 0.6) / 2 = 0.5.
+    assert [r["metrics"]["overall"]["dsb_map"] for r in rows] == pytest.approx([0.7, 0.5])
+    # The paired tests read per-image scores: the seed means of the chosen method's mAP.
+    assert primary_metric(rows) == "dsb_map"
+    assert per_image_scores(rows, "dsb_map") == pytest.approx({"img0": 0.6, "img1": 0.6})
+
+
+def test_records_without_method_scores_keep_the_plain_leaderboard():
+    from seg_bench.protocol.report import render_markdown, summarise, with_instance_choice
+
+    truth = np.zeros((8, 8), np.uint8)
+    truth[2:5, 2:5] = 1
+    rec, _ = image_record(truth * 0.9, truth, truth, "dsb", PostprocessConfig())
+    plain = [fake_record("unet", 0, [{"id": "a", **rec}, {"id": "b", **rec}])]
+    kept = with_instance_choice(plain, plain)
+    assert len(kept) == 1 and kept[0] is plain[0]  # the same record, not a rescored copy
+    text = render_markdown("toy", summarise(kept, n_boot=10), kept)
+    assert "Target, method" not in text and "**Instance scores**" not in text

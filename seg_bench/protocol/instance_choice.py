@@ -18,6 +18,17 @@ import numpy as np
 
 from seg_bench.protocol.records import record_key
 
+CHOICE_NOTE = (
+    "**Instance scores**: per model, the training target and post-processing method with the "
+    "highest mean validation mAP over seeds, chosen on the validation split only (column "
+    "*Target, method (val mAP)*); the mAP@[.5:.95] column, its CI and the paired tests score "
+    "that method on the test images."
+)
+
+
+def target_of(record: dict) -> str:
+    return (record.get("config") or {}).get("target", "binary")
+
 
 def validation_scores(recs: list[dict]) -> dict[str, float]:
     """Mean validation mAP over the seeds ``recs``, per method that every seed tuned."""
@@ -32,9 +43,10 @@ def with_method(record: dict, method: str, val_map: float) -> dict:
     images = out["metrics"]["per_image"]
     for image in images:
         image["dsb_map"] = image["methods"][method]["map"]
+        # Per-threshold APs of the run's own post-processing would contradict the new mAP.
+        image.pop("dsb_ap_by_threshold", None)
     out["metrics"]["overall"]["dsb_map"] = float(np.mean([i["dsb_map"] for i in images]))
-    target = (record.get("config") or {}).get("target", "binary")
-    out["instance_choice"] = {"target": target, "method": method, "val_map": val_map}
+    out["instance_choice"] = {"target": target_of(record), "method": method, "val_map": val_map}
     return out
 
 
@@ -48,7 +60,7 @@ def choose_instance_rows(records: list[dict]) -> list[dict]:
     chosen: list[dict] = []
     for by_key in configs.values():
         candidates = [
-            (-val, (recs[0].get("config") or {}).get("target", "binary"), method, recs)
+            (-val, target_of(recs[0]), method, recs)
             for recs in by_key.values()
             for method, val in validation_scores(recs).items()
         ]
@@ -59,17 +71,8 @@ def choose_instance_rows(records: list[dict]) -> list[dict]:
     return chosen
 
 
-def choice_lines(records: list[dict]) -> list[str]:
-    """The leaderboard's note of what each row uses."""
-    picks = sorted(
-        {(r["model"], *r["instance_choice"].values()) for r in records if "instance_choice" in r}
-    )
-    if not picks:
-        return []
-    listed = "; ".join(f"{m}: {t} target, {meth} (val mAP {v:.3f})" for m, t, meth, v in picks)
-    return [
-        "",
-        "Target and post-processing method per model, chosen on the validation split (mean "
-        "validation mAP over seeds; the mAP column scores that method on the test split): "
-        f"{listed}.",
-    ]
+def choice_cell(row: dict) -> str:
+    """A leaderboard row's target and method (``summarise`` copies them from the records)."""
+    if "method" not in row:
+        return "–"
+    return f"{row['target']}, {row['method']} ({row['val_map']:.3f})"

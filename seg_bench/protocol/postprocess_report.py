@@ -17,14 +17,10 @@ from typing import Any
 import numpy as np
 
 from seg_bench.errors import UserError
-from seg_bench.protocol.instance_choice import choice_lines
+from seg_bench.protocol.instance_choice import target_of
 from seg_bench.protocol.records import select_records
 
 TYPES = ("fluorescence", "histology", "brightfield")
-
-
-def target_of(record: dict) -> str:
-    return (record.get("config") or {}).get("target", "binary")
 
 
 def select_by_target(
@@ -168,7 +164,7 @@ def postprocess_sections(dataset: str, records: list[dict[str, Any]]) -> str:
     and per-type tables are (the leaderboard keeps one row per model)."""
     if not any(has_methods(r) for r in records):
         return ""
-    return "\n".join(choice_lines(records)) + (
+    return (
         f"\nEvery post-processing method, and mAP and object F1 per image type: "
         f"[{dataset}_postprocess.md]({dataset}_postprocess.md) "
         f"(`seg-bench leaderboard --dataset {dataset} --by postprocess`).\n"

@@ -24,7 +24,7 @@ from seg_bench.protocol.convergence import (
     convergence_verdict,
 )
 from seg_bench.protocol.header import provenance_lines
-from seg_bench.protocol.instance_choice import choose_instance_rows
+from seg_bench.protocol.instance_choice import CHOICE_NOTE, choice_cell, choose_instance_rows
 from seg_bench.protocol.postprocess_report import (
     has_methods,
     postprocess_sections,
@@ -107,6 +107,7 @@ def summarise(records: list[dict], n_boot: int = 1000) -> list[dict[str, Any]]:
             # One seed says nothing about the spread over seeds: NaN, shown as no "± std" at all.
             row[f"{key}_std"] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
         row["plateaued"] = convergence_verdict(recs)
+        row.update(recs[0].get("instance_choice", {}))  # target, method, val_map
         keys = [k for k, _ in COLUMNS if k in row]
         for key, ci in bootstrap_cis(recs, keys, n_boot).items():
             row[f"{key}_ci"] = ci
@@ -143,9 +144,11 @@ def render_markdown(
     present = [(k, t) for k, t in COLUMNS if any(k in r for r in rows)]
     show_labels = any(r["labels"] != "manual" for r in rows)
     show_rank = all("rank" in r for r in rows)
+    show_choice = any("method" in r for r in rows)
     head = (
         ["Model"] + (["Labels"] if show_labels else []) + ["Params (M)", "Train time (s)", "Seeds"]
     )
+    head += ["Target, method (val mAP)"] if show_choice else []
     head[1:1] = ["Rank"] if show_rank else []
     head += [t for _, t in present] + ["Inference (MPix/s)"]
     show_plateau = any(r.get("plateaued") for r in rows)
@@ -159,6 +162,7 @@ def render_markdown(
         *(budget_lines(records) + [""] if budget_lines(records) else []),
         *provenance_lines(dataset, records),
         *(significance_lines(significance) if significance is not None else []),
+        *(["", CHOICE_NOTE] if show_choice else []),
         "",
         f"Figures: [ROC]({dataset}/roc.png), [precision-recall]({dataset}/pr.png), "
         f"[prediction overlays]({dataset}/overlays.png)"
@@ -171,6 +175,7 @@ def render_markdown(
     for r in rows:
         cells = [r["model"]] + ([r["labels"]] if show_labels else [])
         cells += [f"{r['params_m']:.2f}", f"{r['train_time_s']:.0f}", str(r["seeds"])]
+        cells += [choice_cell(r)] if show_choice else []
         cells += [_cell(r, k) for k, _ in present] + [f"{r['inference_mpix_s']:.2f}"]
         cells[1:1] = [str(r["rank"])] if show_rank else []
         cells += [r.get("plateaued") or "–"] if show_plateau else []
@@ -181,6 +186,7 @@ def render_markdown(
 def render_csv(rows: list[dict]) -> str:
     keys = ["model", "labels", "seeds", "params_m", "train_time_s", "inference_mpix_s"]
     keys += ["plateaued"] if any(r.get("plateaued") for r in rows) else []
+    keys += ["target", "method", "val_map"] if any("method" in r for r in rows) else []
     for k, _ in COLUMNS:
         if any(k in r for r in rows):
             keys += [k, f"{k}_std", f"{k}_ci_low", f"{k}_ci_high"]
@@ -256,10 +262,11 @@ def write_leaderboard(
     force: bool = False,
 ) -> str:
     """Rebuild the leaderboard from the records on disk now that ``select_records`` picks (one
-    profile, one configuration per model; ``prefer``: config keys that win). Writers into one
-    ``out_dir`` take turns (a lock on the folder), so with concurrent benches the last one to
-    finish writes a table with every record; each file is replaced atomically. Leaderboards
-    committed to git are not replaced by other records unless ``force``."""
+    profile, one configuration per model; ``prefer``: config keys that win; with per-method
+    instance scores, the target and method validation chose: ``with_instance_choice``). Writers
+    into one ``out_dir`` take turns (a lock on the folder), so with concurrent benches the last
+    one to finish writes a table with every record; each file is replaced atomically.
+    Leaderboards committed to git are not replaced by other records unless ``force``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(out_dir):
