@@ -43,11 +43,9 @@ def round_down_nice(value: float) -> float:
     if not value > 0:
         raise ValueError(f"a learning rate must be > 0, got {value}")
     exponent = math.floor(math.log10(value))
-    for step in reversed(NICE_STEPS):
-        candidate = step * 10.0**exponent
-        if candidate <= value * (1 + 1e-9):
-            return float(f"{candidate:.3g}")
-    return float(f"{10.0 ** (exponent - 1) * 5:.3g}")  # unreachable: 1 x 10^e <= value
+    # 1 x 10^exponent <= value always holds, so the generator never runs dry.
+    step = next(s for s in reversed(NICE_STEPS) if s * 10.0**exponent <= value * (1 + 1e-9))
+    return float(f"{step * 10.0**exponent:.3g}")
 
 
 def choose_lr(lrs: list[float], losses: list[float], skip_begin: int = 10) -> tuple[float, float]:
