@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -189,14 +193,17 @@ def test_channels_last_choice_trains_the_model_in_nhwc(cfg, tmp_path):
 class CrashesInChannelsLast(torch.nn.Module):
     """Kills its process when run in channels_last, as oneDNN does for some networks."""
 
-    def __init__(self):
+    def __init__(self, hang: bool = False):
         super().__init__()
+        self.hang = hang
         self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
         self.out = torch.nn.Conv2d(4, 1, 1)
 
     def forward(self, x):
         h = self.conv(x)
         if h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous():
+            if self.hang:  # as oneDNN does on an AVX2 CPU for residual U-Net
+                time.sleep(3600)
             os.kill(os.getpid(), signal.SIGSEGV)
         return self.out(h)
 
@@ -208,3 +215,58 @@ def test_a_candidate_that_crashes_its_process_is_left_out_and_the_run_goes_on(cf
         ms = prec.measure(["fp32", "fp32+cl", "bf16"], timer)
     assert ms["fp32+cl"] is None and ms["fp32"] > 0 and ms["bf16"] > 0
     assert decide(ms)[1] in ("fp32", "bf16")
+
+
+def test_a_candidate_that_hangs_is_given_up_after_its_own_wait_not_the_reference_one(
+    cfg, monkeypatch
+):
+    monkeypatch.setattr(prec, "HANG_MARGIN_S", 2.0)  # the parent's wait; the child sleeps 1 h
+    timer = prec._isolated_timer(cfg, CrashesInChannelsLast(hang=True), 1)
+    with pytest.warns(UserWarning, match="fp32\\+cl crashed or hung"):
+        ms = prec.measure(["fp32", "fp32+cl", "bf16"], timer)
+    assert ms["fp32+cl"] is None and ms["fp32"] > 0 and ms["bf16"] > 0
+
+
+def test_the_wait_for_a_candidate_is_a_margin_plus_its_steps_at_the_give_up_pace():
+    assert prec.wait_limit_s(None) == prec.CHILD_TIMEOUT_S
+    steps = prec.WARMUP_STEPS + prec.TIMED_STEPS
+    assert prec.wait_limit_s(250.0) == pytest.approx(prec.HANG_MARGIN_S + steps * 0.25)
+
+
+HANGS_AND_IS_KILLED = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from seg_bench.config import resolve_config
+from seg_bench.training import precision as prec
+from test_precision import CrashesInChannelsLast
+
+if __name__ == "__main__":
+    cfg = resolve_config("synthetic", "unet", "smoke", accelerator="cpu")
+    timer = prec._ChildTimer(cfg, CrashesInChannelsLast(hang=True), 1)
+    print(timer.proc.pid, flush=True)
+    timer("fp32+cl", None)
+"""
+
+
+def test_a_killed_run_leaves_no_timing_child_behind(tmp_path):
+    script = tmp_path / "hangs.py"
+    script.write_text(HANGS_AND_IS_KILLED.format(tests=str(Path(__file__).parent)))
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    time.sleep(3)  # the child is in the hanging step by now (or on its way to it)
+    assert child_alive(child)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while child_alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not child_alive(child), "the timing child outlived its killed parent"
+
+
+def child_alive(pid: int) -> bool:
+    """True while ``pid`` runs (an orphan is reaped by init, so a dead one disappears)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")

@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import platform
 import statistics
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -46,10 +47,14 @@ WARMUP_STEPS, TIMED_STEPS = 1, 3
 # A candidate whose warm-up step is this much slower than float32's median is not timed on
 # (bf16 without native kernels): it cannot win, and timing it would cost minutes.
 GIVE_UP_FACTOR = 4.0
-# Timing runs in a child process: some candidates crash outright (torch 2.14's oneDNN
-# segfaults on residual U-Net in float32 channels_last at narrow widths). A candidate whose
-# child dies or takes longer than this is out, and the run goes on.
+# Timing runs in a child process: some candidates crash or hang outright (torch 2.14's oneDNN
+# segfaults, or on an AVX2-only CPU spins for good in a 1x1 convolution's weight gradient, on
+# residual U-Net in float32 channels_last at narrow widths). A candidate whose child dies or
+# outlasts its wait is out, and the run goes on. float32 waits CHILD_TIMEOUT_S (it is the
+# reference: nothing tells how slow it may be); later ones wait HANG_MARGIN_S plus their
+# steps at the give-up pace, so a hang costs seconds rather than minutes.
 CHILD_TIMEOUT_S = 300
+HANG_MARGIN_S = 15.0
 CACHE_VERSION = 1
 
 # Times ``steps`` training steps of one candidate; returns the milliseconds of each step.
@@ -215,9 +220,28 @@ def _isolated_timer(cfg: Any, model: torch.nn.Module, in_channels: int) -> StepT
         return _StepTimer(cfg, model, in_channels)
 
 
-def _child_loop(conn, timer: StepTimer) -> None:
+def wait_limit_s(limit_ms: float | None) -> float:
+    """How long the parent waits for one candidate's timings (``limit_ms``: its give-up pace
+    per step, None for the reference)."""
+    if limit_ms is None:
+        return CHILD_TIMEOUT_S
+    return HANG_MARGIN_S + (WARMUP_STEPS + TIMED_STEPS) * limit_ms / 1000
+
+
+def _child_loop(conn, timer: StepTimer, parent: int) -> None:
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+    conn.send("ready")
     while (job := conn.recv()) is not None:
         conn.send(timer(*job))
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """Ends the timing child once its parent is gone: a killed run must not leave a hung
+    candidate spinning on the cores for good. (Torch kernels release the GIL, so this thread
+    runs while the main one is stuck in one.)"""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 class _ChildTimer:
@@ -230,18 +254,24 @@ class _ChildTimer:
         self._start()
 
     def _start(self) -> None:
+        """Starts the child and waits until it is ready, so that no candidate's wait pays
+        for the child's imports."""
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_child_loop, args=(child, self.timer), daemon=True)
+        self.proc = ctx.Process(
+            target=_child_loop, args=(child, self.timer, os.getpid()), daemon=True
+        )
         self.proc.start()
         child.close()
+        if not self.conn.poll(CHILD_TIMEOUT_S) or self.conn.recv() != "ready":
+            raise EOFError("the timing child did not start")
 
     def __call__(self, name: str, limit_ms: float | None) -> list[float]:
-        if self.proc is None or not self.proc.is_alive():
-            self._start()
         try:
+            if self.proc is None or not self.proc.is_alive():
+                self._start()
             self.conn.send((name, limit_ms))
-            if self.conn.poll(CHILD_TIMEOUT_S):
+            if self.conn.poll(wait_limit_s(limit_ms)):
                 return self.conn.recv()
         except (EOFError, OSError):
             pass
