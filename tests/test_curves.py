@@ -18,6 +18,7 @@ from seg_bench.protocol.convergence import (
     convergence_verdict,
     plateau_slope,
     plateaued,
+    tail_verdict,
 )
 from seg_bench.protocol.figures import mean_curve
 from seg_bench.protocol.report import render_markdown, summarise
@@ -186,6 +187,24 @@ def test_a_curve_has_plateaued_when_doubling_the_run_would_add_under_the_gain(sl
 def test_too_few_validations_in_the_tail_cannot_tell():
     assert plateaued(line(4, 1000, 0.3, 0.001)) is None  # one point in the last fifth
     assert plateaued([]) is None
+
+
+def scattered(curve: list[dict], by: float) -> list[dict]:
+    """The curve with validations alternately ``by`` above and below it."""
+    return [p | {"val_iou": p["val_iou"] + (by if i % 2 == 0 else -by)} for i, p in enumerate(curve)]
+
+
+def test_a_rise_within_the_scatter_of_the_validations_is_unclear_not_unconverged():
+    # Tail: steps 800-1000, 5 validations +-0.01. A slope of 2e-5 would add 0.02 per 1000
+    # steps (over the gain), but it is not above zero beyond that scatter (one-sided p 0.41).
+    noisy = scattered(line(20, 1000, 0.3, 2e-5), 0.01)
+    assert tail_verdict(noisy) == "unclear" and plateaued(noisy) is None
+    assert convergence_verdict([{"curve": noisy}, {"curve": line(20, 1000, 0.5, 0.0)}]) == (
+        "unclear"
+    )
+    steep = scattered(line(20, 1000, 0.3, 5e-4), 0.01)  # p 0.004: rising beyond the scatter
+    assert tail_verdict(steep) == "rising" and plateaued(steep) is False
+    assert convergence_verdict([{"curve": noisy}, {"curve": steep}]) == "not converged"
 
 
 def test_one_rising_seed_marks_the_model_not_converged():
