@@ -251,7 +251,11 @@ class _ChildTimer:
     def __init__(self, cfg: Any, model: torch.nn.Module, in_channels: int):
         self.timer = _StepTimer(cfg, model, in_channels)
         self.proc = None
-        self._start()
+        try:
+            self._start()
+        except BaseException:
+            self.close()  # a child that started but never said ready must not linger
+            raise
 
     def _start(self) -> None:
         """Starts the child and waits until it is ready, so that no candidate's wait pays
