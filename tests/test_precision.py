@@ -270,3 +270,24 @@ def child_alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state not in ("Z", "X")
+
+
+@pytest.mark.parametrize("target", ["boundary3", "distance"])
+def test_timing_uses_the_targets_loss_and_its_per_pixel_target(target):
+    cfg = resolve_config("synthetic", "unet", "smoke", accelerator="cpu", target=target)
+    from seg_bench.training.task import output_channels
+
+    model = CrashesInChannelsLast()
+    model.out = torch.nn.Conv2d(4, output_channels(target, 2), 1)
+    times = prec._StepTimer(cfg, model, 1)("fp32", None)  # KeyError 'target' before
+    assert len(times) == prec.TIMED_STEPS and all(t > 0 for t in times)
+
+
+def test_when_every_candidate_crashes_float32_is_used_and_nothing_is_cached(cfg, model, tmp_path):
+    def crashes(name, limit_ms):
+        return [float("inf")]
+
+    choice = choose_precision(cfg, model, 1, timer=crashes, folder=tmp_path)
+    assert choice.precision == "32-true" and not choice.channels_last
+    assert "failed for every candidate" in choice.reason
+    assert not list(tmp_path.rglob("*.json"))  # the next run measures again

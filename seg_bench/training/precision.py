@@ -157,12 +157,17 @@ def choose_precision(
             ms = _read_cache(path)
             if ms is None:
                 ms = measure(names, timer or _isolated_timer(cfg, model, in_channels))
-                _write_cache(path, ms)
+                if any(ms.values()):
+                    _write_cache(path, ms)
     except (OSError, UserError) as e:  # an unusable cache costs a measurement, no more
         warnings.warn(f"precision cache {path} not usable ({e})", stacklevel=2)
         path = None
         if ms is None:
             ms = measure(names, timer or _isolated_timer(cfg, model, in_channels))
+    if not any(ms.values()):  # every candidate crashed: training will say why, untimed
+        return PrecisionChoice(
+            "32-true", ms_per_step=ms, reason="timing failed for every candidate: float32"
+        )
     setting, fastest, ratio = decide(ms)
     precision, channels_last = CANDIDATES[setting]
     verdict = "chosen" if setting == fastest else "float32 kept"
@@ -296,6 +301,21 @@ class _ChildTimer:
         self.proc = None
 
 
+def random_batch(batch_size: int, in_channels: int, size: int, target: str) -> dict:
+    """Random data of a run's shape, with the per-pixel target its loss reads."""
+    from seg_bench.training.targets import make_target
+
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(batch_size, in_channels, size, size, generator=gen)
+    mask = (torch.rand(batch_size, size, size, generator=gen) > 0.5).long()
+    batch = {"image": image, "mask": mask, "instances": mask}
+    if target != "binary":
+        batch["target"] = torch.stack(
+            [torch.from_numpy(make_target(target, m.numpy())) for m in mask]
+        )
+    return batch
+
+
 class _StepTimer:
     """Times the run's training step (forward + loss under autocast, backward, optimizer step)
     on random data of the run's shape, on a copy of the model."""
@@ -304,21 +324,20 @@ class _StepTimer:
         self.cfg, self.model, self.in_channels = cfg, model, in_channels
 
     def __call__(self, name: str, limit_ms: float | None) -> list[float]:
-        from seg_bench.training.losses import get_loss
         from seg_bench.training.optimizers import build_optimizer
+        from seg_bench.training.targets import build_loss
 
         precision, channels_last = CANDIDATES[name]
-        cfg, size = self.cfg, self.cfg.patch_size or 128
+        cfg = self.cfg
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         model = copy.deepcopy(self.model).train().to(memory_format=fmt)
         opt = build_optimizer(
             model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum
         )
-        loss_fn = get_loss(cfg.loss)
-        gen = torch.Generator().manual_seed(0)
-        image = torch.rand(cfg.batch_size, self.in_channels, size, size, generator=gen)
-        mask = (torch.rand(cfg.batch_size, size, size, generator=gen) > 0.5).long()
-        batch = {"image": image.contiguous(memory_format=fmt), "mask": mask, "instances": mask}
+        target = getattr(cfg, "target", "binary")
+        loss_fn = build_loss(target, cfg.loss, getattr(cfg, "target_options", None))
+        batch = random_batch(cfg.batch_size, self.in_channels, cfg.patch_size or 128, target)
+        batch["image"] = batch["image"].contiguous(memory_format=fmt)
         with torch.random.fork_rng(devices=[]):  # dropout draws must not shift the run's RNG
             return self._time(model, opt, loss_fn, batch, precision, limit_ms)
 
