@@ -191,7 +191,8 @@ def test_too_few_validations_in_the_tail_cannot_tell():
 
 def scattered(curve: list[dict], by: float) -> list[dict]:
     """The curve with validations alternately ``by`` above and below it."""
-    return [p | {"val_iou": p["val_iou"] + (by if i % 2 == 0 else -by)} for i, p in enumerate(curve)]
+    signs = [1 if i % 2 == 0 else -1 for i in range(len(curve))]
+    return [p | {"val_iou": p["val_iou"] + s * by} for s, p in zip(signs, curve, strict=True)]
 
 
 def test_a_rise_within_the_scatter_of_the_validations_is_unclear_not_unconverged():
