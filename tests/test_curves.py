@@ -16,8 +16,8 @@ from seg_bench.errors import UserError
 from seg_bench.protocol.convergence import (
     PLATEAU_GAIN,
     convergence_verdict,
-    plateau_slope,
     plateaued,
+    tail_fit,
     tail_verdict,
 )
 from seg_bench.protocol.figures import mean_curve
@@ -164,11 +164,11 @@ def test_a_resumed_run_keeps_the_curve_of_its_first_part(tmp_path):
 # --- plateau and figure --------------------------------------------------------------------
 
 
-def test_plateau_slope_is_the_least_squares_slope_over_the_last_fifth():
+def test_the_tail_fit_is_the_least_squares_slope_over_the_last_fifth():
     curve = line(10, 1000, 0.5, 0.0)
     for p in curve[-3:]:  # steps 800, 900, 1000: +0.001 IoU per step there
         p["val_iou"] = 0.5 + 0.001 * (p["step"] - 800)
-    assert plateau_slope(curve) == pytest.approx(0.001)
+    assert tail_fit(curve).slope == pytest.approx(0.001)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from processes import ended
 
 from seg_bench.config import resolve_config
 from seg_bench.training import precision as prec
@@ -254,22 +255,13 @@ def test_a_killed_run_leaves_no_timing_child_behind(tmp_path):
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())
     time.sleep(3)  # the child is in the hanging step by now (or on its way to it)
-    assert child_alive(child)
+    assert not ended(child)
     parent.kill()
     parent.wait()
     deadline = time.monotonic() + 20
-    while child_alive(child) and time.monotonic() < deadline:
+    while not ended(child) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not child_alive(child), "the timing child outlived its killed parent"
-
-
-def child_alive(pid: int) -> bool:
-    """True while ``pid`` runs (an orphan is reaped by init, so a dead one disappears)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
+    assert ended(child), "the timing child outlived its killed parent"
 
 
 @pytest.mark.parametrize("target", ["boundary3", "distance"])

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from processes import ended
 
 from seg_bench.errors import UserError
 from seg_bench.io import atomic_write, write_json
@@ -237,12 +238,6 @@ def phase_from_log(log: str) -> str:
     return "start-up" if "[1/" not in log else "between pairs"
 
 
-def exited(pid: int) -> bool:
-    """True once the (unreaped) child has ended by itself."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
 class Forker:
     def __init__(self, d: Path):
         self.proc = subprocess.Popen(
@@ -336,7 +331,7 @@ def test_sigkill_at_random_and_targeted_points_then_rerun_finishes_cleanly(tmp_p
                 time.sleep(rng.uniform(0.1, arg))
             else:
                 deadline = time.monotonic() + 120
-                while not flag.exists() and time.monotonic() < deadline and not exited(pid):
+                while not flag.exists() and time.monotonic() < deadline and not ended(pid):
                     time.sleep(0.01)
             code = forker.kill_and_reap(pid)
             run_log = flat(Path(job["log"]))

@@ -20,8 +20,9 @@ PLATEAU_ALPHA = 0.05
 PLATEAU_MIN_POINTS = 3  # fewer validations in the tail cannot tell a slope from noise
 
 
-def _tail_fit(curve: list[dict]):
-    """linregress of val IoU on the step over the last fifth (None: too few validations)."""
+def tail_fit(curve: list[dict]):
+    """linregress of val IoU on the step over the last fifth (None: too few validations):
+    its slope is val IoU per step."""
     if not curve:
         return None
     last = curve[-1]["step"]
@@ -34,16 +35,10 @@ def _tail_fit(curve: list[dict]):
         return stats.linregress(steps, ious, alternative="greater")
 
 
-def plateau_slope(curve: list[dict]) -> float | None:
-    """Val IoU per step over the last fifth of the run (None: too few validations there)."""
-    fit = _tail_fit(curve)
-    return None if fit is None else float(fit.slope)
-
-
 def tail_verdict(curve: list[dict]) -> str | None:
     """'yes' (flat), 'rising' (significantly, by more than the gain), 'unclear' (rising by
     the fitted slope, within the scatter), None (too few validations)."""
-    fit = _tail_fit(curve)
+    fit = tail_fit(curve)
     if fit is None:
         return None
     if fit.slope * curve[-1]["step"] < PLATEAU_GAIN:
