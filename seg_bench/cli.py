@@ -146,6 +146,12 @@ def add_training_commands(sub: Any) -> None:
         action="store_true",
         help="rerun finished (model, seed) pairs; may replace committed leaderboards",
     )
+    p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="re-test finished pairs that older evaluation code scored, from their checkpoints "
+        "(no training); pairs not yet run are trained as usual",
+    )
     end_run_command(p, cmd_bench)
 
     p = sub.add_parser(

@@ -123,6 +123,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         runs_dir=args.runs_dir,
         leaderboard_dir=leaderboard_dir(args, results),
         force=args.force,
+        rescore=args.rescore,
         overrides=run_overrides(args),
         trials=args.trials,
         log_model=args.log_model,

@@ -75,6 +75,55 @@ def test_rerun_skips_finished_pairs_and_force_redoes_them(dirs, monkeypatch):
     assert len(load_records(dirs["results_dir"], "synthetic")) == 1
 
 
+def test_rescore_retests_an_older_evaluation_from_the_checkpoint_without_training(
+    dirs, monkeypatch
+):
+    from seg_bench.evaluation.evaluate import EVALUATION_VERSION
+
+    bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
+    path = record_path_for(dirs["results_dir"], resolve_config("synthetic", "toy_fcn", "smoke"))
+    first = json.loads(path.read_text())
+    old = json.loads(path.read_text())  # as an older evaluation wrote it: no version, stale IoU
+    del old["metrics"]["evaluation_version"]
+    old["metrics"]["overall"]["iou"] = -1.0
+    path.write_text(json.dumps(old))
+
+    import seg_bench.protocol.bench as bench_module
+
+    def fail(*a, **k):
+        raise AssertionError("rescoring retrained a finished pair")
+
+    monkeypatch.setattr(bench_module, "run_one", fail)
+    bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
+    assert json.loads(path.read_text())["metrics"]["overall"]["iou"] == -1.0  # no --rescore
+    md = (dirs["leaderboard_dir"] / "synthetic.md").read_text()
+    assert "evaluation v1" in md
+
+    bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, rescore=True, **dirs)
+    new = json.loads(path.read_text())
+    assert new["metrics"]["evaluation_version"] == EVALUATION_VERSION
+    # The same checkpoint and test images: the scores the first evaluation gave.
+    assert new["metrics"]["overall"] == pytest.approx(first["metrics"]["overall"])
+    assert {k: new[k] for k in ("created", "train_time_s", "commit", "checkpoint")} == {
+        k: first[k] for k in ("created", "train_time_s", "commit", "checkpoint")
+    }
+    assert new["rescored"]["created"] >= first["created"] and new["rescored"]["hardware"]
+    md = (dirs["leaderboard_dir"] / "synthetic.md").read_text()
+    assert f"evaluation v{EVALUATION_VERSION}" in md and "mixed" not in md
+
+
+def test_rescore_without_the_checkpoint_says_to_retrain(dirs):
+    bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
+    path = record_path_for(dirs["results_dir"], resolve_config("synthetic", "toy_fcn", "smoke"))
+    old = json.loads(path.read_text())
+    del old["metrics"]["evaluation_version"]
+    old["checkpoint"] = str(dirs["runs_dir"] / "gone.ckpt")
+    path.write_text(json.dumps(old))
+    with pytest.raises(UserError, match="cannot rescore, its checkpoint .*gone.ckpt is gone"):
+        bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, rescore=True, **dirs)
+    assert json.loads(path.read_text()) == old  # nothing half-written
+
+
 def test_damaged_record_is_redone(dirs):
     path = record_path_for(dirs["results_dir"], resolve_config("synthetic", "toy_fcn", "smoke"))
     path.parent.mkdir(parents=True)

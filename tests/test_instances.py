@@ -10,6 +10,7 @@ from seg_bench.errors import UserError
 from seg_bench.inference.instances import (
     POSTPROCESSORS,
     grid_points,
+    grown_grid,
     methods_for,
     run_method,
     tune,
@@ -144,6 +145,38 @@ def test_tune_picks_the_grid_point_that_removes_a_false_object():
     assert value == 1.0
     # The first grid point found best is kept: threshold 0.4 with min_size 15 removes it too.
     assert params == {"threshold": 0.4, "min_size": 15}
+
+
+def test_grown_grid_adds_one_step_past_a_binding_end_within_the_limits():
+    grid = {"threshold": (0.4, 0.5, 0.6), "min_size": (0, 15, 30)}
+    assert grown_grid(grid, {"threshold": 0.6, "min_size": 30}) == {
+        "threshold": (0.4, 0.5, 0.6, 0.7),
+        "min_size": (0, 15, 30, 45),
+    }
+    # Inside values leave the axis alone; min_size cannot go below 0.
+    assert grown_grid(grid, {"threshold": 0.5, "min_size": 0}) == grid
+    assert grown_grid(grid, {"threshold": 0.4, "min_size": 15})["threshold"] == (0.3, 0.4, 0.5, 0.6)
+    # Probabilities stop at 0.95: one clipped step, then none.
+    top = {"threshold": (0.8, 0.9), "min_size": (15,)}
+    assert grown_grid(top, {"threshold": 0.9, "min_size": 15})["threshold"] == (0.8, 0.9, 0.95)
+    top = {"threshold": (0.9, 0.95), "min_size": (15,)}
+    assert grown_grid(top, {"threshold": 0.95, "min_size": 15}) == top
+
+
+def test_tune_grows_min_size_past_the_grid_when_its_end_is_best():
+    """False objects of 9, 20 and 42 pixels: min_size 15 and 30 (the shipped grid's top)
+    remove only some, 45 (one step beyond) removes all three and scores 1.0."""
+    lab = touching_discs(shape=(60, 60), centres=((12, 12), (12, 45)), r=7)
+    prob = prob_of(lab)
+    for (y, x), (h, w) in {(30, 5): (3, 3), (30, 20): (4, 5), (45, 30): (6, 7)}.items():
+        prob[y : y + h, x : x + w] = 0.9
+    images = [(prob, None, lab)]
+    params, value = tune("threshold_cc", images, lambda t, p: dsb_average_precision(t, p)[0])
+    assert value == 1.0
+    assert params["min_size"] == 45
+    # The shipped grid alone tops out below 1: two true objects and one false one.
+    shipped_top = run_method("threshold_cc", prob, min_size=30)
+    assert dsb_average_precision(lab, shipped_top)[0] == pytest.approx(2 / 3)
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -142,3 +142,14 @@ def test_budget_line_names_each_models_learning_rate_and_how_it_was_chosen():
         "segnet adam lr 0.001; unet adam lr 0.002 "
         "(learning rates: seg-bench lr-find (benchmarks/lr_find/toy_cpu.json))"
     )
+
+
+def test_header_names_the_evaluation_version_and_flags_a_mix():
+    from seg_bench.protocol.header import evaluation_line
+
+    v1 = {"metrics": {}}
+    v2 = {"metrics": {"evaluation_version": 2}}
+    assert evaluation_line([v2, v2]) == "evaluation v2"
+    assert evaluation_line([v1]) == "evaluation v1"
+    mixed = evaluation_line([v1, v2, v2])
+    assert "mixed" in mixed and "v1 (1 records), v2 (2 records)" in mixed and "--rescore" in mixed

@@ -40,6 +40,9 @@ from seg_bench.metrics.instance import merge_count, object_counts, split_count
 # Datasets whose evaluation scores every post-processing method (tuned on validation first).
 METHOD_STUDY = ("dsb2018",)
 HIST_BINS = 1000  # pooled AUROC within ~1e-3 of exact; 2 x 1000 counts per image in the record
+# Raised whenever the same predictions would score differently; records without it are 1.
+# 2: post-processing grids grow past a binding edge (instances.tune).
+EVALUATION_VERSION = 2
 
 DEFINITIONS = {
     "pixel": "pooled confusion matrix over test images (rows truth, cols prediction), positive "
@@ -128,6 +131,7 @@ def evaluate(
         if len(previews) < keep_predictions:
             previews.append((sample.id, sample.image, sample.mask, prob))
     return {
+        "evaluation_version": EVALUATION_VERSION,
         "overall": aggregate(per_image),
         "per_image": per_image,
         "inference_mpix_per_s": pixels / 1e6 / max(seconds, 1e-9),
@@ -177,6 +181,11 @@ def tune_methods(
         params, value = tune(name, images, lambda t, p: dsb_average_precision(t, p)[0])
         out[name] = {"params": params, "val_map": round(value, 6)}
     return out
+
+
+def evaluation_version(record: dict[str, Any]) -> int:
+    """The evaluation code version that scored a record (1 before versions were written)."""
+    return int(record.get("metrics", {}).get("evaluation_version", 1))
 
 
 def aggregate(

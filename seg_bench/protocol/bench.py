@@ -13,6 +13,12 @@ A run whose loss becomes NaN/inf leaves ``<record>.failed.json`` (error, epoch, 
 record; bench goes on with the next pair, builds the leaderboard from the records that exist
 (failed pairs are not on it), and then raises a UserError listing the failures (exit code 2).
 Rerunning retries failed pairs; a success removes the ``.failed.json``.
+
+``rescore`` re-tests, from its best checkpoint, every finished pair whose record an older
+evaluation (``EVALUATION_VERSION``) scored: its training fields stay, its metrics and previews
+are replaced (atomically) and ``rescored`` says by which code, when and on what hardware. A
+leaderboard whose records different evaluation versions scored says so in its header
+(protocol/header.py), naming this option.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from rich.console import Console
 
 from seg_bench.config import RunConfig, benchmark_models, resolve_config
 from seg_bench.errors import UserError
-from seg_bench.evaluation.evaluate import evaluate
+from seg_bench.evaluation.evaluate import EVALUATION_VERSION, evaluate, evaluation_version
 from seg_bench.hardware import hardware
 from seg_bench.io import atomic_write, file_lock, remove_stale_temp, write_json
 from seg_bench.protocol import provenance
@@ -137,6 +143,31 @@ def run_one(
 PREVIEWS = 4
 
 
+def rescore_one(cfg: RunConfig, path: Path, record: dict) -> dict:
+    """``record`` tested again by today's evaluation from its best checkpoint, and rewritten."""
+    from seg_bench.inference.checkpoint import load_checkpoint
+    from seg_bench.training.trainer import build_datamodule
+
+    checkpoint = record.get("checkpoint")
+    if not checkpoint or not Path(checkpoint).is_file():
+        raise UserError(
+            f"{path}: cannot rescore, its checkpoint {checkpoint} is gone; retrain that pair "
+            "with --force (or restore the checkpoint)"
+        )
+    dm = build_datamodule(cfg)
+    evaluation = evaluate(load_checkpoint(checkpoint).model, dm, cfg, keep_predictions=PREVIEWS)
+    save_previews(preview_path(path), evaluation.pop("previews"))
+    rescored = {
+        "commit": provenance.git_commit(),
+        "versions": provenance.versions(),
+        "hardware": hardware(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    record = {**record, "metrics": evaluation, "rescored": rescored}
+    write_json(path, record)
+    return record
+
+
 def preview_path(record: Path) -> Path:
     return record.with_suffix(".preview.npz")
 
@@ -217,6 +248,7 @@ def bench(
     force: bool = False,
     overrides: dict[str, Any] | None = None,
     trials: int = 0,
+    rescore: bool = False,
     log_model: bool = False,
     project: str | None = None,
     search_options: dict[str, Any] | None = None,
@@ -259,7 +291,9 @@ def bench(
         check_committed(dataset, Path(leaderboard_dir), force)
     if torch.cuda.is_available() is False and any(c.profile == "paper" for c in configs):
         console.print("[yellow]warning:[/] the paper profile on a CPU will take a long time")
-    records, failures = run_pairs(configs, results_dir, runs_dir, force, log_model, project)
+    records, failures = run_pairs(
+        configs, results_dir, runs_dir, force, log_model, project, rescore=rescore
+    )
     if leaderboard_dir is not None and records:
         publish(configs, results_dir, Path(leaderboard_dir), runs_dir, project, force)
     if failures:
@@ -278,6 +312,7 @@ def run_pairs(
     force: bool,
     log_model: bool = False,
     project: str | None = None,
+    rescore: bool = False,
 ) -> tuple[list[dict], list[str]]:
     """Run every configuration not done yet, under its lock; (records in order, failures)."""
     done_by_index: dict[int, dict] = {}
@@ -304,6 +339,11 @@ def run_pairs(
                 if not launched_rank_above_zero():  # only the lock holder may delete temporaries
                     remove_stale_pair_temp(path, run_dir_for(runs_dir, cfg))
                 done = None if force else existing_record(path)
+                if done is not None and rescore and evaluation_version(done) < EVALUATION_VERSION:
+                    t0 = time.perf_counter()
+                    console.print(f"{label}: rescoring from {done.get('checkpoint')}")
+                    done = rescore_one(cfg, path, done)
+                    console.print(f"{label}: rescored in {_fmt(time.perf_counter() - t0)}")
                 if done is not None:
                     console.print(f"{label}: already done ({path})")
                     done_by_index[i] = done

@@ -28,9 +28,26 @@ def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
         f"batch {cfg['batch_size']}, {learning_rates(records)}, loss {cfg['loss']}, "
         f"precision {', '.join(precisions)}",
         f"- **Hardware**: {'; '.join(hardware)}",
-        f"- **Code**: commit {', '.join(commits)}",
+        f"- **Code**: commit {', '.join(commits)}; {evaluation_line(records)}",
         f"- **Reproduce**: {reproduce_commands(dataset, profiles[0], records)}",
     ]
+
+
+def evaluation_line(records: list[dict]) -> str:
+    """Which evaluation code scored the records: one version, or a warning about the mix."""
+    from seg_bench.evaluation.evaluate import evaluation_version
+
+    counts: dict[int, int] = defaultdict(int)
+    for r in records:
+        counts[evaluation_version(r)] += 1
+    if len(counts) == 1:
+        return f"evaluation v{next(iter(counts))}"
+    mix = ", ".join(f"v{v} ({n} records)" for v, n in sorted(counts.items()))
+    return (
+        f"**evaluation versions mixed**: {mix}; the same predictions may score differently "
+        "across them; `seg-bench bench ... --rescore` re-tests the older ones from their "
+        "checkpoints"
+    )
 
 
 def learning_rates(records: list[dict]) -> str:
