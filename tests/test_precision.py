@@ -281,5 +281,15 @@ def test_when_every_candidate_crashes_float32_is_used_and_nothing_is_cached(cfg,
 
     choice = choose_precision(cfg, model, 1, timer=crashes, folder=tmp_path)
     assert choice.precision == "32-true" and not choice.channels_last
-    assert "failed for every candidate" in choice.reason
+    assert "timing failed for float32" in choice.reason
     assert not list(tmp_path.rglob("*.json"))  # the next run measures again
+
+
+def test_when_only_float32_crashes_it_is_kept_since_nothing_can_be_compared(cfg, model, tmp_path):
+    def float32_crashes(name, limit_ms):
+        return [float("inf")] if name == "fp32" else [MEASURED[name]]
+
+    choice = choose_precision(cfg, model, 1, timer=float32_crashes, folder=tmp_path)
+    assert (choice.precision, choice.channels_last) == ("32-true", False)
+    assert "timing failed for float32" in choice.reason and choice.ms_per_step["bf16"] == 226.0
+    assert not list(tmp_path.rglob("*.json"))

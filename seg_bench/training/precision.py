@@ -121,7 +121,8 @@ def cache_path(key: dict[str, Any], folder: Path | None = None) -> Path:
 
 def decide(ms_per_step: dict[str, float], threshold: float = MIN_SPEEDUP) -> tuple[str, str, float]:
     """(chosen, fastest, ratio): the fastest setting is chosen if it beats float32 by
-    ``threshold``, else float32; ratio is float32's time per step over the fastest's."""
+    ``threshold``, else float32; ratio is float32's time per step over the fastest's.
+    Needs float32's time (``choose_precision`` keeps float32 when that timing failed)."""
     ran = {k: v for k, v in ms_per_step.items() if v is not None}  # None: crashed
     fastest = min(ran, key=ran.__getitem__)
     ratio = ran["fp32"] / ran[fastest]
@@ -157,16 +158,16 @@ def choose_precision(
             ms = _read_cache(path)
             if ms is None:
                 ms = measure(names, timer or _isolated_timer(cfg, model, in_channels))
-                if any(ms.values()):
+                if ms.get("fp32"):
                     _write_cache(path, ms)
     except (OSError, UserError) as e:  # an unusable cache costs a measurement, no more
         warnings.warn(f"precision cache {path} not usable ({e})", stacklevel=2)
         path = None
         if ms is None:
             ms = measure(names, timer or _isolated_timer(cfg, model, in_channels))
-    if not any(ms.values()):  # every candidate crashed: training will say why, untimed
+    if not ms.get("fp32"):  # no float32 time to compare with: training will say why, if any
         return PrecisionChoice(
-            "32-true", ms_per_step=ms, reason="timing failed for every candidate: float32"
+            "32-true", ms_per_step=ms, reason="timing failed for float32: float32, untimed"
         )
     setting, fastest, ratio = decide(ms)
     precision, channels_last = CANDIDATES[setting]
