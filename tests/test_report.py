@@ -153,3 +153,22 @@ def test_header_names_the_evaluation_version_and_flags_a_mix():
     assert evaluation_line([v1]) == "evaluation v1"
     mixed = evaluation_line([v1, v2, v2])
     assert "mixed" in mixed and "v1 (1 records), v2 (2 records)" in mixed and "--rescore" in mixed
+
+
+def test_header_names_the_machine_a_rescore_tested_on():
+    from seg_bench.protocol.header import provenance_lines
+
+    rng = np.random.default_rng(1)
+    gpu = {"hardware": {"cpu": "x", "cores": 16, "gpu": "NVIDIA H200"}}
+    recs = [
+        fake_record("a", 0, per_image_stats(rng, 2, 0.1)),
+        fake_record("a", 1, per_image_stats(rng, 2, 0.1), rescored=gpu),
+    ]
+    hardware = next(line for line in provenance_lines("toy", recs) if "**Hardware**" in line)
+    assert hardware == (
+        "- **Hardware**: 2 CPU cores (test); tested again (--rescore) on NVIDIA H200"
+    )
+    recs[1]["rescored"] = {"hardware": recs[0]["hardware"]}  # same machine: nothing to add
+    assert "rescore" not in next(
+        line for line in provenance_lines("toy", recs) if "**Hardware**" in line
+    )

@@ -339,7 +339,8 @@ def run_pairs(
                 if not launched_rank_above_zero():  # only the lock holder may delete temporaries
                     remove_stale_pair_temp(path, run_dir_for(runs_dir, cfg))
                 done = None if force else existing_record(path)
-                if done is not None and rescore and evaluation_version(done) < EVALUATION_VERSION:
+                stale = done is not None and evaluation_version(done) < EVALUATION_VERSION
+                if rescore and stale and not launched_rank_above_zero():
                     t0 = time.perf_counter()
                     console.print(f"{label}: rescoring from {done.get('checkpoint')}")
                     done = rescore_one(cfg, path, done)

@@ -15,6 +15,9 @@ def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
     data = first.get("data", {})
     commits = sorted({r.get("commit", "?") for r in records})
     hardware = sorted({hardware_label(r["hardware"]) for r in records})
+    retested = {hardware_label(r["rescored"]["hardware"]) for r in records if r.get("rescored")}
+    if retested - set(hardware):  # inference speed then comes from these machines
+        hardware.append(f"tested again (--rescore) on {', '.join(sorted(retested))}")
     splits = data.get("splits", {})
     counts = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
     profiles = sorted({r["profile"] for r in records})
