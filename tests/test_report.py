@@ -159,7 +159,7 @@ def test_header_names_the_machine_a_rescore_tested_on():
     from seg_bench.protocol.header import provenance_lines
 
     rng = np.random.default_rng(1)
-    gpu = {"hardware": {"cpu": "x", "cores": 16, "gpu": "NVIDIA H200"}}
+    gpu = {"hardware": {"cpu": "x", "cores": 16, "gpu": "NVIDIA H200"}, "commit": "def"}
     recs = [
         fake_record("a", 0, per_image_stats(rng, 2, 0.1)),
         fake_record("a", 1, per_image_stats(rng, 2, 0.1), rescored=gpu),
@@ -168,6 +168,8 @@ def test_header_names_the_machine_a_rescore_tested_on():
     assert hardware == (
         "- **Hardware**: 2 CPU cores (test); tested again (--rescore) on NVIDIA H200"
     )
+    code = next(line for line in provenance_lines("toy", recs) if "**Code**" in line)
+    assert code == "- **Code**: commit abc; tested again (--rescore) at def; evaluation v1"
     recs[1]["rescored"] = {"hardware": recs[0]["hardware"]}  # same machine: nothing to add
     assert "rescore" not in next(
         line for line in provenance_lines("toy", recs) if "**Hardware**" in line

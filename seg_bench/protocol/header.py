@@ -13,7 +13,6 @@ from seg_bench.hardware import hardware_label
 def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
     first = records[0]
     data = first.get("data", {})
-    commits = sorted({r.get("commit", "?") for r in records})
     hardware = sorted({hardware_label(r["hardware"]) for r in records})
     retested = {hardware_label(r["rescored"]["hardware"]) for r in records if r.get("rescored")}
     if retested - set(hardware):  # inference speed then comes from these machines
@@ -31,9 +30,17 @@ def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
         f"batch {cfg['batch_size']}, {learning_rates(records)}, loss {cfg['loss']}, "
         f"precision {', '.join(precisions)}",
         f"- **Hardware**: {'; '.join(hardware)}",
-        f"- **Code**: commit {', '.join(commits)}; {evaluation_line(records)}",
+        f"- **Code**: {code_line(records)}; {evaluation_line(records)}",
         f"- **Reproduce**: {reproduce_commands(dataset, profiles[0], records)}",
     ]
+
+
+def code_line(records: list[dict]) -> str:
+    """The commits that trained the records and, where they differ, those that re-tested them."""
+    trained = sorted({r.get("commit", "?") for r in records})
+    retested = sorted({r["rescored"].get("commit", "?") for r in records if r.get("rescored")})
+    line = f"commit {', '.join(trained)}"
+    return f"{line}; tested again (--rescore) at {', '.join(retested)}" if retested else line
 
 
 def evaluation_line(records: list[dict]) -> str:
