@@ -218,15 +218,16 @@ _ISBI2012_DEFINITION = (
 
 
 def _scores_per_threshold(
-    interiors: list[np.ndarray], probs: list[np.ndarray], gts: list[np.ndarray]
+    probs: list[np.ndarray], gts: list[np.ndarray], prob_of: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """V_rand and V_info per (threshold, slice), and the pair-count sums pooled over slices."""
     n_thr = ISBI2012_THRESHOLDS.size
     v_rand = np.zeros((n_thr, len(probs)))
     v_info = np.zeros((n_thr, len(probs)))
     pooled = np.zeros((n_thr, 3))  # sum_p2, sum_s2, sum_t2 over slices
-    for z, (interior, prob, gt) in enumerate(zip(interiors, probs, gts, strict=True)):
+    for z, (prob, gt) in enumerate(zip(probs, gts, strict=True)):
         gt_cells = _gt_cells(z, prob, gt)
+        interior = 1.0 - prob if prob_of == "membrane" else prob
         for k, t in enumerate(ISBI2012_THRESHOLDS):
             cells, _ = ndi.label(interior > t, structure=_FOUR_CONNECTED)
             terms = _fr_terms(gt_cells, cells)
@@ -285,8 +286,7 @@ def isbi2012_scores(
     gts = _stack(gt_slices, "gt_slices")
     if len(probs) != len(gts):
         raise UserError(f"prob_slices has {len(probs)} slices but gt_slices has {len(gts)}")
-    interiors = [1.0 - p if prob_of == "membrane" else p for p in probs]
-    v_rand, v_info, pooled = _scores_per_threshold(interiors, probs, gts)
+    v_rand, v_info, pooled = _scores_per_threshold(probs, gts, prob_of)
     rand_mean = v_rand.mean(axis=1)
     info_mean = v_info.mean(axis=1)
     rand_pooled = 2 * pooled[:, 0] / (pooled[:, 1] + pooled[:, 2])

@@ -36,7 +36,7 @@ def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
 
 
 def code_line(records: list[dict]) -> str:
-    """The commits that trained the records and, where they differ, those that re-tested them."""
+    """The commits that trained the records, then those that re-tested any of them."""
     trained = sorted({r.get("commit", "?") for r in records})
     retested = sorted({r["rescored"].get("commit", "?") for r in records if r.get("rescored")})
     line = f"commit {', '.join(trained)}"
