@@ -26,12 +26,18 @@ RUN_OPTIONS = (
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:
     """``--set KEY=VALUE`` items as a dict (values parsed as YAML, keys with ``_``)."""
+    from seg_bench.config import load_yaml
+
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
             raise UserError(f"--set expects KEY=VALUE, got '{item}'")
         key, value = item.split("=", 1)
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        try:
+            out[key.strip().replace("-", "_")] = load_yaml(value)
+        except yaml.YAMLError as e:
+            problem = str(e).splitlines()[0]
+            raise UserError(f"--set {item}: the value is not valid YAML ({problem})") from None
     return out
 
 

@@ -231,14 +231,41 @@ def profile_file(dataset: str, config: str | os.PathLike | None = None) -> Trave
     return path if path.is_file() else folder / "default.yaml"
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping, where PyYAML would
+    silently keep the last one (a second ``models:`` in a profile drops the first)."""
+
+
+def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    first_line: dict[str, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base" may be overridden below
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if isinstance(key, str) and key in first_line:
+            problem = f"key '{key}' given twice, lines {first_line[key]} and {line}"
+            raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
+        if isinstance(key, str):
+            first_line[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def load_yaml(text: str) -> Any:
+    """``text`` parsed as YAML, refusing duplicate keys (see UniqueKeyLoader)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_profile_file(dataset: str, config: str | os.PathLike | None = None) -> dict[str, Any]:
     path = profile_file(dataset, config)
     try:
-        spec = yaml.safe_load(path.read_text())
+        spec = load_yaml(path.read_text())
     except yaml.YAMLError as e:
-        raise UserError(
-            f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the file"
-        ) from None
+        problem = str(e).splitlines()[0]
+        raise UserError(f"{path}: not valid YAML ({problem}); fix the file") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
     if spec is not None and not isinstance(spec, dict):
