@@ -2,7 +2,8 @@
 
 Resolution order (later wins): the dataclass defaults, the dataset's profile file
 (``seg_bench/profiles/<dataset>.yaml`` shipped in the package, a file of the same name in
-``$SEG_BENCH_CONFIGS``, or the file given with ``--config``), its
+``$SEG_BENCH_CONFIGS``, or the file given with ``--config``) merged onto the file it names with
+``extends:`` (the shipped ones extend ``default.yaml`` and hold only what differs), its
 ``common``, its ``profiles.<profile>`` section, that profile's ``models.<model>`` section,
 and finally explicit overrides.
 """
@@ -14,6 +15,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -118,6 +120,7 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Check every option value (the one place that does); raise a one-line UserError."""
+        self._validate_number_types()
         checks = [
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
@@ -167,6 +170,19 @@ class RunConfig:
             check_choice("--strategy", self.strategy, StrategyRegistry.available_strategies())
         check_hardware(self)
         return self
+
+    def _validate_number_types(self) -> None:
+        """Numbers from a profile file or ``--set`` are YAML, so ``lr: fast`` arrives as text."""
+        for f in dataclasses.fields(self):
+            kind, value = str(f.type).removesuffix(" | None"), getattr(self, f.name)
+            if kind not in ("int", "float") or (value is None and str(f.type) != kind):
+                continue
+            wanted = (int, float) if kind == "float" else int
+            if isinstance(value, bool) or not isinstance(value, wanted):
+                what = "a number" if kind == "float" else "a whole number"
+                raise UserError(
+                    f"{f.name} {value!r}: not {what}; fix it in --set or the profile file"
+                )
 
     def _validate_target(self) -> None:
         if self.target not in TARGET_LOSSES:
@@ -225,15 +241,19 @@ def profile_file(dataset: str, config: str | os.PathLike | None = None) -> Trave
         if not path.is_file():
             raise UserError(f"--config {config}: file not found; give a YAML profile file")
         return path
+    path = _profile_folder() / f"{dataset}.yaml"
+    return path if path.is_file() else _profile_folder() / "default.yaml"
+
+
+def _profile_folder() -> Traversable:
     env = os.environ.get("SEG_BENCH_CONFIGS")
-    folder: Traversable = Path(env) if env else resources.files("seg_bench") / "profiles"
-    path = folder / f"{dataset}.yaml"
-    return path if path.is_file() else folder / "default.yaml"
+    return Path(env) if env else resources.files("seg_bench") / "profiles"
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key given twice in one mapping, where PyYAML would
-    silently keep the last one (a second ``models:`` in a profile drops the first)."""
+    silently keep the last one (a second ``models:`` in a profile drops the first), and reads
+    ``1e-3`` as a number, as YAML 1.2 does (PyYAML's YAML 1.1 reads it as a string)."""
 
 
 def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -252,6 +272,11 @@ def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool 
 
 
 UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 
 def load_yaml(text: str) -> Any:
@@ -260,7 +285,30 @@ def load_yaml(text: str) -> Any:
 
 
 def load_profile_file(dataset: str, config: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The profile file for ``dataset`` (see profile_file), merged onto the file it names with
+    ``extends:`` (a dataset name or ``default``, found where profile_file looks)."""
     path = profile_file(dataset, config)
+    spec, chain = _read_profile(path), [str(path)]
+    while "extends" in spec:
+        parent = spec.pop("extends")
+        path = _parent_profile(parent, path)
+        if str(path) in chain:
+            raise UserError(f"{chain[-1]}: extends: {parent} leads back to itself; break the loop")
+        chain.append(str(path))
+        spec = _merge(_read_profile(path), spec)
+    return spec
+
+
+def _parent_profile(name: Any, child: Traversable) -> Traversable:
+    folder = _profile_folder()
+    path = folder / f"{name}.yaml"
+    if not isinstance(name, str) or not path.is_file():
+        known = sorted(p.name.removesuffix(".yaml") for p in folder.iterdir())
+        raise UserError(f"{child}: extends: {name} is not a profile; known: {', '.join(known)}")
+    return path
+
+
+def _read_profile(path: Traversable) -> dict[str, Any]:
     try:
         spec = load_yaml(path.read_text())
     except yaml.YAMLError as e:

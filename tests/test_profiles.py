@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from importlib import resources
+from pathlib import Path
 
 import pytest
 import yaml
@@ -10,6 +12,8 @@ import yaml
 from seg_bench.commands import parse_set
 from seg_bench.config import load_yaml, resolve_config
 from seg_bench.errors import UserError
+from seg_bench.protocol.records import record_key
+from seg_bench.training.run_dir import config_key
 
 SHIPPED = sorted(p.name for p in (resources.files("seg_bench") / "profiles").iterdir())
 
@@ -54,3 +58,77 @@ def test_a_set_value_that_is_not_yaml_is_one_line_naming_the_item():
         parse_set(["width=[0.5"])
     with pytest.raises(UserError, match="key 'a' given twice"):
         parse_set(["models={a: 1, a: 2}"])
+
+
+def test_a_rate_in_exponent_notation_is_a_number_as_in_yaml_1_2(tmp_path):
+    assert parse_set(["lr=1e-3", "x=-2E+2", "name=v1e3"]) == {
+        "lr": 0.001,
+        "x": -200.0,
+        "name": "v1e3",
+    }
+    path = tmp_path / "mine.yaml"
+    path.write_text("common: {lr: 5e-4}\n")
+    assert resolve_config("synthetic", "unet", "smoke", config_file=str(path)).lr == 0.0005
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"lr": "fast"}, "lr 'fast': not a number"),
+        ({"patch_size": 96.5}, "patch_size 96.5: not a whole number"),
+        ({"batch_size": True}, "batch_size True: not a whole number"),
+    ],
+)
+def test_a_number_option_given_as_text_is_one_line_naming_it(override, message):
+    with pytest.raises(UserError, match=message):
+        resolve_config("synthetic", "unet", "smoke", **override)
+    assert resolve_config("synthetic", "unet", "smoke", max_steps=None, width=1).width == 1
+
+
+def test_a_users_file_may_extend_a_shipped_dataset_and_change_one_thing(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: epfl\ncommon: {lr: 0.0005}\n")
+    mine = resolve_config("folder", "tiramisu56", "cpu", config_file=str(path))
+    epfl = resolve_config("epfl", "tiramisu56", "cpu")
+    assert mine.lr == 0.0005 and epfl.lr == 0.001
+    same = {"lr": 0.001, "dataset": "epfl", "config_file": None}
+    assert {**mine.to_dict(), **same} == epfl.to_dict()
+    assert (mine.foreground_bias, mine.model_options, mine.max_steps) == (
+        0.5,
+        {"dropout": 0.0},
+        1024,
+    )
+
+
+def test_extends_names_an_unknown_profile_or_a_loop_in_one_line(tmp_path, monkeypatch):
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: epfll\n")
+    with pytest.raises(
+        UserError, match=r"mine.yaml: extends: epfll is not a profile; known: .*epfl"
+    ):
+        resolve_config("folder", "unet", "cpu", config_file=str(path))
+    (tmp_path / "a.yaml").write_text("extends: b\n")
+    (tmp_path / "b.yaml").write_text("extends: a\n")
+    monkeypatch.setenv("SEG_BENCH_CONFIGS", str(tmp_path))
+    with pytest.raises(UserError, match="extends: a leads back to itself"):
+        resolve_config("folder", "unet", "cpu", config_file=str(tmp_path / "a.yaml"))
+
+
+RECORDS = sorted((Path(__file__).parents[1] / "leaderboards" / "records").glob("*/*.json"))
+
+
+@pytest.mark.parametrize("path", RECORDS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_the_shipped_profiles_still_make_each_committed_records_configuration(path):
+    # Else a bench retrains what the leaderboard already holds: a profile change that means to
+    # do so must say so by moving the records it replaces out of leaderboards/records.
+    record = json.loads(path.read_text())
+    config = record["config"]
+    cfg = resolve_config(
+        record["dataset"],
+        record["model"],
+        config["profile"],
+        seed=config["seed"],
+        target=config.get("target"),
+        target_options=config.get("target_options") or None,
+    )
+    assert config_key(cfg) == record_key(record)
