@@ -47,7 +47,14 @@ TARGET_LOSSES: dict[str, tuple[str, ...] | None] = {
     "boundary3": ("boundary3_ce_dice",),
     "distance": ("distance_bce_mse",),
 }
-TARGET_OPTIONS = {"boundary3": {"boundary_weight"}, "binary": set(), "distance": set()}
+# boundary3's boundary class: "outer" marks every object's rim, "touching" only where objects
+# lie within ``reach`` pixels of each other (seg_bench/training/targets.py).
+TARGET_OPTIONS = {
+    "boundary3": {"boundary_weight", "boundary", "reach"},
+    "binary": set(),
+    "distance": set(),
+}
+BOUNDARY_KINDS = ("outer", "touching")
 
 
 def loss_for_target(target: str, loss: str) -> str:
@@ -171,6 +178,19 @@ class RunConfig:
         check_hardware(self)
         return self
 
+    def _validate_boundary_options(self) -> None:
+        boundary = self.target_options.get("boundary", "outer")
+        check_choice("--set target_options.boundary", boundary, BOUNDARY_KINDS)
+        if "reach" in self.target_options and boundary != "touching":
+            raise UserError(
+                "--set target_options.reach applies to boundary: touching; add it or drop reach"
+            )
+        reach = self.target_options.get("reach", 1)
+        if isinstance(reach, bool) or not isinstance(reach, int) or reach < 1:
+            raise UserError(
+                f"--set target_options.reach {reach!r}: give a whole number of pixels >= 1"
+            )
+
     def _validate_number_types(self) -> None:
         """Numbers from a profile file or ``--set`` are YAML, so ``lr: fast`` arrives as text."""
         for f in dataclasses.fields(self):
@@ -205,6 +225,7 @@ class RunConfig:
             raise UserError(
                 f"--set target_options={{boundary_weight: W}}: W must be > 0, got {weight!r}"
             )
+        self._validate_boundary_options()
         if (self.postprocess or {}).get("three_class") and self.target != "boundary3":
             raise UserError(
                 f"--set postprocess.three_class reads a 3-class output; --set target="

@@ -22,6 +22,7 @@ from seg_bench.training.targets import (
     distance_target,
     make_target,
     target_transform,
+    touching_boundary_targets,
 )
 from seg_bench.training.task import SegmentationTask
 
@@ -53,6 +54,73 @@ def test_boundary3_target_separates_touching_objects_with_boundary_pixels():
     t = make_target("boundary3", two_touching_squares())
     assert t.dtype == np.int64
     assert t[3].tolist() == [0, 2, 1, 1, 1, 2, 2, 1, 1, 1, 2, 0]
+
+
+def test_touching_boundaries_mark_only_where_objects_meet():
+    t = make_target("boundary3", two_touching_squares(), {"boundary": "touching", "reach": 1})
+    assert t.dtype == np.int64
+    assert t[3].tolist() == [0, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1, 0]
+    assert (t[1:6, 5:7] == 2).all() and (t == 2).sum() == 10  # one column each, 5 rows
+    alone = two_touching_squares() * (two_touching_squares() == 1)
+    assert not (touching_boundary_targets(alone) == 2).any()  # no rim: all interior
+
+
+def test_touching_reach_spans_a_gap_between_objects():
+    lab = np.zeros((5, 9), np.int32)
+    lab[:, 1:4], lab[:, 5:8] = 1, 2  # one background column between them
+    assert (touching_boundary_targets(lab, reach=1) == 2).sum() == 0
+    assert touching_boundary_targets(lab, reach=2)[2].tolist() == [0, 1, 1, 2, 0, 2, 1, 1, 0]
+
+
+def _near_another_object(lab, reach):
+    """Brute force: an object pixel whose (2 reach + 1)^2 window holds another object's pixel."""
+    out = np.zeros(lab.shape, bool)
+    for y, x in zip(*np.nonzero(lab), strict=True):
+        window = lab[max(y - reach, 0) : y + reach + 1, max(x - reach, 0) : x + reach + 1]
+        out[y, x] = bool(((window != 0) & (window != lab[y, x])).any())
+    return out
+
+
+@pytest.mark.parametrize("reach", [1, 2, 3])
+def test_touching_boundaries_match_a_brute_force_search(reach):
+    from skimage.draw import disk
+
+    rng = np.random.default_rng(reach)
+    lab = np.zeros((48, 48), np.int32)
+    for k in range(1, 13):  # later discs overlap earlier ones: many touching pairs
+        centre = rng.integers(4, 44, 2)
+        lab[disk(tuple(centre), rng.integers(3, 8), shape=lab.shape)] = k
+    t = touching_boundary_targets(lab, reach)
+    assert ((t == 2) == _near_another_object(lab, reach)).all()
+    assert ((t == 1) == ((lab > 0) & ~_near_another_object(lab, reach))).all()
+    assert (t == 2).any() and (t == 1).any()
+
+
+def test_boundary_options_are_checked_in_one_line():
+    ok = RunConfig(target="boundary3", target_options={"boundary": "touching", "reach": 3})
+    assert ok.validate().target_options == {"boundary": "touching", "reach": 3}
+    assert config_key(ok) != config_key(RunConfig(target="boundary3"))
+    bad = [
+        ({"boundary": "touch"}, "did you mean 'touching'"),
+        ({"reach": 2}, "reach applies to boundary: touching"),
+        ({"boundary": "touching", "reach": 0}, "reach 0: give a whole number of pixels >= 1"),
+        ({"boundary": "touching", "reach": 1.5}, "reach 1.5: give a whole number"),
+    ]
+    for options, message in bad:
+        with pytest.raises(UserError, match=message):
+            RunConfig(target="boundary3", target_options=options).validate()
+
+
+def test_the_runs_target_options_reach_the_data_pipeline():
+    transform = target_transform("boundary3", FakeData("dsb2018"), {"boundary": "touching"})
+    item = transform({"instances": torch.from_numpy(two_touching_squares())})
+    assert torch.equal(
+        item["target"],
+        torch.from_numpy(
+            make_target("boundary3", two_touching_squares(), {"boundary": "touching"})
+        ),
+    )
+    assert item["target"][3, 1].item() == 1  # the outer rim stays interior
 
 
 def test_target_transform_uses_the_augmented_instances():

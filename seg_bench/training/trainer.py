@@ -64,7 +64,9 @@ def build_datamodule(cfg: RunConfig) -> SegmentationDataModule:
         label_source=label_source,
         **cfg.dataset_options,
     )
-    dm.target_transform = target_transform(cfg.target, dm)  # UserError if it cannot be made
+    dm.target_transform = target_transform(
+        cfg.target, dm, cfg.target_options
+    )  # UserError if it cannot be made
     return dm
 
 
