@@ -126,6 +126,24 @@ def test_every_target_of_a_model_is_a_row_of_the_study(tmp_path, records):
     assert "| unet | binary | seeded_watershed |" not in text  # no seeds without a seed map
 
 
+def test_a_variant_of_a_target_is_a_row_of_its_own(tmp_path, records):
+    import copy
+
+    from seg_bench.protocol.records import RECORD_VERSION, record_key, record_path
+    from seg_bench.protocol.report import write_leaderboard
+
+    results, board = tmp_path / "results", tmp_path / "lb"
+    touching = copy.deepcopy(records[0])
+    touching["config"]["target_options"] = {"reach": 2, "boundary": "touching"}
+    for r in (records[0], touching):
+        path = record_path(results, "dsb2018", r["model"], r["seed"], "manual", record_key(r))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**r, "version": RECORD_VERSION}))
+    text = write_leaderboard("dsb2018", results, board, n_boot=10, by="postprocess")
+    assert "| unet | boundary3 | seeded_watershed |" in text
+    assert "| unet | boundary3 (boundary touching, reach 2) | seeded_watershed |" in text
+
+
 def test_records_without_method_scores_are_one_line(tmp_path, records):
     from seg_bench.protocol.records import RECORD_VERSION, record_path
     from seg_bench.protocol.report import write_leaderboard

@@ -27,7 +27,12 @@ CHOICE_NOTE = (
 
 
 def target_of(record: dict) -> str:
-    return (record.get("config") or {}).get("target", "binary")
+    """The record's training target, with its options where it has any, so that variants of
+    one target are rows of their own: ``boundary3 (boundary touching, reach 2)``."""
+    config = record.get("config") or {}
+    options = config.get("target_options") or {}
+    spelled = ", ".join(f"{k} {v}" for k, v in sorted(options.items()))
+    return config.get("target", "binary") + (f" ({spelled})" if spelled else "")
 
 
 def validation_scores(recs: list[dict]) -> dict[str, float]:
