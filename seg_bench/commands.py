@@ -26,7 +26,7 @@ RUN_OPTIONS = (
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:
     """``--set KEY=VALUE`` items as a dict (values parsed as YAML, keys with ``_``)."""
-    from seg_bench.config import load_yaml
+    from seg_bench.config_files import load_yaml
 
     out: dict[str, Any] = {}
     for item in items or []:

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "seg_bench"
 STAGES = [
     ("errors",),
     ("io", "paths", "registry", "plugins", "hardware"),
-    ("config",),
+    ("config_files", "config"),
     ("metrics", "models"),
     ("data",),
     ("labels",),

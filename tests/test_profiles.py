@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from seg_bench.commands import parse_set
-from seg_bench.config import load_yaml, resolve_config
+from seg_bench.config import resolve_config
+from seg_bench.config_files import load_yaml
 from seg_bench.errors import UserError
 from seg_bench.protocol.records import record_key
 from seg_bench.training.run_dir import config_key
