@@ -24,6 +24,7 @@ from seg_bench.commands import (
     cmd_train,
     cmd_weak_labels,
 )
+from seg_bench.config import PROFILES, SCHEDULES
 from seg_bench.console import Parser, bounded, check_outputs, debug, one_line_warnings
 from seg_bench.errors import UserError
 from seg_bench.paths import runs_dir
@@ -38,7 +39,8 @@ PLUGIN_HELP = "import this module or .py file first (repeatable; also $SEG_BENCH
 def add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run options (override the profile)")
     g.add_argument(
-        "--profile", help="smoke | cpu | paper (default: cpu without a GPU, paper with one)"
+        "--profile",
+        help=f"{' | '.join(PROFILES)} (default: cpu without a GPU, paper with one)",
     )
     g.add_argument("--root", help="dataset folder (default: $SEG_BENCH_DATA/<dataset>)")
     g.add_argument(
@@ -50,8 +52,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float)  # RunConfig.validate: "--lr must be positive"
     g.add_argument("--optimizer", help="sgd | adagrad | adam | adamw")
     g.add_argument("--weight-decay", type=bounded(float, 0))
-    g.add_argument("--schedule", help="cosine | plateau")
-    g.add_argument("--loss", help="bce | dice | bce_dice | focal | unet_weighted")
+    g.add_argument("--schedule", help=" | ".join(str(s) for s in SCHEDULES if s))
+    g.add_argument(
+        "--loss",
+        help="bce | ce | dice | bce_dice | focal | unet_weighted | boundary3_ce_dice | "
+        "distance_bce_mse (the last two follow --set target=...)",
+    )
     g.add_argument("--batch-size", type=bounded(int, 1))
     g.add_argument("--patch-size", type=bounded(int, 16))
     g.add_argument(

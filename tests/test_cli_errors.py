@@ -287,3 +287,30 @@ def test_a_package_warning_is_one_line_said_once(tmp_path, capsys):
         "border through background or exceeds max_area); discarded. Try a larger gap_radius."
     ]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["im0.tif", "im1.tif", "im2.tif"]
+
+
+@pytest.mark.parametrize(
+    "option, registry",
+    [
+        ("--optimizer", "OPTIMIZERS"),
+        ("--loss", "LOSSES"),
+        ("--augment", "AUGMENT_PRESETS"),
+        ("--labels", "LABEL_SOURCES"),
+        ("--profile", None),
+        ("--schedule", None),
+    ],
+)
+def test_the_help_of_a_name_option_lists_every_name_it_accepts(option, registry):
+    import re
+
+    from seg_bench import registry as registries
+    from seg_bench.config import PROFILES, SCHEDULES
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    action = next(a for a in train._actions if option in a.option_strings)
+    listed = set(re.findall(r"[a-z][a-z0-9_]*", action.help.split("(")[0]))
+    known = {
+        "--profile": set(PROFILES),
+        "--schedule": {s for s in SCHEDULES if s},
+    }.get(option) or set(getattr(registries, registry).names())
+    assert known <= listed, f"{option} help misses {sorted(known - listed)}"
