@@ -69,6 +69,7 @@ def test_markdown_shows_std_only_with_several_seeds_and_csv_round_trips(records)
     assert "precision 32-true" in md and "SEEDS=3" in md
     parsed = list(csv.DictReader(io.StringIO(render_csv(rows))))
     assert [p["model"] for p in parsed] == ["good", "poor"]
+    assert [p["steps"] for p in parsed] == ["4", "4"]  # 1 epoch of 8 patches, batch 2
     for p, r in zip(parsed, rows, strict=True):
         for key in ("iou", "kappa", "auroc", "fnr"):
             assert float(p[key]) == pytest.approx(r[key])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from seg_bench.protocol.convergence import optimizer_steps
 from seg_bench.protocol.figures import cd_groups
 from seg_bench.protocol.statistics import (
     PairTest,
@@ -23,6 +24,7 @@ from seg_bench.protocol.statistics import (
 from seg_bench.protocol.summary import (
     Q_05,
     critical_difference,
+    read_budgets,
     read_scores,
     summarise_datasets,
     write_summary,
@@ -183,8 +185,9 @@ def test_cd_groups_join_models_closer_than_the_critical_difference():
 
 
 def write_table(path, rows: list[dict]) -> None:
+    steps = ["steps"] if any("steps" in r for r in rows) else []
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["model", "labels", "iou", "dsb_map"])
+        writer = csv.DictWriter(f, fieldnames=["model", "labels", *steps, "iou", "dsb_map"])
         writer.writeheader()
         writer.writerows(rows)
 
@@ -226,3 +229,33 @@ def test_summary_with_too_few_results_says_so(tmp_path):
     assert "Friedman test: not computed, too few results (1 models on all of 1 datasets" in text
     assert not (tmp_path / "cd.png").exists()
     assert write_summary(tmp_path / "nothing") is None
+
+
+def test_summary_names_each_datasets_budget_and_warns_when_they_differ(tmp_path):
+    rows = [
+        {"model": m, "labels": "manual", "iou": v}
+        for m, v in zip("abc", (0.7, 0.6, 0.5), strict=True)
+    ]
+    write_table(tmp_path / "epfl.csv", [{**r, "steps": 1024} for r in rows])
+    write_table(tmp_path / "isbi2012.csv", [{**r, "steps": 1024} for r in rows])
+    text = write_summary(tmp_path)
+    assert "Optimizer steps per run: epfl 1024; isbi2012 1024." in text
+    assert "not all trained at one budget" not in text
+    write_table(tmp_path / "ncmir.csv", rows)  # an older table, without the steps column
+    write_table(tmp_path / "dsb2018.csv", [{**r, "steps": 96} for r in rows])
+    assert read_budgets(tmp_path) == {
+        "dsb2018": "96",
+        "epfl": "1024",
+        "isbi2012": "1024",
+        "ncmir": "not in its table",
+    }
+    assert "**The datasets were not all trained at one budget" in write_summary(tmp_path)
+
+
+def test_optimizer_steps_of_a_run_from_its_curve_or_its_configuration():
+    curve = [{"step": 512, "val_iou": 0.5}, {"step": 1024, "val_iou": 0.6}]
+    assert optimizer_steps({"curve": curve, "config": {"max_steps": 2048}}) == 1024
+    assert optimizer_steps({"config": {"max_steps": 2048}}) == 2048
+    quick = {"max_epochs": 6, "samples_per_epoch": 130, "batch_size": 8}
+    assert optimizer_steps({"config": quick}) == 6 * 17  # the last batch of an epoch is short
+    assert optimizer_steps({"config": {"max_epochs": 6, "batch_size": 8}}) is None

@@ -3,6 +3,8 @@ budget note."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import stats
 
@@ -60,6 +62,20 @@ def convergence_verdict(records: list[dict]) -> str | None:
     if verdicts and all(v == "yes" for v in verdicts):
         return "yes"
     return "unclear" if "unclear" in verdicts else None
+
+
+def optimizer_steps(record: dict) -> int | None:
+    """The optimizer steps a run trained: the last step of its validation curve, else what its
+    configuration sets (None where its epochs went over the whole training set)."""
+    curve = record.get("curve") or []
+    if curve:
+        return int(curve[-1]["step"])
+    cfg = record.get("config") or {}
+    if cfg.get("max_steps"):
+        return int(cfg["max_steps"])
+    if cfg.get("samples_per_epoch") and cfg.get("max_epochs") and cfg.get("batch_size"):
+        return int(cfg["max_epochs"]) * math.ceil(cfg["samples_per_epoch"] / cfg["batch_size"])
+    return None
 
 
 def budget_lines(records: list[dict]) -> list[str]:

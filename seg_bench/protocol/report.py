@@ -22,6 +22,7 @@ from seg_bench.protocol.convergence import (
     PLATEAU_NOTE,
     budget_lines,
     convergence_verdict,
+    optimizer_steps,
 )
 from seg_bench.protocol.header import provenance_lines
 from seg_bench.protocol.instance_choice import CHOICE_NOTE, choice_cell, choose_instance_rows
@@ -92,6 +93,7 @@ def summarise(records: list[dict], n_boot: int = 1000) -> list[dict[str, Any]]:
             "model": model,
             "labels": labels,
             "seeds": len(recs),
+            "steps": max((optimizer_steps(r) or 0 for r in recs), default=0) or None,
             "params_m": recs[0]["params"] / 1e6,
             "train_time_s": float(np.mean([r["train_time_s"] for r in recs])),
             "inference_mpix_s": float(
@@ -184,7 +186,9 @@ def render_markdown(
 
 
 def render_csv(rows: list[dict]) -> str:
-    keys = ["model", "labels", "seeds", "params_m", "train_time_s", "inference_mpix_s"]
+    keys = ["model", "labels", "seeds"]
+    keys += ["steps"] if any(r.get("steps") for r in rows) else []
+    keys += ["params_m", "train_time_s", "inference_mpix_s"]
     keys += ["plateaued"] if any(r.get("plateaued") for r in rows) else []
     keys += ["target", "method", "val_map"] if any("method" in r for r in rows) else []
     for k, _ in COLUMNS:

@@ -56,6 +56,36 @@ def read_scores(leaderboard_dir: Path, exclude=EXCLUDED) -> dict[str, tuple[str,
     return out
 
 
+def read_budgets(leaderboard_dir: Path, exclude=EXCLUDED) -> dict[str, str]:
+    """dataset -> the optimizer steps per run in its table ("1024", "96-1024" where models
+    differ, "not in its table" for a table older than the steps column)."""
+    out = {}
+    for path in sorted(Path(leaderboard_dir).glob("*.csv")):
+        if path.stem in exclude:
+            continue
+        with open(path, newline="") as f:
+            steps = {r.get("steps") or "" for r in csv.DictReader(f)}
+        known = sorted(int(s) for s in steps if s)
+        if not known or "" in steps:
+            out[path.stem] = "not in its table"
+        else:
+            out[path.stem] = f"{known[0]}" if known[0] == known[-1] else f"{known[0]}-{known[-1]}"
+    return out
+
+
+def budget_sentence(budgets: dict[str, str]) -> str:
+    """Which budget each dataset's ranks come from, and a warning where they differ."""
+    listed = "; ".join(f"{d} {b}" for d, b in sorted(budgets.items()))
+    line = f"Optimizer steps per run: {listed}."
+    if len(set(budgets.values())) > 1:
+        line += (
+            " **The datasets were not all trained at one budget: their ranks mix converged and "
+            "short runs. Regenerate the older tables under one profile before reading the "
+            "average ranks as a comparison.**"
+        )
+    return line
+
+
 @dataclass
 class Summary:
     datasets: list[str]
@@ -92,7 +122,7 @@ def summarise_datasets(scores: dict[str, tuple[str, dict]]) -> Summary:
     )
 
 
-def render_summary(s: Summary) -> str:
+def render_summary(s: Summary, budgets: dict[str, str] | None = None) -> str:
     k, n = len(s.models), len(s.datasets)
     metrics = ", ".join(
         f"{METRIC_TITLES.get(s.metrics[d], s.metrics[d])} ({d})" for d in s.datasets
@@ -117,6 +147,7 @@ def render_summary(s: Summary) -> str:
         lines.append(f"- `{m}` is not ranked: it has no result on {', '.join(lacking)}.")
     if s.missing:
         lines.append("")
+    lines += [budget_sentence(budgets), ""] if budgets else []
     lines += [friedman_sentence(s, k, n), ""]
     if s.cd is not None:
         lines += [
@@ -165,7 +196,8 @@ def write_summary(leaderboard_dir: Path) -> str | None:
     if not scores:
         return None
     s = summarise_datasets(scores)
-    text = render_summary(s)
+    budgets = {d: b for d, b in read_budgets(leaderboard_dir).items() if d in s.datasets}
+    text = render_summary(s, budgets)
     if s.cd is not None:
         plot_critical_difference(s.average, s.cd, leaderboard_dir / "cd.png", len(s.datasets))
     with atomic_write(leaderboard_dir / "README.md") as f:
