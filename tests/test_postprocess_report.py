@@ -104,23 +104,28 @@ def test_leaderboard_by_postprocess_writes_and_returns_the_study(tmp_path, recor
     assert leaderboard.count("| unet |") == 1  # still one row per model
 
 
-def test_every_target_of_a_model_is_a_row_of_the_study(tmp_path, records):
-    import copy
-
+def postprocess_table_of(tmp_path, records):
+    """The post-processing table written from ``records``, each under its configuration key."""
     from seg_bench.protocol.records import RECORD_VERSION, record_key, record_path
     from seg_bench.protocol.report import write_leaderboard
 
-    results, board = tmp_path / "results", tmp_path / "lb"
+    results = tmp_path / "results"
+    for r in records:
+        path = record_path(results, "dsb2018", r["model"], r["seed"], "manual", record_key(r))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**r, "version": RECORD_VERSION}))
+    return write_leaderboard("dsb2018", results, tmp_path / "lb", n_boot=10, by="postprocess")
+
+
+def test_every_target_of_a_model_is_a_row_of_the_study(tmp_path, records):
+    import copy
+
     binary = copy.deepcopy(records[0])
     binary["config"]["target"] = "binary"
     for m in binary["metrics"]["per_image"]:
         del m["methods"]["seeded_watershed"]
     del binary["metrics"]["postprocess_methods"]["seeded_watershed"]
-    for r in (records[0], binary):
-        path = record_path(results, "dsb2018", r["model"], r["seed"], "manual", record_key(r))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**r, "version": RECORD_VERSION}))
-    text = write_leaderboard("dsb2018", results, board, n_boot=10, by="postprocess")
+    text = postprocess_table_of(tmp_path, [records[0], binary])
     assert "| unet | binary | threshold_cc |" in text
     assert "| unet | boundary3 | seeded_watershed |" in text
     assert "| unet | binary | seeded_watershed |" not in text  # no seeds without a seed map
@@ -129,17 +134,9 @@ def test_every_target_of_a_model_is_a_row_of_the_study(tmp_path, records):
 def test_a_variant_of_a_target_is_a_row_of_its_own(tmp_path, records):
     import copy
 
-    from seg_bench.protocol.records import RECORD_VERSION, record_key, record_path
-    from seg_bench.protocol.report import write_leaderboard
-
-    results, board = tmp_path / "results", tmp_path / "lb"
     touching = copy.deepcopy(records[0])
     touching["config"]["target_options"] = {"reach": 2, "boundary": "touching"}
-    for r in (records[0], touching):
-        path = record_path(results, "dsb2018", r["model"], r["seed"], "manual", record_key(r))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**r, "version": RECORD_VERSION}))
-    text = write_leaderboard("dsb2018", results, board, n_boot=10, by="postprocess")
+    text = postprocess_table_of(tmp_path, [records[0], touching])
     assert "| unet | boundary3 | seeded_watershed |" in text
     assert "| unet | boundary3 (boundary touching, reach 2) | seeded_watershed |" in text
 
