@@ -178,8 +178,10 @@ class RunConfig:
             raise UserError(
                 "--set target_options.reach applies to boundary: touching; add it or drop reach"
             )
-        reach = self.target_options.get("reach", 1)
-        if isinstance(reach, bool) or not isinstance(reach, int) or reach < 1:
+        reach = self.target_options.get("reach")
+        if reach is not None and (
+            isinstance(reach, bool) or not isinstance(reach, int) or reach < 1
+        ):
             raise UserError(
                 f"--set target_options.reach {reach!r}: give a whole number of pixels >= 1"
             )

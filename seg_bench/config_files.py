@@ -46,12 +46,13 @@ def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode, deep: bool 
         if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base" may be overridden below
             continue
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, str):
+            continue
         line = key_node.start_mark.line + 1
-        if isinstance(key, str) and key in first_line:
+        if key in first_line:
             problem = f"key '{key}' given twice, lines {first_line[key]} and {line}"
             raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
-        if isinstance(key, str):
-            first_line[key] = line
+        first_line[key] = line
     return loader.construct_mapping(node, deep=deep)
 
 
