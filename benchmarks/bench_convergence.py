@@ -50,20 +50,18 @@ def run_path(out: Path, dataset: str, model: str, seed: int, steps: int) -> Path
 
 
 def train_once(
-    out: Path, dataset: str, model: str, profile: str, seed: int, steps: int, overrides: dict
+    path: Path, dataset: str, model: str, profile: str, seed: int, overrides: dict
 ) -> dict:
-    """One run, or its stored result; the run folder goes once its JSON is written."""
+    """One run of seg-bench's training (the profile with ``overrides``), or its stored result
+    at ``path``; the run folder goes once the JSON is written. lr_grid.py shares it."""
     from seg_bench.config import resolve_config
     from seg_bench.io import write_json
-    from seg_bench.protocol.report import plateaued
+    from seg_bench.protocol.convergence import plateaued
     from seg_bench.training.trainer import train
 
-    path = run_path(out, dataset, model, seed, steps)
     if path.exists():
         return json.loads(path.read_text())
-    cfg = resolve_config(
-        dataset, model, profile, seed=seed, max_steps=steps, logger="none", **overrides
-    )
+    cfg = resolve_config(dataset, model, profile, seed=seed, logger="none", **overrides)
     run_dir = path.with_suffix("")
     result = train(cfg, run_dir, progress=False)
     curve = result.task.curve
@@ -71,7 +69,8 @@ def train_once(
         "dataset": dataset,
         "model": model,
         "seed": seed,
-        "steps": steps,
+        "steps": cfg.max_steps,
+        "lr": cfg.lr,
         "profile": profile,
         "final_val_iou": curve[-1]["val_iou"] if curve else None,
         "best_val_iou": result.best_val.get("val/iou"),
@@ -160,6 +159,21 @@ def render(dataset: str, profile: str, per_model: dict, runs: dict, chosen: int 
     )
 
 
+def write_text(path: str, text: str) -> None:
+    with atomic_write(Path(path)) as f:
+        f.write(text)
+
+
+def run_setting(args: argparse.Namespace, name: str) -> tuple[dict, Path]:
+    """(config overrides, folder of the run JSONs); ``--quick``: seconds per run (smoke data,
+    two models, float32) in a temporary folder. lr_grid.py shares it."""
+    if not args.quick:
+        return {}, Path(args.out_dir or f"runs/{name}")
+    args.profile, args.models = "smoke", args.models or "unet,segnet"
+    overrides = {"precision": "32-true", "accelerator": "cpu", "schedule": "warmup_cosine"}
+    return overrides, Path(args.out_dir or tempfile.mkdtemp(prefix=f"{name}-"))
+
+
 def main(argv: list[str] | None = None) -> None:
     from seg_bench.config import benchmark_models, resolve_config
 
@@ -177,13 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     setup_torch(args.threads)
     budget = Budget(args.budget)
-    overrides: dict = {}
-    out = Path(args.out_dir or "runs/convergence")
-    if args.quick:  # seconds per run: smoke data, two models, a few steps, float32
-        args.profile, args.models = "smoke", args.models or "unet,segnet"
+    overrides, out = run_setting(args, "convergence")
+    if args.quick:
         args.base_steps = args.base_steps or 4
-        overrides = {"precision": "32-true", "accelerator": "cpu", "schedule": "warmup_cosine"}
-        out = Path(args.out_dir or tempfile.mkdtemp(prefix="convergence-"))
     models = (args.models or "").split(",") if args.models else None
     models = models or benchmark_models(args.dataset, args.profile)
     base = args.base_steps or resolve_config(args.dataset, models[0], args.profile).max_steps
@@ -195,7 +205,9 @@ def main(argv: list[str] | None = None) -> None:
             for seed in range(args.seeds):
                 if budget.left() <= 0:
                     continue
-                rec = train_once(out, args.dataset, model, args.profile, seed, steps, overrides)
+                path = run_path(out, args.dataset, model, seed, steps)
+                options = {**overrides, "max_steps": steps}
+                rec = train_once(path, args.dataset, model, args.profile, seed, options)
                 runs[model].setdefault(steps, []).append(rec)
                 print(f"{model} {steps} steps seed {seed}: {rec['final_val_iou']:.3f}", flush=True)
     per_model = {m: compare(r) for m, r in runs.items()}
@@ -209,8 +221,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def write_text(path: str, text: str) -> None:
-    with atomic_write(Path(path)) as f:
-        f.write(text)

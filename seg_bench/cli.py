@@ -72,7 +72,13 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--devices")
     g.add_argument("--num-nodes", type=bounded(int, 1))
     g.add_argument("--strategy", help="auto | ddp | ddp_spawn | fsdp | ... (Lightning's names)")
-    g.add_argument("--tta", action="store_true", default=None, help="test-time augmentation (D4)")
+    g.add_argument(
+        "--tta",
+        action="store_true",
+        default=None,
+        help="test-time augmentation (D4); bench tests the network of the run without it "
+        "(training that run first if needed) and records both",
+    )
     g.add_argument(
         "--logger",
         help="auto (W&B, offline without WANDB_API_KEY) | wandb | csv | tensorboard | none",

@@ -112,6 +112,53 @@ def test_rescore_retests_an_older_evaluation_from_the_checkpoint_without_trainin
     assert f"evaluation v{EVALUATION_VERSION}" in md and "mixed" not in md
 
 
+def test_tta_tests_the_plain_runs_network_without_training_it_again(dirs, monkeypatch):
+    bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
+    plain_path = record_path_for(
+        dirs["results_dir"], resolve_config("synthetic", "toy_fcn", "smoke")
+    )
+    plain_text = plain_path.read_text()
+    plain = json.loads(plain_text)
+
+    import seg_bench.protocol.bench as bench_module
+
+    def fail(*a, **k):
+        raise AssertionError("a test-time option retrained the network")
+
+    monkeypatch.setattr(bench_module, "run_one", fail)
+    (tta,) = bench(
+        "synthetic", models=["toy_fcn"], profile="smoke", seeds=1, overrides={"tta": True}, **dirs
+    )
+    path = record_path_for(
+        dirs["results_dir"], resolve_config("synthetic", "toy_fcn", "smoke", tta=True)
+    )
+    assert path != plain_path and json.loads(path.read_text()) == tta
+    assert plain_path.read_text() == plain_text  # the plain record is untouched
+    assert tta["config"]["tta"] is True and tta["metrics"]["tta"] is True
+    assert plain["metrics"]["tta"] is False
+    same = ("checkpoint", "train_time_s", "curve", "commit", "created", "params")
+    assert {k: tta[k] for k in same} == {k: plain[k] for k in same}
+    assert tta["tested"]["from"] == plain_path.name and tta["tested"]["hardware"]
+    md = (dirs["leaderboard_dir"] / "synthetic.md").read_text()
+    assert "ARGS='--set tta=true'" in md and "test variant scored at" in md
+
+
+def test_tta_on_a_fresh_folder_trains_the_plain_run_once_and_records_both(dirs):
+    records = bench(
+        "synthetic", models=["toy_fcn"], profile="smoke", seeds=2, overrides={"tta": True}, **dirs
+    )
+    assert [(r["seed"], r["config"]["tta"]) for r in records] == [(0, True), (1, True)]
+    every = load_records(dirs["results_dir"], "synthetic")
+    assert sorted((r["seed"], r["config"]["tta"]) for r in every) == [
+        (0, False),
+        (0, True),
+        (1, False),
+        (1, True),
+    ]
+    plain = {r["seed"]: r for r in every if not r["config"]["tta"]}
+    assert all(r["checkpoint"] == plain[r["seed"]]["checkpoint"] for r in records)
+
+
 def test_rescore_without_the_checkpoint_says_to_retrain(dirs):
     bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
     path = record_path_for(dirs["results_dir"], resolve_config("synthetic", "toy_fcn", "smoke"))

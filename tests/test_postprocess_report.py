@@ -141,6 +141,16 @@ def test_a_variant_of_a_target_is_a_row_of_its_own(tmp_path, records):
     assert "| unet | boundary3 (boundary touching, reach 2) | seeded_watershed |" in text
 
 
+def test_a_network_tested_with_tta_is_a_row_of_its_own(tmp_path, records):
+    import copy
+
+    tta = copy.deepcopy(records[0])
+    tta["config"]["tta"] = True
+    text = postprocess_table_of(tmp_path, [records[0], tta])
+    assert "| unet | boundary3 | seeded_watershed |" in text
+    assert "| unet | boundary3 + TTA | seeded_watershed |" in text
+
+
 def test_records_without_method_scores_are_one_line(tmp_path, records):
     from seg_bench.protocol.records import RECORD_VERSION, record_path
     from seg_bench.protocol.report import write_leaderboard

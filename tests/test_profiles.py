@@ -131,5 +131,6 @@ def test_the_shipped_profiles_still_make_each_committed_records_configuration(pa
         seed=config["seed"],
         target=config.get("target"),
         target_options=config.get("target_options") or None,
+        tta=config.get("tta", False),
     )
     assert config_key(cfg) == record_key(record)

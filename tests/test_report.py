@@ -167,11 +167,16 @@ def test_header_names_the_machine_a_rescore_tested_on():
     ]
     hardware = next(line for line in provenance_lines("toy", recs) if "**Hardware**" in line)
     assert hardware == (
-        "- **Hardware**: 2 CPU cores (test); tested again (--rescore) on NVIDIA H200"
+        "- **Hardware**: 2 CPU cores (test); tested again from checkpoints on NVIDIA H200"
     )
     code = next(line for line in provenance_lines("toy", recs) if "**Code**" in line)
     assert code == "- **Code**: commit abc; tested again (--rescore) at def; evaluation v1"
     recs[1]["rescored"] = {"hardware": recs[0]["hardware"]}  # same machine: nothing to add
-    assert "rescore" not in next(
+    assert "tested again" not in next(
         line for line in provenance_lines("toy", recs) if "**Hardware**" in line
     )
+    del recs[1]["rescored"]
+    recs[1]["tested"] = {"from": "a__seed1__x.json", **gpu}  # a --tta variant tested on the GPU
+    lines = provenance_lines("toy", recs)
+    assert lines[2].endswith("tested again from checkpoints on NVIDIA H200")
+    assert lines[3] == "- **Code**: commit abc; test variant scored at def; evaluation v1"

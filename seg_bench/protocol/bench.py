@@ -15,10 +15,10 @@ record; bench goes on with the next pair, builds the leaderboard from the record
 Rerunning retries failed pairs; a success removes the ``.failed.json``.
 
 ``rescore`` re-tests, from its best checkpoint, every finished pair whose record an older
-evaluation (``EVALUATION_VERSION``) scored: its training fields stay, its metrics and previews
-are replaced (atomically) and ``rescored`` says by which code, when and on what hardware. A
-leaderboard whose records different evaluation versions scored says so in its header
-(protocol/header.py), naming this option.
+evaluation (``EVALUATION_VERSION``) scored (protocol/retest.py); a leaderboard whose records
+different evaluation versions scored says so in its header (protocol/header.py), naming this
+option. A configuration that changes only how a network is tested (``--tta``) is not trained:
+its training twin is, and the twin's checkpoint is tested with its settings (retest.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 
@@ -36,9 +35,25 @@ from seg_bench.config import RunConfig, benchmark_models, resolve_config
 from seg_bench.errors import UserError
 from seg_bench.evaluation.evaluate import EVALUATION_VERSION, evaluate, evaluation_version
 from seg_bench.hardware import hardware
-from seg_bench.io import atomic_write, file_lock, remove_stale_temp, write_json
+from seg_bench.io import file_lock, remove_stale_temp, write_json
 from seg_bench.protocol import provenance
-from seg_bench.protocol.records import RECORD_VERSION, failed_path, read_record, record_path_for
+from seg_bench.protocol.records import (
+    RECORD_VERSION,
+    failed_path,
+    read_record,
+    record_key,
+    record_path_for,
+)
+from seg_bench.protocol.retest import (
+    PREVIEWS,
+    TEST_ONLY,
+    preview_path,
+    rescore_one,
+    save_previews,
+    score_variant,
+    training_twin,
+    with_training_twins,
+)
 from seg_bench.training.precision import resolve_precision
 from seg_bench.training.run_dir import (
     check_hardware,
@@ -138,50 +153,6 @@ def run_one(
         )
         run.log_checkpoint(result.best_checkpoint, {"best_val": result.best_val, "seed": cfg.seed})
     return record
-
-
-PREVIEWS = 4
-
-
-def rescore_one(cfg: RunConfig, path: Path, record: dict) -> dict:
-    """``record`` tested again by today's evaluation from its best checkpoint, and rewritten."""
-    from seg_bench.inference.checkpoint import load_checkpoint
-    from seg_bench.training.trainer import build_datamodule
-
-    checkpoint = record.get("checkpoint")
-    if not checkpoint or not Path(checkpoint).is_file():
-        raise UserError(
-            f"{path}: cannot rescore, its checkpoint {checkpoint} is gone; retrain that pair "
-            "with --force (or restore the checkpoint)"
-        )
-    dm = build_datamodule(cfg)
-    evaluation = evaluate(load_checkpoint(checkpoint).model, dm, cfg, keep_predictions=PREVIEWS)
-    save_previews(preview_path(path), evaluation.pop("previews"))
-    rescored = {
-        "commit": provenance.git_commit(),
-        "versions": provenance.versions(),
-        "hardware": hardware(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    record = {**record, "metrics": evaluation, "rescored": rescored}
-    write_json(path, record)
-    return record
-
-
-def preview_path(record: Path) -> Path:
-    return record.with_suffix(".preview.npz")
-
-
-def save_previews(path: Path, previews: list) -> None:
-    """A few test images with truth and probability, for the leaderboard's overlay figure."""
-    arrays = {}
-    for i, (sample_id, image, truth, prob) in enumerate(previews):
-        arrays[f"image{i}"] = image.astype(np.float16)
-        arrays[f"truth{i}"] = truth.astype(np.uint8)
-        arrays[f"prob{i}"] = prob.astype(np.float16)
-        arrays[f"id{i}"] = np.array(sample_id)
-    with atomic_write(path, "wb") as f:
-        np.savez_compressed(f, **arrays)
 
 
 def existing_record(path: Path) -> dict | None:
@@ -292,8 +263,10 @@ def bench(
     if torch.cuda.is_available() is False and any(c.profile == "paper" for c in configs):
         console.print("[yellow]warning:[/] the paper profile on a CPU will take a long time")
     records, failures = run_pairs(
-        configs, results_dir, runs_dir, force, log_model, project, rescore=rescore
+        with_training_twins(configs), results_dir, runs_dir, force, log_model, project, rescore
     )
+    asked = {(config_key(c), c.seed) for c in configs}
+    records = [r for r in records if (record_key(r), r["seed"]) in asked]
     if leaderboard_dir is not None and records:
         publish(configs, results_dir, Path(leaderboard_dir), runs_dir, project, force)
     if failures:
@@ -303,6 +276,54 @@ def bench(
             "rerun the same command to retry them"
         )
     return records
+
+
+def finished_record(
+    cfg: RunConfig, path: Path, label: str, force: bool, rescore: bool
+) -> dict | None:
+    """The pair's record if it needs no run (tested again first when ``rescore`` and stale)."""
+    done = None if force else existing_record(path)
+    stale = done is not None and evaluation_version(done) < EVALUATION_VERSION
+    if rescore and stale and not launched_rank_above_zero():
+        t0 = time.perf_counter()
+        console.print(f"{label}: rescoring from {done.get('checkpoint')}")
+        done = rescore_one(cfg, path, done)
+        console.print(f"{label}: rescored in {_fmt(time.perf_counter() - t0)}")
+    return done
+
+
+def twin_finished(cfg: RunConfig, results_dir: Path) -> bool:
+    """False for a test variant whose training twin has no record (yet)."""
+    twin = training_twin(cfg)
+    if twin is None or launched_rank_above_zero():  # rank 0 alone tests variants
+        return True
+    return existing_record(record_path_for(results_dir, twin)) is not None
+
+
+def produce_record(
+    cfg: RunConfig,
+    path: Path,
+    label: str,
+    results_dir: Path,
+    runs_dir: Path,
+    force: bool,
+    log_model: bool,
+    project: str | None,
+) -> dict | None:
+    """Train and test ``cfg``; a test variant's record tests its training twin's network.
+    None on a distributed rank above 0 (rank 0 records)."""
+    twin = training_twin(cfg)
+    if twin is None:
+        console.print(f"{label}: training ({cfg.profile} profile, {cfg.max_epochs} epochs)")
+        return run_one(
+            cfg, results_dir, runs_dir, force=force, log_model=log_model, project=project
+        )
+    if launched_rank_above_zero():
+        return None
+    twin_path = record_path_for(results_dir, twin)
+    settings = ", ".join(f"{k} {getattr(cfg, k)}" for k in TEST_ONLY)
+    console.print(f"{label}: testing the network of {twin_path.name} ({settings})")
+    return score_variant(cfg, path, twin_path, read_record(twin_path))
 
 
 def run_pairs(
@@ -338,27 +359,21 @@ def run_pairs(
                     continue
                 if not launched_rank_above_zero():  # only the lock holder may delete temporaries
                     remove_stale_pair_temp(path, run_dir_for(runs_dir, cfg))
-                done = None if force else existing_record(path)
-                stale = done is not None and evaluation_version(done) < EVALUATION_VERSION
-                if rescore and stale and not launched_rank_above_zero():
-                    t0 = time.perf_counter()
-                    console.print(f"{label}: rescoring from {done.get('checkpoint')}")
-                    done = rescore_one(cfg, path, done)
-                    console.print(f"{label}: rescored in {_fmt(time.perf_counter() - t0)}")
+                done = finished_record(cfg, path, label, force, rescore)
                 if done is not None:
                     console.print(f"{label}: already done ({path})")
                     done_by_index[i] = done
                     continue
+                if not twin_finished(cfg, results_dir):
+                    if not wait:  # another process may be training it: come back to it
+                        later.append((i, cfg))
+                    else:
+                        failures.append(f"{cfg.model} seed {cfg.seed} (its training run failed)")
+                    continue
                 t0 = time.perf_counter()
-                console.print(f"{label}: training ({cfg.profile} profile, {cfg.max_epochs} epochs)")
                 try:
-                    record = run_one(
-                        cfg,
-                        results_dir,
-                        runs_dir,
-                        force=force,
-                        log_model=log_model,
-                        project=project,
+                    record = produce_record(
+                        cfg, path, label, results_dir, runs_dir, force, log_model, project
                     )
                 except NonFiniteLossError as e:
                     write_failure(path, cfg, e)

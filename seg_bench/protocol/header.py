@@ -14,9 +14,9 @@ def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
     first = records[0]
     data = first.get("data", {})
     hardware = sorted({hardware_label(r["hardware"]) for r in records})
-    retested = {hardware_label(r["rescored"]["hardware"]) for r in records if r.get("rescored")}
+    retested = {hardware_label(t["hardware"]) for r in records if (t := last_test(r))}
     if retested - set(hardware):  # inference speed then comes from these machines
-        hardware.append(f"tested again (--rescore) on {', '.join(sorted(retested))}")
+        hardware.append(f"tested again from checkpoints on {', '.join(sorted(retested))}")
     splits = data.get("splits", {})
     counts = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
     profiles = sorted({r["profile"] for r in records})
@@ -35,12 +35,20 @@ def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
     ]
 
 
+def last_test(record: dict) -> dict | None:
+    """Who tested the record's checkpoint after its training run did, if anyone: ``rescored``
+    (--rescore), else ``tested`` (a test variant such as --tta, protocol/retest.py)."""
+    return record.get("rescored") or record.get("tested")
+
+
 def code_line(records: list[dict]) -> str:
     """The commits that trained the records, then those that re-tested any of them."""
     trained = sorted({r.get("commit", "?") for r in records})
-    retested = sorted({r["rescored"].get("commit", "?") for r in records if r.get("rescored")})
     line = f"commit {', '.join(trained)}"
-    return f"{line}; tested again (--rescore) at {', '.join(retested)}" if retested else line
+    for field, how in (("rescored", "tested again (--rescore)"), ("tested", "test variant scored")):
+        commits = sorted({r[field].get("commit", "?") for r in records if r.get(field)})
+        line += f"; {how} at {', '.join(commits)}" if commits else ""
+    return line
 
 
 def evaluation_line(records: list[dict]) -> str:

@@ -27,12 +27,14 @@ CHOICE_NOTE = (
 
 
 def target_of(record: dict) -> str:
-    """The record's training target, with its options where it has any, so that variants of
-    one target are rows of their own: ``boundary3 (boundary touching, reach 2)``."""
+    """The record's training target, with its options where it has any, and "+ TTA" where it
+    was tested with test-time augmentation, so that each variant is a row of its own:
+    ``boundary3 (boundary touching, reach 2)``, ``binary + TTA``."""
     config = record.get("config") or {}
     options = config.get("target_options") or {}
     spelled = ", ".join(f"{k} {v}" for k, v in sorted(options.items()))
-    return config.get("target", "binary") + (f" ({spelled})" if spelled else "")
+    tta = " + TTA" if config.get("tta") else ""
+    return config.get("target", "binary") + (f" ({spelled})" if spelled else "") + tta
 
 
 def validation_scores(recs: list[dict]) -> dict[str, float]:

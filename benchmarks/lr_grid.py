@@ -1,0 +1,143 @@
+"""Each model's learning rate from a grid at a reduced budget, chosen on validation data only.
+
+For every model of a profile and every rate of a grid (default: the profile's own rate and half
+a decade either side), seg-bench's own training (the profile's data, split, schedule and
+precision) runs ``--steps`` optimizer steps (default: half the profile's budget) for ``--seeds``
+seeds, and the score is the final validation IoU. A model keeps the profile's rate unless
+another rate beats it by more than the tolerance bench_convergence.py uses, max(0.01, a third
+of the seed range), so that seed noise does not move a profile. The test split is never read.
+
+Each run writes one JSON (``<out-dir>/<dataset>/<model>__seed<s>__lr<rate>.json``); a rerun
+skips finished runs, so a long grid can be stopped and restarted. The markdown names the
+machine, the budget and, per model, the rate to put in the profile with its reason; cite it in
+the profile's ``lr_source``.
+
+    python benchmarks/lr_grid.py --dataset isbi2012 --out benchmarks/lr_grid/isbi2012.md
+    python benchmarks/lr_grid.py --quick                     # 2 models, smoke data, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_convergence import (  # noqa: E402
+    GAIN,
+    SPREAD_FRACTION,
+    run_setting,
+    train_once,
+    write_text,
+)
+from common import Budget, add_common_args, emit, machine_line, md_table, setup_torch  # noqa: E402
+
+FACTORS = (1 / 3, 1, 3)  # x the profile's rate: 3e-4, 1e-3, 3e-3 around Adam's 1e-3
+
+
+def run_path(out: Path, dataset: str, model: str, seed: int, lr: float) -> Path:
+    return out / dataset / f"{model}__seed{seed}__lr{lr:g}.json"
+
+
+def choose(scores: dict[float, list[float]], current: float) -> dict:
+    """The rate for one model from its final validation IoUs per rate (one per seed): the best
+    mean, unless the ``current`` rate is within the tolerance of it."""
+    means = {lr: statistics.mean(v) for lr, v in scores.items()}
+    spread = max(max(v) - min(v) for v in scores.values())
+    tolerance = max(GAIN, SPREAD_FRACTION * spread)
+    best = max(means, key=lambda lr: (means[lr], lr == current))
+    lead = means[best] - means.get(current, float("-inf"))
+    chosen = current if lead <= tolerance else best
+    reason = (
+        "the best mean"
+        if chosen == best
+        else f"kept: {best:g} leads by {lead:.3f}, within the tolerance"
+    )
+    return {"means": means, "tolerance": tolerance, "best": best, "chosen": chosen, "why": reason}
+
+
+def render(dataset: str, profile: str, per_model: dict) -> str:
+    rates = sorted({lr for c in per_model.values() for lr in c["means"]})
+    steps = sorted({c["steps"] for c in per_model.values()})
+    head = ["Model", *(f"lr {lr:g}" for lr in rates), "tolerance", "chosen", "why"]
+    rows = [
+        [
+            model,
+            *(f"{c['means'][lr]:.3f}" if lr in c["means"] else "–" for lr in rates),
+            f"{c['tolerance']:.3f}",
+            f"{c['chosen']:g}",
+            c["why"],
+        ]
+        for model, c in per_model.items()
+    ]
+    return "\n".join(
+        [
+            f"# Learning rate per model on {dataset} ({profile} profile, "
+            f"{'/'.join(map(str, steps))} steps)",
+            "",
+            f"Machine: {machine_line()}.",
+            "Final validation IoU, mean of seeds; the profile's rate stays unless another leads "
+            f"by more than max({GAIN}, seed range / 3). Test images are not used.",
+            "",
+            md_table(head, rows, "l" + "r" * (len(rates) + 2) + "l"),
+        ]
+    )
+
+
+def grid_for_model(args, model: str, out: Path, overrides: dict, budget: Budget) -> dict | None:
+    """Train ``model`` at every rate of its grid (stored runs are read back) and choose."""
+    from seg_bench.config import resolve_config
+
+    profile_cfg = resolve_config(args.dataset, model, args.profile)
+    steps = args.steps or max(1, (profile_cfg.max_steps or 0) // 2)
+    rates = [float(x) for x in args.lrs.split(",")] if args.lrs else None
+    rates = rates or [float(f"{profile_cfg.lr * f:.1g}") for f in FACTORS]
+    scores: dict[float, list[float]] = {}
+    for lr in rates:
+        for seed in range(args.seeds):
+            if budget.left() <= 0:
+                continue
+            path = run_path(out, args.dataset, model, seed, lr)
+            options = {**overrides, "max_steps": steps, "lr": lr}
+            rec = train_once(path, args.dataset, model, args.profile, seed, options)
+            scores.setdefault(lr, []).append(rec["final_val_iou"])
+            print(f"{model} lr {lr:g} seed {seed}: {rec['final_val_iou']:.3f}", flush=True)
+    return {**choose(scores, profile_cfg.lr), "steps": steps} if scores else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    from seg_bench.config import benchmark_models
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(ap, budget=0)
+    ap.add_argument("--dataset", default="synthetic")
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--models", default=None, help="comma list (default: the profile's)")
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=None, help="default: half the profile's")
+    ap.add_argument("--lrs", default=None, help="comma list (default: the profile's x 1/3, 1, 3)")
+    ap.add_argument("--out-dir", default=None, help="one JSON per run (default runs/lr_grid)")
+    ap.add_argument("--out", default=None, help="also write the markdown here")
+    args = ap.parse_args(argv)
+    setup_torch(args.threads)
+    budget = Budget(args.budget)
+    overrides, out = run_setting(args, "lr_grid")
+    if args.quick:
+        args.steps = args.steps or 4
+    models = args.models.split(",") if args.models else benchmark_models(args.dataset, args.profile)
+    per_model = {m: c for m in models if (c := grid_for_model(args, m, out, overrides, budget))}
+    md = render(args.dataset, args.profile, per_model)
+    if args.out:
+        write_text(args.out, md + "\n")
+    chosen = {m: c["chosen"] for m, c in per_model.items()}
+    data = {
+        m: {**c, "means": {f"{k:g}": v for k, v in c["means"].items()}}
+        for m, c in per_model.items()
+    }
+    emit(args, "lr_grid", "Learning rate per model", md, chosen, data, budget)
+
+
+if __name__ == "__main__":
+    main()
