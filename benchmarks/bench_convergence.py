@@ -164,6 +164,19 @@ def write_text(path: str, text: str) -> None:
         f.write(text)
 
 
+def run_parser(doc: str, seeds: int, name: str) -> argparse.ArgumentParser:
+    """The options every training-grid script takes (lr_grid.py shares it)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    add_common_args(ap, budget=0)
+    ap.add_argument("--dataset", default="synthetic")
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--models", default=None, help="comma list (default: the profile's)")
+    ap.add_argument("--seeds", type=int, default=seeds)
+    ap.add_argument("--out-dir", default=None, help=f"one JSON per run (default runs/{name})")
+    ap.add_argument("--out", default=None, help="also write the markdown here")
+    return ap
+
+
 def run_setting(args: argparse.Namespace, name: str) -> tuple[dict, Path]:
     """(config overrides, folder of the run JSONs); ``--quick``: seconds per run (smoke data,
     two models, float32) in a temporary folder. lr_grid.py shares it."""
@@ -177,17 +190,8 @@ def run_setting(args: argparse.Namespace, name: str) -> tuple[dict, Path]:
 def main(argv: list[str] | None = None) -> None:
     from seg_bench.config import benchmark_models, resolve_config
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_args(ap, budget=0)
-    ap.add_argument("--dataset", default="synthetic")
-    ap.add_argument("--profile", default="cpu")
-    ap.add_argument("--models", default=None, help="comma list (default: the profile's)")
-    ap.add_argument("--seeds", type=int, default=2)
+    ap = run_parser(__doc__, seeds=2, name="convergence")
     ap.add_argument("--base-steps", type=int, default=None, help="default: the profile's")
-    ap.add_argument(
-        "--out-dir", default=None, help="one JSON per run (default runs/convergence; quick: temp)"
-    )
-    ap.add_argument("--out", default=None, help="also write the markdown here")
     args = ap.parse_args(argv)
     setup_torch(args.threads)
     budget = Budget(args.budget)

@@ -18,7 +18,6 @@ the profile's ``lr_source``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -28,11 +27,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_convergence import (  # noqa: E402
     GAIN,
     SPREAD_FRACTION,
+    run_parser,
     run_setting,
     train_once,
     write_text,
 )
-from common import Budget, add_common_args, emit, machine_line, md_table, setup_torch  # noqa: E402
+from common import Budget, emit, machine_line, md_table, setup_torch  # noqa: E402
 
 FACTORS = (1 / 3, 1, 3)  # x the profile's rate: 3e-4, 1e-3, 3e-3 around Adam's 1e-3
 
@@ -110,16 +110,9 @@ def grid_for_model(args, model: str, out: Path, overrides: dict, budget: Budget)
 def main(argv: list[str] | None = None) -> None:
     from seg_bench.config import benchmark_models
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_args(ap, budget=0)
-    ap.add_argument("--dataset", default="synthetic")
-    ap.add_argument("--profile", default="cpu")
-    ap.add_argument("--models", default=None, help="comma list (default: the profile's)")
-    ap.add_argument("--seeds", type=int, default=1)
+    ap = run_parser(__doc__, seeds=1, name="lr_grid")
     ap.add_argument("--steps", type=int, default=None, help="default: half the profile's")
     ap.add_argument("--lrs", default=None, help="comma list (default: the profile's x 1/3, 1, 3)")
-    ap.add_argument("--out-dir", default=None, help="one JSON per run (default runs/lr_grid)")
-    ap.add_argument("--out", default=None, help="also write the markdown here")
     args = ap.parse_args(argv)
     setup_torch(args.threads)
     budget = Budget(args.budget)
