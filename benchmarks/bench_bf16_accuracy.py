@@ -17,6 +17,7 @@ larger than what another seed makes. A model where it is not belongs in the prof
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -41,7 +42,7 @@ from train_loop import (
     pregenerate,  # noqa: E402
 )
 
-from seg_bench.io import atomic_write  # noqa: E402
+from seg_bench.io import atomic_write, write_json  # noqa: E402
 
 SETTINGS = {"fp32": CPU_SETTINGS["fp32"], "bf16": CPU_SETTINGS["bf16+cl"]}
 
@@ -60,14 +61,35 @@ def verdict(fp32: list[float], bf16: list[float]) -> dict:
     }
 
 
-def run_model(model: str, seeds: int, steps: int, patch: int) -> dict:
+def run_model(model: str, seeds: int, steps: int, patch: int, state: Path | None) -> dict:
+    """Both settings for each seed; with ``state``, each run's IoU is kept there as JSON and a
+    rerun (after a kill) trains only the runs that have none."""
     cfg = cpu_config(model, patch_size=patch)
     dm = datamodule(cfg)
     ious: dict[str, list[float]] = {k: [] for k in SETTINGS}
     for seed in range(seeds):
-        batches = pregenerate(dm, steps, seed=1000 + seed)
+        batches = None
         for name, setting in SETTINGS.items():
+            path = (
+                state / f"{model}__p{patch}__s{steps}__seed{seed}__{name}.json" if state else None
+            )
+            if path and path.exists():
+                ious[name].append(json.loads(path.read_text())["val_iou"])
+                continue
+            batches = batches or pregenerate(dm, steps, seed=1000 + seed)
             ious[name].append(short_run(cfg, dm, batches, setting, seed))
+            if path:
+                write_json(
+                    path,
+                    {
+                        "model": model,
+                        "seed": seed,
+                        "setting": name,
+                        "steps": steps,
+                        "patch": patch,
+                        "val_iou": ious[name][-1],
+                    },
+                )
     return verdict(ious["fp32"], ious["bf16"])
 
 
@@ -104,6 +126,11 @@ def render(results: dict[str, dict], seeds: int, steps: int, patch: int, info: d
     )
 
 
+def write_text(path: str, text: str) -> None:
+    with atomic_write(Path(path)) as f:
+        f.write(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap, budget=0)
@@ -112,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=None, help="default 256 (quick: 24)")
     ap.add_argument("--patch", type=int, default=64)
     ap.add_argument("--out", default=None, help="also write the markdown here")
+    ap.add_argument("--state", default=None, help="folder keeping each run's IoU (resumable)")
     args = ap.parse_args(argv)
     setup_torch(args.threads)
     budget = Budget(args.budget)
@@ -124,7 +152,9 @@ def main(argv: list[str] | None = None) -> None:
         if budget.left() <= 0:
             results[model] = {"skipped": "budget"}
             continue
-        results[model] = run_model(model, seeds, steps, args.patch)
+        results[model] = run_model(
+            model, seeds, steps, args.patch, Path(args.state) if args.state else None
+        )
         r = results[model]
         print(f"{model}: change {r['change']:+.3f}, spread {r['seed_spread_fp32']:.3f}", flush=True)
     md = render(results, seeds, steps, args.patch, info)
@@ -137,8 +167,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def write_text(path: str, text: str) -> None:
-    with atomic_write(Path(path)) as f:
-        f.write(text)
