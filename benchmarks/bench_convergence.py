@@ -65,6 +65,8 @@ def train_once(
     run_dir = path.with_suffix("")
     result = train(cfg, run_dir, progress=False)
     curve = result.task.curve
+    if not curve:  # every score below is a final validation IoU
+        raise SystemExit(f"{run_dir}: the run never validated; give the profile validation")
     record = {
         "dataset": dataset,
         "model": model,
@@ -72,10 +74,11 @@ def train_once(
         "steps": cfg.max_steps,
         "lr": cfg.lr,
         "profile": profile,
-        "final_val_iou": curve[-1]["val_iou"] if curve else None,
+        "final_val_iou": curve[-1]["val_iou"],
         "best_val_iou": result.best_val.get("val/iou"),
         "plateaued": plateaued(curve),
         "train_time_s": result.train_time_s,
+        "precision_choice": choice.to_dict() if (choice := result.precision_choice) else None,
         "curve": curve,
         "config": cfg.to_dict(),
     }

@@ -13,6 +13,7 @@ from seg_bench.errors import UserError
 from seg_bench.models import MODELS
 from seg_bench.protocol.bench import bench
 from seg_bench.protocol.records import load_records, record_path_for
+from seg_bench.training.run_dir import config_key
 
 
 # A model small enough for the protocol tests below, registered in-process. The README's recipe
@@ -73,6 +74,32 @@ def test_rerun_skips_finished_pairs_and_force_redoes_them(dirs, monkeypatch):
     bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, force=True, **dirs)
     assert json.loads(path.read_text())["created"] >= first["created"]
     assert len(load_records(dirs["results_dir"], "synthetic")) == 1
+
+
+def test_a_record_named_by_an_older_key_is_found_and_not_retrained(dirs, monkeypatch):
+    # Records made while bf16_exclude was part of the key carry that key in their file name.
+    bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
+    cfg = resolve_config("synthetic", "toy_fcn", "smoke")
+    path = record_path_for(dirs["results_dir"], cfg)
+    old = json.loads(path.read_text())
+    old["config"]["bf16_exclude"] = {"resunet": "an exclusion since lifted"}
+    older = path.with_name("toy_fcn__seed0__0badc0de.json")
+    older.write_text(json.dumps(old))
+    path.unlink()
+    failed = path.with_name("toy_fcn__seed0__feedf00d.failed.json")
+    failed.write_text(json.dumps(old))  # a failure note is never taken for the record
+    assert record_path_for(dirs["results_dir"], cfg) == older
+
+    import seg_bench.protocol.bench as bench_module
+
+    def fail(*a, **k):
+        raise AssertionError("a finished run under an older key name was retrained")
+
+    monkeypatch.setattr(bench_module, "run_one", fail)
+    records = bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
+    assert records[0]["created"] == old["created"] and not path.exists()
+    other = resolve_config("synthetic", "toy_fcn", "smoke", lr=0.5)  # a configuration of its own
+    assert record_path_for(dirs["results_dir"], other).name.endswith(f"{config_key(other)}.json")
 
 
 def test_rescore_retests_an_older_evaluation_from_the_checkpoint_without_training(

@@ -33,8 +33,25 @@ def record_path(
 
 
 def record_path_for(results_dir: Path, cfg: RunConfig) -> Path:
-    """Where the record of ``cfg`` goes."""
-    return record_path(results_dir, cfg.dataset, cfg.model, cfg.seed, cfg.labels, config_key(cfg))
+    """Where the record of ``cfg`` is or goes: its keyed name, else a record of the same model,
+    seed and labels under another name whose configuration has ``cfg``'s key today (one made
+    before a field such as ``bf16_exclude`` left the key), so that no finished run is redone."""
+    key = config_key(cfg)
+    path = record_path(results_dir, cfg.dataset, cfg.model, cfg.seed, cfg.labels, key)
+    if path.exists() or not path.parent.is_dir():
+        return path
+    stem = record_name(cfg.model, cfg.seed, cfg.labels).removesuffix(".json")
+    for other in sorted(path.parent.glob(f"{stem}__*.json")):
+        if other.name.count(".") == 1 and _key_of_file(other) == key:
+            return other
+    return path
+
+
+def _key_of_file(path: Path) -> str | None:
+    try:
+        return record_key(json.loads(path.read_text()))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError):
+        return None  # not a record: never matched
 
 
 def record_key(record: dict[str, Any]) -> str:
@@ -46,8 +63,12 @@ def preview_for(results_dir: Path, record: dict[str, Any]) -> Path:
     """The preview arrays saved beside a record (keyed name first, then the older unkeyed one)."""
     args = (results_dir, record["dataset"], record["model"], record["seed"])
     labels = record.get("labels", "manual")
-    keyed = record_path(*args, labels, record_key(record)).with_suffix(".preview.npz")
-    return keyed if keyed.exists() else record_path(*args, labels).with_suffix(".preview.npz")
+    # The key today, then the one stored when it was written (a field may have left the key).
+    for key in (record_key(record), record.get("config_key")):
+        keyed = record_path(*args, labels, key).with_suffix(".preview.npz")
+        if key and keyed.exists():
+            return keyed
+    return record_path(*args, labels).with_suffix(".preview.npz")
 
 
 def failed_path(record: Path) -> Path:

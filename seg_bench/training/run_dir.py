@@ -39,7 +39,11 @@ from seg_bench.errors import UserError
 from seg_bench.hardware import check_hardware, processes_per_node
 from seg_bench.io import write_json
 
-NOT_IN_KEY = ("logger", "num_workers", "config_file", "seed", "lr_source")
+# Not what is compared: where it logs, how it loads, which seed, and policy whose effect the
+# record states anyway (bf16_exclude steers precision auto, as the machine does; the record
+# names the precision it trained in, and the profile keeps only exclusions that bf16 accuracy
+# benchmarks justify).
+NOT_IN_KEY = ("logger", "num_workers", "config_file", "seed", "lr_source", "bf16_exclude")
 
 
 def key_fields(config: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
