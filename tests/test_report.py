@@ -145,6 +145,20 @@ def test_budget_line_names_each_models_learning_rate_and_how_it_was_chosen():
     )
 
 
+def test_budget_line_takes_todays_source_where_the_profile_still_gives_the_records_rate():
+    from seg_bench.config import resolve_config
+    from seg_bench.protocol.header import learning_rates
+
+    today = resolve_config("synthetic", "unet", "cpu")
+    image = per_image_stats(np.random.default_rng(0), 2, 0.2)
+    old_note = {"lr": today.lr, "optimizer": today.optimizer, "lr_source": "search pending"}
+    record = fake_record("unet", 0, image, config=old_note, profile="cpu")
+    assert learning_rates([record], "synthetic").endswith(f"(learning rates: {today.lr_source})")
+    other_rate = fake_record("unet", 0, image, config={**old_note, "lr": 0.5}, profile="cpu")
+    assert learning_rates([other_rate], "synthetic").endswith("(learning rates: search pending)")
+    assert learning_rates([record]).endswith("(learning rates: search pending)")  # no dataset
+
+
 def test_header_names_the_evaluation_version_and_flags_a_mix():
     from seg_bench.protocol.header import evaluation_line
 

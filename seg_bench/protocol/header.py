@@ -27,7 +27,7 @@ def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
         f"images per split: {counts}; split: {data.get('split', 'see record')}",
         f"- **Budget**: profile {', '.join(profiles)}; {cfg['max_epochs']} epochs of "
         f"{cfg.get('samples_per_epoch') or 'one pass of'} patches of {data.get('patch_size')} px, "
-        f"batch {cfg['batch_size']}, {learning_rates(records)}, loss {cfg['loss']}, "
+        f"batch {cfg['batch_size']}, {learning_rates(records, dataset)}, loss {cfg['loss']}, "
         f"precision {', '.join(precisions)}",
         f"- **Hardware**: {'; '.join(hardware)}",
         f"- **Code**: {code_line(records)}; {evaluation_line(records)}",
@@ -68,7 +68,7 @@ def evaluation_line(records: list[dict]) -> str:
     )
 
 
-def learning_rates(records: list[dict]) -> str:
+def learning_rates(records: list[dict], dataset: str | None = None) -> str:
     """ "adam lr 0.001", or each model's optimizer and lr where they differ, and how the
     profile chose them."""
     settings = {r["model"]: f"{r['config']['optimizer']} lr {r['config']['lr']:g}" for r in records}
@@ -78,8 +78,25 @@ def learning_rates(records: list[dict]) -> str:
         if len(distinct) == 1
         else "; ".join(f"{m} {v}" for m, v in sorted(settings.items()))
     )
-    sources = sorted({r["config"].get("lr_source") for r in records} - {None, ""})
+    sources = sorted({lr_source(r, dataset) for r in records} - {None, ""})
     return text + "".join(f" (learning rates: {s})" for s in sources)
+
+
+def lr_source(record: dict, dataset: str | None) -> str | None:
+    """How ``record``'s rate was chosen: the profile's ``lr_source`` today where the profile
+    still gives that model the record's optimizer and rate (a grid run after the record may
+    have confirmed it), else the note the record was made with."""
+    from seg_bench.config import resolve_config
+
+    config = record.get("config") or {}
+    try:
+        today = resolve_config(
+            dataset, record["model"], record["profile"], config_file=config.get("config_file")
+        )
+    except (UserError, KeyError, TypeError):  # no dataset, or a model or profile that is gone
+        return config.get("lr_source")
+    same = (today.optimizer, today.lr) == (config.get("optimizer"), config.get("lr"))
+    return today.lr_source if same and today.lr_source else config.get("lr_source")
 
 
 def reproduce_commands(dataset: str, profile: str, records: list[dict]) -> str:
