@@ -4,8 +4,10 @@ For every model of a profile and every rate of a grid (default: the profile's ow
 a decade either side), seg-bench's own training (the profile's data, split, schedule and
 precision) runs ``--steps`` optimizer steps (default: half the profile's budget) for ``--seeds``
 seeds, and the score is the final validation IoU. A model keeps the profile's rate unless
-another rate beats it by more than the tolerance bench_convergence.py uses, max(0.01, a third
-of the seed range), so that seed noise does not move a profile. The test split is never read.
+another rate beats it by more than max(0.01, the seed range: the largest max - min over seeds
+at one rate), so that what another seed does cannot move a profile (bench_bf16_accuracy.py
+judges bf16 by the same range). With one seed the choice is marked provisional. The test
+split is never read.
 
 Each run writes one JSON (``<out-dir>/<dataset>/<model>__seed<s>__lr<rate>.json``); a rerun
 skips finished runs, so a long grid can be stopped and restarted. The markdown names the
@@ -26,7 +28,6 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_convergence import (  # noqa: E402
     GAIN,
-    SPREAD_FRACTION,
     run_parser,
     run_setting,
     train_once,
@@ -46,7 +47,7 @@ def choose(scores: dict[float, list[float]], current: float) -> dict:
     mean, unless the ``current`` rate is within the tolerance of it."""
     means = {lr: statistics.mean(v) for lr, v in scores.items()}
     spread = max(max(v) - min(v) for v in scores.values())
-    tolerance = max(GAIN, SPREAD_FRACTION * spread)
+    tolerance = max(GAIN, spread)
     best = max(means, key=lambda lr: (means[lr], lr == current))
     lead = means[best] - means.get(current, float("-inf"))
     chosen = current if lead <= tolerance else best
@@ -55,6 +56,8 @@ def choose(scores: dict[float, list[float]], current: float) -> dict:
         if chosen == best
         else f"kept: {best:g} leads by {lead:.3f}, within the tolerance"
     )
+    if min(len(v) for v in scores.values()) < 2:
+        reason += " (one seed: no seed range, provisional)"
     return {"means": means, "tolerance": tolerance, "best": best, "chosen": chosen, "why": reason}
 
 
@@ -79,7 +82,8 @@ def render(dataset: str, profile: str, per_model: dict) -> str:
             "",
             f"Machine: {machine_line()}.",
             "Final validation IoU, mean of seeds; the profile's rate stays unless another leads "
-            f"by more than max({GAIN}, seed range / 3). Test images are not used.",
+            f"by more than max({GAIN}, seed range): more than another seed moves the score. "
+            "Test images are not used.",
             "",
             md_table(head, rows, "l" + "r" * (len(rates) + 2) + "l"),
         ]
