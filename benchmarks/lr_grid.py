@@ -6,15 +6,17 @@ precision) runs ``--steps`` optimizer steps (default: half the profile's budget)
 seeds, and the score is the final validation IoU. A model keeps the profile's rate unless
 another rate beats it by more than max(0.01, the seed range: the largest max - min over seeds
 at one rate), so that what another seed does cannot move a profile (bench_bf16_accuracy.py
-judges bf16 by the same range). With one seed the choice is marked provisional. The test
-split is never read.
+judges bf16 by the same range). With one seed the choice is marked provisional; ``--confirm
+N`` runs N seeds in all for each model whose first ``--seeds`` would move its rate, so the CPU
+goes where a profile may change (a model those seeds keep at the profile's rate stays there).
+The test split is never read.
 
 Each run writes one JSON (``<out-dir>/<dataset>/<model>__seed<s>__lr<rate>.json``); a rerun
 skips finished runs, so a long grid can be stopped and restarted. The markdown names the
 machine, the budget and, per model, the rate to put in the profile with its reason; cite it in
 the profile's ``lr_source``.
 
-    python benchmarks/lr_grid.py --dataset isbi2012 --out benchmarks/lr_grid/isbi2012.md
+    python benchmarks/lr_grid.py --dataset isbi2012 --confirm 2 --out benchmarks/lr_grid/isbi2012.md
     python benchmarks/lr_grid.py --quick                     # 2 models, smoke data, seconds
 """
 
@@ -64,10 +66,11 @@ def choose(scores: dict[float, list[float]], current: float) -> dict:
 def render(dataset: str, profile: str, per_model: dict) -> str:
     rates = sorted({lr for c in per_model.values() for lr in c["means"]})
     steps = sorted({c["steps"] for c in per_model.values()})
-    head = ["Model", *(f"lr {lr:g}" for lr in rates), "tolerance", "chosen", "why"]
+    head = ["Model", "seeds", *(f"lr {lr:g}" for lr in rates), "tolerance", "chosen", "why"]
     rows = [
         [
             model,
+            str(c.get("seeds", "")),
             *(f"{c['means'][lr]:.3f}" if lr in c["means"] else "–" for lr in rates),
             f"{c['tolerance']:.3f}",
             f"{c['chosen']:g}",
@@ -85,30 +88,45 @@ def render(dataset: str, profile: str, per_model: dict) -> str:
             f"by more than max({GAIN}, seed range): more than another seed moves the score. "
             "Test images are not used.",
             "",
-            md_table(head, rows, "l" + "r" * (len(rates) + 2) + "l"),
+            md_table(head, rows, "l" + "r" * (len(rates) + 3) + "l"),
         ]
     )
 
 
 def grid_for_model(args, model: str, out: Path, overrides: dict, budget: Budget) -> dict | None:
-    """Train ``model`` at every rate of its grid (stored runs are read back) and choose."""
+    """Train ``model`` at every rate of its grid (stored runs are read back) and choose; where
+    ``--seeds`` would move the profile's rate, ``--confirm`` seeds decide."""
     from seg_bench.config import resolve_config
 
     profile_cfg = resolve_config(args.dataset, model, args.profile)
     steps = args.steps or max(1, (profile_cfg.max_steps or 0) // 2)
     rates = [float(x) for x in args.lrs.split(",")] if args.lrs else None
     rates = rates or [float(f"{profile_cfg.lr * f:.1g}") for f in FACTORS]
+    options = {**overrides, "max_steps": steps}
+    scores = grid_scores(args, model, out, options, rates, range(args.seeds), budget)
+    if not scores:
+        return None
+    choice = choose(scores, profile_cfg.lr)
+    if choice["chosen"] != profile_cfg.lr and args.confirm > args.seeds:
+        more = range(args.seeds, args.confirm)
+        for lr, values in grid_scores(args, model, out, options, rates, more, budget).items():
+            scores.setdefault(lr, []).extend(values)
+        choice = choose(scores, profile_cfg.lr)
+    return {**choice, "steps": steps, "seeds": max(len(v) for v in scores.values())}
+
+
+def grid_scores(args, model, out, options, rates, seeds, budget) -> dict[float, list[float]]:
+    """Final validation IoU per rate, one per seed of ``seeds``."""
     scores: dict[float, list[float]] = {}
     for lr in rates:
-        for seed in range(args.seeds):
+        for seed in seeds:
             if budget.left() <= 0:
                 continue
             path = run_path(out, args.dataset, model, seed, lr)
-            options = {**overrides, "max_steps": steps, "lr": lr}
-            rec = train_once(path, args.dataset, model, args.profile, seed, options)
+            rec = train_once(path, args.dataset, model, args.profile, seed, {**options, "lr": lr})
             scores.setdefault(lr, []).append(rec["final_val_iou"])
             print(f"{model} lr {lr:g} seed {seed}: {rec['final_val_iou']:.3f}", flush=True)
-    return {**choose(scores, profile_cfg.lr), "steps": steps} if scores else None
+    return scores
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,6 +135,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = run_parser(__doc__, seeds=1, name="lr_grid")
     ap.add_argument("--steps", type=int, default=None, help="default: half the profile's")
     ap.add_argument("--lrs", default=None, help="comma list (default: the profile's x 1/3, 1, 3)")
+    ap.add_argument(
+        "--confirm",
+        type=int,
+        default=0,
+        help="seeds in all for a model whose --seeds would move the profile's rate",
+    )
     args = ap.parse_args(argv)
     setup_torch(args.threads)
     budget = Budget(args.budget)

@@ -324,3 +324,35 @@ def test_a_tie_keeps_the_profiles_rate_and_a_rate_off_the_grid_gives_way():
     assert off_grid["chosen"] == 3e-3 and off_grid["why"].endswith(
         "(one seed: no seed range, provisional)"
     )
+
+
+def test_confirm_seeds_run_only_for_a_model_whose_first_seed_would_move_its_rate(
+    monkeypatch, tmp_path
+):
+    import argparse
+
+    grid = _lr_grid_module()
+    from common import Budget
+
+    # Final validation IoU per (model, seed, rate); ISBI 2012's cpu profile gives Adam 1e-3.
+    iou = {
+        ("moves", 0): {3e-4: 0.50, 1e-3: 0.60, 3e-3: 0.65},  # one seed: 3e-3 by 0.05
+        ("moves", 1): {3e-4: 0.50, 1e-3: 0.66, 3e-3: 0.63},  # two: 3e-3 by 0.01 < range 0.06
+        ("stays", 0): {3e-4: 0.50, 1e-3: 0.70, 3e-3: 0.69},
+    }
+    trained = []
+
+    def fake_train_once(path, dataset, model, profile, seed, options):
+        trained.append((model, seed, options["lr"]))
+        return {"final_val_iou": iou[(model, seed)][options["lr"]]}
+
+    monkeypatch.setattr(grid, "train_once", fake_train_once)
+    args = argparse.Namespace(
+        dataset="isbi2012", profile="cpu", steps=8, lrs=None, seeds=1, confirm=2
+    )
+    moved = grid.grid_for_model(args, "moves", tmp_path, {}, Budget(0))
+    assert (moved["chosen"], moved["seeds"], moved["tolerance"]) == (1e-3, 2, pytest.approx(0.06))
+    assert moved["means"][3e-3] == pytest.approx(0.64)
+    trained.clear()
+    kept = grid.grid_for_model(args, "stays", tmp_path, {}, Budget(0))
+    assert kept["chosen"] == 1e-3 and {seed for _, seed, _ in trained} == {0}
