@@ -1068,6 +1068,9 @@ def test_a_password_on_the_command_line_stays_out_of_wandb_run_metadata(tmp_path
     )
     assert tracking.is_wandb(logger) and sys.argv == argv  # restored for Lightning's DDP launcher
     tracking.TrackedRun(logger).finish()
+    import wandb
+
+    wandb.teardown()  # the W&B service writes the run file on its own; this waits for it
     run_file = next((tmp_path / "run").rglob("*.wandb")).read_bytes()
     assert b"bench:***@db.example" in run_file  # the command line is there, redacted
     assert _files_holding(tmp_path, DB_PASSWORD, FAKE_KEY) == []
