@@ -162,12 +162,25 @@ def test_budget_line_takes_todays_source_where_the_profile_still_gives_the_recor
 def test_header_names_the_evaluation_version_and_flags_a_mix():
     from seg_bench.protocol.header import evaluation_line
 
-    v1 = {"metrics": {}}
-    v2 = {"metrics": {"evaluation_version": 2}}
+    v1 = {"dataset": "dsb2018", "metrics": {}}
+    v2 = {"dataset": "dsb2018", "metrics": {"evaluation_version": 2}}
     assert evaluation_line([v2, v2]) == "evaluation v2"
     assert evaluation_line([v1]) == "evaluation v1"
     mixed = evaluation_line([v1, v2, v2])
     assert "mixed" in mixed and "v1 (1 records), v2 (2 records)" in mixed and "--rescore" in mixed
+    # v2 changed only DSB's method study: EPFL records of v1 and v2 score alike, and say why.
+    alike = evaluation_line([{**v1, "dataset": "epfl"}, {**v2, "dataset": "epfl"}])
+    assert "mixed" not in alike and alike.startswith("evaluation v1 (1 records), v2 (1 records)")
+    assert "score these records alike" in alike and "v2: post-processing grids" in alike
+
+
+def test_scoring_version_counts_only_changes_that_reach_the_record():
+    from seg_bench.evaluation.evaluate import EVALUATION_VERSION, scoring_version
+
+    assert EVALUATION_VERSION == 2  # a new version needs its VERSION_CHANGES entry and a case here
+    assert scoring_version({"dataset": "dsb2018", "metrics": {"evaluation_version": 2}}) == 2
+    assert scoring_version({"dataset": "dsb2018", "metrics": {}}) == 1
+    assert scoring_version({"dataset": "epfl", "metrics": {"evaluation_version": 2}}) == 1
 
 
 def test_header_names_the_machine_a_rescore_tested_on():

@@ -41,8 +41,15 @@ from seg_bench.metrics.instance import merge_count, object_counts, split_count
 METHOD_STUDY = ("dsb2018",)
 HIST_BINS = 1000  # pooled AUROC within ~1e-3 of exact; 2 x 1000 counts per image in the record
 # Raised whenever the same predictions would score differently; records without it are 1.
-# 2: post-processing grids grow past a binding edge (instances.tune).
 EVALUATION_VERSION = 2
+# What each version changed, and which records the change can reach: records that no change
+# between their versions reaches score the same predictions alike.
+VERSION_CHANGES = {
+    2: (
+        "post-processing grids grow past a binding edge, in DSB 2018's method study",
+        lambda record: record.get("dataset") in METHOD_STUDY,
+    ),
+}
 
 DEFINITIONS = {
     "pixel": "pooled confusion matrix over test images (rows truth, cols prediction), positive "
@@ -186,6 +193,16 @@ def tune_methods(
 def evaluation_version(record: dict[str, Any]) -> int:
     """The evaluation code version that scored a record (1 before versions were written)."""
     return int(record.get("metrics", {}).get("evaluation_version", 1))
+
+
+def scoring_version(record: dict[str, Any]) -> int:
+    """The newest change up to the record's evaluation version that reaches the record (1 if
+    none): records with the same scoring version score the same predictions alike."""
+    version = evaluation_version(record)
+    reaching = (
+        v for v, (_, reaches) in VERSION_CHANGES.items() if v <= version and reaches(record)
+    )
+    return max(reaching, default=1)
 
 
 def aggregate(

@@ -52,8 +52,9 @@ def code_line(records: list[dict]) -> str:
 
 
 def evaluation_line(records: list[dict]) -> str:
-    """Which evaluation code scored the records: one version, or a warning about the mix."""
-    from seg_bench.evaluation.evaluate import evaluation_version
+    """Which evaluation code scored the records: one version, several that score these records
+    alike, or a warning about the mix."""
+    from seg_bench.evaluation.evaluate import VERSION_CHANGES, evaluation_version, scoring_version
 
     counts: dict[int, int] = defaultdict(int)
     for r in records:
@@ -61,6 +62,13 @@ def evaluation_line(records: list[dict]) -> str:
     if len(counts) == 1:
         return f"evaluation v{next(iter(counts))}"
     mix = ", ".join(f"v{v} ({n} records)" for v, n in sorted(counts.items()))
+    if len({scoring_version(r) for r in records}) == 1:
+        changes = "; ".join(
+            f"v{v}: {VERSION_CHANGES[v][0]}"
+            for v in sorted(VERSION_CHANGES)
+            if min(counts) < v <= max(counts)
+        )
+        return f"evaluation {mix}, which score these records alike (changed since: {changes})"
     return (
         f"**evaluation versions mixed**: {mix}; the same predictions may score differently "
         "across them; `seg-bench bench ... --rescore` re-tests the older ones from their "
