@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (  # noqa: E402
@@ -180,29 +181,40 @@ def run_parser(doc: str, seeds: int, name: str) -> argparse.ArgumentParser:
     return ap
 
 
-def run_setting(args: argparse.Namespace, name: str) -> tuple[dict, Path]:
-    """(config overrides, folder of the run JSONs); ``--quick``: seconds per run (smoke data,
-    two models, float32) in a temporary folder. lr_grid.py shares it."""
-    if not args.quick:
-        return {}, Path(args.out_dir or f"runs/{name}")
-    args.profile, args.models = "smoke", args.models or "unet,segnet"
-    overrides = {"precision": "32-true", "accelerator": "cpu", "schedule": "warmup_cosine"}
-    return overrides, Path(args.out_dir or tempfile.mkdtemp(prefix=f"{name}-"))
+class Setting(NamedTuple):
+    """What a run of this script or lr_grid.py works with: config overrides, the folder of the
+    run JSONs, the time budget and the models."""
+
+    overrides: dict
+    out: Path
+    budget: Budget
+    models: list[str]
+
+
+def start(args: argparse.Namespace, name: str) -> Setting:
+    """Torch set up and the run's setting; ``--quick``: seconds per run (smoke data, two
+    models, float32) in a temporary folder. lr_grid.py shares it."""
+    from seg_bench.config import benchmark_models
+
+    setup_torch(args.threads)
+    overrides, out = {}, Path(args.out_dir or f"runs/{name}")
+    if args.quick:
+        args.profile, args.models = "smoke", args.models or "unet,segnet"
+        overrides = {"precision": "32-true", "accelerator": "cpu", "schedule": "warmup_cosine"}
+        out = Path(args.out_dir or tempfile.mkdtemp(prefix=f"{name}-"))
+    models = args.models.split(",") if args.models else benchmark_models(args.dataset, args.profile)
+    return Setting(overrides, out, Budget(args.budget), list(models))
 
 
 def main(argv: list[str] | None = None) -> None:
-    from seg_bench.config import benchmark_models, resolve_config
+    from seg_bench.config import resolve_config
 
     ap = run_parser(__doc__, seeds=2, name="convergence")
     ap.add_argument("--base-steps", type=int, default=None, help="default: the profile's")
     args = ap.parse_args(argv)
-    setup_torch(args.threads)
-    budget = Budget(args.budget)
-    overrides, out = run_setting(args, "convergence")
+    overrides, out, budget, models = start(args, "convergence")
     if args.quick:
         args.base_steps = args.base_steps or 4
-    models = (args.models or "").split(",") if args.models else None
-    models = models or benchmark_models(args.dataset, args.profile)
     base = args.base_steps or resolve_config(args.dataset, models[0], args.profile).max_steps
     if not base:
         raise SystemExit(f"profile {args.profile} has no max_steps: give --base-steps")

@@ -31,11 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_convergence import (  # noqa: E402
     GAIN,
     run_parser,
-    run_setting,
+    start,
     train_once,
     write_text,
 )
-from common import Budget, emit, machine_line, md_table, setup_torch  # noqa: E402
+from common import Budget, emit, machine_line, md_table  # noqa: E402
 
 FACTORS = (1 / 3, 1, 3)  # x the profile's rate: 3e-4, 1e-3, 3e-3 around Adam's 1e-3
 
@@ -130,8 +130,6 @@ def grid_scores(args, model, out, options, rates, seeds, budget) -> dict[float, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from seg_bench.config import benchmark_models
-
     ap = run_parser(__doc__, seeds=1, name="lr_grid")
     ap.add_argument("--steps", type=int, default=None, help="default: half the profile's")
     ap.add_argument("--lrs", default=None, help="comma list (default: the profile's x 1/3, 1, 3)")
@@ -142,12 +140,9 @@ def main(argv: list[str] | None = None) -> None:
         help="seeds in all for a model whose --seeds would move the profile's rate",
     )
     args = ap.parse_args(argv)
-    setup_torch(args.threads)
-    budget = Budget(args.budget)
-    overrides, out = run_setting(args, "lr_grid")
+    overrides, out, budget, models = start(args, "lr_grid")
     if args.quick:
         args.steps = args.steps or 4
-    models = args.models.split(",") if args.models else benchmark_models(args.dataset, args.profile)
     per_model = {m: c for m in models if (c := grid_for_model(args, m, out, overrides, budget))}
     md = render(args.dataset, args.profile, per_model)
     if args.out:
