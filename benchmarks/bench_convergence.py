@@ -1,8 +1,9 @@
 """Convergence of a step budget: does doubling it still change any model's validation IoU?
 
 Every model of a profile is trained (seg-bench's own training: the profile's data, schedule and
-precision) at 1x, 2x and 4x a candidate number of optimizer steps, for 2 seeds. The final
-validation IoU (the end of the run's schedule) is compared between each budget and its double.
+precision) at 1x, 2x and, where needed, 4x a candidate number of optimizer steps, for 2 seeds.
+The final validation IoU (the end of the run's schedule) is compared between each budget and
+its double; once a doubling moves no model, larger budgets are not trained.
 A budget has converged when doubling it changes no model's mean validation IoU by more than
 ``GAIN`` (0.01) or, where seeds disagree more, by more than a third of the seed range (max - min
 over the seeds of both budgets): the tolerance is the larger of the two. The smallest converged
@@ -10,10 +11,12 @@ budget is the one to put in the profile (``max_steps``).
 
 Each run writes one JSON (``<out>/<dataset>/<model>__seed<s>__steps<n>.json``, atomically);
 a rerun skips finished runs and resumes an interrupted one from its last checkpoint, so the
-full mode (hours on a CPU) can be stopped and restarted at will.
+full mode (hours on a CPU) can be stopped and restarted at will. ``--records`` reuses bench
+records of the same configuration (the leaderboard's runs at the profile's budget).
 
     python benchmarks/bench_convergence.py --dataset isbi2012              # the cpu profile
     python benchmarks/bench_convergence.py --dataset isbi2012 --base-steps 512
+    python benchmarks/bench_convergence.py --dataset isbi2012 --records leaderboards/records
     python benchmarks/bench_convergence.py --quick                          # 2 models, smoke data
 """
 
@@ -51,41 +54,75 @@ def run_path(out: Path, dataset: str, model: str, seed: int, steps: int) -> Path
 
 
 def train_once(
-    path: Path, dataset: str, model: str, profile: str, seed: int, overrides: dict
+    path: Path,
+    dataset: str,
+    model: str,
+    profile: str,
+    seed: int,
+    overrides: dict,
+    records: Path | None = None,
 ) -> dict:
-    """One run of seg-bench's training (the profile with ``overrides``), or its stored result
-    at ``path``; the run folder goes once the JSON is written. lr_grid.py shares it."""
+    """One run of seg-bench's training (the profile with ``overrides``): its stored result at
+    ``path``, else a bench record of the very same configuration under ``records`` (a results
+    folder such as leaderboards/records), else a new run, whose folder goes once the JSON is
+    written. lr_grid.py shares it."""
     from seg_bench.config import resolve_config
     from seg_bench.io import write_json
-    from seg_bench.protocol.convergence import plateaued
     from seg_bench.training.trainer import train
 
     if path.exists():
         return json.loads(path.read_text())
     cfg = resolve_config(dataset, model, profile, seed=seed, logger="none", **overrides)
+    if records is not None and (found := bench_record(records, cfg)):
+        return found
     run_dir = path.with_suffix("")
     result = train(cfg, run_dir, progress=False)
-    curve = result.task.curve
-    if not curve:  # every score below is a final validation IoU
-        raise SystemExit(f"{run_dir}: the run never validated; give the profile validation")
-    record = {
-        "dataset": dataset,
-        "model": model,
-        "seed": seed,
-        "steps": cfg.max_steps,
-        "lr": cfg.lr,
-        "profile": profile,
-        "final_val_iou": curve[-1]["val_iou"],
-        "best_val_iou": result.best_val.get("val/iou"),
-        "plateaued": plateaued(curve),
-        "train_time_s": result.train_time_s,
-        "precision_choice": choice.to_dict() if (choice := result.precision_choice) else None,
-        "curve": curve,
-        "config": cfg.to_dict(),
-    }
+    choice = result.precision_choice
+    record = run_summary(
+        cfg,
+        result.task.curve,
+        train_time_s=result.train_time_s,
+        best_val_iou=result.best_val.get("val/iou"),
+        precision_choice=choice.to_dict() if choice else None,
+    )
     write_json(path, record)
     shutil.rmtree(run_dir, ignore_errors=True)
     return record
+
+
+def run_summary(cfg, curve: list[dict], **fields) -> dict:
+    """What this script keeps of a run: its configuration, curve and final validation IoU."""
+    from seg_bench.protocol.convergence import plateaued
+
+    if not curve:  # every score here is a final validation IoU
+        raise SystemExit(f"{cfg.model} seed {cfg.seed}: the run never validated")
+    return {
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "seed": cfg.seed,
+        "steps": cfg.max_steps,
+        "lr": cfg.lr,
+        "profile": cfg.profile,
+        "final_val_iou": curve[-1]["val_iou"],
+        "plateaued": plateaued(curve),
+        **fields,
+        "curve": curve,
+        "config": cfg.to_dict(),
+    }
+
+
+def bench_record(results_dir: Path, cfg) -> dict | None:
+    """A bench record (``seg-bench bench``) whose configuration has ``cfg``'s key: the same
+    training, so its validation curve stands for a run of this script (None where it has none)."""
+    from seg_bench.protocol.bench import existing_record
+    from seg_bench.protocol.records import record_path_for
+
+    path = record_path_for(results_dir, cfg)
+    record = existing_record(path)
+    if not record or not record.get("curve"):
+        return None
+    fields = {k: record.get(k) for k in ("train_time_s", "precision_choice")}
+    return run_summary(cfg, record["curve"], **fields, from_record=str(path))
 
 
 def compare(runs: dict[int, list[dict]]) -> list[dict]:
@@ -211,6 +248,12 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = run_parser(__doc__, seeds=2, name="convergence")
     ap.add_argument("--base-steps", type=int, default=None, help="default: the profile's")
+    ap.add_argument(
+        "--records",
+        default=None,
+        help="a bench results folder (e.g. leaderboards/records): runs of the same "
+        "configuration there are reused, not trained again",
+    )
     args = ap.parse_args(argv)
     overrides, out, budget, models = start(args, "convergence")
     if args.quick:
@@ -218,19 +261,23 @@ def main(argv: list[str] | None = None) -> None:
     base = args.base_steps or resolve_config(args.dataset, models[0], args.profile).max_steps
     if not base:
         raise SystemExit(f"profile {args.profile} has no max_steps: give --base-steps")
+    records = Path(args.records) if args.records else None
     runs: dict[str, dict[int, list[dict]]] = {m: {} for m in models}
-    for model in models:
-        for steps in (f * base for f in FACTORS):
+    for steps in (f * base for f in FACTORS):
+        for model in models:
             for seed in range(args.seeds):
                 if budget.left() <= 0:
                     continue
                 path = run_path(out, args.dataset, model, seed, steps)
                 options = {**overrides, "max_steps": steps}
-                rec = train_once(path, args.dataset, model, args.profile, seed, options)
+                rec = train_once(path, args.dataset, model, args.profile, seed, options, records)
                 runs[model].setdefault(steps, []).append(rec)
-                print(f"{model} {steps} steps seed {seed}: {rec['final_val_iou']:.3f}", flush=True)
-    per_model = {m: compare(r) for m, r in runs.items()}
-    chosen = smallest_converged(per_model)
+                how = " (bench record)" if rec.get("from_record") else ""
+                print(f"{model} {steps} steps seed {seed}: {rec['final_val_iou']:.3f}{how}")
+        per_model = {m: compare(r) for m, r in runs.items()}
+        chosen = smallest_converged(per_model)
+        if chosen:  # a doubling moved no model: larger budgets cannot be the smallest
+            break
     md = render(args.dataset, args.profile, per_model, runs, chosen)
     if args.out:
         write_text(args.out, md + "\n")

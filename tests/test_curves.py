@@ -281,6 +281,53 @@ def test_the_chosen_budget_is_the_smallest_where_no_model_still_gains():
     assert bc.smallest_converged({"fast": fast, "still": still}) is None
 
 
+@pytest.mark.parametrize(
+    "iou_by_steps, trained_steps, chosen",
+    [
+        ({4: 0.50, 8: 0.505, 16: 0.51}, {4, 8}, 4),  # 4 -> 8 moves nobody: 16 is never trained
+        ({4: 0.40, 8: 0.50, 16: 0.505}, {4, 8, 16}, 8),
+    ],
+)
+def test_convergence_trains_a_larger_budget_only_while_doubling_still_moves_a_model(
+    monkeypatch, tmp_path, iou_by_steps, trained_steps, chosen
+):
+    bc = _convergence_module()
+    trained = []
+
+    def fake_train_once(path, dataset, model, profile, seed, options, records=None):
+        trained.append(options["max_steps"])
+        return {"final_val_iou": iou_by_steps[options["max_steps"]]}
+
+    monkeypatch.setattr(bc, "train_once", fake_train_once)
+    out = tmp_path / "conv.md"
+    argv = ["--models", "a,b", "--base-steps", "4", "--out-dir", str(tmp_path), "--out", str(out)]
+    bc.main(argv)
+    assert set(trained) == trained_steps and len(trained) == 2 * 2 * len(trained_steps)
+    assert f"smallest converged budget: **{chosen} steps**" in out.read_text()
+
+
+def test_convergence_reuses_a_bench_record_of_the_same_configuration(monkeypatch, tmp_path):
+    from seg_bench.protocol.bench import bench
+
+    bc = _convergence_module()
+    results = tmp_path / "records"
+    small = {"width": 0.0625, "num_workers": 0}
+    (record,) = bench(
+        "synthetic", models=["unet"], profile="smoke", seeds=1, overrides=small,
+        results_dir=results, runs_dir=tmp_path / "runs", leaderboard_dir=None,
+    )  # fmt: skip
+
+    def fail(*a, **k):
+        raise AssertionError("a run the bench record holds was trained again")
+
+    monkeypatch.setattr("seg_bench.training.trainer.train", fail)
+    path = tmp_path / "conv" / "unet__seed0.json"
+    got = bc.train_once(path, "synthetic", "unet", "smoke", 0, small, records=results)
+    assert got["final_val_iou"] == record["curve"][-1]["val_iou"] and got["from_record"]
+    with pytest.raises(AssertionError, match="trained again"):  # another lr: not that run
+        bc.train_once(path, "synthetic", "unet", "smoke", 0, {**small, "lr": 0.5}, records=results)
+
+
 def _record(model, seed, curve, profile="cpu", note=""):
     per_image = [{"id": "a", "tp": 5, "fp": 1, "fn": 1, "tn": 10}]
     return fake_record(
