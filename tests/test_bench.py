@@ -102,6 +102,15 @@ def test_a_record_named_by_an_older_key_is_found_and_not_retrained(dirs, monkeyp
     assert record_path_for(dirs["results_dir"], other).name.endswith(f"{config_key(other)}.json")
 
 
+@pytest.fixture
+def every_change_reaches_every_record(monkeypatch):
+    """Version 2 changed DSB scoring only; here it reaches the synthetic records too."""
+    from seg_bench.evaluation import evaluate
+
+    monkeypatch.setattr(evaluate, "VERSION_CHANGES", {2: ("a change", lambda record: True)})
+
+
+@pytest.mark.usefixtures("every_change_reaches_every_record")
 def test_rescore_retests_an_older_evaluation_from_the_checkpoint_without_training(
     dirs, monkeypatch
 ):
@@ -187,6 +196,7 @@ def test_tta_on_a_fresh_folder_trains_the_plain_run_once_and_records_both(dirs):
     assert all(r["checkpoint"] == plain[r["seed"]]["checkpoint"] for r in records)
 
 
+@pytest.mark.usefixtures("every_change_reaches_every_record")
 def test_rescore_without_the_checkpoint_says_to_retrain(dirs):
     bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
     path = record_path_for(dirs["results_dir"], resolve_config("synthetic", "toy_fcn", "smoke"))
@@ -197,6 +207,19 @@ def test_rescore_without_the_checkpoint_says_to_retrain(dirs):
     with pytest.raises(UserError, match="cannot rescore, its checkpoint .*gone.ckpt is gone"):
         bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, rescore=True, **dirs)
     assert json.loads(path.read_text()) == old  # nothing half-written
+
+
+def test_rescore_leaves_an_older_record_that_no_later_change_reaches(dirs, monkeypatch):
+    """v2 changed DSB's method study only: a v1 synthetic record scores alike, so --rescore
+    needs neither it nor its checkpoint (EPFL's v1 records have lost theirs)."""
+    bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
+    path = record_path_for(dirs["results_dir"], resolve_config("synthetic", "toy_fcn", "smoke"))
+    old = json.loads(path.read_text())
+    del old["metrics"]["evaluation_version"]
+    old["checkpoint"] = str(dirs["runs_dir"] / "gone.ckpt")
+    path.write_text(json.dumps(old))
+    bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, rescore=True, **dirs)
+    assert json.loads(path.read_text()) == old
 
 
 def test_damaged_record_is_redone(dirs):

@@ -175,12 +175,15 @@ def test_header_names_the_evaluation_version_and_flags_a_mix():
 
 
 def test_scoring_version_counts_only_changes_that_reach_the_record():
-    from seg_bench.evaluation.evaluate import EVALUATION_VERSION, scoring_version
+    from seg_bench.evaluation.evaluate import EVALUATION_VERSION, is_stale, scoring_version
 
     assert EVALUATION_VERSION == 2  # a new version needs its VERSION_CHANGES entry and a case here
     assert scoring_version({"dataset": "dsb2018", "metrics": {"evaluation_version": 2}}) == 2
     assert scoring_version({"dataset": "dsb2018", "metrics": {}}) == 1
     assert scoring_version({"dataset": "epfl", "metrics": {"evaluation_version": 2}}) == 1
+    assert is_stale({"dataset": "dsb2018", "metrics": {}})
+    assert not is_stale({"dataset": "dsb2018", "metrics": {"evaluation_version": 2}})
+    assert not is_stale({"dataset": "epfl", "metrics": {}})
 
 
 def test_header_names_the_machine_a_rescore_tested_on():

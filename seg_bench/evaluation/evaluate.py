@@ -205,6 +205,12 @@ def scoring_version(record: dict[str, Any]) -> int:
     return max(reaching, default=1)
 
 
+def is_stale(record: dict[str, Any]) -> bool:
+    """True where a change newer than the record's evaluation would score it differently."""
+    version = evaluation_version(record)
+    return any(v > version and reaches(record) for v, (_, reaches) in VERSION_CHANGES.items())
+
+
 def aggregate(
     per_image: list[dict[str, Any]], indices: np.ndarray | None = None
 ) -> dict[str, float]:

@@ -15,10 +15,11 @@ record; bench goes on with the next pair, builds the leaderboard from the record
 Rerunning retries failed pairs; a success removes the ``.failed.json``.
 
 ``rescore`` re-tests, from its best checkpoint, every finished pair whose record an older
-evaluation (``EVALUATION_VERSION``) scored (protocol/retest.py); a leaderboard whose records
-different evaluation versions scored says so in its header (protocol/header.py), naming this
-option. A configuration that changes only how a network is tested (``--tta``) is not trained:
-its training twin is, and the twin's checkpoint is tested with its settings (retest.py).
+evaluation scored where a later change would score it differently (``VERSION_CHANGES``,
+protocol/retest.py); a leaderboard whose records such evaluations scored says so in its header
+(protocol/header.py), naming this option. A configuration that changes only how a network is
+tested (``--tta``) is not trained: its training twin is, and the twin's checkpoint is tested
+with its settings (retest.py).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from rich.console import Console
 
 from seg_bench.config import RunConfig, benchmark_models, resolve_config
 from seg_bench.errors import UserError
-from seg_bench.evaluation.evaluate import EVALUATION_VERSION, evaluate, evaluation_version
+from seg_bench.evaluation.evaluate import evaluate, is_stale
 from seg_bench.hardware import hardware
 from seg_bench.io import file_lock, remove_stale_temp, write_json
 from seg_bench.protocol import provenance
@@ -283,7 +284,7 @@ def finished_record(
 ) -> dict | None:
     """The pair's record if it needs no run (tested again first when ``rescore`` and stale)."""
     done = None if force else existing_record(path)
-    stale = done is not None and evaluation_version(done) < EVALUATION_VERSION
+    stale = done is not None and is_stale(done)
     if rescore and stale and not launched_rank_above_zero():
         t0 = time.perf_counter()
         console.print(f"{label}: rescoring from {done.get('checkpoint')}")
