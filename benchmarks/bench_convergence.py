@@ -114,8 +114,7 @@ def run_summary(cfg, curve: list[dict], **fields) -> dict:
 def bench_record(results_dir: Path, cfg) -> dict | None:
     """A bench record (``seg-bench bench``) whose configuration has ``cfg``'s key: the same
     training, so its validation curve stands for a run of this script (None where it has none)."""
-    from seg_bench.protocol.bench import existing_record
-    from seg_bench.protocol.records import record_path_for
+    from seg_bench.protocol.records import existing_record, record_path_for
 
     path = record_path_for(results_dir, cfg)
     record = existing_record(path)

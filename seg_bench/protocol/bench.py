@@ -40,6 +40,7 @@ from seg_bench.io import file_lock, remove_stale_temp, write_json
 from seg_bench.protocol import provenance
 from seg_bench.protocol.records import (
     RECORD_VERSION,
+    existing_record,
     failed_path,
     read_record,
     record_key,
@@ -154,15 +155,6 @@ def run_one(
         )
         run.log_checkpoint(result.best_checkpoint, {"best_val": result.best_val, "seed": cfg.seed})
     return record
-
-
-def existing_record(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        return read_record(path)
-    except UserError:
-        return None  # a foreign or damaged record is redone, not trusted
 
 
 def lock_path(record: Path) -> Path:

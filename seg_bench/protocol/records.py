@@ -97,6 +97,17 @@ def read_record(path: Path) -> dict[str, Any]:
     return record
 
 
+def existing_record(path: Path) -> dict[str, Any] | None:
+    """The record at ``path``, or None where there is none or it is foreign or damaged (so that
+    its run is redone, not trusted)."""
+    if not path.exists():
+        return None
+    try:
+        return read_record(path)
+    except UserError:
+        return None
+
+
 def load_records(results_dir: Path, dataset: str) -> list[dict[str, Any]]:
     folder = Path(results_dir) / dataset
     if not folder.is_dir():
