@@ -12,11 +12,14 @@ budget is the one to put in the profile (``max_steps``).
 Each run writes one JSON (``<out>/<dataset>/<model>__seed<s>__steps<n>.json``, atomically);
 a rerun skips finished runs and resumes an interrupted one from its last checkpoint, so the
 full mode (hours on a CPU) can be stopped and restarted at will. ``--records`` reuses bench
-records of the same configuration (the leaderboard's runs at the profile's budget).
+records of the same configuration (the leaderboard's runs at the profile's budget). No verdict
+rests on part of the runs: while a model lacks a seed of either budget, its row says how many
+runs are left and the budget stays undecided (``--report`` prints that table without training).
 
     python benchmarks/bench_convergence.py --dataset isbi2012              # the cpu profile
     python benchmarks/bench_convergence.py --dataset isbi2012 --base-steps 512
     python benchmarks/bench_convergence.py --dataset isbi2012 --records leaderboards/records
+    python benchmarks/bench_convergence.py --dataset isbi2012 --out-dir DIR --report
     python benchmarks/bench_convergence.py --quick                          # 2 models, smoke data
 """
 
@@ -61,11 +64,12 @@ def train_once(
     seed: int,
     overrides: dict,
     records: Path | None = None,
-) -> dict:
+    train_missing: bool = True,
+) -> dict | None:
     """One run of seg-bench's training (the profile with ``overrides``): its stored result at
     ``path``, else a bench record of the very same configuration under ``records`` (a results
     folder such as leaderboards/records), else a new run, whose folder goes once the JSON is
-    written. lr_grid.py shares it."""
+    written (None instead where not ``train_missing``). lr_grid.py shares it."""
     from seg_bench.config import resolve_config
     from seg_bench.io import write_json
     from seg_bench.training.trainer import train
@@ -75,6 +79,8 @@ def train_once(
     cfg = resolve_config(dataset, model, profile, seed=seed, logger="none", **overrides)
     if records is not None and (found := bench_record(records, cfg)):
         return found
+    if not train_missing:
+        return None
     run_dir = path.with_suffix("")
     result = train(cfg, run_dir, progress=False)
     choice = result.precision_choice
@@ -124,15 +130,23 @@ def bench_record(results_dir: Path, cfg) -> dict | None:
     return run_summary(cfg, record["curve"], **fields, from_record=str(path))
 
 
-def compare(runs: dict[int, list[dict]]) -> list[dict]:
-    """For each budget and its double: the change of the mean final IoU and its tolerance."""
+def compare(runs: dict[int, list[dict]], seeds: int | None = None) -> list[dict]:
+    """For each budget and its double: the change of the mean final IoU and its tolerance;
+    ``converged`` is None (and ``missing`` counts the runs) while either budget lacks some of
+    its ``seeds`` runs (default: as many as its fullest budget), so no verdict rests on part of
+    the seeds or part of the models."""
     steps = sorted(runs)
+    seeds = seeds or max((len(r) for r in runs.values()), default=0)
     out = []
     for small, big in zip(steps, steps[1:], strict=False):
         if 2 * small != big:
             continue
         a = [r["final_val_iou"] for r in runs[small]]
         b = [r["final_val_iou"] for r in runs[big]]
+        missing = max(0, seeds - len(a)) + max(0, seeds - len(b))
+        if missing:
+            out.append({"steps": small, "doubled": big, "converged": None, "missing": missing})
+            continue
         spread = max(max(a) - min(a), max(b) - min(b))
         tolerance = max(GAIN, SPREAD_FRACTION * spread)
         change = statistics.mean(b) - statistics.mean(a)
@@ -149,42 +163,42 @@ def compare(runs: dict[int, list[dict]]) -> list[dict]:
     return out
 
 
+def verdicts_at(per_model: dict[str, list[dict]], steps: int) -> list[bool | None]:
+    """Every model's verdict on doubling ``steps`` (None: not every run of it is there)."""
+    found = {m: [c["converged"] for c in cs if c["steps"] == steps] for m, cs in per_model.items()}
+    return [v[0] if v else None for v in found.values()]
+
+
 def smallest_converged(per_model: dict[str, list[dict]]) -> int | None:
-    """The smallest budget at which doubling changes no model beyond its tolerance."""
+    """The smallest budget at which doubling changes no model beyond its tolerance; None while
+    a smaller budget is undecided for some model (its runs are not all there)."""
     budgets = sorted({c["steps"] for cs in per_model.values() for c in cs})
     for steps in budgets:
-        verdicts = [c["converged"] for cs in per_model.values() for c in cs if c["steps"] == steps]
-        if verdicts and all(verdicts):
+        verdicts = verdicts_at(per_model, steps)
+        if None in verdicts:
+            return None
+        if all(verdicts):
             return steps
     return None
+
+
+def _mean_iou(runs: list[dict]) -> str:
+    return f"{statistics.mean(r['final_val_iou'] for r in runs):.3f}" if runs else "-"
 
 
 def render(dataset: str, profile: str, per_model: dict, runs: dict, chosen: int | None) -> str:
     rows = []
     for model, comparisons in per_model.items():
         for c in comparisons:
-            means = {
-                s: statistics.mean(r["final_val_iou"] for r in runs[model][s])
-                for s in (c["steps"], c["doubled"])
-            }
-            rows.append(
-                [
-                    model,
-                    f"{c['steps']} -> {c['doubled']}",
-                    f"{means[c['steps']]:.3f}",
-                    f"{means[c['doubled']]:.3f}",
-                    f"{c['change']:+.3f}",
-                    f"{c['seed_range']:.3f}",
-                    f"{c['tolerance']:.3f}",
-                    "yes" if c["converged"] else "no",
-                ]
-            )
+            means = [_mean_iou(runs[model][c["steps"]]), _mean_iou(runs[model][c["doubled"]])]
+            if c["converged"] is None:
+                judged = ["-", "-", "-", f"{c['missing']} runs left"]
+            else:
+                ok = "yes" if c["converged"] else "no"
+                judged = [f"{c[k]:.3f}" for k in ("seed_range", "tolerance")] + [ok]
+                judged.insert(0, f"{c['change']:+.3f}")
+            rows.append([model, f"{c['steps']} -> {c['doubled']}", *means, *judged])
     head = ["Model", "steps", "IoU", "IoU doubled", "change", "seed range", "tolerance", "ok"]
-    verdict = (
-        f"smallest converged budget: **{chosen} steps**"
-        if chosen
-        else "no candidate budget converged: rerun with a larger --base-steps"
-    )
     return "\n".join(
         [
             f"# Convergence of the {profile} budget on {dataset}",
@@ -194,9 +208,18 @@ def render(dataset: str, profile: str, per_model: dict, runs: dict, chosen: int 
             "",
             md_table(head, rows, "llrrrrrl"),
             "",
-            f"Verdict: {verdict}.",
+            f"Verdict: {verdict(per_model, chosen)}.",
         ]
     )
+
+
+def verdict(per_model: dict[str, list[dict]], chosen: int | None) -> str:
+    if chosen:
+        return f"smallest converged budget: **{chosen} steps**"
+    left = sum(c.get("missing", 0) for cs in per_model.values() for c in cs)
+    if left:
+        return f"not decided yet: {left} runs are not trained (rerun the same command to resume)"
+    return "no candidate budget converged: rerun with a larger --base-steps"
 
 
 def write_text(path: str, text: str) -> None:
@@ -253,6 +276,11 @@ def main(argv: list[str] | None = None) -> None:
         help="a bench results folder (e.g. leaderboards/records): runs of the same "
         "configuration there are reused, not trained again",
     )
+    ap.add_argument(
+        "--report",
+        action="store_true",
+        help="train nothing: the table of the runs stored so far (undecided where some are not)",
+    )
     args = ap.parse_args(argv)
     overrides, out, budget, models = start(args, "convergence")
     if args.quick:
@@ -265,18 +293,23 @@ def main(argv: list[str] | None = None) -> None:
     for steps in (f * base for f in FACTORS):
         for model in models:
             for seed in range(args.seeds):
-                if budget.left() <= 0:
-                    continue
                 path = run_path(out, args.dataset, model, seed, steps)
                 options = {**overrides, "max_steps": steps}
-                rec = train_once(path, args.dataset, model, args.profile, seed, options, records)
-                runs[model].setdefault(steps, []).append(rec)
+                train = budget.left() > 0 and not args.report
+                rec = train_once(
+                    path, args.dataset, model, args.profile, seed, options, records, train
+                )
+                runs[model].setdefault(steps, [])
+                if rec is None:
+                    print(f"{model} {steps} steps seed {seed}: not trained")
+                    continue
+                runs[model][steps].append(rec)
                 how = " (bench record)" if rec.get("from_record") else ""
                 print(f"{model} {steps} steps seed {seed}: {rec['final_val_iou']:.3f}{how}")
-        per_model = {m: compare(r) for m, r in runs.items()}
+        per_model = {m: compare(r, args.seeds) for m, r in runs.items()}
         chosen = smallest_converged(per_model)
-        if chosen:  # a doubling moved no model: larger budgets cannot be the smallest
-            break
+        if chosen or (steps > base and None in verdicts_at(per_model, steps // 2)):
+            break  # converged, or undecided: no larger budget can be judged yet
     md = render(args.dataset, args.profile, per_model, runs, chosen)
     if args.out:
         write_text(args.out, md + "\n")

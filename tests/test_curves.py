@@ -281,6 +281,39 @@ def test_the_chosen_budget_is_the_smallest_where_no_model_still_gains():
     assert bc.smallest_converged({"fast": fast, "still": still}) is None
 
 
+def test_a_budget_stays_undecided_while_a_model_or_a_seed_of_its_double_is_missing():
+    bc = _convergence_module()
+    done = bc.compare(_runs({100: [0.7, 0.7], 200: [0.7, 0.7]}), seeds=2)
+    one_seed = bc.compare(_runs({100: [0.5, 0.5], 200: [0.5]}), seeds=2)
+    assert one_seed == [{"steps": 100, "doubled": 200, "converged": None, "missing": 1}]
+    assert bc.smallest_converged({"done": done, "one_seed": one_seed}) is None
+    untrained = bc.compare(_runs({100: [0.5, 0.5], 200: []}), seeds=2)
+    assert untrained[0]["missing"] == 2
+    assert bc.smallest_converged({"done": done, "untrained": untrained}) is None
+    assert bc.smallest_converged({"done": done}) == 100
+    text = bc.verdict({"done": done, "one_seed": one_seed, "untrained": untrained}, None)
+    assert "3 runs are not trained" in text
+
+
+def test_report_trains_nothing_and_tables_the_stored_runs(monkeypatch, tmp_path):
+    bc = _convergence_module()
+    stored = {(m, s, n): 0.6 for m in "ab" for s in (0, 1) for n in (4, 8)}
+    del stored[("b", 1, 8)]  # the run an interrupted benchmark had not reached
+
+    def stored_only(path, dataset, model, profile, seed, options, records=None, train=True):
+        assert not train, "--report trained a run"
+        iou = stored.get((model, seed, options["max_steps"]))
+        return None if iou is None else {"final_val_iou": iou}
+
+    monkeypatch.setattr(bc, "train_once", stored_only)
+    out = tmp_path / "conv.md"
+    argv = ["--models", "a,b", "--base-steps", "4", "--out-dir", str(tmp_path), "--out", str(out)]
+    bc.main([*argv, "--report"])
+    text = out.read_text()
+    assert "| a | 4 -> 8 | 0.600 | 0.600 | +0.000 |" in text and "1 runs left" in text
+    assert "not decided yet: 1 runs are not trained" in text
+
+
 @pytest.mark.parametrize(
     "iou_by_steps, trained_steps, chosen",
     [
@@ -294,7 +327,7 @@ def test_convergence_trains_a_larger_budget_only_while_doubling_still_moves_a_mo
     bc = _convergence_module()
     trained = []
 
-    def fake_train_once(path, dataset, model, profile, seed, options, records=None):
+    def fake_train_once(path, dataset, model, profile, seed, options, records=None, train=True):
         trained.append(options["max_steps"])
         return {"final_val_iou": iou_by_steps[options["max_steps"]]}
 
