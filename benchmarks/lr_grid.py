@@ -72,8 +72,8 @@ def render(dataset: str, profile: str, per_model: dict) -> str:
             model,
             str(c.get("seeds", "")),
             *(f"{c['means'][lr]:.3f}" if lr in c["means"] else "–" for lr in rates),
-            f"{c['tolerance']:.3f}",
-            f"{c['chosen']:g}",
+            "–" if c["chosen"] is None else f"{c['tolerance']:.3f}",
+            "–" if c["chosen"] is None else f"{c['chosen']:g}",
             c["why"],
         ]
         for model, c in per_model.items()
@@ -106,13 +106,24 @@ def grid_for_model(args, model: str, out: Path, overrides: dict, budget: Budget)
     scores = grid_scores(args, model, out, options, rates, range(args.seeds), budget)
     if not scores:
         return None
-    choice = choose(scores, profile_cfg.lr)
-    if choice["chosen"] != profile_cfg.lr and args.confirm > args.seeds:
+    choice = undecided(scores, rates, args.seeds) or choose(scores, profile_cfg.lr)
+    if choice["chosen"] not in (None, profile_cfg.lr) and args.confirm > args.seeds:
         more = range(args.seeds, args.confirm)
         for lr, values in grid_scores(args, model, out, options, rates, more, budget).items():
             scores.setdefault(lr, []).extend(values)
-        choice = choose(scores, profile_cfg.lr)
+        choice = undecided(scores, rates, args.confirm) or choose(scores, profile_cfg.lr)
     return {**choice, "steps": steps, "seeds": max(len(v) for v in scores.values())}
+
+
+def undecided(scores: dict[float, list[float]], rates: list[float], seeds: int) -> dict | None:
+    """Where a rate lacks some of its ``seeds`` runs (the time budget ran out), no choice: one
+    made from part of the grid could move a profile on a rate that was never tried."""
+    missing = sum(max(0, seeds - len(scores.get(lr, []))) for lr in rates)
+    if not missing:
+        return None
+    means = {lr: statistics.mean(v) for lr, v in scores.items() if v}
+    why = f"not decided: {missing} runs not trained (rerun the same command to resume)"
+    return {"means": means, "tolerance": None, "best": None, "chosen": None, "why": why}
 
 
 def grid_scores(args, model, out, options, rates, seeds, budget) -> dict[float, list[float]]:

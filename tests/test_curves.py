@@ -436,3 +436,25 @@ def test_confirm_seeds_run_only_for_a_model_whose_first_seed_would_move_its_rate
     trained.clear()
     kept = grid.grid_for_model(args, "stays", tmp_path, {}, Budget(0))
     assert kept["chosen"] == 1e-3 and {seed for _, seed, _ in trained} == {0}
+
+
+def test_a_grid_cut_short_by_the_time_budget_chooses_no_rate(monkeypatch, tmp_path):
+    import argparse
+
+    grid = _lr_grid_module()
+    from common import Budget
+
+    ious = [0.50, 0.60]  # 3e-4, then 1e-3; the time budget ends before 3e-3
+
+    class TwoRuns(Budget):
+        def left(self):
+            return 1.0 if ious else 0.0
+
+    monkeypatch.setattr(grid, "train_once", lambda *a: {"final_val_iou": ious.pop(0)})
+    args = argparse.Namespace(
+        dataset="isbi2012", profile="cpu", steps=8, lrs=None, seeds=1, confirm=2
+    )
+    cut = grid.grid_for_model(args, "m", tmp_path, {}, TwoRuns(0))
+    assert cut["chosen"] is None and cut["why"].startswith("not decided: 1 runs not trained")
+    assert cut["means"] == {3e-4: 0.50, 1e-3: 0.60}
+    assert "| m | 1 | 0.500 | 0.600 | – | – |" in grid.render("isbi2012", "cpu", {"m": cut})
