@@ -24,6 +24,7 @@ from seg_bench.protocol.statistics import (
 from seg_bench.protocol.summary import (
     Q_05,
     critical_difference,
+    nemenyi_sentence,
     read_budgets,
     read_scores,
     summarise_datasets,
@@ -74,6 +75,18 @@ def test_pair_p_values_are_scipys_wilcoxon_on_seed_averaged_images():
     assert (pair.better, pair.worse, pair.n_images) == ("a", "b", 12)
     assert pair.mean_difference == pytest.approx(np.mean(mean_a - iou_b))
     assert result.ranks == {"a": 1, "b": 2} and result.metric == "iou"
+
+
+def test_the_better_side_is_the_one_the_signed_rank_test_favours_not_the_mean():
+    # A wins 14 of 15 images by 0.01 and loses one by 0.40: the test favours A (p 0.0047 in
+    # scipy), while the mean favours B by 0.017.
+    a = rec("a", 0, [50] * 15)
+    b = rec("b", 0, [49] * 14 + [90])
+    [pair] = significance([a, b]).pairs
+    assert (pair.better, pair.worse) == ("a", "b") and pair.significant
+    assert pair.p == pytest.approx(stats.wilcoxon([0.5] * 15, [0.49] * 14 + [0.9]).pvalue)
+    assert pair.mean_difference == pytest.approx((14 * 0.01 - 0.40) / 15)
+    assert "a > b (-0.017," in significance([a, b]).pairs_line()
 
 
 def test_per_image_score_is_the_mean_over_seeds_matched_by_image_id():
@@ -174,6 +187,24 @@ def test_friedman_needs_three_models_and_two_datasets():
     one_dataset = {"d1": ("iou", {"a": 0.5, "b": 0.4, "c": 0.3})}
     s = summarise_datasets(one_dataset)
     assert s.friedman is None and s.cd is None
+
+
+def test_no_pair_is_called_different_unless_the_friedman_test_rejects():
+    # Ranks of a, b, c on nine datasets: average 1.44, 2.00, 2.56, so a-c (1.11) exceeds
+    # CD 1.10, while Friedman's p is 0.062.
+    ranks = [(1, 2, 3), (1, 3, 2), (2, 1, 3), (1, 2, 3), (1, 2, 3)]
+    ranks += [(1, 2, 3), (1, 3, 2), (3, 2, 1), (2, 1, 3)]
+    scores = {
+        f"d{i}": ("iou", {m: -r for m, r in zip("abc", row, strict=True)})
+        for i, row in enumerate(ranks)
+    }
+    s = summarise_datasets(scores)
+    assert s.average["c"] - s.average["a"] >= s.cd and s.friedman[1] == pytest.approx(0.0622, 1e-3)
+    assert "no pair is called significantly different" in nemenyi_sentence(s)
+    two = {d: ("iou", {"a": 0.5, "b": 0.4}) for d in "wxyz"}  # no Friedman test for 2 models
+    assert "no pair is called" in nemenyi_sentence(summarise_datasets(two))
+    rejects = {f"d{i}": ("iou", {"a": 0.9, "b": 0.5, "c": 0.1}) for i in range(6)}
+    assert nemenyi_sentence(summarise_datasets(rejects)).endswith("a vs c.")
 
 
 def test_cd_groups_join_models_closer_than_the_critical_difference():

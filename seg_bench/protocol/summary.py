@@ -161,6 +161,13 @@ def render_summary(s: Summary, budgets: dict[str, str] | None = None) -> str:
 
 
 def nemenyi_sentence(s: Summary) -> str:
+    """The post-hoc verdict, given only where the Friedman test rejected equal ranks (Demsar
+    2006, section 3.2.2): otherwise a gap of CD is no evidence of a difference."""
+    if s.friedman is None or s.friedman[1] >= ALPHA:
+        return (
+            "The Friedman test did not reject equal ranks, so no pair is called significantly "
+            "different (the Nemenyi test follows only a rejection)."
+        )
     apart = [
         f"{a} vs {b}"
         for i, a in enumerate(s.models)
