@@ -207,6 +207,14 @@ def test_leaderboard_after_train_finds_its_record_and_writes_beside_the_records(
     assert "MODELS=unet ARGS='--set lr=0.01 --set width=0.0625'" in reproduce
 
 
+def test_a_leaderboard_of_a_profile_without_records_names_the_profiles_there(runs, capsys):
+    assert cli.main(["train", *FAST]) == 0
+    capsys.readouterr()
+    assert cli.main(["leaderboard", "--dataset", "synthetic", "--profile", "paper"]) == 2
+    line = one_error_line(capsys)
+    assert "no result records of profile 'paper'" in line and "holds profiles smoke" in line
+
+
 def test_committed_leaderboards_are_kept_unless_forced(runs, tmp_path, capsys):
     checkout = tmp_path / "checkout"
     board = checkout / "leaderboards"

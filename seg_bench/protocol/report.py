@@ -286,13 +286,19 @@ def write_leaderboard(
         remove_stale_temp(out_dir / dataset, ".*.tmp")
         every = load_records(results_dir, dataset)
         records, left_out = select_records(every, profile, prefer)
+        if every and not records:
+            found = ", ".join(sorted({str(r.get("profile")) for r in every}))
+            raise UserError(
+                f"no result records of profile '{profile}' for '{dataset}' in {results_dir} "
+                f"(it holds profiles {found}); give one of those with --profile"
+            )
         profile = profile or (records[0]["profile"] if records else None)
         by_target = select_by_target(every, profile, prefer)
         records = with_instance_choice(records, by_target)
         if left_out:
             print(
                 f"leaderboard: {len(left_out)} record(s) of other profiles or configurations "
-                f"left out (profile {records[0]['profile']}, one configuration per model)",
+                f"left out (profile {profile}, one configuration per model)",
                 file=sys.stderr,
             )
         return _write_leaderboard(
