@@ -275,3 +275,24 @@ def test_score_csv_against_csv_with_sizes_from_the_height_width_columns(tmp_path
     (tmp_path / "bare.csv").write_text(f"ImageId,EncodedPixels\nimg,{rle_encode(truth)}\n")
     with pytest.raises(UserError, match="CSV against CSV needs the image sizes"):
         score(tmp_path / "pred.csv", tmp_path / "bare.csv")
+
+
+def test_a_truth_csv_image_without_a_prediction_is_named_not_dropped(tmp_path):
+    from seg_bench.data.rle import rle_encode
+
+    obj = np.zeros((3, 4), np.uint8)
+    obj[0:2, 0:2] = 1
+    rows = "".join(f"{name},{rle_encode(obj)}\n" for name in ("a", "b"))
+    (tmp_path / "truth.csv").write_text("ImageId,EncodedPixels\n" + rows)
+    _write(tmp_path / "p", {"a": obj})  # no prediction for b, and no Height,Width to size it
+    with pytest.raises(UserError, match=r"truth.csv: no size for image 'b'"):
+        score(tmp_path / "p", tmp_path / "truth.csv")
+
+
+def test_a_binary_prediction_is_scored_by_its_connected_components_as_instances(tmp_path):
+    truth = np.zeros((8, 8), np.uint16)
+    truth[1:3, 1:3], truth[5:7, 5:7] = 1, 2  # two separate objects
+    _write(tmp_path / "t", {"x": truth})
+    _write(tmp_path / "p", {"x_mask": ((truth > 0) * 255).astype(np.uint8)})
+    r = score(tmp_path / "p", tmp_path / "t", kind="instance")
+    assert r["overall"]["dsb_map"] == 1.0  # two components, each its object exactly

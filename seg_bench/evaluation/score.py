@@ -104,10 +104,19 @@ def _csv_shapes(path: Path) -> dict[str, tuple[int, int]]:
             raise UserError(f"{path}: Height/Width must be whole numbers in every row") from None
 
 
-def _labels_from_csv(path: Path, shapes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+def _labels_from_csv(
+    path: Path, shapes: dict[str, tuple[int, int]], every: bool = False
+) -> dict[str, np.ndarray]:
+    """Label images from run-length rows; ``every``: an image without a known size is an error
+    (a truth image must be scored, not dropped), else it is left out."""
     out = {}
     for image_id, rles in read_rle_csv(path).items():
         if image_id not in shapes:
+            if every:
+                raise UserError(
+                    f"{path}: no size for image '{image_id}' (no prediction of that name and no "
+                    "Height,Width column); predict every truth image, or add those columns"
+                )
             continue
         labels = np.zeros(shapes[image_id], np.int32)
         for k, rle in enumerate(rles, 1):
@@ -197,7 +206,7 @@ def load_pairs(
                 f"--truth {truth}: CSV against CSV needs the image sizes: a Height,Width column "
                 "(as in stage1_solution.csv) or --dataset dsb2018 with its images"
             )
-        truth_arrays = _labels_from_csv(truth, shapes)
+        truth_arrays = _labels_from_csv(truth, shapes, every=True)
     if pred_arrays is None:
         shapes = {**_csv_shapes(pred), **{k: a.shape[:2] for k, a in truth_arrays.items()}}
         pred_arrays = _labels_from_csv(pred, shapes)
@@ -220,6 +229,13 @@ def load_pairs(
             raise UserError(f"'{key}': prediction is {p.shape[:2]} but truth is {t.shape[:2]}")
         pairs.append((key, p if p.ndim == 2 else p[..., 0], t if t.ndim == 2 else t[..., 0]))
     return pairs
+
+
+def as_instances(pred: np.ndarray) -> np.ndarray:
+    """A prediction's objects: its label ids, or the connected components of a binary mask
+    (one value besides 0, such as a 0/255 PNG), which would otherwise count as one object."""
+    values = np.unique(pred)
+    return ndi.label(pred != 0)[0] if len(values[values != 0]) <= 1 else pred
 
 
 def score(
@@ -246,7 +262,7 @@ def score(
         row = {"id": key, **{k: pixel_metrics(cm)[k] for k in ("iou", "dice", "accuracy")}}
         if kind == "instance":
             instances = t if rule.label_ids else ndi.label(truth_mask)[0]
-            row["dsb_ap"] = float(dsb_average_precision(instances, p)[0])
+            row["dsb_ap"] = float(dsb_average_precision(instances, as_instances(p))[0])
         per_image.append(row)
     m = pixel_metrics(pooled)
     overall = {

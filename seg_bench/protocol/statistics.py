@@ -101,8 +101,7 @@ class Significance:
         ]
         return (
             "- **Pairs** (the side the signed-rank test favours first; > significant, ~ not; "
-            "mean per-image lead, Holm-adjusted p): "
-            + "; ".join(cells)
+            "mean per-image lead, Holm-adjusted p): " + "; ".join(cells)
         )
 
 
