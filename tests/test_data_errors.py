@@ -288,8 +288,11 @@ def test_ncmir_missing_and_too_few(tmp_path):
         "2 labelled slices are too few",
         "at least 3",
     )
-    (tmp_path / "validation").mkdir()
-    expect(lambda: ncmir.NCMIR(root=tmp_path), "validation/images", "folder not found")
+    (tmp_path / "validation").mkdir()  # test = validation/: 2 slices are train and val blocks
+    expect(lambda: ncmir.NCMIR(root=tmp_path), "2 labelled slices are too few for train/val")
+    write_ncmir(tmp_path / "four", numbers=range(10, 14))
+    (tmp_path / "four" / "validation").mkdir()
+    expect(lambda: ncmir.NCMIR(root=tmp_path / "four"), "validation/images", "folder not found")
 
 
 # --- epfl ----------------------------------------------------------------------------------

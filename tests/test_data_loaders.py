@@ -185,8 +185,15 @@ def test_ncmir_validation_folder_is_test(tmp_path):
         "validation/051",
         "validation/052",
     ]
-    assert len(dm.load_split("train")) + len(dm.load_split("val")) == 10
-    assert "validation" in dm.split_info()["split"]
+    # val is the last block of training/ (15 % of 10: 2 slices), one slice number apart
+    assert [s.id for s in dm.load_split("val")] == ["training/018", "training/019"]
+    assert [s.id for s in dm.load_split("train")] == [f"training/0{n}" for n in range(10, 17)]
+    info = dm.split_info()
+    assert info["split"] == (
+        "test = validation/; contiguous blocks, gap 1: train 10-16, val 18-19 of the training "
+        "slices"
+    )
+    assert info["unused_slices"] == [17]
 
 
 def test_ncmir_allow_empty_masks(tmp_path):
@@ -203,9 +210,13 @@ def test_epfl_official_test(epfl_root):
     dm = epfl.EPFL(root=epfl_root, **BASE_KWARGS)
     splits = all_splits(dm)
     assert len(splits["test"]) == 8 and all(s.id.startswith("testing_") for s in splits["test"])
-    assert len(splits["train"]) + len(splits["val"]) == 8 and len(splits["val"]) >= 1
+    # val: the last training slices as one block, a slice apart from train (never a draw)
+    val = [int(s.id.removeprefix("training_")) for s in splits["val"]]
+    train = [int(s.id.removeprefix("training_")) for s in splits["train"]]
+    assert val == list(range(val[0], val[0] + len(val))) and max(train) < val[0] - 1
+    assert len(train) + len(val) == 7  # one slice left in the gap
     assert set(np.unique(splits["train"][0].mask)) == {0, 1}
-    assert dm.split_info()["split"].startswith("official")
+    assert dm.split_info()["split"].startswith("official testing stack; contiguous blocks")
 
 
 def test_epfl_without_testing_falls_back_and_warns(tmp_path, caplog):

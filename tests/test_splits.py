@@ -14,7 +14,12 @@ from hypothesis import strategies as st
 
 from seg_bench.data.base import seeded_split
 from seg_bench.data.datasets import dsb2018, epfl
-from seg_bench.data.io import contiguous_split, describe_blocks, unused_slices
+from seg_bench.data.io import (
+    contiguous_split,
+    contiguous_val_split,
+    describe_blocks,
+    unused_slices,
+)
 from seg_bench.data.splits import stratified_counts
 from seg_bench.errors import DataError
 
@@ -26,12 +31,14 @@ EPFL_SAMPLE += [118, 135, 161, 162, 163, 164]
 
 
 def assert_leak_free(slices: list[int], blocks: dict[str, list[int]], gap: int) -> None:
-    train, val, test = blocks["train"], blocks["val"], blocks["test"]
-    assert train and val and test
-    assert max(train) < min(val) and max(val) < min(test)  # blocks in slice order
-    for a, b in ((train, test), (train, val), (val, test)):
-        assert min(abs(x - y) for x in a for y in b) > gap
-    used = train + val + test
+    """Every block non-empty, in slice order train | val [| test], and no slice of one
+    within ``gap`` of a slice of another; every slice used once or left in a gap."""
+    parts = [blocks[k] for k in ("train", "val", "test") if k in blocks]
+    assert all(parts) and len(parts) >= 2
+    for i, a in enumerate(parts):
+        for b in parts[i + 1 :]:
+            assert max(a) < min(b) and min(abs(x - y) for x in a for y in b) > gap
+    used = [z for p in parts for z in p]
     assert sorted(used) == sorted(set(used)) and set(used) <= set(slices)
     assert sorted(used + unused_slices(slices, blocks)) == sorted(slices)
 
@@ -70,6 +77,26 @@ def test_gaps_are_measured_in_slice_indices_when_slices_are_not_consecutive(slic
         assert "too few" in str(e)
         return
     assert_leak_free(sorted(slices), blocks, gap)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    slices=st.sets(st.integers(0, 400), min_size=2, max_size=80),
+    gap=st.integers(0, 5),
+    val=st.floats(0.05, 0.3),
+)
+def test_a_volume_with_its_own_test_set_gets_a_leak_free_validation_block(slices, gap, val):
+    order = sorted(slices)
+    try:
+        blocks = contiguous_val_split(order[::-1], val, "training.tif", gap)
+    except DataError as e:
+        assert "too few for train/val blocks" in str(e)
+        assert order[-1] - order[0] <= gap  # every other slice is within gap of the last
+        return
+    assert_leak_free(order, blocks, gap)
+    assert blocks["val"] == order[-len(blocks["val"]) :]  # the last block, never a draw
+    if order[-1] - order[0] > 3 * (gap + 1) and len(order) >= 40:
+        assert len(blocks["val"]) == max(1, round(val * len(order)))
 
 
 def test_isbi2012_volume_of_24_slices():

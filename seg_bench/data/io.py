@@ -218,6 +218,33 @@ def contiguous_split(
     return blocks
 
 
+def contiguous_val_split(
+    slices: int | Sequence[int], val_fraction: float, where: str, gap: int = 1
+) -> dict[str, list[int]]:
+    """Train | val blocks of a volume whose test set ships apart (EPFL's testing stack): val is
+    the last ``val_fraction`` of the slices, train the slices more than ``gap`` before it, for
+    the reason ``contiguous_split`` gives (a checkpoint chosen on near-copies of its training
+    slices is chosen on training data).
+
+    >>> contiguous_val_split(10, 0.2, "vol.tif")
+    {'train': [0, 1, 2, 3, 4, 5, 6], 'val': [8, 9]}
+    """
+    order = sorted(set(range(slices) if isinstance(slices, int) else map(int, slices)))
+    if not 0 < val_fraction < 1:
+        raise DataError(f"{where}: val fraction {val_fraction} must be in (0, 1)")
+    if gap < 0:
+        raise DataError(f"{where}: split gap {gap} is negative; expected 0 or more slices")
+    for n_val in range(max(1, round(val_fraction * len(order))), 0, -1):
+        val = order[-n_val:]
+        train = [z for z in order[:-n_val] if z < val[0] - gap]
+        if train:
+            return {"train": train, "val": val}
+    raise DataError(
+        f"{where}: {len(order)} labelled slices are too few for train/val blocks with gap {gap}; "
+        f"expected at least {2 + gap} consecutive slices, or a smaller split_gap"
+    )
+
+
 def _blocks(order: list[int], n_val: int, n_test: int, gap: int) -> dict[str, list[int]] | None:
     """Test = the last ``n_test`` slices, val = the ``n_val`` before the gap, train = the rest
     before the next gap; None when training would be empty."""

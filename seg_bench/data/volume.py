@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from seg_bench.data.base import Sample, SegmentationDataModule, seeded_split
+from seg_bench.data.base import Sample, SegmentationDataModule
 from seg_bench.data.io import (
     contiguous_split,
+    contiguous_val_split,
     describe_blocks,
     read_stack,
     require_file,
@@ -129,49 +130,51 @@ class VolumeDataModule(SegmentationDataModule):
 
 class HeldOutVolumeDataModule(VolumeDataModule):
     """A volume whose dataset may ship its own labelled test set (``read_splits`` sets
-    ``has_test_set``): with it, test is that set and val a seeded ``val_fraction`` of the
-    training slices; without it, the training slices are cut into blocks."""
+    ``has_test_set``): with it, test is that set, val the last ``val_fraction`` block of the
+    training slices and train the slices before it (``split_gap`` apart); without it, the
+    training slices are cut into train | val | test blocks."""
 
-    held_out_split = "official test set; seeded val from training"
+    held_out_split = "official test set"
 
     def __init__(
         self,
         root=None,
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
-        split_seed: int = 0,
         split_gap: int = 1,
         **kwargs,
     ):
         super().__init__(root, val_fraction, test_fraction, split_gap, **kwargs)
-        self.split_seed = int(split_seed)
         self.has_test_set = False
 
     def split_training(
         self, slices: dict[str, int], where: str, unit: str = "labelled slices"
     ) -> dict[str, list[str]]:
-        """The ids of the training slices in each split; ``slices`` maps id -> slice index,
-        in the order the seeded draw takes them."""
+        """The ids of the training slices in each split; ``slices`` maps id -> slice index."""
         names = ("train", "val") if self.has_test_set else ("train", "val", "test")
         if len(slices) < len(names):
             raise DataError(
                 f"{where}: {len(slices)} {unit} are too few for {'/'.join(names)}; "
                 f"expected at least {len(names)}"
             )
-        if self.has_test_set:
-            fractions = {"train": 1 - self.val_fraction, "val": self.val_fraction}
-            return seeded_split(list(slices), fractions, self.split_seed)
         by_index = {z: i for i, z in slices.items()}
-        blocks = self.block_split(list(slices.values()), where)
-        return {k: [by_index[z] for z in v] for k, v in blocks.items()}
+        if self.has_test_set:
+            self._blocks = contiguous_val_split(
+                list(slices.values()), self.val_fraction, where, self.split_gap
+            )
+            self._unused = unused_slices(list(slices.values()), self._blocks)
+        else:
+            self.block_split(list(slices.values()), where)
+        return {k: [by_index[z] for z in v] for k, v in self._blocks.items()}
 
     def split_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"counts": {k: len(v) for k, v in self.splits().items()}}
         if not self.has_test_set:
             return {**info, **self.block_info()}
+        blocks = describe_blocks(self._blocks, self.split_gap)
         return {
             **info,
-            "split": self.held_out_split,
-            "split_seed": self.split_seed,
+            **self.block_info(),
+            "split": f"{self.held_out_split}; {blocks} of the training slices",
             "fractions": {"val": self.val_fraction},
         }

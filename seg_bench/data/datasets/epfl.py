@@ -6,7 +6,8 @@
     <root>/testing_groundtruth.tif
     <root>/training_slices.csv        optional ``page,original_slice`` (names the samples)
 
-Splits: official test = the testing stacks; val = a seeded 15% of the training slices. When
+Splits: official test = the testing stacks; val = the last 15% of the training slices as one
+block, ``split_gap`` slice indices after the training block (see ``contiguous_val_split``). When
 the testing stacks are absent (as in the shared sample), the training slices are split into
 contiguous blocks of original slice index (70/15/15, test last) with ``split_gap`` slice
 indices between blocks (see ``contiguous_split``), and a warning says so; ``split_info``
@@ -59,7 +60,7 @@ def _slice_numbers(csv_path: Path, n: int) -> list[int]:
 
 @DATASETS.register("epfl", "EPFL CVLab hippocampus mitochondria (Lucchi, FIB-SEM 768x1024)")
 class EPFL(HeldOutVolumeDataModule):
-    """EPFL mitochondria: official testing stack as test, seeded validation slices."""
+    """EPFL mitochondria: official testing stack as test, a contiguous block of validation."""
 
     name = "epfl"
     citation = (
@@ -76,7 +77,7 @@ class EPFL(HeldOutVolumeDataModule):
     instance_metric = None
     default_patch_size = 256
     blocks_of = "the training slices (testing stacks absent)"
-    held_out_split = "official testing stack; seeded val from training"
+    held_out_split = "official testing stack"
 
     def _pair(self, image_name: str, label_name: str) -> tuple[np.ndarray, np.ndarray, Path]:
         images, labels, image_path, label_path = self.read_stack_pair(

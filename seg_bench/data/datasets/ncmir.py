@@ -10,8 +10,8 @@ Image and label are paired by the number NNN. Labels are read as palette indices
 (1,1,1) and so looks black. Values outside {0, 1} (a 0/255 greyscale mask, for example) stop
 with an error naming the file, and so does an all-zero mask unless ``allow_empty_masks``.
 
-Splits: with ``validation/`` present, test = validation/ (the held-out slices) and val = a
-seeded 15% of training/; without it, training/ is split 70/15/15 into contiguous blocks of
+Splits: with ``validation/`` present, test = validation/ (the held-out slices) and val = the
+last 15% of training/ as one block, ``split_gap`` slice numbers after the rest; without it, training/ is split 70/15/15 into contiguous blocks of
 slice number NNN (test last), ``split_gap`` slice numbers apart (see ``contiguous_split``).
 """
 
@@ -95,7 +95,7 @@ class NCMIR(HeldOutVolumeDataModule):
     instance_metric = None
     default_patch_size = 256
     blocks_of = "training/"
-    held_out_split = "test = validation/; seeded val from training/"
+    held_out_split = "test = validation/"
 
     def __init__(self, root=None, allow_empty_masks: bool = False, **kwargs):
         super().__init__(root=root, **kwargs)
