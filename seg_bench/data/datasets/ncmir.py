@@ -11,8 +11,9 @@ Image and label are paired by the number NNN. Labels are read as palette indices
 with an error naming the file, and so does an all-zero mask unless ``allow_empty_masks``.
 
 Splits: with ``validation/`` present, test = validation/ (the held-out slices) and val = the
-last 15% of training/ as one block, ``split_gap`` slice numbers after the rest; without it, training/ is split 70/15/15 into contiguous blocks of
-slice number NNN (test last), ``split_gap`` slice numbers apart (see ``contiguous_split``).
+last 15% of training/ as one block, ``split_gap`` slice numbers after the rest; without it,
+training/ is split 70/15/15 into contiguous blocks of slice number NNN (test last),
+``split_gap`` slice numbers apart (see ``contiguous_split``).
 """
 
 from __future__ import annotations
