@@ -76,6 +76,27 @@ def test_dsb_grey_and_invert_bright(dsb_root):
     assert s.image[s.mask > 0].mean() > s.image[s.mask == 0].mean()  # nuclei now bright
 
 
+def test_predict_feeds_the_network_what_the_dataset_fed_it_in_training(dsb_root):
+    from seg_bench.config import resolve_config
+    from seg_bench.data.base import normalize_percentile
+    from seg_bench.data.io import read_image
+    from seg_bench.inference.predict import model_input
+    from seg_bench.training.trainer import build_task
+
+    dm = dsb2018.DSB2018(root=dsb_root, grey=True, invert_bright=True)
+    samples = [s for v in all_splits(dm).values() for s in v]
+    [bright] = [s for s in samples if s.meta["inverted"]]
+    cfg = resolve_config("dsb2018", "unet", "smoke", width=0.0625)
+    hp = build_task(cfg, dm).hparams  # what the checkpoint keeps
+    assert hp["input_options"] == {"invert_bright": True}
+    raw = read_image(dsb_root / "stage1_train" / bright.id / "images" / f"{bright.id}.png")
+    seen = model_input(raw, hp, "x.png")
+    np.testing.assert_allclose(seen, normalize_percentile(bright.image), atol=1e-6)
+    # A checkpoint from before input_options: the colour image is only averaged, not flipped.
+    old = model_input(raw, {"in_channels": 1}, "x.png")
+    assert np.corrcoef(old.ravel(), seen.ravel())[0, 1] < -0.99
+
+
 def test_dsb_official_test_from_rle(dsb_root):
     masks = write_dsb_test(dsb_root)
     dm = dsb2018.DSB2018(root=dsb_root)

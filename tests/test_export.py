@@ -159,6 +159,17 @@ def test_model_card_reports_record_metrics_ci_and_worst_images(package):
     assert "## Validation" in readme and "[0.4100, 0.8300]" in readme
 
 
+def test_the_card_tells_other_tools_to_flip_a_bright_background_where_training_did():
+    from seg_bench.inference.model_card import _architecture
+
+    geo = {"multiple": 16, "min_size": 16, "pad_mode": "reflect"}
+    hp = {"model": "unet", "in_channels": 1}
+    plain = "\n".join(_architecture({"hparams": hp, "geometry": geo}, None))
+    hp_dsb = {**hp, "input_options": {"invert_bright": True}}
+    dsb = "\n".join(_architecture({"hparams": hp_dsb, "geometry": geo}, None))
+    assert "flipping the intensities" in dsb and "flipping" not in plain
+
+
 def test_worst_images_are_ranked_by_iou_from_confusion_matrices():
     record = ncmir_record("x")
     assert worst_images(record, 2) == [("images.011", 0.0), ("images.010", 0.5)]

@@ -85,6 +85,23 @@ def normalize_percentile(image: np.ndarray, low: float = 1.0, high: float = 99.8
     return (image - lo) / np.maximum(hi - lo, 1e-6)
 
 
+def bright_background(grey: np.ndarray) -> bool:
+    """True when the median (background) intensity is above half the range: brightfield and H&E."""
+    top = np.iinfo(grey.dtype).max if np.issubdtype(grey.dtype, np.integer) else float(grey.max())
+    return float(np.median(grey)) > top / 2
+
+
+def invert_if_bright(image: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The image with its intensities flipped where its background is bright, so that nuclei
+    are bright on dark as in fluorescence; (image, whether it was flipped)."""
+    grey = image if image.ndim == 2 else np.round(image.mean(axis=-1)).astype(image.dtype)
+    if not bright_background(grey):
+        return image, False
+    integer = np.issubdtype(image.dtype, np.integer)
+    top = np.iinfo(image.dtype).max if integer else image.max()
+    return (top - image).astype(image.dtype), True
+
+
 def connected_instances(mask: np.ndarray) -> np.ndarray:
     labels, _ = ndi.label(mask > 0)
     return labels.astype(np.int32)
@@ -286,6 +303,11 @@ class SegmentationDataModule(L.LightningDataModule):
     # --- what a dataset implements -------------------------------------------------------
     def load_split(self, split: str) -> list[Sample]:
         raise NotImplementedError
+
+    def input_options(self) -> dict[str, Any]:
+        """What this dataset does to an image before normalising it, beyond matching channels
+        (kept with the checkpoint, so that `predict` does it too)."""
+        return {}
 
     def split_info(self) -> dict[str, Any]:
         """How the splits were made, for the result record."""

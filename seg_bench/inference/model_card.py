@@ -147,11 +147,22 @@ def _architecture(meta: dict[str, Any], record: dict[str, Any] | None) -> list[s
         f"`{hp['model']}`: {MODELS.describe(hp['model'])}. Width {hp.get('width', 1.0)}, "
         f"options {hp.get('model_options') or {}}, {hp.get('in_channels', 1)} input channel(s), "
         f"{hp.get('num_classes', 2)} classes" + (f", {params:,} parameters." if params else "."),
-        f"Input: float32 N,C,H,W after percentile normalisation (1 and 99.8 % per channel); "
-        f"exported graphs need H and W multiples of {geo['multiple']} (at least "
-        f"{max(geo['multiple'], geo['min_size'])}): pad ({geo['pad_mode']}) and crop back.",
+        f"Input: float32 N,C,H,W after {_input_steps(hp)}percentile normalisation (1 and "
+        f"99.8 % per channel); exported graphs need H and W multiples of {geo['multiple']} (at "
+        f"least {max(geo['multiple'], geo['min_size'])}): pad ({geo['pad_mode']}) and crop back.",
         "",
     ]
+
+
+def _input_steps(hp: dict[str, Any]) -> str:
+    """What the training data did to an image before normalising it (DSB: flip a bright
+    background), which every tool that runs the exported network must do too."""
+    if (hp.get("input_options") or {}).get("invert_bright"):
+        return (
+            "flipping the intensities (max - value) of an image whose median grey level is above "
+            "half its range (brightfield, H&E), as `seg-bench predict` does, then "
+        )
+    return ""
 
 
 def _training(record: dict[str, Any] | None) -> list[str]:

@@ -19,7 +19,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from seg_bench.data.base import normalize_percentile
+from seg_bench.data.base import invert_if_bright, normalize_percentile
 from seg_bench.data.io import read_image, read_stack
 from seg_bench.errors import UserError
 from seg_bench.inference.checkpoint import load_checkpoint
@@ -135,6 +135,14 @@ def _load_network(checkpoint, engine: str, device: str):
     raise UserError(f"--engine {engine!r}: choose torch or onnxruntime")
 
 
+def model_input(image: np.ndarray, hp: dict, where: str) -> np.ndarray:
+    """An image as the network saw its training images: channels matched, a bright background
+    flipped where the dataset did so (DSB's brightfield and H&E), percentile-normalised."""
+    if (hp.get("input_options") or {}).get("invert_bright"):
+        image, _ = invert_if_bright(image)  # on the file's own pixels, as the dataset decides
+    return normalize_percentile(_match_channels(image, hp["in_channels"], where))
+
+
 def predict_path(
     checkpoint: str | Path,
     input_path: str | Path,
@@ -166,7 +174,7 @@ def predict_path(
         results = []
         for z, image in enumerate(pages):
             name = f.stem if len(pages) == 1 else f"{f.stem}_z{z:04d}"
-            x = normalize_percentile(_match_channels(image, hp["in_channels"], str(f)))
+            x = model_input(image, hp, str(f))
             x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
             logits = predict_logits(net, x, window=hp.get("window"), overlap=overlap, tta=tta)[0]
             prob, labels = instances_from_logits(logits, target, post)

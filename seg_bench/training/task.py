@@ -54,6 +54,7 @@ class SegmentationTask(L.LightningModule):
         postprocess: dict[str, Any] | None = None,  # kept with the checkpoint for `predict`
         target: str = "binary",  # what is learned: seg_bench/training/targets.py
         target_options: dict[str, Any] | None = None,
+        input_options: dict[str, Any] | None = None,  # the dataset's, for `predict`
     ):
         super().__init__()
         self.save_hyperparameters()

@@ -78,6 +78,7 @@ def build_task(cfg: RunConfig, dm: SegmentationDataModule) -> SegmentationTask:
             "in_channels": dm.in_channels,
             "num_classes": dm.num_classes,
             "window": cfg.inference_window(dm.patch_size),
+            "input_options": dm.input_options(),
         }
     )
 

@@ -27,7 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from seg_bench.data.base import Sample, SegmentationDataModule, seeded_split
+from seg_bench.data.base import (
+    Sample,
+    SegmentationDataModule,
+    bright_background,
+    invert_if_bright,
+    seeded_split,
+)
 from seg_bench.data.io import read_image, require_dir, require_same_shape
 from seg_bench.data.rle import rle_decode as _rle_decode
 from seg_bench.errors import DataError
@@ -110,12 +116,6 @@ def instances_from_mask_files(
             )
         target[fg] = k
     return inst
-
-
-def bright_background(grey: np.ndarray) -> bool:
-    """True when the median (background) intensity is above half the range: brightfield and H&E."""
-    top = np.iinfo(grey.dtype).max if np.issubdtype(grey.dtype, np.integer) else float(grey.max())
-    return float(np.median(grey)) > top / 2
 
 
 def image_type(image: np.ndarray) -> str:
@@ -314,17 +314,10 @@ class DSB2018(SegmentationDataModule):
             image = np.round(image.mean(axis=-1)).astype(image.dtype)
         elif not self.grey and image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=-1)
-        inverted = False
-        if self.invert_bright:
-            g = image if image.ndim == 2 else image.mean(axis=-1).astype(image.dtype)
-            if bright_background(g):
-                top = (
-                    np.iinfo(image.dtype).max
-                    if np.issubdtype(image.dtype, np.integer)
-                    else image.max()
-                )
-                image, inverted = (top - image).astype(image.dtype), True
-        return image, inverted
+        return invert_if_bright(image) if self.invert_bright else (image, False)
+
+    def input_options(self) -> dict[str, Any]:
+        return {"invert_bright": self.invert_bright}
 
     def _instances_from_masks(
         self, folder: Path, image: np.ndarray, image_path: Path
