@@ -299,12 +299,23 @@ def test_object_counts_and_f1_hand_worked():
     assert object_counts(truth, pred, iou=0.75) == (0, 3, 3)  # strict: 3/4 is not > 3/4
 
 
+def test_object_counts_compare_iou_exactly_like_the_dsb_score():
+    truth = np.zeros((9, 10), np.int32)
+    truth[:, :] = 1  # 90 pixels
+    pred = np.zeros_like(truth)
+    pred.flat[:63] = 1  # IoU 63/90 = 0.7 exactly, which 0.7 * 90 in floats puts above
+    assert object_counts(truth, pred, iou=0.7) == (0, 1, 1)
+    assert dsb_average_precision(truth, pred)[1][4] == 0.0  # the 0.70 threshold: a miss too
+    with pytest.raises(UserError, match="whole percentage"):
+        object_counts(truth, pred, iou=0.705)
+
+
 def test_object_f1_of_nothing_against_nothing_is_one():
     assert object_f1(0, 0, 0) == 1.0
 
 
 def test_object_counts_refuse_thresholds_that_allow_several_matches():
-    with pytest.raises(UserError, match="iou must be in"):
+    with pytest.raises(UserError, match="in \\[0.5, 1\\)"):
         object_counts(np.zeros((2, 2), int), np.zeros((2, 2), int), iou=0.3)
 
 

@@ -259,13 +259,17 @@ def object_counts(truth_labels: Any, pred_labels: Any, iou: float = 0.5) -> tupl
     >>> object_counts(np.array([[1, 1, 0, 2]]), np.array([[3, 3, 0, 0]]))
     (1, 0, 1)
     """
-    if not 0.5 <= iou < 1.0:
-        raise UserError(f"iou must be in [0.5, 1) for one-to-one matches, got {iou}")
+    if not 0.5 <= iou < 1.0 or abs(100 * iou - round(100 * iou)) > 1e-9:
+        raise UserError(
+            f"iou must be a whole percentage in [0.5, 1) (one-to-one matches), got {iou}"
+        )
     t, p = check_label_pair(truth_labels, pred_labels, "truth", "pred")
     t_ids, p_ids, i, j, inter, area_t, area_p = _overlap_pairs(t, p)
     obj = (i > 0) & (j > 0)
     union = area_t[i[obj]] + area_p[j[obj]] - inter[obj]
-    tp = int((inter[obj] > iou * union).sum())
+    # On integers, as the DSB score compares: in floats 0.7 * 90 = 62.99..., so 63 / 90 passed.
+    percent = round(100 * iou)
+    tp = int((100 * inter[obj] > percent * union).sum())
     return tp, int(p_ids.size) - tp, int(t_ids.size) - tp
 
 
