@@ -13,7 +13,7 @@ from seg_bench.config import resolve_config
 from seg_bench.errors import UserError
 from seg_bench.models import MODELS
 from seg_bench.protocol.bench import bench
-from seg_bench.protocol.records import load_records, record_path_for
+from seg_bench.protocol.records import load_records, record_path_for, select_records
 from seg_bench.training.run_dir import config_key
 
 
@@ -174,9 +174,13 @@ def test_tta_tests_the_plain_runs_network_without_training_it_again(dirs, monkey
     assert plain_path.read_text() == plain_text  # the plain record is untouched
     assert tta["config"]["tta"] is True and tta["metrics"]["tta"] is True
     assert plain["metrics"]["tta"] is False
-    same = ("checkpoint", "train_time_s", "curve", "commit", "created", "params")
+    same = ("checkpoint", "train_time_s", "curve", "commit", "params")
     assert {k: tta[k] for k in same} == {k: plain[k] for k in same}
     assert tta["tested"]["from"] == plain_path.name and tta["tested"]["hardware"]
+    # Newer than its twin, so a plain `leaderboard` shows the variant that was asked for last.
+    assert tta["created"] == tta["tested"]["created"] >= plain["created"]
+    (shown,), _ = select_records(load_records(dirs["results_dir"], "synthetic"))
+    assert shown["config"]["tta"] is True
     md = (dirs["leaderboard_dir"] / "synthetic.md").read_text()
     assert "ARGS='--set tta=true'" in md and "test variant scored at" in md
 

@@ -196,6 +196,25 @@ def test_the_leaderboard_compares_one_profile_and_the_newest_config_of_each_mode
     assert select_records([old, new, seg, cpu], profile="cpu")[0] == [cpu]
 
 
+def test_a_seed_held_twice_by_one_configuration_counts_once_the_newest():
+    # A record under its name from before keys (unet__seed0.json) and a keyed copy of the run.
+    legacy = fake_record("unet", "2024-01-01T00:00:00")
+    keyed = fake_record("unet", "2024-01-03T00:00:00")
+    seed1 = {**fake_record("unet", "2024-01-02T00:00:00"), "seed": 1}
+    chosen, left = select_records([legacy, keyed, seed1])
+    assert chosen == [keyed, seed1] and left == [legacy]
+
+
+def test_a_record_under_its_name_from_before_keys_is_found_not_rerun(tmp_path):
+    cfg = resolve_config("synthetic", "unet", "smoke")
+    legacy = tmp_path / "synthetic" / "unet__seed0.json"
+    legacy.parent.mkdir()
+    legacy.write_text(json.dumps(fake_record("unet", "2024-01-01T00:00:00")))
+    assert record_path_for(tmp_path, cfg) == legacy
+    other = resolve_config("synthetic", "unet", "smoke", lr=0.5)  # another configuration
+    assert record_path_for(tmp_path, other).name == f"unet__seed0__{config_key(other)}.json"
+
+
 def test_leaderboard_after_train_finds_its_record_and_writes_beside_the_records(runs, capsys):
     assert cli.main(["train", *FAST, "--lr", "0.01"]) == 0
     capsys.readouterr()

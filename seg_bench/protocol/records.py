@@ -40,9 +40,10 @@ def record_path_for(results_dir: Path, cfg: RunConfig) -> Path:
     path = record_path(results_dir, cfg.dataset, cfg.model, cfg.seed, cfg.labels, key)
     if path.exists() or not path.parent.is_dir():
         return path
-    stem = record_name(cfg.model, cfg.seed, cfg.labels).removesuffix(".json")
-    for other in sorted(path.parent.glob(f"{stem}__*.json")):
-        if other.name.count(".") == 1 and _key_of_file(other) == key:
+    legacy = record_path(results_dir, cfg.dataset, cfg.model, cfg.seed, cfg.labels)
+    stem = legacy.name.removesuffix(".json")
+    for other in [legacy, *sorted(path.parent.glob(f"{stem}__*.json"))]:
+        if other.is_file() and other.name.count(".") == 1 and _key_of_file(other) == key:
             return other
     return path
 
@@ -126,7 +127,8 @@ def select_records(
        newest record. Records of other profiles are left out, never mixed in.
     2. One configuration per (model, label source): the one whose key is in ``prefer`` (bench
        passes the configurations it ran), else the one with the newest record. Its seeds are
-       the rows' seeds; the other configurations of that model are left out.
+       the rows' seeds (one record each, the newest: a record under a name from before keys
+       and its keyed copy are one run); the other configurations of that model are left out.
     """
     prefer = prefer or set()
     if not records:
@@ -147,6 +149,15 @@ def select_records(
             if wanted
             else record_key(max(recs, key=lambda r: r.get("created", "")))
         )
-        chosen += [r for r in recs if record_key(r) == key]
+        chosen += newest_per_seed([r for r in recs if record_key(r) == key])
     ids = {id(r) for r in chosen}
     return [r for r in records if id(r) in ids], [r for r in records if id(r) not in ids]
+
+
+def newest_per_seed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per seed, the newest, so that no seed counts twice in a mean or a test."""
+    by_seed: dict[int, dict[str, Any]] = {}
+    for r in records:
+        if r["seed"] not in by_seed or r.get("created", "") > by_seed[r["seed"]].get("created", ""):
+            by_seed[r["seed"]] = r
+    return list(by_seed.values())
