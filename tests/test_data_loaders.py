@@ -8,7 +8,7 @@ import pytest
 from data_fixtures import write_dsb, write_dsb_test, write_folder, write_ncmir, write_snemi
 
 from seg_bench.data import create_datamodule
-from seg_bench.data.base import DATASETS, SPLITS, Sample, SegmentationDataModule
+from seg_bench.data.base import DATASETS, SPLITS, Sample, SegmentationDataModule, as_int32_ids
 from seg_bench.data.datasets import dsb2018, epfl, folder, isbi2012, isbi2013, ncmir
 
 BASE_KWARGS = dict(
@@ -175,9 +175,9 @@ def test_isbi2013_uint16_ids(tmp_path):
 
 def test_isbi2013_huge_ids_relabelled():
     ids = np.array([[0, 2**40], [2**40, 5]], dtype=np.uint64)
-    out = isbi2013._as_int32_ids(ids)
+    out = as_int32_ids(ids)
     assert out.dtype == np.int32 and out[0, 0] == 0 and len(np.unique(out)) == 3
-    no_zero = isbi2013._as_int32_ids(np.array([[7, 2**40]], dtype=np.uint64))
+    no_zero = as_int32_ids(np.array([[7, 2**40]], dtype=np.uint64))
     assert (no_zero > 0).all()
 
 
@@ -280,6 +280,21 @@ def test_folder_class_ids_16_bit_and_instances(tmp_path):
     s = dm.load_split("train")[0]
     assert dm.num_classes == 3 and set(np.unique(s.mask)) == {0, 1, 2}
     assert s.image.dtype == np.uint16 and set(np.unique(s.instances)) == {0, 1, 2}
+
+
+def test_folder_instance_ids_beyond_int32_stay_distinct_and_positive(tmp_path):
+    import tifffile
+
+    write_folder(tmp_path, num_classes=3, instances=True, bits=16)
+    dm = folder.FolderDataset(root=tmp_path, num_classes=3)
+    stem = dm.layout()["train"][0]
+    page = np.array(dm._load(stem).instances, np.uint32)
+    page[page == 2] = 3_000_000_000  # a plain int32 cast wraps this to -1294967296
+    (tmp_path / "instances" / f"{stem}.png").unlink()
+    tifffile.imwrite(tmp_path / "instances" / f"{stem}.tif", page)
+    s = folder.FolderDataset(root=tmp_path, num_classes=3)._load(stem)
+    assert s.instances.min() == 0 and set(np.unique(s.instances)) == {0, 1, 2}
+    np.testing.assert_array_equal(s.instances == 2, page == 3_000_000_000)
 
 
 # --- the base machinery works on top of every loader --------------------------------------------

@@ -102,6 +102,16 @@ def invert_if_bright(image: np.ndarray) -> tuple[np.ndarray, bool]:
     return (top - image).astype(image.dtype), True
 
 
+def as_int32_ids(ids: np.ndarray) -> np.ndarray:
+    """Instance ids as int32, renumbered 1..n (0 stays background) where an id is too large
+    for int32: a plain cast would wrap 3,000,000,000 to a negative id."""
+    if int(ids.max(initial=0)) <= np.iinfo(np.int32).max:
+        return ids.astype(np.int32)
+    values, inverse = np.unique(ids, return_inverse=True)
+    inverse = inverse.reshape(ids.shape).astype(np.int32)
+    return inverse if values[0] == 0 else inverse + 1
+
+
 def connected_instances(mask: np.ndarray) -> np.ndarray:
     labels, _ = ndi.label(mask > 0)
     return labels.astype(np.int32)

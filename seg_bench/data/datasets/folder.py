@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from seg_bench.data.base import Sample, SegmentationDataModule, seeded_split
+from seg_bench.data.base import Sample, SegmentationDataModule, as_int32_ids, seeded_split
 from seg_bench.data.io import IMAGE_SUFFIXES, read_image, require_dir, require_same_shape
 from seg_bench.errors import DataError, UserError
 from seg_bench.registry import DATASETS
@@ -187,7 +187,7 @@ class FolderDataset(SegmentationDataModule):
                     "expected a single-channel integer label image"
                 )
             require_same_shape(image, inst, image_path, inst_path)
-            instances = inst.astype(np.int32)
+            instances = as_int32_ids(inst)
         self._cache[stem] = Sample(stem, image, mask, instances, {"path": str(image_path)})
         return self._cache[stem]
 

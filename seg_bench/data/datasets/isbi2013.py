@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from seg_bench.data.base import Sample
+from seg_bench.data.base import Sample, as_int32_ids
 from seg_bench.data.volume import VolumeDataModule
 from seg_bench.errors import DataError
 from seg_bench.registry import DATASETS
@@ -34,14 +34,6 @@ def boundaries_from_ids(ids: np.ndarray) -> np.ndarray:
         b[tuple(lo)] |= differ
         b[tuple(hi)] |= differ
     return b.astype(np.uint8)
-
-
-def _as_int32_ids(ids: np.ndarray) -> np.ndarray:
-    if int(ids.max(initial=0)) <= np.iinfo(np.int32).max:
-        return ids.astype(np.int32)
-    values, inverse = np.unique(ids, return_inverse=True)
-    inverse = inverse.reshape(ids.shape).astype(np.int32)
-    return inverse if values[0] == 0 else inverse + 1  # keep 0 for background only
 
 
 @DATASETS.register(
@@ -86,6 +78,4 @@ class ISBI2013(VolumeDataModule):
             )
             raise DataError(f"{label_path}: labels hold {found}; expected {expected}")
         boundary = boundaries_from_ids(ids)
-        return self.slice_samples(
-            images, image_path, lambda z: (boundary[z], _as_int32_ids(ids[z]))
-        )
+        return self.slice_samples(images, image_path, lambda z: (boundary[z], as_int32_ids(ids[z])))
