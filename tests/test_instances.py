@@ -266,6 +266,11 @@ def test_instances_from_logits_follow_the_target():
     assert dsb_average_precision(lab, by_classes)[0] == 1.0
     binary = torch.from_numpy(((lab > 0) * 20 - 10).astype(np.float32))[None]
     assert instances_from_logits(binary, "binary", PostprocessConfig())[1].max() == 1
+    # The seeded watershed takes the threshold it is given: 1 (an int, as YAML reads it)
+    # leaves no foreground; it was replaced by 0.5 without a word.
+    assert instances_from_logits(logits, "boundary3", PostprocessConfig(threshold=1))[1].max() == 0
+    with pytest.raises(UserError, match="seeded watershed at a fixed threshold"):
+        instances_from_logits(logits, "distance", PostprocessConfig(threshold="otsu"))
 
 
 def test_kmeans_finds_no_foreground_in_a_map_without_two_populations():

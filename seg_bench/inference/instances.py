@@ -368,6 +368,13 @@ def check_target_postprocess(target: str, post: PostprocessConfig, where: str) -
             f"the model was trained with target {target}; drop three_class, or train with "
             "--set target=boundary3"
         )
+    seeded = target != "binary" and not post.three_class
+    if seeded and (post.threshold == "otsu" or post.hysteresis is not None):
+        raise UserError(
+            f"{where}: a model trained with target {target} is cut into instances by a seeded "
+            "watershed at a fixed threshold; give postprocess threshold as a number in [0, 1], "
+            "without otsu or hysteresis"
+        )
 
 
 def instances_from_logits(
@@ -379,11 +386,11 @@ def instances_from_logits(
     ``postprocess`` of the three class probabilities; otherwise the instance-aware targets
     use their seeds (``seeded_watershed`` at ``post``'s threshold, min_size and fill_holes).
     """
+    check_target_postprocess(target, post, "postprocess")
     fg, seeds = target_maps(logits, target)
     if seeds is None:
         return fg, postprocess(fg, post)[1]
     if post.three_class:
         return fg, postprocess(probabilities(logits), post)[1]
-    threshold = post.threshold if isinstance(post.threshold, float) else 0.5
-    params = {"threshold": threshold, "min_size": post.min_size, "fill_holes": post.fill_holes}
+    params = {"threshold": post.threshold, "min_size": post.min_size, "fill_holes": post.fill_holes}
     return fg, run_method(SEEDED, fg, seeds, **params)

@@ -94,6 +94,8 @@ class PostprocessConfig:
         t = self.threshold
         if not (t == "otsu" if isinstance(t, str) else _is_number(t) and 0.0 <= t <= 1.0):
             raise UserError(f"threshold must be a float in [0, 1] or 'otsu', got {t!r}")
+        if not isinstance(t, str):
+            object.__setattr__(self, "threshold", float(t))  # 1 from YAML is the float 1.0
         if self.hysteresis is not None:
             hy = self.hysteresis
             pair = isinstance(hy, (tuple, list)) and len(hy) == 2 and all(map(_is_number, hy))
