@@ -63,6 +63,17 @@ def test_multipage_tiff_is_not_an_image_but_is_a_stack(tmp_path):
     assert read_stack(tmp_path / "one.tif").shape == (1, 4, 5)
 
 
+def test_a_bilevel_stack_reads_as_0_1_and_one_colour_page_is_not_taken_for_a_stack(tmp_path):
+    bits = np.zeros((3, 8, 8), bool)
+    bits[:, 2:5, 2:5] = True
+    tifffile.imwrite(tmp_path / "bits.tif", bits)
+    got = read_stack(tmp_path / "bits.tif")
+    assert got.dtype == np.uint8 and (got == bits).all()
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((8, 9, 3), np.uint8), photometric="rgb")
+    with pytest.raises(DataError, match=r"rgb\.tif: has shape \(1, 8, 9, 3\)"):
+        read_stack(tmp_path / "rgb.tif")  # it was read as 8 pages of 9 x 3
+
+
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
 def test_truncated_file_names_the_file(tmp_path, suffix):
     p = tmp_path / f"broken{suffix}"

@@ -106,14 +106,17 @@ def read_stack(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: file not found; expected a multi-page TIFF stack there")
     try:
-        a = tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            a, axes = np.asarray(series.asarray()), series.axes
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise _fail(
             path, f"cannot read TIFF stack ({reason})", "a complete multi-page TIFF; re-download it"
         ) from None
-    a = np.asarray(a)
-    if a.ndim == 2:
+    if a.dtype == bool:  # 1-bit (bilevel) pages
+        a = a.astype(np.uint8)
+    if a.ndim == 2 or (a.ndim == 3 and axes.endswith("S")):  # one page, grey or with samples
         a = a[None]
     if a.ndim == 4 and a.shape[-1] in (2, 4):  # grey+alpha or RGBA pages: keep the grey/colour part
         a = a[..., 0] if a.shape[-1] == 2 else a[..., :3]
