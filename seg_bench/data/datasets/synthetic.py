@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage import measure
 from skimage.draw import ellipse
 
 from seg_bench.data.base import Sample, SegmentationDataModule
@@ -52,7 +53,10 @@ def nuclei_image(
     if invert:
         image = image.max() - image
     image = np.clip(image / max(np.percentile(image, 99.9), 1e-6), 0, 1)
-    return (image * 255).astype(np.uint8), labels
+    # A nucleus cut in two by a later one is two visible objects: one id per connected piece,
+    # so that a perfect prediction scores a perfect DSB AP.
+    pieces = measure.label(labels, background=0, connectivity=1).astype(np.int32)
+    return (image * 255).astype(np.uint8), pieces
 
 
 def membrane_image(
