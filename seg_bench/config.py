@@ -283,12 +283,7 @@ def resolve_config(
         spec.get("common", {}),
         {k: v for k, v in section.items() if k not in ("models", "bench_models")},
     )
-    values = merge(
-        values,
-        section.get("models", {}).get(
-            model.split("-")[0] if model.startswith("smp-") else model, {}
-        ),
-    )
+    values = merge(values, model_settings(section, model, f"profile {profile} of {dataset}"))
     given = {k: v for k, v in overrides.items() if v is not None}
     if "max_epochs" in given and "max_steps" not in given:
         values.pop("max_steps", None)  # epochs given explicitly replace the profile's steps
@@ -309,6 +304,23 @@ def resolve_config(
         per_epoch = math.ceil(cfg.samples_per_epoch / cfg.batch_size)
         cfg.max_epochs = math.ceil(cfg.max_steps / per_epoch)
     return cfg
+
+
+def model_settings(section: dict[str, Any], model: str, where: str) -> dict[str, Any]:
+    """A profile's settings for ``model``: its own entry, else its family's (``smp`` for every
+    smp- model). An entry that names no model is refused: it would tune nothing, silently (an
+    ``smp-unet-resnet18`` entry was once looked up as ``smp`` and never applied)."""
+    from seg_bench.registry import MODELS
+
+    entries = section.get("models") or {}
+    for name in entries:
+        if name != "smp" and name not in MODELS:
+            raise UserError(
+                f"{where}: models.{name} names no registered model; see `seg-bench models`"
+            )
+    if model in entries:
+        return entries[model] or {}
+    return (entries.get("smp") or {}) if model.startswith("smp-") else {}
 
 
 def check_equal_budgets(section: dict[str, Any], where: str) -> None:

@@ -101,6 +101,20 @@ def test_a_users_file_may_extend_a_shipped_dataset_and_change_one_thing(tmp_path
     )
 
 
+def test_a_models_entry_applies_by_full_name_or_by_the_smp_family(tmp_path):
+    # ISBI 2012's smp-unet-resnet18: {lr: 0.003} was once looked up as "smp" and never applied.
+    assert resolve_config("isbi2012", "smp-unet-resnet18", "cpu").lr == 0.003
+    assert resolve_config("epfl", "smp-unet-resnet18", "cpu").lr == 0.001
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: epfl\nprofiles:\n  cpu:\n    models: {smp: {lr: 0.01}}\n")
+    mine = resolve_config("folder", "smp-fpn-resnet34", "cpu", config_file=str(path))
+    assert mine.lr == 0.01
+    assert resolve_config("folder", "unet", "cpu", config_file=str(path)).lr == 0.001
+    path.write_text("extends: epfl\nprofiles:\n  cpu:\n    models: {unett: {lr: 0.01}}\n")
+    with pytest.raises(UserError, match="profile cpu of folder: models.unett names no registered"):
+        resolve_config("folder", "unet", "cpu", config_file=str(path))
+
+
 def test_extends_names_an_unknown_profile_or_a_loop_in_one_line(tmp_path, monkeypatch):
     path = tmp_path / "mine.yaml"
     path.write_text("extends: epfll\n")
