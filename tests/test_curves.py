@@ -114,6 +114,18 @@ def test_a_step_budget_stops_training_and_the_schedule_ends_with_it(schedule, tm
     assert lrs.used[-1] < 0.05 * cfg.lr  # annealed to (nearly) zero by the last step
 
 
+def test_the_per_epoch_cosine_spans_a_step_budget_instead_of_swinging_every_epoch(tmp_path):
+    # 12 steps of 2 patches: 6 epochs of 2 steps; the rate falls epoch by epoch, never back up.
+    options = {**SMOKE, "samples_per_epoch": 4, "batch_size": 2}
+    cfg = resolve_config("synthetic", "unet", "smoke", max_steps=12, schedule="cosine", **options)
+    lrs = LearningRates()
+    train(cfg, tmp_path, callbacks=[lrs], progress=False)
+    per_epoch = lrs.used[::2]
+    assert len(per_epoch) == 6 and per_epoch[0] == pytest.approx(cfg.lr)
+    assert all(b < a for a, b in zip(per_epoch, per_epoch[1:], strict=False))
+    assert per_epoch[-1] == pytest.approx(cfg.lr * 0.5 * (1 + math.cos(math.pi * 5 / 6)))
+
+
 # --- curves ------------------------------------------------------------------------------
 
 

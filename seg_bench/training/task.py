@@ -121,6 +121,15 @@ class SegmentationTask(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.curve = list(checkpoint.get("val_curve", []))
 
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch (gradient accumulation and devices included)."""
+        trainer = self.trainer
+        batches = trainer.num_training_batches
+        if batches == float("inf") or not batches:
+            trainer.fit_loop.setup_data()
+            batches = trainer.num_training_batches
+        return max(math.ceil(batches / max(trainer.accumulate_grad_batches, 1)), 1)
+
     def configure_optimizers(self):
         h = self.hparams
         opt = build_optimizer(self.parameters(), h.optimizer, h.lr, h.weight_decay, h.momentum)
@@ -129,9 +138,10 @@ class SegmentationTask(L.LightningModule):
             sched = STEP_SCHEDULES[h.schedule](opt, total, h.warmup)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         if h.schedule == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-                opt, T_max=max(self.trainer.max_epochs or 1, 1)
-            )
+            # Over the epochs the run will take: with a step budget Lightning's max_epochs is
+            # -1, which made T_max 1, so the rate swung between full and zero every epoch.
+            epochs = math.ceil(self.trainer.estimated_stepping_batches / self.steps_per_epoch())
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
             return {"optimizer": opt, "lr_scheduler": sched}
         if h.schedule == "plateau":
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
