@@ -296,3 +296,19 @@ def test_a_binary_prediction_is_scored_by_its_connected_components_as_instances(
     _write(tmp_path / "p", {"x_mask": ((truth > 0) * 255).astype(np.uint8)})
     r = score(tmp_path / "p", tmp_path / "t", kind="instance")
     assert r["overall"]["dsb_map"] == 1.0  # two components, each its object exactly
+
+
+def test_a_compiled_networks_checkpoint_loads_for_rescoring_and_predict(tmp_path):
+    from seg_bench.inference.checkpoint import TrainedModel
+
+    hp = {"model": "unet", "in_channels": 1, "num_classes": 2, "width": 0.0625}
+    net = TrainedModel(hp)
+    names = list(net.state_dict())
+    net.model.compile()  # how training compiles now: in place, the weights keep their names
+    assert list(net.state_dict()) == names
+    # How it compiled before: torch.compile's wrapper put _orig_mod. into every name.
+    wrapped = {k.replace("model.", "model._orig_mod.", 1): v for k, v in net.state_dict().items()}
+    torch.save({"hyper_parameters": hp, "state_dict": wrapped}, tmp_path / "old.ckpt")
+    loaded = load_checkpoint(tmp_path / "old.ckpt")
+    for k, v in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)

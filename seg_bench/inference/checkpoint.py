@@ -36,8 +36,15 @@ class TrainedModel(nn.Module):
         return self.model(image)
 
     def load_weights(self, state_dict: dict[str, Any]) -> None:
-        """The ``model.`` entries of a training checkpoint (the rest is loss and metric state)."""
-        self.load_state_dict({k: v for k, v in state_dict.items() if k.startswith("model.")})
+        """The ``model.`` entries of a training checkpoint (the rest is loss and metric state);
+        a network wrapped by ``torch.compile`` (before 2026-12-06) named them
+        ``model._orig_mod.``."""
+        weights = {
+            k.replace("model._orig_mod.", "model.", 1): v
+            for k, v in state_dict.items()
+            if k.startswith("model.")
+        }
+        self.load_state_dict(weights)
 
 
 def load_checkpoint(path: str | Path) -> TrainedModel:

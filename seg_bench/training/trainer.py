@@ -148,8 +148,8 @@ def train(
     dm = prepared.datamodule
     task = build_task(cfg, dm)
     choice = choose_precision(cfg, task.model, dm.in_channels)
-    if cfg.compile:
-        task.model = torch.compile(task.model)
+    if cfg.compile:  # in place: the weights keep their names, so checkpoints load anywhere
+        task.model.compile()
     trainer, ckpt, timer = build_trainer(cfg, run_dir, logger, callbacks, progress, choice)
     trainer.fit(task, datamodule=dm, ckpt_path=prepared.resume)
     best = Path(ckpt.best_model_path) if ckpt.best_model_path else None
