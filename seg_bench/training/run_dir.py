@@ -39,11 +39,19 @@ from seg_bench.errors import UserError
 from seg_bench.hardware import check_hardware, processes_per_node
 from seg_bench.io import write_json
 
-# Not what is compared: where it logs, how it loads, which seed, and policy whose effect the
-# record states anyway (bf16_exclude steers precision auto, as the machine does; the record
-# names the precision it trained in, and the profile keeps only exclusions that bf16 accuracy
-# benchmarks justify).
-NOT_IN_KEY = ("logger", "num_workers", "config_file", "seed", "lr_source", "bf16_exclude")
+# Not what is compared: where it logs, how it loads, which seed, captions (lr_source and
+# budget_note only describe the run), and policy whose effect the record states anyway
+# (bf16_exclude steers precision auto, as the machine does; the record names the precision it
+# trained in, and the profile keeps only exclusions that bf16 accuracy benchmarks justify).
+NOT_IN_KEY = (
+    "logger",
+    "num_workers",
+    "config_file",
+    "seed",
+    "lr_source",
+    "budget_note",
+    "bf16_exclude",
+)
 
 
 def key_fields(config: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
