@@ -269,6 +269,20 @@ def test_a_study_keeps_its_search_space(tmp_path):
         )
 
 
+def test_a_study_refuses_trials_under_other_fixed_options(tmp_path, monkeypatch):
+    def fake_train(cfg, run_dir, logger=False, callbacks=None, progress=True):
+        return SimpleNamespace(best_val={"val/iou": 0.5}, best_checkpoint=None)
+
+    monkeypatch.setattr("seg_bench.training.trainer.train", fake_train)
+    runs = tmp_path / "runs"
+    search.run_search("synthetic", "unet", 1, "smoke", overrides=FAST, runs_dir=runs)
+    more = {**FAST, "max_epochs": 3}  # a longer budget: its trials are not comparable
+    with pytest.raises(UserError, match=r"other fixed options \(max_epochs 1 there, 3 now\)"):
+        search.run_search("synthetic", "unet", 2, "smoke", overrides=more, runs_dir=runs)
+    result = search.run_search("synthetic", "unet", 2, "smoke", overrides=FAST, runs_dir=runs)
+    assert result.finished == 2  # the same options continue it
+
+
 def test_storage_urls_are_masked_and_normalised(tmp_path):
     assert search.mask_url(f"postgresql://u:{PASSWORD}@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert search.storage_url("postgres://u:p@h/db", tmp_path, "s") == "postgresql://u:p@h/db"

@@ -87,6 +87,7 @@ def run_search(
     import optuna
 
     from seg_bench.config import default_profile
+    from seg_bench.training.run_dir import key_fields
 
     echo = echo or _to_stderr
     _check_options(trials, timeout, pruner)
@@ -107,6 +108,7 @@ def run_search(
             seed=base.seed if seed is None else seed,
             pruner=build_pruner(pruner, base.max_epochs),
             heartbeat_s=heartbeat_s,
+            fixed={k: v for k, v in key_fields(base).items() if k not in spec},
         )
         objective = Objective(
             name,

@@ -208,9 +208,11 @@ def open_study(
     seed: int = 0,
     pruner: Any = None,
     heartbeat_s: int | None = None,
+    fixed: dict[str, Any] | None = None,
 ) -> Any:
     """The study ``name`` in ``url``, created (maximising :data:`MONITOR`) if missing. A study
-    is tied to its space, dataset and model: another one under its name is a UserError.
+    is tied to its space, dataset, model and ``fixed`` (the configuration fields no trial
+    varies): another one under its name is a UserError, since its trials could not be compared.
     ``pruner`` is an Optuna pruner (None: Optuna's default)."""
     import optuna
 
@@ -233,7 +235,27 @@ def open_study(
             "Use another --study name"
         )
     _tie_to(study, spec, {"dataset": dataset, "model": model})
+    _tie_fixed(study, fixed)
     return study
+
+
+def _tie_fixed(study: Any, fixed: dict[str, Any] | None) -> None:
+    """Store the fixed configuration with a study (studies from before this have none, and
+    take it from their next run); refuse another, naming the fields that differ."""
+    if fixed is None:
+        return
+    have = study.user_attrs.get("fixed_config")
+    if have is None:
+        study.set_user_attr("fixed_config", json.dumps(fixed, sort_keys=True))
+        return
+    have = json.loads(have)
+    differ = sorted(k for k in have.keys() | fixed.keys() if have.get(k) != fixed.get(k))
+    if differ:
+        shown = "; ".join(f"{k} {have.get(k)!r} there, {fixed.get(k)!r} now" for k in differ[:3])
+        raise UserError(
+            f"study '{study.study_name}' ran its trials with other fixed options ({shown}); "
+            "give the same options to continue it, or --study NEW_NAME"
+        )
 
 
 def _tie_to(study: Any, spec: dict[str, dict[str, Any]], owner: dict[str, str]) -> None:
