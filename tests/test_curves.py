@@ -173,6 +173,24 @@ def test_a_resumed_run_keeps_the_curve_of_its_first_part(tmp_path):
     assert result.task.curve[: len(saved)] == saved
 
 
+def test_a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    # Patches, augmentation (d4) and dropout-free U-Net: the patch seeds follow the epoch, so
+    # the resumed epochs train on what the uninterrupted run's did (they replayed epoch 0's).
+    cfg = resolve_config("synthetic", "unet", "smoke", max_epochs=3, width=0.0625, **SMOKE)
+    train(cfg, tmp_path / "whole", progress=False)
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path / "killed", callbacks=[StopAtEpoch(2)], progress=False)
+    train(cfg, tmp_path / "killed", progress=False)
+    # The last weights (a run's result keeps its best checkpoint's, which may predate the kill).
+    last = [
+        torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=False)
+        for run in ("whole", "killed")
+    ]
+    assert last[0]["global_step"] == last[1]["global_step"] == 6
+    for name, a in last[0]["state_dict"].items():
+        assert torch.equal(a, last[1]["state_dict"][name]), name
+
+
 # --- plateau and figure --------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from scipy import ndimage as ndi
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from seg_bench.data.splits import split_counts, stratified_counts
 from seg_bench.errors import DataError, UserError
@@ -189,8 +190,29 @@ def _to_batch_item(image, mask, instances, sample_id) -> dict[str, Any]:
     }
 
 
+class PatchSeeds(Sampler[int]):
+    """The seed of every patch of an epoch, drawn from (run seed, epoch, rank): the patches and
+    their augmentation follow from the epoch alone, so a resumed run (Lightning calls
+    ``set_epoch`` with the restored epoch) draws what the uninterrupted run would have, whatever
+    the workers or the global RNG did before."""
+
+    def __init__(self, length: int, seed: int, rank: int = 0):
+        self.length, self.seed, self.rank, self.epoch = length, seed, rank, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank])
+        return iter(rng.integers(0, 2**62, self.length).tolist())
+
+    def __len__(self) -> int:
+        return self.length
+
+
 class RandomPatchDataset(Dataset):
-    """``length`` random patches per epoch, augmented; optionally centred on foreground.
+    """Random patches, augmented; optionally centred on foreground. The index is the patch's
+    seed (``PatchSeeds``), which fixes its position and its augmentation.
 
     ``target_transform(item) -> item`` runs on each item after augmentation."""
 
@@ -214,8 +236,7 @@ class RandomPatchDataset(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        # torch's RNG is seeded per worker by Lightning (seed_everything(workers=True)).
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        rng = np.random.default_rng(index)
         s = self.samples[rng.integers(len(self.samples))]
         h, w = s.mask.shape
         p = self.patch
@@ -229,6 +250,9 @@ class RandomPatchDataset(Dataset):
         mask = s.mask[y : y + p, x : x + p]
         inst = s.instances[y : y + p, x : x + p]
         if self.augment is not None:
+            # SegmentationCompose.reseed; a plain albumentations Compose has set_random_seed.
+            seed = int(rng.integers(2**62))
+            getattr(self.augment, "reseed", self.augment.set_random_seed)(seed)
             out = self.augment(image=image, mask=mask, instances=inst)
             image, mask, inst = out["image"], out["mask"], out["instances"]
         item = _to_batch_item(image, mask, inst, s.id)
@@ -370,13 +394,14 @@ class SegmentationDataModule(L.LightningDataModule):
         return trainer.world_size, trainer.global_rank
 
     def train_dataloader(self) -> DataLoader:
-        # Every process draws its own random patches (Lightning seeds each rank differently),
-        # so an epoch is split by length, not by a sampler.
-        world, _ = self._world()
+        # Every process draws its own random patches (its rank is in the seeds), so an epoch is
+        # split by length.
+        world, rank = self._world()
+        length = math.ceil(self.epoch_length() / world)
         ds = RandomPatchDataset(
             self.samples("train"),
             self.patch_size,
-            math.ceil(self.epoch_length() / world),
+            length,
             self.build_augment(),
             self.foreground_bias,
             self.target_transform,
@@ -384,7 +409,7 @@ class SegmentationDataModule(L.LightningDataModule):
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            shuffle=False,
+            sampler=PatchSeeds(length, self.seed, rank),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=False,

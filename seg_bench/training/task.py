@@ -117,9 +117,14 @@ class SegmentationTask(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["val_curve"] = list(self.curve)
+        # Lightning keeps no RNG state: a resumed run would draw dropout masks from the seed
+        # again. Patches need none (data/base.py PatchSeeds).
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.curve = list(checkpoint.get("val_curve", []))
+        if isinstance(checkpoint.get("torch_rng_state"), torch.Tensor):
+            torch.set_rng_state(checkpoint["torch_rng_state"])
 
     def steps_per_epoch(self) -> int:
         """Optimizer steps in one epoch (gradient accumulation and devices included)."""

@@ -1,6 +1,6 @@
 """One training run: config -> DataModule + SegmentationTask + Trainer -> best checkpoint.
 
-A run directory holds ``checkpoints/last.ckpt`` (every epoch) and ``checkpoints/best.ckpt``;
+A run directory holds ``checkpoints/last.ckpt`` (every validated epoch) and ``best.ckpt``;
 running the same config into the same directory resumes from ``last.ckpt``; another config is
 refused there (see run_dir.py, which also validates everything before the folder is touched).
 """
@@ -98,8 +98,12 @@ def build_trainer(
         monitor="val/iou",
         mode="max",
         save_top_k=1,
-        save_last=True,
         enable_version_counter=False,
+    )
+    # Every validated epoch, for resuming: save_last on the best checkpoint writes last.ckpt
+    # only when the best improves, so a killed run went back to its last improvement.
+    last = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False
     )
     timer = EpochTimer()
     precision = precision or PrecisionChoice(resolve_precision(cfg.precision, cfg.accelerator))
@@ -117,7 +121,7 @@ def build_trainer(
         check_val_every_n_epoch=cfg.val_every,
         num_sanity_val_steps=0,
         logger=logger,
-        callbacks=[ckpt, timer, *layout, *(callbacks or [])],
+        callbacks=[ckpt, last, timer, *layout, *(callbacks or [])],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=progress,
         enable_model_summary=False,

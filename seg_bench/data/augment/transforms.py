@@ -137,13 +137,19 @@ class SegmentationCompose(A.Compose):
     ``seed`` is given, so ``seed_everything`` does not reach it and forked DataLoader workers
     would all inherit the same state (identical augmentations in every worker). On its first call
     in a process this reseeds from ``torch.initial_seed()``: the run's seed in the main process,
-    ``base_seed + worker_id`` in a DataLoader worker.
+    ``base_seed + worker_id`` in a DataLoader worker. Training patches go further: each is
+    reseeded from its own seed (``reseed``), so a resumed run augments as the first one did.
 
     Instances: carried through the transforms by :func:`labels_for_cv2` and returned with their
     original dtype and ids.
     """
 
     _seeded_pid: int | None = None
+
+    def reseed(self, seed: int) -> None:
+        """Draw from ``seed`` on (a training patch's own seed: data/base.py PatchSeeds)."""
+        self._seeded_pid = os.getpid()
+        self.set_random_seed(seed)
 
     def __call__(self, *args: Any, **data: Any) -> dict[str, Any]:
         if self._seeded_pid != os.getpid():
