@@ -331,7 +331,8 @@ def cmd_weak_labels(args: argparse.Namespace) -> int:
             raise UserError(f"{args.points}: image '{name}' is not in {images}")
         labels = weak_labels(read_image(path), pts, args.method, image_name=name, **options)
         with atomic_write(out / f"{Path(name).stem}.tif", "wb") as f:
-            tifffile.imwrite(f, labels.astype(np.uint16 if labels.max() < 2**16 else np.uint32))
+            dtype = np.uint16 if labels.max() < 2**16 else np.uint32
+            tifffile.imwrite(f, labels.astype(dtype), photometric="minisblack")
         print(f"{name}: {int(labels.max())} objects from {len(pts)} points")
     return 0
 

@@ -206,8 +206,9 @@ def _isbi_like():
 
 def test_score_with_dataset_isbi2012_scores_membranes_not_cell_interior(tmp_path):
     pred, truth = _isbi_like()
-    tifffile.imwrite(tmp_path / "labels.tif", np.stack([truth, truth]))
-    tifffile.imwrite(tmp_path / "pred.tif", np.stack([pred, pred]))
+    # minisblack: two grey 4x4 pages (left to guess, tifffile writes 2 x 4 RGBA, a last axis of 4)
+    tifffile.imwrite(tmp_path / "labels.tif", np.stack([truth, truth]), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "pred.tif", np.stack([pred, pred]), photometric="minisblack")
     naive = score(tmp_path / "pred.tif", tmp_path / "labels.tif")
     assert naive["overall"]["iou"] == 0.0 and naive["positive"]["truth"] == "non-zero"
     r = score(tmp_path / "pred.tif", tmp_path / "labels.tif", dataset="isbi2012")

@@ -189,7 +189,7 @@ def write_stacks(dest: Path, stacks: dict[str, np.ndarray]) -> None:
 
     for name, data in stacks.items():
         tmp = dest / f".{name}.part"
-        tifffile.imwrite(tmp, data)  # Z,H,W grey -> one page per slice
+        tifffile.imwrite(tmp, data, photometric="minisblack")  # Z,H,W grey: a page per slice
         tmp.replace(dest / name)
 
 

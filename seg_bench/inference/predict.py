@@ -114,7 +114,7 @@ def _check_outputs(output_dir: Path, dsb_csv: str | Path | None, overlap: float)
 
 def _write_tiff(path: Path, array: np.ndarray, written: list[Path]) -> None:
     with atomic_write(path, "wb") as f:
-        tifffile.imwrite(f, array)
+        tifffile.imwrite(f, array, photometric="minisblack")  # grey pages, never RGB
     written.append(path)
 
 
