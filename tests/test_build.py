@@ -54,7 +54,9 @@ def test_build_task_passes_every_model_and_optimisation_option():
         target="boundary3",
         target_options={"boundary_weight": 3.0},
     )
-    dm = SimpleNamespace(in_channels=3, num_classes=2, patch_size=48)
+    dm = SimpleNamespace(
+        in_channels=3, num_classes=2, patch_size=48, input_options=lambda: {"invert_bright": True}
+    )
     expected = {
         "model": "unet",
         "in_channels": 3,
@@ -73,6 +75,7 @@ def test_build_task_passes_every_model_and_optimisation_option():
         "window": 256,  # max(patch, 256) when the config sets none
         "overlap": 0.5,
         "postprocess": {"min_size": 9},
+        "input_options": {"invert_bright": True},  # the dataset's, for predict
     }
     assert dict(build_task(cfg, dm).hparams) == expected
     cfg.window = 64

@@ -86,23 +86,6 @@ def normalize_percentile(image: np.ndarray, low: float = 1.0, high: float = 99.8
     return (image - lo) / np.maximum(hi - lo, 1e-6)
 
 
-def bright_background(grey: np.ndarray) -> bool:
-    """True when the median (background) intensity is above half the range: brightfield and H&E."""
-    top = np.iinfo(grey.dtype).max if np.issubdtype(grey.dtype, np.integer) else float(grey.max())
-    return float(np.median(grey)) > top / 2
-
-
-def invert_if_bright(image: np.ndarray) -> tuple[np.ndarray, bool]:
-    """The image with its intensities flipped where its background is bright, so that nuclei
-    are bright on dark as in fluorescence; (image, whether it was flipped)."""
-    grey = image if image.ndim == 2 else np.round(image.mean(axis=-1)).astype(image.dtype)
-    if not bright_background(grey):
-        return image, False
-    integer = np.issubdtype(image.dtype, np.integer)
-    top = np.iinfo(image.dtype).max if integer else image.max()
-    return (top - image).astype(image.dtype), True
-
-
 def as_int32_ids(ids: np.ndarray) -> np.ndarray:
     """Instance ids as int32, renumbered 1..n (0 stays background) where an id is too large
     for int32: a plain cast would wrap 3,000,000,000 to a negative id."""
@@ -250,9 +233,11 @@ class RandomPatchDataset(Dataset):
         mask = s.mask[y : y + p, x : x + p]
         inst = s.instances[y : y + p, x : x + p]
         if self.augment is not None:
-            # SegmentationCompose.reseed; a plain albumentations Compose has set_random_seed.
+            # SegmentationCompose.reseed, an albumentations Compose's set_random_seed, else none.
             seed = int(rng.integers(2**62))
-            getattr(self.augment, "reseed", self.augment.set_random_seed)(seed)
+            reseed = getattr(self.augment, "reseed", getattr(self.augment, "set_random_seed", None))
+            if reseed is not None:
+                reseed(seed)
             out = self.augment(image=image, mask=mask, instances=inst)
             image, mask, inst = out["image"], out["mask"], out["instances"]
         item = _to_batch_item(image, mask, inst, s.id)

@@ -19,7 +19,8 @@ import tifffile
 import torch
 from PIL import Image
 
-from seg_bench.data.base import invert_if_bright, normalize_percentile
+from seg_bench.data.base import normalize_percentile
+from seg_bench.data.intensity import invert_if_bright
 from seg_bench.data.io import read_image, read_stack
 from seg_bench.errors import UserError
 from seg_bench.inference.checkpoint import load_checkpoint
