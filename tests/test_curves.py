@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from result_records import fake_record
 
+import seg_bench.training.task as task_module
 from seg_bench.config import BUDGET_KEYS, benchmark_models, resolve_config
 from seg_bench.errors import UserError
 from seg_bench.protocol.convergence import (
@@ -189,6 +190,43 @@ def test_a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     assert last[0]["global_step"] == last[1]["global_step"] == 6
     for name, a in last[0]["state_dict"].items():
         assert torch.equal(a, last[1]["state_dict"][name]), name
+
+
+@pytest.mark.parametrize(
+    "budget, curve_steps",
+    [({"max_steps": 5}, [2, 4, 5]), ({"max_epochs": 3, "val_every": 2}, [4, 6])],
+)
+def test_the_last_step_is_validated_when_the_budget_ends_between_validations(
+    budget, curve_steps, monkeypatch, tmp_path
+):
+    # Scores that rise with every validation, so the last one must become the best checkpoint.
+    scores = iter(np.arange(1, 10) / 10)
+    fake = {"dice": 0.5, "accuracy": 0.5, "kappa": 0.5}
+    monkeypatch.setattr(task_module, "pixel_metrics", lambda cm: {"iou": next(scores), **fake})
+    # 2 steps an epoch: 5 steps end mid-epoch; epoch 3 of 3 is off val_every 2. Lightning
+    # validated neither, so the final weights were never scored nor eligible as the best.
+    cfg = resolve_config("synthetic", "unet", "smoke", **budget, **SMOKE)
+    result = train(cfg, tmp_path, progress=False)
+    assert [p["step"] for p in result.task.curve] == curve_steps
+    assert result.task.curve[-1]["epoch"] == 2  # both budgets end in the third epoch
+    assert [p["val_iou"] for p in result.task.curve] == pytest.approx(
+        np.arange(1, len(curve_steps) + 1) / 10
+    )
+    assert result.best_val["val/iou"] == pytest.approx(len(curve_steps) / 10)
+    saved = torch.load(result.best_checkpoint, weights_only=False)
+    assert saved["global_step"] == curve_steps[-1]
+    again = train(cfg, tmp_path, progress=False)  # resumes the finished run: nothing to add
+    assert [p["step"] for p in again.task.curve] == curve_steps
+
+
+def test_the_plateau_schedule_steps_only_after_epochs_that_validate(tmp_path):
+    # It monitors val/iou, which an epoch off val_every does not log: Lightning raised there.
+    cfg = resolve_config(
+        "synthetic", "unet", "smoke", max_epochs=4, val_every=2, schedule="plateau", **SMOKE
+    )
+    result = train(cfg, tmp_path, progress=False)
+    [config] = result.task.trainer.lr_scheduler_configs
+    assert config.scheduler.last_epoch == 2 and [p["step"] for p in result.task.curve] == [4, 8]
 
 
 # --- plateau and figure --------------------------------------------------------------------

@@ -3,9 +3,9 @@
 Devices, precision and distribution belong to the Trainer; data belongs to the DataModule.
 Validation runs on whole images with sliding-window prediction, and its metrics are
 confusion-matrix counters summed over all processes, so under DDP they cover the whole
-validation set rather than one shard. Every validation during ``fit`` adds a point to the
-learning curve (``curve``: step, epoch, val_iou, val_loss), which checkpoints carry, so a
-resumed run keeps the points of its first part.
+validation set rather than one shard. Every validation during ``fit``, and the one of the last
+step (trainer.py), adds a point to the learning curve (``curve``: step, epoch, val_iou,
+val_loss), which checkpoints carry, so a resumed run keeps the points of its first part.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class SegmentationTask(L.LightningModule):
         self.val_confmat = MulticlassConfusionMatrix(num_classes)
         self.val_loss = MeanMetric()
         self.curve: list[dict[str, float]] = []
+        self.last_val: dict[str, float] = {}
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.model(image)
@@ -105,15 +106,14 @@ class SegmentationTask(L.LightningModule):
         self.log_dict({f"val/{k}": v for k, v in scores.items()}, prog_bar=True, sync_dist=False)
         self.val_confmat.reset()
         self.val_loss.reset()
+        self.last_val = scores
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
-            self.curve.append(
-                {
-                    "step": self.global_step,
-                    "epoch": self.current_epoch,
-                    "val_iou": scores["iou"],
-                    "val_loss": scores["loss"],
-                }
-            )
+            self.add_curve_point(self.current_epoch)
+
+    def add_curve_point(self, epoch: int) -> None:
+        """The last validation's scores as the curve point of the current step."""
+        point = {"val_iou": self.last_val["iou"], "val_loss": self.last_val["loss"]}
+        self.curve.append({"step": self.global_step, "epoch": epoch, **point})
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["val_curve"] = list(self.curve)
@@ -152,7 +152,10 @@ class SegmentationTask(L.LightningModule):
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 opt, mode="max", factor=0.5, patience=3
             )
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/iou"}}
+            # Stepped only after epochs that validate: otherwise val/iou does not exist yet.
+            every = self.trainer.check_val_every_n_epoch or 1
+            config = {"scheduler": sched, "monitor": "val/iou", "frequency": every}
+            return {"optimizer": opt, "lr_scheduler": config}
         return opt
 
 

@@ -1,6 +1,7 @@
 """One training run: config -> DataModule + SegmentationTask + Trainer -> best checkpoint.
 
 A run directory holds ``checkpoints/last.ckpt`` (every validated epoch) and ``best.ckpt``;
+the final weights are always validated, also where the budget ends between validations;
 running the same config into the same directory resumes from ``last.ckpt``; another config is
 refused there (see run_dir.py, which also validates everything before the folder is touched).
 """
@@ -132,6 +133,36 @@ def build_trainer(
     return trainer, ckpt, timer
 
 
+def last_checkpoint(trainer: L.Trainer) -> ModelCheckpoint:
+    return next(c for c in trainer.checkpoint_callbacks if c.filename == "last")
+
+
+def validate_last_step(
+    trainer: L.Trainer,
+    task: SegmentationTask,
+    dm: SegmentationDataModule,
+    best: ModelCheckpoint,
+    last: ModelCheckpoint,
+) -> None:
+    """Validate the final weights where the loop did not: a step budget that ends mid-epoch,
+    or a last epoch off ``val_every``. Lightning validates only at the end of such epochs, so
+    the run's last steps were never scored and could not become its best checkpoint."""
+    step = trainer.global_step
+    if step == 0 or (task.curve and task.curve[-1]["step"] == step):
+        return
+    trainer.validate(task, datamodule=dm, verbose=False)
+    task.add_curve_point(epoch=trainer.current_epoch - 1)  # fit has counted the last epoch
+    iou = trainer.callback_metrics["val/iou"]
+    if best.best_model_score is None or iou > best.best_model_score:
+        path = str(Path(best.dirpath) / f"{best.filename}{best.FILE_EXTENSION}")
+        best.best_model_path = best.kth_best_model_path = path
+        best.best_model_score = best.kth_value = iou.detach().clone()
+        best.best_k_models = {path: best.best_model_score}
+        trainer.save_checkpoint(path)
+    # After the best's bookkeeping, so a rerun resumes from here and finds the run complete.
+    trainer.save_checkpoint(Path(last.dirpath) / f"{last.filename}{last.FILE_EXTENSION}")
+
+
 def train(
     cfg: RunConfig,
     run_dir: Path,
@@ -156,6 +187,8 @@ def train(
         task.model.compile()
     trainer, ckpt, timer = build_trainer(cfg, run_dir, logger, callbacks, progress, choice)
     trainer.fit(task, datamodule=dm, ckpt_path=prepared.resume)
+    if not trainer.interrupted:
+        validate_last_step(trainer, task, dm, ckpt, last_checkpoint(trainer))
     best = Path(ckpt.best_model_path) if ckpt.best_model_path else None
     if best is not None and best.exists() and trainer.is_global_zero:
         state = torch.load(best, map_location="cpu", weights_only=True)
