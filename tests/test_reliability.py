@@ -759,6 +759,15 @@ def test_nan_loss_writes_a_failed_note_and_the_bench_goes_on(tmp_path):
     md = (dirs["leaderboard_dir"] / "synthetic.md").read_text()
     assert "| tiny_ok |" in md and "nan_after_step1" not in md  # failed pairs are left off
 
+    # An older configuration's record of the failing model is not shown in its place.
+    [ok] = load_records(dirs["results_dir"], "synthetic")
+    older = {**ok, "model": "nan_after_step1", "config": {**ok["config"], "lr": 0.5}}
+    older["config"]["model"] = "nan_after_step1"
+    (record.parent / "nan_after_step1__seed0__older.json").write_text(json.dumps(older))
+    with pytest.raises(UserError, match="1 of 2 runs failed"):
+        bench("synthetic", models=["nan_after_step1", "tiny_ok"], **kw)
+    assert "nan_after_step1" not in (dirs["leaderboard_dir"] / "synthetic.md").read_text()
+
     NAN_SWITCH["on"] = False  # "fixed": a rerun retries the failed pair only, and clears its note
     try:
         records = bench("synthetic", models=["nan_after_step1", "tiny_ok"], **kw)

@@ -15,7 +15,13 @@ import torch
 import seg_bench.cli as cli
 import seg_bench.hardware as hardware_module
 from seg_bench.config import RunConfig, resolve_config
-from seg_bench.protocol.records import load_records, record_path_for, select_records
+from seg_bench.protocol.postprocess_report import select_by_target
+from seg_bench.protocol.records import (
+    load_records,
+    missing_asked,
+    record_path_for,
+    select_records,
+)
 from seg_bench.training.run_dir import NOT_IN_KEY, claim_run_dir, config_key, run_dir_for
 
 FAST = ["--profile", "smoke", "--width", "0.0625", "--set", "num_workers=0", "--logger", "none"]
@@ -191,9 +197,32 @@ def test_the_leaderboard_compares_one_profile_and_the_newest_config_of_each_mode
     cpu = fake_record("unet", "2023-12-01T00:00:00", profile="cpu")
     chosen, left = select_records([old, new, seg, cpu])
     assert chosen == [new, seg] and left == [old, cpu]
-    chosen, _ = select_records([old, new, seg, cpu], prefer={config_key(old["config"])})
+    asked = {config_key(old["config"]): ("unet", "manual", "binary")}
+    chosen, _ = select_records([old, new, seg, cpu], prefer=asked)
     assert chosen == [old, seg]  # bench passes the configurations it ran
     assert select_records([old, new, seg, cpu], profile="cpu")[0] == [cpu]
+
+
+def test_a_model_whose_asked_configuration_failed_gets_no_row_not_an_older_one():
+    # Every seed of the rerun at lr 0.01 failed: the table must not show the older lr as if it
+    # were the asked configuration's result.
+    old = fake_record("unet", "2024-01-01T00:00:00")
+    seg = fake_record("segnet", "2024-01-01T00:00:00")
+    rerun = resolve_config("synthetic", "unet", "smoke", lr=0.01)
+    asked = {config_key(rerun): ("unet", "manual", "binary")}
+    chosen, left = select_records([old, seg], prefer=asked)
+    assert chosen == [seg] and left == [old]
+    assert missing_asked(chosen, asked) == ["unet (manual labels)"]
+    assert missing_asked([old, seg], asked) == []
+
+
+def test_the_method_study_applies_what_bench_asked_to_its_own_target_only():
+    binary = fake_record("unet", "2024-01-01T00:00:00")
+    boundary = fake_record("unet", "2024-01-02T00:00:00", target="boundary3")
+    failed = resolve_config("synthetic", "unet", "smoke", lr=0.01)  # asked binary, failed
+    asked = {config_key(failed): ("unet", "manual", "binary")}
+    assert select_by_target([binary, boundary], "smoke", asked) == [boundary]
+    assert select_records([binary, boundary], "smoke", asked)[0] == []
 
 
 def test_a_seed_held_twice_by_one_configuration_counts_once_the_newest():

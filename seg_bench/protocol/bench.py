@@ -38,8 +38,10 @@ from seg_bench.evaluation.evaluate import evaluate, is_stale
 from seg_bench.hardware import hardware
 from seg_bench.io import file_lock, remove_stale_temp, write_json
 from seg_bench.protocol import provenance
+from seg_bench.protocol.instance_choice import target_of
 from seg_bench.protocol.records import (
     RECORD_VERSION,
+    Asked,
     existing_record,
     failed_path,
     read_record,
@@ -390,6 +392,10 @@ def run_pairs(
     return [done_by_index[i] for i in sorted(done_by_index)], failures
 
 
+def asked_configurations(configs: list[RunConfig]) -> Asked:
+    return {config_key(c): (c.model, c.labels, target_of({"config": vars(c)})) for c in configs}
+
+
 def publish(
     configs: list[RunConfig],
     results_dir: Path,
@@ -411,7 +417,7 @@ def publish(
         leaderboard_dir,
         by="labels" if weak else None,
         profile=profile,
-        prefer={config_key(c) for c in configs},
+        prefer=asked_configurations(configs),
         force=force,
     )
     print(md)

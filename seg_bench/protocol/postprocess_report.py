@@ -18,21 +18,23 @@ import numpy as np
 
 from seg_bench.errors import UserError
 from seg_bench.protocol.instance_choice import target_of
-from seg_bench.protocol.records import select_records
+from seg_bench.protocol.records import Asked, select_records
 
 TYPES = ("fluorescence", "histology", "brightfield")
 
 
 def select_by_target(
-    records: list[dict], profile: str | None, prefer: set[str] | None = None
+    records: list[dict], profile: str | None, prefer: Asked | None = None
 ) -> list[dict]:
     """The records the method study compares: ``select_records`` (one profile, one
     configuration per model) applied to each training target, so each (model, target) is a
-    row. Weak-label runs are left out, as on the leaderboard."""
+    row; what bench asked for counts only for its own target. Weak-label runs are left out,
+    as on the leaderboard."""
     manual = [r for r in records if r.get("labels", "manual") == "manual"]
     chosen = []
     for target in sorted({target_of(r) for r in manual}):
-        chosen += select_records([r for r in manual if target_of(r) == target], profile, prefer)[0]
+        asked = {k: v for k, v in (prefer or {}).items() if v[2] == target}
+        chosen += select_records([r for r in manual if target_of(r) == target], profile, asked)[0]
     return chosen
 
 

@@ -118,8 +118,12 @@ def load_records(results_dir: Path, dataset: str) -> list[dict[str, Any]]:
     ]
 
 
+# What bench asked for: config key -> (model, label source, training target).
+Asked = dict[str, tuple[str, str, str]]
+
+
 def select_records(
-    records: list[dict[str, Any]], profile: str | None = None, prefer: set[str] | None = None
+    records: list[dict[str, Any]], profile: str | None = None, prefer: Asked | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The records one leaderboard compares, and those it leaves out.
 
@@ -129,8 +133,10 @@ def select_records(
        passes the configurations it ran), else the one with the newest record. Its seeds are
        the rows' seeds (one record each, the newest: a record under a name from before keys
        and its keyed copy are one run); the other configurations of that model are left out.
+       A model whose asked configuration has no record (every seed failed) gets no row rather
+       than an older configuration's: ``missing_asked`` names it.
     """
-    prefer = prefer or set()
+    prefer = prefer or {}
     if not records:
         return [], []
     if profile is None:
@@ -140,18 +146,24 @@ def select_records(
     for r in records:
         if r.get("profile") == profile:
             groups[(r["model"], r.get("labels", "manual"))].append(r)
+    asked = {v[:2] for v in prefer.values()}
     chosen: list[dict[str, Any]] = []
-    for recs in groups.values():
-        keys = {record_key(r) for r in recs}
-        wanted = keys & prefer
-        key = (
-            sorted(wanted)[0]
-            if wanted
-            else record_key(max(recs, key=lambda r: r.get("created", "")))
-        )
+    for group, recs in groups.items():
+        wanted = {record_key(r) for r in recs} & prefer.keys()
+        if group in asked and not wanted:
+            continue
+        newest = record_key(max(recs, key=lambda r: r.get("created", "")))
+        key = sorted(wanted)[0] if wanted else newest
         chosen += newest_per_seed([r for r in recs if record_key(r) == key])
     ids = {id(r) for r in chosen}
     return [r for r in records if id(r) in ids], [r for r in records if id(r) not in ids]
+
+
+def missing_asked(chosen: list[dict[str, Any]], prefer: Asked | None) -> list[str]:
+    """The asked (model, label source) pairs without a row, as 'model (labels)'."""
+    shown = {(r["model"], r.get("labels", "manual")) for r in chosen}
+    asked = sorted({v[:2] for v in (prefer or {}).values()} - shown)
+    return [f"{model} ({labels} labels)" for model, labels in asked]
 
 
 def newest_per_seed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ from seg_bench.protocol.postprocess_report import (
     render_postprocess_study,
     select_by_target,
 )
-from seg_bench.protocol.records import load_records, select_records
+from seg_bench.protocol.records import Asked, load_records, missing_asked, select_records
 from seg_bench.protocol.statistics import Significance
 from seg_bench.protocol.statistics import significance as paired_significance
 from seg_bench.protocol.summary import write_summary
@@ -262,12 +262,12 @@ def write_leaderboard(
     n_boot: int = 1000,
     by: str | None = None,
     profile: str | None = None,
-    prefer: set[str] | None = None,
+    prefer: Asked | None = None,
     force: bool = False,
 ) -> str:
     """Rebuild the leaderboard from the records on disk now that ``select_records`` picks (one
-    profile, one configuration per model; ``prefer``: config keys that win; with per-method
-    instance scores, the target and method validation chose: ``with_instance_choice``). Writers
+    profile, one configuration per model; ``prefer``: what bench asked for, which wins; with
+    per-method instance scores, the target and method validation chose). Writers
     into one ``out_dir`` take turns (a lock on the folder), so with concurrent benches the last
     one to finish writes a table with every record; each file is replaced atomically.
     Leaderboards committed to git are not replaced by other records unless ``force``."""
@@ -295,6 +295,12 @@ def write_leaderboard(
         profile = profile or (records[0]["profile"] if records else None)
         by_target = select_by_target(every, profile, prefer)
         records = with_instance_choice(records, by_target)
+        for missing in missing_asked(records, prefer):
+            print(
+                f"leaderboard: {missing} has no row: no record of the configuration bench ran "
+                "(its runs failed, see the .failed.json notes); older ones are not shown instead",
+                file=sys.stderr,
+            )
         if left_out:
             print(
                 f"leaderboard: {len(left_out)} record(s) of other profiles or configurations "
