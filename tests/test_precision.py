@@ -3,6 +3,7 @@ channels_last training when that wins."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -103,6 +104,17 @@ def test_the_cache_is_keyed_by_torch_version_and_shape(cfg, model, tmp_path, mon
     other = choose_precision(cfg, model, 1, timer=timer, folder=tmp_path)
     assert timer.timed and len(list((tmp_path / "precision").glob("*.json"))) == 3
     assert other.setting == "bf16+cl"
+
+
+def test_a_patch_left_to_the_dataset_is_timed_and_cached_at_the_datasets_size(cfg, model, tmp_path):
+    whole = dataclasses.replace(cfg, patch_size=None)
+    for size in (256, 512):  # two datasets' default patches: two measurements, not one
+        timer = FakeTimer(MEASURED)
+        choose_precision(whole, model, 1, timer=timer, folder=tmp_path, patch_size=size)
+        assert timer.timed
+    choose_precision(whole, model, 1, timer=never_time, folder=tmp_path, patch_size=256)
+    given = dataclasses.replace(cfg, patch_size=256)  # the same step as the config saying 256
+    choose_precision(given, model, 1, timer=never_time, folder=tmp_path, patch_size=128)
 
 
 def test_a_damaged_cache_file_is_measured_again(cfg, model, tmp_path):

@@ -78,7 +78,8 @@ def find_lr(
     with tempfile.TemporaryDirectory(prefix="seg-bench-lr-find-") as tmp:
         prepared = prepare_run(cfg, Path(tmp))
         task = build_task(cfg, prepared.datamodule)
-        choice = choose_precision(cfg, task.model, prepared.datamodule.in_channels)
+        dm = prepared.datamodule
+        choice = choose_precision(cfg, task.model, dm.in_channels, patch_size=dm.patch_size)
         trainer, _, _ = build_trainer(cfg, Path(tmp), progress=False, precision=choice)
         finder = Tuner(trainer).lr_find(
             task,

@@ -135,13 +135,18 @@ def choose_precision(
     in_channels: int,
     timer: StepTimer | None = None,
     folder: Path | None = None,
+    patch_size: int | None = None,
 ) -> PrecisionChoice:
     """The run's precision: explicit as given, GPUs 16-mixed, CPUs by (cached) measurement.
 
     ``model`` is the run's network (copied for timing, never changed); ``timer`` replaces the
-    real step timing (tests); ``folder`` replaces the cache folder. Models in the profile's
-    ``bf16_exclude`` (model -> reason) only choose between float32 layouts.
+    real step timing (tests); ``folder`` replaces the cache folder; ``patch_size``: the one
+    the data module trains with where the config leaves it to the dataset (timed and cached
+    at that size, not at a stand-in). Models in the profile's ``bf16_exclude`` (model ->
+    reason) only choose between float32 layouts.
     """
+    if cfg.patch_size is None and patch_size is not None:
+        cfg = dataclasses.replace(cfg, patch_size=patch_size)
     if cfg.precision != "auto":
         return PrecisionChoice(cfg.precision, reason="given explicitly")
     if uses_gpu(cfg.accelerator):

@@ -182,7 +182,7 @@ def train(
     prepared = prepared or prepare_run(cfg, run_dir, force)
     dm = prepared.datamodule
     task = build_task(cfg, dm)
-    choice = choose_precision(cfg, task.model, dm.in_channels)
+    choice = choose_precision(cfg, task.model, dm.in_channels, patch_size=dm.patch_size)
     if cfg.compile:  # in place: the weights keep their names, so checkpoints load anywhere
         task.model.compile()
     trainer, ckpt, timer = build_trainer(cfg, run_dir, logger, callbacks, progress, choice)
