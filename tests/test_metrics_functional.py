@@ -292,8 +292,10 @@ def test_probability_histograms_errors(probs, bins, match):
 def test_roc_auc_binned_errors():
     with pytest.raises(UserError, match="bins"):
         roc_auc_binned([1, 2], [1, 2, 3])
-    with pytest.raises(UserError, match="negative"):
-        roc_auc_binned([1, -2], [1, 2])
+    with pytest.raises(UserError, match="hist_neg must hold whole pixel counts >= 0"):
+        roc_auc_binned([1, 2], [1, -2])
+    with pytest.raises(UserError, match="hist_pos must hold whole pixel counts"):
+        roc_auc_binned([0.5, 0.5], [1, 0])  # was cut to [0, 0] silently: AUROC 0.0, not 0.75
     with pytest.raises(UserError, match="no positive"):
         roc_auc_binned([0, 0], [1, 2])
 

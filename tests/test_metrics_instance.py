@@ -110,6 +110,15 @@ def test_matches_per_pair_reference_on_random_label_images(seed):
     assert score == np.mean(expected)
 
 
+def test_label_overlap_returns_the_callers_ids_also_when_huge_ids_are_compacted():
+    # Connectomics ids of 2**40 take the compacting path; it returned 1..n instead.
+    truth = np.array([[2**40, 0, 7]], np.uint64)
+    pred = np.array([[2**30, 0, 0]], np.uint64)
+    table, t_ids, p_ids = label_overlap(truth, pred, return_labels=True)
+    assert t_ids.tolist() == [7, 2**40] and p_ids.tolist() == [2**30]
+    assert table[2, 1] == 1 and table[1, 0] == 1  # 2**40 meets 2**30; 7 meets background
+
+
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 2**32 - 1))
 def test_label_overlap_and_iou_matrix_match_loops(seed):

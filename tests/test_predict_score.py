@@ -297,6 +297,9 @@ def test_a_binary_prediction_is_scored_by_its_connected_components_as_instances(
     _write(tmp_path / "p", {"x_mask": ((truth > 0) * 255).astype(np.uint8)})
     r = score(tmp_path / "p", tmp_path / "t", kind="instance")
     assert r["overall"]["dsb_map"] == 1.0  # two components, each its object exactly
+    # A 0/255 truth mask as well: it counted as one object, so a perfect prediction scored 0.
+    _write(tmp_path / "t255", {"x": ((truth > 0) * 255).astype(np.uint8)})
+    assert score(tmp_path / "p", tmp_path / "t255", kind="instance")["overall"]["dsb_map"] == 1.0
 
 
 def test_a_compiled_networks_checkpoint_loads_for_rescoring_and_predict(tmp_path):

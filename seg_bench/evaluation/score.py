@@ -232,8 +232,9 @@ def load_pairs(
 
 
 def as_instances(pred: np.ndarray) -> np.ndarray:
-    """A prediction's objects: its label ids, or the connected components of a binary mask
-    (one value besides 0, such as a 0/255 PNG), which would otherwise count as one object."""
+    """A label image's objects (prediction or truth): its label ids, or the connected
+    components of a binary mask (one value besides 0, such as a 0/255 PNG), which would
+    otherwise count as one object."""
     values = np.unique(pred)
     return ndi.label(pred != 0)[0] if len(values[values != 0]) <= 1 else pred
 
@@ -261,7 +262,7 @@ def score(
         pooled += cm
         row = {"id": key, **{k: pixel_metrics(cm)[k] for k in ("iou", "dice", "accuracy")}}
         if kind == "instance":
-            instances = t if rule.label_ids else ndi.label(truth_mask)[0]
+            instances = as_instances(t) if rule.label_ids else ndi.label(truth_mask)[0]
             row["dsb_ap"] = float(dsb_average_precision(instances, as_instances(p))[0])
         per_image.append(row)
     m = pixel_metrics(pooled)

@@ -74,9 +74,10 @@ def _overlap_pairs(truth: np.ndarray, pred: np.ndarray):
     t, p = t[fg], p[fg]
     hi_t = int(t.max(initial=0))
     hi_p = int(p.max(initial=0))
+    t_orig = p_orig = None
     if (hi_t + 1) * (hi_p + 1) >= 2**62:  # huge label values: compact each side first
-        _, t = _compact(t)
-        _, p = _compact(p)
+        t_orig, t = _compact(t)
+        p_orig, p = _compact(p)
         hi_t, hi_p = int(t.max(initial=0)), int(p.max(initial=0))
     width = hi_p + 1
     key = t.astype(np.int64) * width + p.astype(np.int64)
@@ -89,6 +90,8 @@ def _overlap_pairs(truth: np.ndarray, pred: np.ndarray):
         pairs, counts = np.unique(key, return_counts=True)
     t_ids, i = _compact(pairs // width)
     p_ids, j = _compact(pairs % width)
+    if t_orig is not None:  # back to the ids the caller gave (compacted ids start at 1)
+        t_ids, p_ids = t_orig[t_ids - 1], p_orig[p_ids - 1]
     counts = counts.astype(np.int64)
     area_t = np.bincount(i, weights=counts, minlength=t_ids.size + 1).astype(np.int64)
     area_p = np.bincount(j, weights=counts, minlength=p_ids.size + 1).astype(np.int64)

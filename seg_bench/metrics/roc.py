@@ -171,8 +171,8 @@ def roc_auc_binned(hist_pos: Any, hist_neg: Any) -> float:
     for h, name in ((hp, "hist_pos"), (hn, "hist_neg")):
         if h.ndim != 1:
             raise UserError(f"{name} must be 1-D, got shape {h.shape}")
-        if (h < 0).any():
-            raise UserError(f"{name} holds negative counts")
+        if (h < 0).any() or not np.array_equal(h, np.round(h)):
+            raise UserError(f"{name} must hold whole pixel counts >= 0, got {h.tolist()[:8]}")
     if hp.shape != hn.shape:
         raise UserError(f"hist_pos has {hp.size} bins but hist_neg has {hn.size}; they must match")
     return _auc_from_grouped_counts(hp, hn)
