@@ -59,6 +59,13 @@ def test_identical_images_collapse_the_interval():
     assert lo == pytest.approx(hi) == pytest.approx(rec["metrics"]["overall"]["dice"])
 
 
+def test_the_bootstrap_pairs_seeds_by_image_id_not_by_position(records):
+    # One seed's images in another order resample the same images as before, not others.
+    a, b = records[0], records[1]
+    shuffled = dict(b, metrics={**b["metrics"], "per_image": b["metrics"]["per_image"][::-1]})
+    assert bootstrap_ci([a, shuffled], "iou", n_boot=100) == bootstrap_ci([a, b], "iou", n_boot=100)
+
+
 def test_markdown_shows_std_only_with_several_seeds_and_csv_round_trips(records):
     rows = summarise(records, n_boot=50)
     md = render_markdown("toy", rows, records)

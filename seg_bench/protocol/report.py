@@ -61,11 +61,21 @@ def bootstrap_ci(
     return bootstrap_cis(records, [key], n_boot, seed, level)[key]
 
 
+def paired_images(per_seed: list[list[dict]]) -> list[list[dict]]:
+    """Each seed's per-image scores on the images every seed has, in one order, so that a
+    resample draws the same images from every seed (by id; by position where ids are absent)."""
+    if not all(im.get("id") is not None for p in per_seed for im in p):
+        return per_seed
+    by_id = [{im["id"]: im for im in p} for p in per_seed]
+    common = [i for i in by_id[0] if all(i in b for b in by_id[1:])]
+    return [[b[i] for i in common] for b in by_id]
+
+
 def bootstrap_cis(
     records: list[dict], keys: list[str], n_boot: int = 1000, seed: int = 0, level: float = 0.95
 ) -> dict[str, tuple[float, float]]:
     """``bootstrap_ci`` of several keys from one set of resamples (each resample scored once)."""
-    per_seed = [r["metrics"]["per_image"] for r in records]
+    per_seed = paired_images([r["metrics"]["per_image"] for r in records])
     n = min(len(p) for p in per_seed)
     if n < 2:
         return {k: (float("nan"), float("nan")) for k in keys}
