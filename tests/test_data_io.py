@@ -74,6 +74,43 @@ def test_a_bilevel_stack_reads_as_0_1_and_one_colour_page_is_not_taken_for_a_sta
         read_stack(tmp_path / "rgb.tif")  # it was read as 8 pages of 9 x 3
 
 
+def test_16_bit_colour_pngs_keep_all_16_bits_in_rgb_order(tmp_path):
+    # Pillow decodes them to 8 bits (max 255); cv2 writes BGR(A), so the file holds RGB(A).
+    import cv2
+
+    rgb = (np.arange(4 * 5 * 3).reshape(4, 5, 3) * 1000).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "rgb16.png"), rgb[..., ::-1])
+    out = read_image(tmp_path / "rgb16.png")
+    assert out.dtype == np.uint16 and (out == rgb).all()
+    rgba = np.dstack([rgb, np.full((4, 5), 65535, np.uint16)])
+    cv2.imwrite(str(tmp_path / "rgba16.png"), rgba[..., [2, 1, 0, 3]])
+    assert (read_image(tmp_path / "rgba16.png") == rgb).all()  # alpha dropped
+
+
+def test_a_stack_written_page_by_page_reads_every_page(tmp_path):
+    # One series per page: only the first was read, a "stack" of 1 slice.
+    stack = np.arange(5 * 6 * 7, dtype=np.uint16).reshape(5, 6, 7)
+    for page in stack:
+        tifffile.imwrite(tmp_path / "pages.tif", page, append=True)
+    assert (read_stack(tmp_path / "pages.tif") == stack).all()
+    tifffile.imwrite(tmp_path / "mixed.tif", stack[0], append=True)
+    tifffile.imwrite(tmp_path / "mixed.tif", stack[0, :3], append=True)
+    with pytest.raises(DataError, match=r"mixed\.tif: has pages of different shapes"):
+        read_stack(tmp_path / "mixed.tif")
+
+
+def test_nan_pixels_are_refused_naming_the_file_and_the_count(tmp_path):
+    # One NaN pixel made the whole normalised image NaN, silently.
+    a = np.ones((2, 8, 8), np.float32)
+    a[0, 1, 1], a[1, 2, 2] = np.nan, np.inf
+    tifffile.imwrite(tmp_path / "nan.tif", a)
+    with pytest.raises(DataError, match=r"nan\.tif: has 2 NaN or infinite pixels"):
+        read_stack(tmp_path / "nan.tif")
+    tifffile.imwrite(tmp_path / "one.tif", a[0])
+    with pytest.raises(DataError, match=r"one\.tif: has 1 NaN or infinite pixels"):
+        read_image(tmp_path / "one.tif")
+
+
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
 def test_truncated_file_names_the_file(tmp_path, suffix):
     p = tmp_path / f"broken{suffix}"

@@ -1,8 +1,9 @@
 """Reading images, masks and stacks, with errors that name the file.
 
 Arrays in, arrays out: ``read_image`` gives H,W (grey, palette indices, 16-bit) or H,W,3
-(colour; an alpha channel is dropped), ``read_stack`` gives Z,H,W. Anything unreadable,
-truncated or of the wrong shape raises :class:`~seg_bench.errors.DataError` naming the file.
+(colour, 8 or 16 bits; an alpha channel is dropped), ``read_stack`` gives Z,H,W (one series of
+pages, or one series per page). Anything unreadable, truncated, of the wrong shape or with
+NaN pixels raises :class:`~seg_bench.errors.DataError` naming the file.
 
 >>> img = read_image("stage1_train/abc/images/abc.png")   # doctest: +SKIP
 >>> img.shape, img.dtype                                   # doctest: +SKIP
@@ -30,10 +31,22 @@ def _fail(path: Path, problem: str, expected: str) -> DataError:
     return DataError(f"{path}: {problem}; expected {expected}")
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def _read_png(path: Path) -> np.ndarray:
     # One read() of the whole file: PIL's many small reads cost more than decoding tiny masks.
+    data = path.read_bytes()
+    # IHDR: bit depth at byte 24, colour type at 25 (4 grey+alpha, 2 RGB, 6 RGBA).
+    if (
+        data.startswith(PNG_SIGNATURE)
+        and len(data) > 25
+        and data[24] == 16
+        and data[25] in (2, 4, 6)
+    ):
+        return _read_png_16bit_colour(path, data)
     try:
-        im = Image.open(io.BytesIO(path.read_bytes()))
+        im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:  # its message names the in-memory buffer, not the file
         raise _fail(path, "not an image in a known format", "a PNG or TIFF file") from None
     with im:
@@ -42,6 +55,18 @@ def _read_png(path: Path) -> np.ndarray:
             return np.array(im).astype(np.uint16)
         # "P" (palette) gives the indices, never the palette colours: NCMIR masks rely on it.
         return np.array(im)
+
+
+def _read_png_16bit_colour(path: Path, data: bytes) -> np.ndarray:
+    """Pillow decodes 16-bit colour PNGs to 8 bits; OpenCV keeps all 16 (in BGR(A) order)."""
+    import cv2
+
+    a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if a is None:
+        raise _fail(path, "cannot decode this 16-bit colour PNG", "a complete PNG file")
+    if a.ndim == 3 and a.shape[-1] in (3, 4):
+        a = a[..., [2, 1, 0, 3][: a.shape[-1]]]
+    return a
 
 
 def _read_tiff_page(path: Path) -> np.ndarray:
@@ -94,6 +119,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     a = np.asarray(a)
     if a.dtype == bool:
         a = a.astype(np.uint8)
+    _check_finite(path, a)
     a = _drop_alpha(a)
     if a.ndim != 2 and not (a.ndim == 3 and a.shape[-1] == 3):
         raise _fail(path, f"has shape {a.shape}", "one 2-D image (H,W grey or H,W,3/4 colour)")
@@ -107,15 +133,25 @@ def read_stack(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path}: file not found; expected a multi-page TIFF stack there")
     try:
         with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            a, axes = np.asarray(series.asarray()), series.axes
+            # A stack written page by page is one series per page: read them all.
+            shapes = sorted({(s.shape, s.axes) for s in tif.series})
+            if len(shapes) == 1:
+                a = np.stack([np.asarray(s.asarray()) for s in tif.series])
+                axes = "Q" + tif.series[0].axes
+                if len(tif.series) == 1:
+                    a, axes = a[0], axes[1:]
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise _fail(
             path, f"cannot read TIFF stack ({reason})", "a complete multi-page TIFF; re-download it"
         ) from None
+    if len(shapes) != 1:
+        found = ", ".join(str(shape) for shape, _ in shapes)
+        problem = f"has pages of different shapes ({found})" if shapes else "has no image pages"
+        raise _fail(path, problem, "a stack of pages of one size")
     if a.dtype == bool:  # 1-bit (bilevel) pages
         a = a.astype(np.uint8)
+    _check_finite(path, a)
     if a.ndim == 2 or (a.ndim == 3 and axes.endswith("S")):  # one page, grey or with samples
         a = a[None]
     if a.ndim == 4 and a.shape[-1] in (2, 4):  # grey+alpha or RGBA pages: keep the grey/colour part
@@ -123,6 +159,13 @@ def read_stack(path: str | os.PathLike) -> np.ndarray:
     if a.ndim != 3:
         raise _fail(path, f"has shape {a.shape}", "a stack of grey pages (Z,H,W)")
     return a
+
+
+def _check_finite(path: Path, a: np.ndarray) -> None:
+    """One NaN pixel would make the whole normalised image NaN, silently."""
+    if a.dtype.kind in "fc" and not np.isfinite(a).all():
+        bad = int(a.size - np.isfinite(a).sum())
+        raise _fail(path, f"has {bad} NaN or infinite pixels", "finite values; fill them first")
 
 
 def value_set(a: np.ndarray) -> set[int]:
