@@ -192,6 +192,42 @@ def test_checksum_mismatch_deletes_the_file(tmp_path, server, monkeypatch):
     assert not (dest / "isbi.h5").exists()
 
 
+def test_a_complete_dataset_with_a_damaged_file_fetches_that_file_again(
+    tmp_path, server, monkeypatch
+):
+    # "already complete" returned before any checksum was looked at.
+    url, served = server
+    good = served / "training.tif"
+    good.write_bytes(b"the published stack")
+    remote = dl.Remote(f"{url}/training.tif", "training.tif", sha256(good))
+    patch_source(monkeypatch, "epfl", [remote], expected=("training.tif",))
+    dest = tmp_path / "epfl"
+    dest.mkdir()
+    (dest / "training.tif").write_bytes(b"the published st")  # truncated
+    dl.download("epfl", dest)
+    assert (dest / "training.tif").read_bytes() == b"the published stack"
+
+
+def test_force_fetches_a_file_without_checksum_again_and_keeps_it_if_that_fails(
+    tmp_path, server, monkeypatch
+):
+    # With no published checksum pooch keeps any present file: force=True fetched nothing.
+    url, served = server
+    (served / "training.tif").write_bytes(b"NEW")
+    remote = dl.Remote(f"{url}/training.tif", "training.tif", None)
+    patch_source(monkeypatch, "epfl", [remote], expected=("training.tif",))
+    dest = tmp_path / "epfl"
+    dest.mkdir()
+    (dest / "training.tif").write_bytes(b"OLD")
+    dl.download("epfl", dest, force=True)
+    assert (dest / "training.tif").read_bytes() == b"NEW"
+    (served / "training.tif").unlink()  # the server fails: the present file stays as it was
+    with pytest.raises(DataError, match="could not download"):
+        dl.download("epfl", dest, force=True)
+    assert (dest / "training.tif").read_bytes() == b"NEW"
+    assert sorted(p.name for p in dest.iterdir()) == ["training.tif"]  # no temporary left
+
+
 def test_unreachable_url_says_what_to_place_where(tmp_path, monkeypatch):
     import socket
 
@@ -270,8 +306,11 @@ def _link(name: str, target: str, kind=tarfile.SYMTYPE) -> tarfile.TarInfo:
         _link("dir/abs", "/etc/passwd"),
         _link("dir/hard", "../outside", tarfile.LNKTYPE),
         _link("../x", "dir/ok.txt"),
+        # Each step stays inside when resolved alone against the empty folder; the chain
+        # d/a -> .. then c -> d/a/.. leaves it.
+        _link("c", "d/a/.."),
     ],
-    ids=["symlink-up", "symlink-abs", "hardlink-up", "name-up"],
+    ids=["symlink-up", "symlink-abs", "hardlink-up", "name-up", "symlink-chain"],
 )
 def test_tar_escaping_entries_refused(tmp_path, member):
     archive = _tar(tmp_path / "bad.tar", member)

@@ -160,6 +160,15 @@ def test_dsb_solution_problems(tmp_path):
         "stage1_solution.csv",
         "expected ImageId,EncodedPixels",
     )
+    # A size that is no number was a bare ValueError naming neither file nor line.
+    first = lines[1].split(",")
+    csv.write_text("\n".join([lines[0], ",".join([*first[:2], "abc", *first[3:]])]) + "\n")
+    expect(
+        lambda: dsb2018.DSB2018(root=tmp_path),
+        "stage1_solution.csv",
+        "line 2: Height,Width 'abc'",
+        "whole numbers",
+    )
 
 
 # --- isbi2012 ------------------------------------------------------------------------------

@@ -20,10 +20,12 @@ files to place where by hand.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import stat
 import tarfile
+import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,9 +82,9 @@ def _check_name(archive: Path, dest: Path, name: str) -> None:
 def safe_extract(archive: str | Path, dest: str | Path) -> Path:
     """Extract a zip or tar archive into ``dest``; refuse absolute paths, ``..``, escaping links.
 
-    Zip symlink entries are refused outright; tar symlinks and hard links are allowed only when
-    their target stays inside ``dest``; tar devices and FIFOs are refused. Raises UserError
-    naming the entry before anything is written.
+    Zip symlink entries are refused outright; tar symlinks and hard links only where their
+    target is relative and has no '..' (so no chain of links can leave ``dest``); tar devices
+    and FIFOs are refused. Raises UserError naming the entry before anything is written.
     """
     archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -99,27 +101,21 @@ def safe_extract(archive: str | Path, dest: str | Path) -> Path:
             members = tf.getmembers()
             for m in members:
                 _check_name(archive, dest, m.name)
-                if m.issym():
-                    link = m.linkname.replace("\\", "/")
-                    if link.startswith("/") or not _inside(
-                        dest, str(PurePosixPath(m.name).parent / link)
-                    ):
-                        raise _refuse(
-                            archive,
-                            m.name,
-                            f"symbolic link to '{m.linkname}' escapes the target folder",
-                        )
-                elif m.islnk():
-                    if m.linkname.startswith("/") or not _inside(dest, m.linkname):
-                        raise _refuse(
-                            archive,
-                            m.name,
-                            f"hard link to '{m.linkname}' escapes the target folder",
-                        )
+                if m.issym() or m.islnk():
+                    # A link with '..' could escape through another link of the same archive
+                    # (resolving it against the still-empty folder cannot tell): refused.
+                    link = PurePosixPath(m.linkname.replace("\\", "/"))
+                    if link.is_absolute() or ".." in link.parts:
+                        kind = "symbolic" if m.issym() else "hard"
+                        why = f"{kind} link to '{m.linkname}' (absolute or with '..')"
+                        raise _refuse(archive, m.name, why)
                 elif not (m.isfile() or m.isdir()):
                     raise _refuse(archive, m.name, "device or FIFO")
             if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: a second line of defence
-                tf.extractall(dest, members=members, filter="data")
+                try:
+                    tf.extractall(dest, members=members, filter="data")
+                except tarfile.FilterError as e:
+                    raise _refuse(archive, e.tarinfo.name, str(e)) from None
             else:  # pragma: no cover
                 tf.extractall(dest, members=members)
         return dest
@@ -339,13 +335,24 @@ SOURCES: dict[str, Source] = {
 }
 
 
-def fetch(remote: Remote, dest: Path, manual: str) -> Path:
-    """Download one file (pooch), verify its SHA-256, delete it on a mismatch."""
-    import pooch
-
+def fetch(remote: Remote, dest: Path, manual: str, force: bool = False) -> Path:
+    """Download one file (pooch), verify its SHA-256, delete it on a mismatch. A present file
+    is kept where its checksum matches (or none is published) unless ``force``; then the new
+    download replaces it only once complete."""
     target = dest / remote.path
     if remote.sha256 is None and not target.exists():
         log.warning("no published checksum for %s: its content is not verified", remote.url)
+    if not (force and target.exists()):
+        return _retrieve(remote, target, manual.format(dest=dest))
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent) as tmp:
+        fresh = _retrieve(remote, Path(tmp) / target.name, manual.format(dest=dest))
+        os.replace(fresh, target)
+    return target
+
+
+def _retrieve(remote: Remote, target: Path, manual: str) -> Path:
+    import pooch
+
     known = f"sha256:{remote.sha256}" if remote.sha256 else None
     try:
         pooch.retrieve(
@@ -362,23 +369,30 @@ def fetch(remote: Remote, dest: Path, manual: str) -> Path:
         target.unlink(missing_ok=True)
         raise DataError(
             f"{target}: SHA-256 of the file from {remote.url} does not match {remote.sha256}; the "
-            "file was deleted. "
-            f"Try again later, or {manual.format(dest=dest)}"
+            f"file was deleted. Try again later, or {manual}"
         ) from None
     except Exception as e:
         reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
         raise DataError(
-            f"could not download {remote.url} ({type(e).__name__}: {reason}). By hand: "
-            f"{manual.format(dest=dest)}"
+            f"could not download {remote.url} ({type(e).__name__}: {reason}). By hand: {manual}"
         ) from None
     return target
+
+
+def damaged(src: Source, dest: Path) -> list[Path]:
+    """Present files whose SHA-256 differs from the published one (archives are gone by now)."""
+    import pooch
+
+    present = [(dest / r.path, r.sha256) for r in src.remotes if r.sha256]
+    return [p for p, sha in present if p.exists() and pooch.file_hash(str(p)) != sha]
 
 
 def download(name: str, root: str | Path | None = None, force: bool = False) -> Path:
     """Fetch dataset ``name`` into ``root`` (else ``$SEG_BENCH_DATA/<subdir>``); returns the folder.
 
-    Files already present are kept (and re-verified by pooch where a checksum is known);
-    ``force=True`` fetches again even when the dataset looks complete.
+    Files already present are kept where their published checksum matches (a damaged one is
+    fetched again); ``force=True`` fetches every file again even when the dataset looks
+    complete, replacing each present one only once its download is complete.
     """
     if name not in SOURCES:
         raise UserError(
@@ -389,13 +403,16 @@ def download(name: str, root: str | Path | None = None, force: bool = False) -> 
     src = SOURCES[name]
     dest = Path(data_root(name, root, DATASETS.get(name).subdir))
     if not force and all((dest / p).exists() for p in src.expected):
-        log.info("%s: already complete in %s", name, dest)
-        return dest
+        bad = damaged(src, dest)
+        if not bad:
+            log.info("%s: already complete in %s", name, dest)
+            return dest
+        log.warning("%s: %s does not match its published checksum; fetching again", name, bad[0])
     dest.mkdir(parents=True, exist_ok=True)
     for remote in src.remotes:
         if not force and remote.done is not None and (dest / remote.done).exists():
             continue
-        fetch(remote, dest, src.manual)
+        fetch(remote, dest, src.manual, force)
     if src.finish is not None:
         src.finish(dest)
     missing = [p for p in src.expected if not (dest / p).exists()]

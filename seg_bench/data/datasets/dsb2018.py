@@ -113,6 +113,22 @@ def instances_from_mask_files(
     return inst
 
 
+def solution_shape(csv_path: Path, line: int, row: dict) -> tuple[int, int] | None:
+    """A solution row's (Height, Width), None where the CSV has no size columns."""
+    if not (row.get("Height") and row.get("Width")):
+        return None
+    try:
+        shape = int(row["Height"]), int(row["Width"])
+    except ValueError:
+        shape = (0, 0)
+    if min(shape) < 1:
+        raise DataError(
+            f"{csv_path}: line {line}: Height,Width {row['Height']!r},{row['Width']!r}; "
+            "expected two whole numbers of pixels"
+        )
+    return shape
+
+
 def image_type(image: np.ndarray) -> str:
     """Imaging type from the pixels: *histology* when coloured (mean HSV saturation above
     ``COLOUR_SATURATION``: stained pink/purple tissue), else *brightfield* when the background
@@ -220,11 +236,7 @@ class DSB2018(SegmentationDataModule):
                 rle = (row["EncodedPixels"] or "").strip()
                 if not rle:
                     continue
-                shape = (
-                    (int(row["Height"]), int(row["Width"]))
-                    if row.get("Height") and row.get("Width")
-                    else None
-                )
+                shape = solution_shape(csv_path, line, row)
                 rows.setdefault(row["ImageId"], []).append((line, rle, shape))
         unknown = sorted(set(rows) - test_ids)
         if unknown:
