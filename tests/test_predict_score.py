@@ -8,6 +8,7 @@ import pytest
 import tifffile
 import torch
 from conftest import real_data
+from data_fixtures import png
 from PIL import Image
 from scipy import ndimage as ndi
 
@@ -167,6 +168,26 @@ def test_predict_names_a_bad_input_file_by_its_path(checkpoint, tmp_path, capsys
     assert main([*argv, "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert f"seg-bench: error: {bad}:" in err and "BytesIO" not in err
+
+
+def test_inputs_whose_outputs_would_collide_are_refused_before_anything_is_written(
+    checkpoint, tmp_path
+):
+    # a.png and a.tif both wrote a_prob.tif...: one silently replaced the other's outputs.
+    images = tmp_path / "in"
+    images.mkdir()
+    page = np.zeros((32, 32), np.uint8)
+    png(images / "a.png", page)
+    tifffile.imwrite(images / "a.tif", page)
+    with pytest.raises(UserError, match=r"a\.png and .*a\.tif: one name"):
+        predict_path(checkpoint, images, tmp_path / "out")
+    (images / "a.tif").unlink()
+    png(images / "b,c.png", page)
+    with pytest.raises(UserError, match=r"b,c\.png: a comma in its name"):
+        predict_path(checkpoint, images, tmp_path / "out", dsb_csv=tmp_path / "sub.csv")
+    with pytest.raises(UserError, match=r"--dsb-csv .*nowhere/sub\.csv: folder .* does not exist"):
+        predict_path(checkpoint, images, tmp_path / "out", dsb_csv=tmp_path / "nowhere/sub.csv")
+    assert not (tmp_path / "out").exists()
 
 
 def test_grey_input_to_an_rgb_model_is_one_warning_line(checkpoint, tmp_path, capsys):

@@ -109,8 +109,28 @@ def _check_outputs(output_dir: Path, dsb_csv: str | Path | None, overlap: float)
         raise UserError(f"--output {output_dir}: is a file; give a folder (created if missing)")
     if dsb_csv is not None and Path(dsb_csv).is_dir():
         raise UserError(f"--dsb-csv {dsb_csv}: is a folder; give the CSV file to write")
+    if dsb_csv is not None and not Path(dsb_csv).absolute().parent.is_dir():
+        raise UserError(
+            f"--dsb-csv {dsb_csv}: folder {Path(dsb_csv).absolute().parent} does not exist; "
+            "create it or give another path"
+        )
     if not 0 <= overlap < 1:
         raise UserError(f"--overlap must be in [0, 1), got {overlap}")
+
+
+def _check_names(files: list[Path], dsb_csv: str | Path | None) -> None:
+    """Outputs are named by the input's stem: two inputs of one stem would overwrite each
+    other's (a.png, a.tif); a comma cannot be an ImageId of the submission CSV."""
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.stem in seen:
+            raise UserError(
+                f"{seen[f.stem]} and {f}: one name, so their outputs would overwrite each "
+                "other; rename one or predict them separately"
+            )
+        seen[f.stem] = f
+        if dsb_csv is not None and "," in f.stem:
+            raise UserError(f"{f}: a comma in its name cannot be a --dsb-csv ImageId; rename it")
 
 
 def _write_tiff(path: Path, array: np.ndarray, written: list[Path]) -> None:
@@ -162,6 +182,7 @@ def predict_path(
     out = Path(output_dir)
     _check_outputs(out, dsb_csv, overlap)
     files = input_files(Path(input_path))
+    _check_names(files, dsb_csv)
     net, hp = _load_network(checkpoint, engine, device)
     post = PostprocessConfig.from_dict(
         {**(hp.get("postprocess") or {}), **(postprocess_options or {})}
@@ -175,6 +196,8 @@ def predict_path(
         results = []
         for z, image in enumerate(pages):
             name = f.stem if len(pages) == 1 else f"{f.stem}_z{z:04d}"
+            if name in submission:  # a stack's page beside a file of that name
+                raise UserError(f"{f}: its output {name} is also another input's; rename one")
             x = model_input(image, hp, str(f))
             x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
             logits = predict_logits(net, x, window=hp.get("window"), overlap=overlap, tta=tta)[0]
