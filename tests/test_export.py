@@ -14,8 +14,10 @@ import yaml
 from seg_bench.cli import main
 from seg_bench.errors import UserError
 from seg_bench.inference import export as ex
+from seg_bench.inference.bioimageio import scale_range
 from seg_bench.inference.checkpoint import TrainedModel
 from seg_bench.inference.model_card import best_record, worst_images
+from seg_bench.io import current_umask
 from seg_bench.registry import MODELS
 
 pytest.importorskip("onnxruntime", reason="needs the [export] extra")
@@ -124,6 +126,8 @@ def test_package_holds_verified_weights_test_tensors_and_states_tolerance(packag
     assert 0.0 <= y.min() and y.max() <= 1.0
     manifest = json.loads((out / ex.MANIFEST).read_text())
     assert manifest["formats"]["onnx"]["max_abs_diff"] <= ex.TOLERANCE
+    # The folder gets the umask's mode like its files (it was mkdtemp's private 0700).
+    assert out.stat().st_mode & 0o777 == 0o777 & ~current_umask()
 
 
 def test_package_passes_bioimageio_spec_validation(package):
@@ -168,6 +172,34 @@ def test_the_card_tells_other_tools_to_flip_a_bright_background_where_training_d
     hp_dsb = {**hp, "input_options": {"invert_bright": True}}
     dsb = "\n".join(_architecture({"hparams": hp_dsb, "geometry": geo}, None))
     assert "flipping the intensities" in dsb and "flipping" not in plain
+
+
+def test_a_distance_model_is_packaged_with_a_sigmoid_per_channel_and_the_flip_is_stated(
+    tmp_path,
+):
+    # It was packaged with a softmax over its two independent sigmoid maps, and the bright-
+    # background flip of its training images was dropped from the package.
+    pytest.importorskip("bioimageio.spec", reason="needs the [export] extra")
+    ckpt = make_checkpoint(tmp_path / "d.ckpt")
+    state = torch.load(ckpt, weights_only=True)
+    hp = {**state["hyper_parameters"], "target": "distance"}
+    hp["input_options"] = {"invert_bright": True}
+    net = TrainedModel(hp).eval()
+    torch.save({"hyper_parameters": hp, "state_dict": net.state_dict()}, ckpt)
+    bright = np.full((96, 96), 220, np.uint8)
+    bright[30:50, 30:50] = 40  # a dark nucleus on a bright background
+    out = tmp_path / "out"
+    ex.export_checkpoint(ckpt, out, ["bioimageio"], sample=bright)
+    rdf = yaml.safe_load((out / "rdf.yaml").read_text())
+    output = rdf["outputs"][0]
+    assert output["postprocessing"] == [{"id": "sigmoid"}]
+    assert output["axes"][1]["channel_names"] == ["foreground", "distance"]
+    x, y = np.load(out / "test_input.npy"), np.load(out / "test_output.npy")
+    assert np.median(x) < 128  # the test input went through the flip the package cannot do
+    with torch.inference_mode():
+        logits = net(torch.from_numpy(scale_range(x)))
+    np.testing.assert_allclose(y, torch.sigmoid(logits).numpy(), atol=1e-5)
+    assert "max - x" in rdf["description"] and "max - x" in (out / "README.md").read_text()
 
 
 def test_worst_images_are_ranked_by_iou_from_confusion_matrices():

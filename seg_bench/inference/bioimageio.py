@@ -19,6 +19,7 @@ import torch.nn as nn
 import yaml
 from PIL import Image
 
+from seg_bench.data.intensity import invert_if_bright
 from seg_bench.errors import UserError
 from seg_bench.inference.export import ONNX_FILE, OPSET, TORCHSCRIPT_FILE, Exported
 from seg_bench.inference.model_card import (
@@ -153,8 +154,12 @@ def rdf(meta, results, record, out_channels: int, least: int) -> dict[str, Any]:
     multiple = geo["multiple"]
     # A tiler should discard a border of about a quarter of the smallest valid tile.
     halo = max(1, least // 4)
-    classes = ["foreground"] if out_channels == 1 else [f"class{k}" for k in range(out_channels)]
-    post = [{"id": "softmax", "kwargs": {"axis": "channel"}}] if out_channels > 1 else None
+    target = hp.get("target", "binary")
+    classes = OUTPUT_NAMES.get(target) or (
+        ["foreground"] if out_channels == 1 else [f"class{k}" for k in range(out_channels)]
+    )
+    softmax = out_channels > 1 and target != "distance"  # distance: two sigmoid maps
+    post = [{"id": "softmax", "kwargs": {"axis": "channel"}}] if softmax else None
     info = dataset_info(record.get("dataset") if record else None)
     done = {r.format: r for r in results if not r.error}
     dataset = record.get("dataset", "unknown data") if record else "unknown data"
@@ -169,6 +174,7 @@ def rdf(meta, results, record, out_channels: int, least: int) -> dict[str, Any]:
             f"{hp['model']} trained with seg-bench on {dataset} for binary/semantic "
             f"segmentation. Data license: {info['license']}."
             + (" Research use only." if info["research_only"] else "")
+            + (f" {INVERT_NOTE}" if inverts_bright(hp) else "")
         ),
         "authors": [{"name": "seg-bench"}],
         "cite": [
@@ -227,8 +233,30 @@ def rdf(meta, results, record, out_channels: int, least: int) -> dict[str, Any]:
     }
 
 
+# Output channel names per training target (seg_bench/training/targets.py).
+OUTPUT_NAMES = {
+    "boundary3": ["background", "interior", "boundary"],
+    "distance": ["foreground", "distance"],
+}
+INVERT_NOTE = (
+    "Input step the bioimage.io format cannot express, so tools running this package skip it: "
+    "an image whose median is above half its range (a bright background: brightfield, H&E) "
+    "must be inverted (max - x) before normalisation, as every training image was."
+)
+
+
+def inverts_bright(hp: dict[str, Any]) -> bool:
+    return bool((hp.get("input_options") or {}).get("invert_bright"))
+
+
 def readme(meta, results, record) -> str:
     geo = meta["geometry"]
+    target = meta["hparams"].get("target", "binary")
+    activation = (
+        "a sigmoid on each channel (foreground, distance)"
+        if target == "distance"
+        else "the sigmoid (one channel) or softmax"
+    )
     lines = [
         f"# seg-bench {meta['model']}",
         "",
@@ -236,8 +264,8 @@ def readme(meta, results, record) -> str:
         "Runtime, the TorchScript weights with PyTorch, or the package in deepImageJ, ilastik, "
         "napari or bioimageio.core. Normalise each image's channels so their 1st/99.8th "
         f"percentiles map to 0/1, pad H and W to multiples of {geo['multiple']} "
-        f"({geo['pad_mode']}), apply the model, crop back, then the "
-        "sigmoid (one channel) or softmax.",
+        f"({geo['pad_mode']}), apply the model, crop back, then {activation}.",
+        *(["", INVERT_NOTE] if inverts_bright(meta["hparams"]) else []),
         "",
         *validation_section(record),
         *data_section(meta, record),
@@ -257,15 +285,19 @@ def write_package(net: nn.Module, folder: Path, meta, results, record, sample) -
     m = geo["multiple"]
     least = m * max(1, -(-max(m, geo["min_size"], 32) // m))
     image = sample if sample is not None else default_sample(record, channels)
+    if inverts_bright(hp):  # the test pair runs the package's steps, which cannot invert
+        image, _ = invert_if_bright(image)
     raw = test_tile(image, channels, m, least)
     with torch.inference_mode():
         logits = net(torch.from_numpy(scale_range(raw))).numpy()
     from seg_bench.inference.export import to_probabilities
 
-    prob = to_probabilities(logits).astype(np.float32)
+    target = hp.get("target", "binary")
+    prob = to_probabilities(logits, target).astype(np.float32)
     np.save(folder / "test_input.npy", raw)
     np.save(folder / "test_output.npy", prob)
-    write_cover(folder / "cover.png", raw, prob[0, 0] if prob.shape[1] == 1 else 1 - prob[0, 0])
+    foreground = prob[0, 0] if prob.shape[1] == 1 or target == "distance" else 1 - prob[0, 0]
+    write_cover(folder / "cover.png", raw, foreground)
     torch.save(net.state_dict(), folder / "weights.pt")
     (folder / "architecture.py").write_text(ARCHITECTURE)
     (folder / "README.md").write_text(readme(meta, results, record))

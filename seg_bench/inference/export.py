@@ -37,7 +37,7 @@ import torch.nn as nn
 
 from seg_bench.errors import UserError
 from seg_bench.inference.checkpoint import load_checkpoint
-from seg_bench.io import write_json
+from seg_bench.io import current_umask, write_json
 
 FORMATS = ("onnx", "torchscript", "bioimageio")
 TOLERANCE = 1e-4  # max |p_exported - p_torch| over the verification tensors (float32)
@@ -112,10 +112,11 @@ def example_inputs(in_channels: int, geo: dict[str, Any], seed: int = 0) -> list
     return [torch.randn(*s, generator=gen) for s in shapes]
 
 
-def to_probabilities(logits: np.ndarray) -> np.ndarray:
-    """N,K,H,W logits -> probabilities: a sigmoid for one channel, a softmax over K otherwise."""
+def to_probabilities(logits: np.ndarray, target: str = "binary") -> np.ndarray:
+    """N,K,H,W logits -> probabilities: a sigmoid for one channel or per channel (the
+    ``distance`` target's foreground and distance maps), a softmax over K otherwise."""
     logits = np.asarray(logits, dtype=np.float64)
-    if logits.shape[1] == 1:
+    if logits.shape[1] == 1 or target == "distance":
         return 1.0 / (1.0 + np.exp(-logits))
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
@@ -299,6 +300,7 @@ def export_checkpoint(
     inputs = example_inputs(int(hp.get("in_channels", 1)), meta["geometry"])
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent))
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide the export from lab mates
     try:
         results = _write_all(net, tmp, formats, inputs, meta, record, sample)
         failed = [r for r in results if r.error and r.format in formats]
