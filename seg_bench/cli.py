@@ -230,15 +230,7 @@ def end_run_command(p: argparse.ArgumentParser, func: Any) -> None:
     p.set_defaults(func=func)
 
 
-def add_file_commands(sub: Any) -> None:
-    """data, predict, score, weak-labels, leaderboard: the commands that read and write files."""
-    p = sub.add_parser("data", help="download or check a dataset")
-    p.add_argument("action", choices=["download", "check"])
-    p.add_argument("name")
-    p.add_argument("--root", help="default: $SEG_BENCH_DATA/<dataset folder>")
-    p.add_argument("--force", action="store_true", help="download again")
-    p.set_defaults(func=cmd_data)
-
+def add_predict_command(sub) -> None:
     p = sub.add_parser("predict", help="apply a checkpoint to images, folders or TIFF stacks")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--input", required=True)
@@ -247,6 +239,16 @@ def add_file_commands(sub: Any) -> None:
     p.add_argument("--instances", action="store_true", help="also write instance label images")
     p.add_argument("--overlap", type=bounded(float, 0, below=1), default=0.25)
     p.add_argument("--dsb-csv", help="also write a Kaggle DSB 2018 submission CSV here")
+    p.add_argument(
+        "--method",
+        help="instances by this post-processing method (leaderboard --by postprocess names "
+        "them); its parameters from --record, else its defaults",
+    )
+    p.add_argument(
+        "--record",
+        help="the checkpoint's result record: instances by the method and parameters that "
+        "validation chose for the leaderboard (or by --method's tuned ones)",
+    )
     p.add_argument(
         "--stack", action="store_true", help="a TIFF stack's pages into one multi-page file each"
     )
@@ -263,6 +265,18 @@ def add_file_commands(sub: Any) -> None:
         help="onnxruntime: run an exported model.onnx (or its folder) on the CPU",
     )
     p.set_defaults(func=cmd_predict)
+
+
+def add_file_commands(sub: Any) -> None:
+    """data, predict, score, weak-labels, leaderboard: the commands that read and write files."""
+    p = sub.add_parser("data", help="download or check a dataset")
+    p.add_argument("action", choices=["download", "check"])
+    p.add_argument("name")
+    p.add_argument("--root", help="default: $SEG_BENCH_DATA/<dataset folder>")
+    p.add_argument("--force", action="store_true", help="download again")
+    p.set_defaults(func=cmd_data)
+
+    add_predict_command(sub)
 
     p = sub.add_parser("score", help="score predictions against ground truth")
     p.add_argument(

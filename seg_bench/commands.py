@@ -267,11 +267,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
         device=args.device,
         stack=args.stack,
         engine=args.engine,
+        method=predict_method(args.method, args.record),
     )
     for path in done.files:
         print(f"wrote {path}")
     print(f"predicted {len(done.names)} image(s); {len(done.files)} file(s) in {args.output}")
     return 0
+
+
+def predict_method(name: str | None, record_path: str | None) -> dict[str, Any] | None:
+    """``predict``'s post-processing method: ``name`` with the parameters that validation
+    tuned in the record (its chosen method where no name is given), else with its defaults."""
+    from seg_bench.inference.instances import POSTPROCESSORS
+    from seg_bench.protocol.records import read_record
+
+    if name is not None and name not in POSTPROCESSORS:
+        raise UserError(f"--method {name}: unknown; known: {', '.join(POSTPROCESSORS)}")
+    if record_path is None:
+        return {"method": name} if name else None
+
+    metrics = read_record(Path(record_path))["metrics"]
+    tuned = metrics.get("postprocess_methods") or {}
+    if name is None and "method" in (metrics.get("postprocess") or {}):
+        return dict(metrics["postprocess"])
+    if name in tuned:
+        return {"method": name, **tuned[name]["params"]}
+    known = ", ".join(sorted(tuned)) or "none: it was scored without the method study"
+    raise UserError(f"--record {record_path}: no tuned method {name or ''}; it holds {known}")
 
 
 def cmd_score(args: argparse.Namespace) -> int:

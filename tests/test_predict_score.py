@@ -17,7 +17,9 @@ from seg_bench.config import resolve_config
 from seg_bench.errors import UserError
 from seg_bench.evaluation.score import _dsb_layout, score
 from seg_bench.inference.checkpoint import load_checkpoint
+from seg_bench.inference.instances import run_method
 from seg_bench.inference.predict import predict_path
+from seg_bench.protocol.records import RECORD_VERSION
 from seg_bench.training.trainer import train
 
 
@@ -188,6 +190,38 @@ def test_inputs_whose_outputs_would_collide_are_refused_before_anything_is_writt
     with pytest.raises(UserError, match=r"--dsb-csv .*nowhere/sub\.csv: folder .* does not exist"):
         predict_path(checkpoint, images, tmp_path / "out", dsb_csv=tmp_path / "nowhere/sub.csv")
     assert not (tmp_path / "out").exists()
+
+
+def test_predict_cuts_instances_by_the_method_and_parameters_validation_chose(
+    checkpoint, tmp_path, capsys
+):
+    # The leaderboard scores each method at its tuned parameters; predict used only the
+    # checkpoint's postprocess, so its instances were not the ones scored.
+    images = tmp_path / "in"
+    images.mkdir()
+    rng = np.random.default_rng(3)
+    png(images / "a.png", (rng.random((48, 48)) * 255).astype(np.uint8))
+    tuned = {"threshold_cc": {"params": {"threshold": 0.3, "min_size": 5}, "val_map": 0.4}}
+    chosen = {"method": "threshold_cc", "threshold": 0.3, "min_size": 5}
+    record = {"version": RECORD_VERSION, "model": "unet", "seed": 0}
+    record["metrics"] = {"postprocess": chosen, "postprocess_methods": tuned}
+    (tmp_path / "r.json").write_text(json.dumps(record))
+    argv = ["predict", "--checkpoint", str(checkpoint), "--input", str(images), "--instances"]
+    assert (
+        main([*argv, "--output", str(tmp_path / "out"), "--record", str(tmp_path / "r.json")]) == 0
+    )
+    prob = tifffile.imread(tmp_path / "out" / "a_prob.tif")
+    labels = tifffile.imread(tmp_path / "out" / "a_instances.tif")
+    expected = run_method("threshold_cc", prob, threshold=0.3, min_size=5)
+    assert expected.max() > 0 and (labels == expected).all()
+    for extra, message in [
+        (["--method", "hysteresis"], "no tuned method hysteresis; it holds threshold_cc"),
+        (["--method", "nope"], "--method nope: unknown; known: "),
+        (["--method", "seeded_watershed"], "needs a seed map, but the model was trained with"),
+    ]:
+        record_args = ["--record", str(tmp_path / "r.json")] if "hysteresis" in extra else []
+        assert main([*argv, "--output", str(tmp_path / "o2"), *extra, *record_args]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_grey_input_to_an_rgb_model_is_one_warning_line(checkpoint, tmp_path, capsys):

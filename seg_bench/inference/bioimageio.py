@@ -149,6 +149,21 @@ def _weights(hp: dict[str, Any], done: dict[str, Exported], out_channels: int) -
     return weights
 
 
+def _input_spec(hp: dict[str, Any], least: int, multiple: int) -> dict[str, Any]:
+    """The raw input: its axes and sizes, and the percentile normalisation of training."""
+    channels = int(hp.get("in_channels", 1))
+    scale = {"axes": ["y", "x"], "min_percentile": 1.0, "max_percentile": 99.8, "eps": EPS}
+    return {
+        "id": "raw",
+        "axes": _axes(
+            channels, [f"c{i}" for i in range(channels)], {"min": least, "step": multiple}, None
+        ),
+        "test_tensor": {"source": "test_input.npy"},
+        "data": {"type": "float32"},
+        "preprocessing": [{"id": "scale_range", "kwargs": scale}],
+    }
+
+
 def rdf(meta, results, record, out_channels: int, least: int) -> dict[str, Any]:
     hp, geo = meta["hparams"], meta["geometry"]
     multiple = geo["multiple"]
@@ -186,30 +201,7 @@ def rdf(meta, results, record, out_channels: int, least: int) -> dict[str, Any]:
         "documentation": {"source": "README.md"},
         "covers": [{"source": "cover.png"}],
         "tags": ["segmentation", "2d", "seg-bench", hp["model"], dataset],
-        "inputs": [
-            {
-                "id": "raw",
-                "axes": _axes(
-                    int(hp.get("in_channels", 1)),
-                    [f"c{i}" for i in range(8)],
-                    {"min": least, "step": multiple},
-                    None,
-                ),
-                "test_tensor": {"source": "test_input.npy"},
-                "data": {"type": "float32"},
-                "preprocessing": [
-                    {
-                        "id": "scale_range",
-                        "kwargs": {
-                            "axes": ["y", "x"],
-                            "min_percentile": 1.0,
-                            "max_percentile": 99.8,
-                            "eps": EPS,
-                        },
-                    },
-                ],
-            }
-        ],
+        "inputs": [_input_spec(hp, least, multiple)],
         "outputs": [
             {
                 "id": "probability",

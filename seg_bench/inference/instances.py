@@ -377,6 +377,29 @@ def check_target_postprocess(target: str, post: PostprocessConfig, where: str) -
         )
 
 
+def check_method(method: dict[str, Any], target: str, where: str) -> None:
+    """A UserError naming ``where`` when the method is unknown, has unknown options, or needs
+    a seed map that a model trained with ``target`` does not give."""
+    params = dict(method)
+    chosen = _method(str(params.pop("method", None)))
+    _split(chosen, params)
+    if chosen.needs_seeds and target == "binary":
+        raise UserError(
+            f"{where}: method {chosen.name} needs a seed map, but the model was trained with "
+            "target binary; choose another method"
+        )
+
+
+def instances_by_method(
+    logits: Any, target: str, method: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(foreground probability, instances) of one image's K,H,W logits by one named method of
+    the study (``{"method": name, **params}``, as a record's ``metrics.postprocess`` holds)."""
+    params = dict(method)
+    fg, seeds = target_maps(logits, target)
+    return fg, run_method(params.pop("method"), fg, seeds, **params)
+
+
 def instances_from_logits(
     logits: Any, target: str, post: PostprocessConfig
 ) -> tuple[np.ndarray, np.ndarray]:

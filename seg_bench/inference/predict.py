@@ -25,7 +25,12 @@ from seg_bench.data.io import read_image, read_stack
 from seg_bench.errors import UserError
 from seg_bench.inference.checkpoint import load_checkpoint
 from seg_bench.inference.device import inference_device
-from seg_bench.inference.instances import check_target_postprocess, instances_from_logits
+from seg_bench.inference.instances import (
+    check_method,
+    check_target_postprocess,
+    instances_by_method,
+    instances_from_logits,
+)
 from seg_bench.inference.postprocess import PostprocessConfig
 from seg_bench.inference.sliding_window import predict_logits
 from seg_bench.io import atomic_write
@@ -176,9 +181,13 @@ def predict_path(
     device: str = "auto",
     stack: bool = False,
     engine: str = "torch",
+    method: dict | None = None,
 ) -> Predictions:
     """Predict every image; ``stack=True`` writes a TIFF stack's pages as one multi-page file;
-    ``engine="onnxruntime"`` runs an exported model.onnx (inference/export.py) on the CPU."""
+    ``engine="onnxruntime"`` runs an exported model.onnx (inference/export.py) on the CPU;
+    ``method`` (``{"method": name, **params}``): instances by that post-processing method of
+    the study, e.g. the one validation chose for the leaderboard, instead of the checkpoint's
+    ``postprocess``."""
     out = Path(output_dir)
     _check_outputs(out, dsb_csv, overlap)
     files = input_files(Path(input_path))
@@ -189,6 +198,8 @@ def predict_path(
     )
     target = hp.get("target", "binary")
     check_target_postprocess(target, post, str(checkpoint))
+    if method:
+        check_method(method, target, f"--method {method.get('method')} on {checkpoint}")
     out.mkdir(parents=True, exist_ok=True)
     done, submission = Predictions(), {}
     for f in files:
@@ -201,7 +212,10 @@ def predict_path(
             x = model_input(image, hp, str(f))
             x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
             logits = predict_logits(net, x, window=hp.get("window"), overlap=overlap, tta=tta)[0]
-            prob, labels = instances_from_logits(logits, target, post)
+            if method:
+                prob, labels = instances_by_method(logits, target, method)
+            else:
+                prob, labels = instances_from_logits(logits, target, post)
             mask = labels > 0
             results.append((name, prob.astype(np.float32), (mask * 255).astype(np.uint8), labels))
             submission[name] = labels
