@@ -331,6 +331,34 @@ def test_tar_internal_links_allowed(tmp_path):
     ).read_bytes() == b"hello"
 
 
+class Killed(BaseException):
+    pass
+
+
+def test_a_kill_while_an_archive_is_put_in_place_leaves_no_folder_that_looks_done(
+    tmp_path, monkeypatch
+):
+    # The folder's existence marks a download done: entries moved one by one into it left a
+    # half-filled folder that counted as complete.
+    archive = tmp_path / "stage1_test.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in ("a/images/a.png", "b/images/b.png", "__MACOSX/junk"):
+            zf.writestr(f"stage1_test/{name}", "x")
+    folder = tmp_path / "data" / "stage1_test"
+    folder.parent.mkdir()
+
+    def killed(self, target):
+        raise Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "rename", killed)
+        with pytest.raises(Killed):
+            dl._extract_into(archive, folder)
+    assert not folder.exists() and archive.exists()
+    dl._extract_into(archive, folder)  # the rerun
+    assert sorted(p.name for p in folder.iterdir()) == ["a", "b"] and not archive.exists()
+
+
 def test_not_an_archive(tmp_path):
     (tmp_path / "x.zip").write_bytes(b"plain")
     with pytest.raises(DataError, match=r"x\.zip: not a zip or tar archive"):

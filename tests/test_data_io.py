@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import tifffile
@@ -51,6 +53,19 @@ def test_tiff_single_page_grey_and_rgb(tmp_path):
     planar = np.moveaxis(rgb, -1, 0)  # separate planes, stored as S,H,W
     tifffile.imwrite(tmp_path / "p.tif", planar, photometric="rgb", planarconfig="separate")
     assert (read_image(tmp_path / "p.tif") == rgb).all()
+
+
+def test_a_fourth_or_second_tiff_channel_not_marked_alpha_is_dropped_with_a_warning(tmp_path):
+    # Two-channel fluorescence lost its second channel without a word.
+    two = np.zeros((2, 8, 8), np.uint8)
+    tifffile.imwrite(tmp_path / "c2.tif", two, photometric="minisblack", planarconfig="separate")
+    with pytest.warns(UserWarning, match=r"c2\.tif: its last of 2 channels is not marked"):
+        assert read_image(tmp_path / "c2.tif").shape == (8, 8)
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    tifffile.imwrite(tmp_path / "rgba.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(tmp_path / "rgba.tif").shape == (8, 8, 3)  # alpha: no warning
 
 
 def test_multipage_tiff_is_not_an_image_but_is_a_stack(tmp_path):

@@ -137,15 +137,19 @@ def _extract_into(archive: Path, folder: Path) -> None:
         if len(entries) == 1 and entries[0].is_dir() and entries[0].name == folder.name
         else tmp
     )
-    folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(inner / "__MACOSX", ignore_errors=True)
+    if not folder.exists():  # one rename: a kill cannot leave a half-filled folder as done
+        inner.rename(folder)
+        shutil.rmtree(tmp, ignore_errors=True)
+        archive.unlink()
+        return
     for p in inner.iterdir():
-        if not p.name.startswith("__MACOSX"):
-            old = folder / p.name
-            if old.is_dir():
-                shutil.rmtree(old)
-            elif old.exists():
-                old.unlink()
-            shutil.move(str(p), old)
+        old = folder / p.name
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.exists():
+            old.unlink()
+        shutil.move(str(p), old)
     shutil.rmtree(tmp, ignore_errors=True)
     archive.unlink()
 

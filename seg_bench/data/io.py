@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -79,6 +80,17 @@ def _read_tiff_page(path: Path) -> np.ndarray:
         a = page.asarray()
         if a.ndim == 3 and page.planarconfig == tifffile.PLANARCONFIG.SEPARATE:
             a = np.moveaxis(a, 0, -1)  # planar RGB(A) -> H,W,C
+        alpha = (tifffile.EXTRASAMPLE.ASSOCALPHA, tifffile.EXTRASAMPLE.UNASSALPHA)
+        if (
+            a.ndim == 3
+            and a.shape[-1] in (2, 4)
+            and page.extrasamples[-1:] not in ((x,) for x in alpha)
+        ):
+            warnings.warn(
+                f"{path}: its last of {a.shape[-1]} channels is not marked as alpha but is dropped "
+                "as alpha; if it holds data, save each channel as an image of its own",
+                stacklevel=2,
+            )
         return a
 
 

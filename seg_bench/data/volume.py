@@ -157,7 +157,13 @@ class HeldOutVolumeDataModule(VolumeDataModule):
                 f"{where}: {len(slices)} {unit} are too few for {'/'.join(names)}; "
                 f"expected at least {len(names)}"
             )
-        by_index = {z: i for i, z in slices.items()}
+        by_index: dict[int, str] = {}
+        for i, z in slices.items():
+            if z in by_index:  # images.10.png and images.010.png: one slice, named twice
+                raise DataError(
+                    f"{where}: {by_index[z]} and {i} are both slice {z}; remove one of them"
+                )
+            by_index[z] = i
         if self.has_test_set:
             self._blocks = contiguous_val_split(
                 list(slices.values()), self.val_fraction, where, self.split_gap
