@@ -40,6 +40,11 @@ class Family:
     accepts: Callable[[str], bool]
 
 
+def _origin(factory: Callable) -> str:
+    """Where a function was defined (a module imported again registers the same origin)."""
+    return f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', factory)}"
+
+
 class Registry:
     def __init__(
         self, kind: str, builtins: str | None = None, entry_point_group: str | None = None
@@ -51,11 +56,21 @@ class Registry:
         self._families: list[Family] = []
         self._plugins_loaded = False
 
-    def register(self, name: str | None = None, description: str = "") -> Callable:
-        """Decorator: ``@MODELS.register("unet", "U-Net (Ronneberger et al. 2015)")``."""
+    def register(self, name: str | Callable | None = None, description: str = "") -> Callable:
+        """Decorator: ``@MODELS.register("unet", "U-Net (Ronneberger et al. 2015)")``, or bare
+        ``@MODELS.register`` (the function's name). A name taken by another function is
+        refused: a plug-in must not replace a built-in (or another plug-in) unnoticed."""
+        if callable(name):  # used bare: the function itself came as the name
+            return self.register()(name)
 
         def decorate(factory: Callable) -> Callable:
             key = name or factory.__name__
+            old = self._entries.get(key)
+            if old is not None and _origin(old.factory) != _origin(factory):
+                raise UserError(
+                    f"{self.kind} '{key}' is registered twice: by {_origin(old.factory)} and "
+                    f"by {_origin(factory)}; give one of them another name"
+                )
             doc = description or (factory.__doc__ or "").strip().split("\n")[0]
             self._entries[key] = Entry(key, factory, doc)
             return factory
@@ -85,7 +100,7 @@ class Registry:
             what = f"plug-in {ep.value} (entry point '{ep.name}' of {dist})"
             with plugin_import(what, f"fix it or `pip uninstall {dist}`"):
                 obj = ep.load()
-            if callable(obj) and ep.name not in self._entries:
+            if callable(obj):
                 self.register(ep.name)(obj)
 
     def __contains__(self, name: str) -> bool:

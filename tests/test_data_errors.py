@@ -254,8 +254,8 @@ def test_ncmir_image_without_label_and_label_without_image(tmp_path):
 def test_ncmir_one_slice_under_two_names_is_refused(tmp_path):
     # images.012.png and images.12.png were one slice number: one was silently dropped.
     write_ncmir(tmp_path)
-    for folder, stem in (("images", "images"), ("labels", "mitos_3D")):
-        old = tmp_path / "training" / folder / f"{stem}.012.png"
+    for sub, stem in (("images", "images"), ("labels", "mitos_3D")):
+        old = tmp_path / "training" / sub / f"{stem}.012.png"
         (old.parent / f"{stem}.12.png").write_bytes(old.read_bytes())
     expect(lambda: ncmir.NCMIR(root=tmp_path), "training/012 and training/12 are both slice 12")
 

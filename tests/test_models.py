@@ -295,6 +295,13 @@ def test_smp_width_is_ignored_with_a_warning():
     assert n_params(narrow) == n_params(create_model("smp-linknet-resnet18"))
 
 
+def test_smp_options_that_change_the_output_size_are_one_clear_error():
+    # FPN with encoder_depth 3 upsamples 4x past its input: the crop then returned 4x logits.
+    model = create_model("smp-fpn-resnet18", in_channels=1, classes=1, encoder_depth=3).eval()
+    with torch.no_grad(), pytest.raises(UserError, match=r"smp fpn .* gives \(160, 288\) logits"):
+        model(torch.zeros(1, 1, 40, 72))
+
+
 def test_smp_names():
     assert {"unet", "unetplusplus", "deeplabv3", "deeplabv3plus", "segformer"} <= set(
         smp_architectures()

@@ -30,6 +30,23 @@ def test_description_defaults_to_docstring_first_line():
     assert reg.describe("thing") == "First line."
 
 
+def test_a_name_taken_by_another_function_is_refused_and_bare_use_registers():
+    # A plug-in registering "unet" silently replaced the built-in (or was replaced by it).
+    reg = Registry("model")
+
+    @reg.register
+    def unet():
+        return "built-in"
+
+    def mine():
+        return "plug-in"
+
+    with pytest.raises(UserError, match=r"model 'unet' is registered twice: by .*unet and by"):
+        reg.register("unet")(mine)
+    assert reg.create("unet") == "built-in"
+    reg.register("unet")(unet)  # the same function again (a module imported twice): fine
+
+
 def test_unknown_name_lists_registered_and_suggests():
     reg = Registry("model")
     reg.register("unet")(lambda: None)

@@ -4,10 +4,11 @@ Pre-activation residual units (BN-ReLU-conv, He et al. 2016) replace the plain d
 U-Net; the encoder downsamples with stride-2 convs instead of pooling. Table 1 of the paper:
 filters 64, 128, 256 | bridge 512 | 256, 128, 64, then a 1x1 conv.
 
-Parameter count: the paper's 7.8 M is the 15 conv layers of its Table 1 (7,780,032 weights
-at 3 in / 1 out). The shortcuts that change the channel count or stride need a projection,
-which the table leaves out; like the reference implementations we use 1x1 conv + BN, which
-(with biases and BN) brings the full-width network to 8,223,809 parameters, 5.4 % above 7.8 M.
+Parameter count: the paper's 7.8 M is the 15 conv layers of its Table 1 (its 14 3x3 convs
+hold 7,780,032 weights, 7,780,096 with the 1x1 head, at 3 in / 1 out). The shortcuts that
+change the channel count or stride need a projection, which the table leaves out; like the
+reference implementations we use 1x1 conv + BN, which (with biases and BN) brings the
+full-width network to 8,223,809 parameters, 5.4 % above 7.8 M.
 """
 
 from __future__ import annotations

@@ -86,10 +86,19 @@ class SmpModel(PaddedModel):
         # encoders, 16 for a ViT with 16-pixel patches, 8 for dilated DeepLab encoders).
         stride = int(getattr(model.encoder, "output_stride", 32))
         self.multiple = stride * EXTRA_DOWNSAMPLING.get(arch, 1)
+        self.arch = arch
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         # With aux_params, smp adds image-level class logits, which the base leaves uncropped.
-        return self.model(x)
+        out = self.model(x)
+        logits = out[0] if isinstance(out, tuple) else out
+        if logits.shape[-2:] != x.shape[-2:]:  # e.g. FPN with encoder_depth < 5 upsamples 2-4x
+            raise UserError(
+                f"smp {self.arch} with these options gives {tuple(logits.shape[-2:])} logits for "
+                f"a {tuple(x.shape[-2:])} input; choose other model_options (FPN needs "
+                "encoder_depth 5)"
+            )
+        return out
 
 
 def create_smp_model(

@@ -68,8 +68,9 @@ class TransitionDown(nn.Sequential):
 
 
 class TransitionUp(nn.ConvTranspose2d):
-    """3x3 transposed conv, stride 2. The paper crops a 2H+1 output to the skip's size; padding 1
-    with output_padding 1 gives exactly 2H with the same weights."""
+    """3x3 transposed conv, stride 2, to exactly 2H (padding 1, output_padding 1). The paper's
+    code keeps rows and columns 0..2H-1 of the full 2H+1 output; this keeps 1..2H, the same
+    operation shifted by one pixel (even and odd outputs use swapped kernel taps)."""
 
     def __init__(self, ch: int):
         super().__init__(ch, ch, 3, stride=2, padding=1, output_padding=1)

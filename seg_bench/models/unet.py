@@ -1,6 +1,8 @@
 """U-Net (Ronneberger, Fischer, Brox 2015, "U-Net: Convolutional Networks for Biomedical Image
 Segmentation"), in the form most code uses today: same-padded convolutions with batch norm, so
-the output has the input's size and no overlap-tile cropping is needed.
+the output has the input's size and no overlap-tile cropping is needed. The paper's dropout at
+the end of the contracting path is left out, as batch norm regularises (and as most
+implementations do).
 
 Full width (base 64, depth 4, transposed-conv upsampling, 3 in / 2 out) has 31,037,698
 parameters, the "31.0 M" usually quoted.
