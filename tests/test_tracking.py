@@ -82,6 +82,38 @@ def test_resolve_kind(monkeypatch):
     assert tracking.wandb_mode() == "online"
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert tracking.wandb_mode() == "offline"
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # was offline, or online with a key
+    assert tracking.wandb_mode() == "disabled"
+
+
+def test_a_password_after_a_user_holding_an_at_sign_is_masked():
+    # Azure's user@server form: SQLAlchemy splits at the last '@'; the password was shown.
+    url = f"postgresql://bob@myserver:{DB_PASSWORD}@127.0.0.1:1/optuna"
+    assert tracking.redact_text(url) == "postgresql://bob@myserver:***@127.0.0.1:1/optuna"
+    assert tracking.redact_text("postgresql://bob@host:5432/db") == "postgresql://bob@host:5432/db"
+
+
+def test_throughput_leaves_out_the_validation_run_inside_the_epoch(monkeypatch):
+    from seg_bench.tracking.callbacks import Throughput
+
+    clock = iter([0.0, 1.0, 9.0, 10.0])  # epoch start, val start, val end, epoch end
+    monkeypatch.setattr(tracking.callbacks.time, "perf_counter", lambda: next(clock))
+    logged = {}
+
+    class Module:
+        def log(self, name, value, **kw):
+            logged[name] = value
+
+    class Trainer:
+        world_size = 1
+
+    t = Throughput()
+    t.on_train_epoch_start(Trainer(), Module())
+    t.on_train_batch_end(Trainer(), Module(), None, {"image": [0] * 8}, 0)
+    t.on_validation_start(Trainer(), Module())
+    t.on_validation_end(Trainer(), Module())
+    t.on_train_epoch_end(Trainer(), Module())
+    assert logged["train/samples_per_s"] == 4.0  # 8 samples in 2 s of training, not 10 s
 
 
 def test_csv_logger_config_is_redacted(tmp_path):

@@ -208,6 +208,18 @@ def test_region_growing_max_area_stops_leak():
     assert (ref == 1).sum() == 410
 
 
+def test_the_default_threshold_grows_objects_on_a_flat_background():
+    # A clipped background makes most neighbour differences 0: the noise estimate (and so the
+    # default threshold) was 0, and the region stayed its click pixel.
+    rng = np.random.default_rng(0)
+    img = np.zeros((64, 64), np.uint8)
+    yy, xx = np.mgrid[:64, :64]
+    disc = (yy - 32) ** 2 + (xx - 32) ** 2 <= 144
+    img[disc] = rng.integers(150, 201, disc.sum())
+    labels = region_growing_labels(img, [[32, 32]])
+    assert label_quality(labels, disc)["iou"] > 0.9
+
+
 def test_fast_region_growing_agrees_with_reference(blobs):
     img, inst, pts = blobs
     for kw in ({}, {"relative": True}, {"threshold": 0.3}):

@@ -19,18 +19,25 @@ class Throughput(Callback):
     """Training samples per second (all processes), logged once per epoch."""
 
     def __init__(self) -> None:
-        self._start = 0.0
+        self._start = self._paused = self._val_start = 0.0
         self._samples = 0
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._start, self._samples = time.perf_counter(), 0
+        self._start, self._samples, self._paused = time.perf_counter(), 0, 0.0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         image = batch.get("image") if isinstance(batch, dict) else None
         self._samples += len(image) if image is not None else 0
 
+    # Lightning validates before on_train_epoch_end: that time is not training.
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._paused += time.perf_counter() - self._val_start
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        seconds = time.perf_counter() - self._start
+        seconds = time.perf_counter() - self._start - self._paused
         if seconds > 0 and self._samples:
             rate = self._samples * trainer.world_size / seconds
             pl_module.log(
@@ -91,7 +98,7 @@ class ValidationOverlays(Callback):
 
     @torch.no_grad()
     def _log(self, trainer, pl_module, batch, loggers) -> None:
-        from seg_bench.inference.outputs import classes_from_logits
+        from seg_bench.inference.outputs import foreground_classes
         from seg_bench.inference.sliding_window import predict_logits
 
         n = min(self.max_images, len(batch["image"]))
@@ -100,7 +107,7 @@ class ValidationOverlays(Callback):
         logits = predict_logits(
             pl_module.model, image, window=hp.get("window"), overlap=hp.get("overlap", 0.25)
         )
-        pred = classes_from_logits(logits).cpu().numpy().astype(np.uint8)
+        pred = foreground_classes(logits, hp.get("target", "binary")).cpu().numpy().astype(np.uint8)
         truth = batch["mask"][:n].detach().cpu().numpy()
         truth = (truth[:, 0] if truth.ndim == 4 else truth).astype(np.uint8)
         images = [_to_uint8(x) for x in image]

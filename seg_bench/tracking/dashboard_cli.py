@@ -83,6 +83,12 @@ def study_params(study: str, storage: str | None = None) -> list[SearchParam]:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     project = check_project(args.project or os.environ.get("WANDB_PROJECT"))
+    try:
+        import wandb_workspaces.workspaces  # noqa: F401
+    except ImportError:
+        raise UserError(
+            "seg-bench dashboard needs wandb-workspaces: pip install 'seg-bench[dashboards]'"
+        ) from None
     if args.storage and not args.study:
         raise UserError("--storage names the database of a study: give --study NAME too")
     params = study_params(args.study, args.storage) if args.study else []

@@ -51,8 +51,11 @@ def resolve_kind(kind: str | None) -> str:
 
 
 def wandb_mode() -> str:
-    """'online' when a key is configured (or WANDB_MODE asks for it), else 'offline'."""
+    """'online' when a key is configured (or WANDB_MODE asks for it), 'disabled' when
+    WANDB_MODE says so (an explicit mode= would override the variable), else 'offline'."""
     mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode == "disabled":
+        return "disabled"
     if mode in ("online", "run"):
         return "online"
     if mode in ("offline", "dryrun"):

@@ -15,9 +15,10 @@ from urllib.parse import unquote
 MASK = "***"
 
 _SECRET_KEY = re.compile(r"(key|token|password|passwd|secret|credential)", re.IGNORECASE)
-# scheme://user:password@host  ->  scheme://user:***@host
+# scheme://user:password@host  ->  scheme://user:***@host (the user may hold '@', as in
+# Azure's user@server: SQLAlchemy splits at the last '@')
 _URL_PASSWORD = re.compile(
-    r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<at>@)"
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/\s]*:)(?P<pw>[^@\s]+)(?P<at>@)"
 )
 # password=..., api_key: ..., token=...  (libpq DSNs, query strings, log lines)
 _PAIR = re.compile(
