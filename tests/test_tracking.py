@@ -116,6 +116,24 @@ def test_throughput_leaves_out_the_validation_run_inside_the_epoch(monkeypatch):
     assert logged["train/samples_per_s"] == 4.0  # 8 samples in 2 s of training, not 10 s
 
 
+def test_a_resumed_run_keeps_its_csv_metrics_and_its_wandb_run(tmp_path, offline_wandb):
+    # Lightning's CSV writer deleted the metrics.csv it found; W&B started a second run of the
+    # same name, which the dashboard then pooled as another seed.
+    for step in (10, 20):
+        csv_logger = tracking.build_logger("csv", tmp_path / "run")
+        csv_logger.log_metrics({"train/loss": step / 100}, step=step)
+        csv_logger.save()
+    parts = sorted((tmp_path / "run" / "logs").glob("csv*/metrics.csv"))
+    assert [p.parent.name for p in parts] == ["csv", "csv-part2"]
+    assert ["10", "20"] == [next(csv.DictReader(p.open()))["step"] for p in parts]
+    ids = []
+    for _ in range(2):
+        logger = tracking.build_logger("wandb", tmp_path / "run", config={"dataset": "synthetic"})
+        ids.append(logger.experiment.id)
+        logger.experiment.finish()
+    assert ids[0] == ids[1]
+
+
 def test_csv_logger_config_is_redacted(tmp_path):
     logger = tracking.build_logger(
         "csv",

@@ -4,7 +4,8 @@
                 offline into the run directory (``<run_dir>/wandb/offline-run-*``; upload later
                 with ``wandb sync <that dir>``). ``WANDB_MODE=disabled`` makes it CSV.
 ``wandb``       the same, chosen explicitly.
-``csv``         ``<run_dir>/logs/csv/metrics.csv`` and ``hparams.yaml``.
+``csv``         ``<run_dir>/logs/csv/metrics.csv`` and ``hparams.yaml`` (``csv-part2``... for
+                the parts of a resumed run).
 ``tensorboard`` ``<run_dir>/logs/tensorboard`` (needs the ``tensorboard`` package).
 ``none``        no logger.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from typing import Any
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from seg_bench.errors import UserError
+from seg_bench.io import atomic_write
 from seg_bench.tracking.redaction import redact, redact_text, warn_once
 
 KINDS = ("auto", "wandb", "csv", "tensorboard", "none")
@@ -95,9 +98,12 @@ def build_logger(
     tags: list[str] | tuple[str, ...] = (),
     config: dict[str, Any] | None = None,
     job_type: str | None = None,
+    resumable: bool = True,
 ) -> Any:
     """A Lightning logger for one run, or ``False`` for kind ``none``. W&B problems fall back to
-    CSV with one warning per process; the config is redacted before any logger sees it."""
+    CSV with one warning per process; the config is redacted before any logger sees it.
+    ``resumable``: a W&B run keeps its id in ``run_dir``, so building the logger of a resumed
+    run again goes on in the same W&B run."""
     kind = resolve_kind(kind)
     if kind == "none":
         return False
@@ -107,7 +113,8 @@ def build_logger(
     project = project or default_project(safe.get("dataset"))
     if kind == "wandb":
         try:
-            return _wandb_logger(run_dir, project, group, name, tags, safe, job_type)
+            resume = {"id": wandb_run_id(run_dir), "resume": "allow"} if resumable else {}
+            return _wandb_logger(run_dir, project, group, name, tags, safe, job_type, resume)
         except Exception as e:  # noqa: BLE001 - any W&B failure must leave training alone
             _give_up_on_wandb(e)
             kind = "csv"
@@ -118,7 +125,7 @@ def build_logger(
 
 def _local_logger(kind: str, run_dir: Path) -> CSVLogger | TensorBoardLogger:
     if kind == "csv":
-        return CSVLogger(save_dir=str(run_dir), name="logs", version="csv")
+        return CSVLogger(save_dir=str(run_dir), name="logs", version=csv_version(run_dir))
     try:
         return TensorBoardLogger(
             save_dir=str(run_dir), name="logs", version="tensorboard", default_hp_metric=False
@@ -127,6 +134,28 @@ def _local_logger(kind: str, run_dir: Path) -> CSVLogger | TensorBoardLogger:
         raise UserError(
             "--logger tensorboard needs the tensorboard package: pip install tensorboard"
         ) from e
+
+
+def csv_version(run_dir: Path) -> str:
+    """``csv``, or ``csv-part2``... for a resumed run: Lightning's CSV writer deletes the
+    metrics.csv it finds, so a resumed run lost the metrics of its first part."""
+    logs, version, part = run_dir / "logs", "csv", 1
+    while (logs / version / "metrics.csv").exists():
+        part += 1
+        version = f"csv-part{part}"
+    return version
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The W&B run id of this run folder, made once and kept in it, so a resumed run goes on
+    in its W&B run instead of starting a second one of the same name."""
+    path = run_dir / "wandb_run_id"
+    if path.exists():
+        return path.read_text().strip()
+    run_id = secrets.token_hex(6)  # W&B ids: letters and digits, unique within the project
+    with atomic_write(path, "w") as f:
+        f.write(run_id)
+    return run_id
 
 
 def _give_up_on_wandb(error: Exception) -> None:
@@ -144,7 +173,9 @@ def _give_up_on_wandb(error: Exception) -> None:
             wandb.finish(exit_code=1)
 
 
-def _wandb_logger(run_dir: Path, project, group, name, tags, config, job_type=None) -> WandbLogger:
+def _wandb_logger(
+    run_dir: Path, project, group, name, tags, config, job_type=None, resume=None
+) -> WandbLogger:
     import wandb
 
     if wandb.run is not None:  # a run left open would swallow this one (WandbLogger reuses it)
@@ -164,6 +195,7 @@ def _wandb_logger(run_dir: Path, project, group, name, tags, config, job_type=No
         save_dir=str(run_dir),
         config=config,
         mode=wandb_mode(),  # not WandbLogger(offline=...), which rewrites os.environ
+        **(resume or {}),  # a resumed run goes on in its W&B run (wandb_run_id)
         settings=settings,
         allow_val_change=True,
     )

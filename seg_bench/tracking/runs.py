@@ -173,6 +173,7 @@ def log_leaderboard(
             ["leaderboard"],
             {"dataset": dataset},
             job_type="leaderboard",
+            resumable=False,  # one short run per leaderboard written
         )
         if not is_wandb(logger):
             return
