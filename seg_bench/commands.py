@@ -346,6 +346,14 @@ def cmd_weak_labels(args: argparse.Namespace) -> int:
     check_weak_label_method(args.method, options)
     points = read_points_csv(args.points)
     out = Path(args.output)
+    stems: dict[str, str] = {}
+    for name in sorted(points):  # outputs are named by stem: a.png and a.tif would collide
+        other = stems.setdefault(Path(name).stem, name)
+        if other != name:
+            raise UserError(
+                f"{args.points}: images '{other}' and '{name}' would both write "
+                f"{Path(name).stem}.tif; rename one"
+            )
     for name, pts in sorted(points.items()):
         candidates = [images / name, *sorted(images.glob(f"{Path(name).stem}.*"))]
         path = next((p for p in candidates if p.is_file()), None)

@@ -277,6 +277,19 @@ def test_a_weak_label_option_of_the_other_method_is_refused_by_name(tmp_path, ca
     assert "threshold" in err and not (tmp_path / "out").exists()
 
 
+def test_weak_labels_of_two_images_of_one_stem_are_refused_before_writing(tmp_path, capsys):
+    # im0.tif and im0.png both wrote out/im0.tif: the second replaced the first silently.
+    argv = _clicks(tmp_path, 1) + ["--output", str(tmp_path / "out")]
+    png = tmp_path / "im0.png"
+    png.write_bytes(b"")
+    with open(tmp_path / "pts.csv", "a") as f:
+        f.write("im0.png,4,4\n")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "images 'im0.png' and 'im0.tif' would both write im0.tif" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_package_warning_is_one_line_said_once(tmp_path, capsys):
     argv = _clicks(tmp_path, 3) + ["--output", str(tmp_path / "out"), "--threshold", "0.5"]
     assert main(argv) == 0
