@@ -147,11 +147,11 @@ def read_stack(path: str | os.PathLike) -> np.ndarray:
         with tifffile.TiffFile(path) as tif:
             # A stack written page by page is one series per page: read them all.
             shapes = sorted({(s.shape, s.axes) for s in tif.series})
-            if len(shapes) == 1:
-                a = np.stack([np.asarray(s.asarray()) for s in tif.series])
-                axes = "Q" + tif.series[0].axes
-                if len(tif.series) == 1:
-                    a, axes = a[0], axes[1:]
+            axes = tif.series[0].axes if tif.series else ""
+            if len(tif.series) == 1:  # the usual stack: read once, no stacking copy
+                a = np.asarray(tif.series[0].asarray())
+            elif len(shapes) == 1:
+                a, axes = np.stack([np.asarray(s.asarray()) for s in tif.series]), "Q" + axes
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise _fail(
