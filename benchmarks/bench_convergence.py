@@ -7,7 +7,12 @@ its double; once a doubling moves no model, larger budgets are not trained.
 A budget has converged when doubling it changes no model's mean validation IoU by more than
 ``GAIN`` (0.01) or, where seeds disagree more, by more than a third of the seed range (max - min
 over the seeds of both budgets): the tolerance is the larger of the two. The smallest converged
-budget is the one to put in the profile (``max_steps``).
+budget is the one to put in the profile (``max_steps``), provided its runs fit the time cap:
+a budget whose runs take a model more than ``--cap-minutes`` (10; median over its seeds of the
+recorded training time) cannot be the profile's, and no larger one is trained. Where no budget
+within the cap converges every model, the largest budget within it is chosen and the models
+that still gain there are named "not converged" (the leaderboard must not rank them as if
+they had).
 
 Each run writes one JSON (``<out>/<dataset>/<model>__seed<s>__steps<n>.json``, atomically);
 a rerun skips finished runs and resumes an interrupted one from its last checkpoint, so the
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -48,6 +54,7 @@ from common import (  # noqa: E402
 from seg_bench.io import atomic_write  # noqa: E402
 
 GAIN = 0.01  # IoU; the same gain the leaderboard's plateau column uses
+CAP_MINUTES = 10.0  # per (model, seed) on 2 cores with the fast precision (issue 16)
 SPREAD_FRACTION = 1 / 3
 FACTORS = (1, 2, 4)
 
@@ -169,28 +176,62 @@ def verdicts_at(per_model: dict[str, list[dict]], steps: int) -> list[bool | Non
     return [v[0] if v else None for v in found.values()]
 
 
-def smallest_converged(per_model: dict[str, list[dict]]) -> int | None:
-    """The smallest budget at which doubling changes no model beyond its tolerance; None while
-    a smaller budget is undecided for some model (its runs are not all there)."""
+class Choice(NamedTuple):
+    """The budget for the profile: ``steps`` (None while undecided), the models still gaining
+    at it, and the models whose runs at the next budget exceeded the cap (why it stopped)."""
+
+    steps: int | None
+    not_converged: list[str]
+    over_cap: list[str]
+
+
+def over_cap(runs: dict[str, dict[int, list[dict]]], steps: int, cap_s: float) -> list[str]:
+    """The models whose runs at ``steps`` took longer than ``cap_s`` (median over seeds; runs
+    without a recorded time do not count)."""
+    slow = []
+    for model, by_steps in runs.items():
+        times = [r["train_time_s"] for r in by_steps.get(steps, []) if r.get("train_time_s")]
+        if times and statistics.median(times) > cap_s:
+            slow.append(model)
+    return slow
+
+
+def choose_budget(per_model: dict[str, list[dict]], runs: dict, cap_s: float = math.inf) -> Choice:
+    """The smallest budget within the cap at which doubling changes no model beyond its
+    tolerance; else the largest budget within the cap once the next one exceeds it, with the
+    models still gaining there. Undecided (steps None) while a smaller budget lacks runs."""
     budgets = sorted({c["steps"] for cs in per_model.values() for c in cs})
     for steps in budgets:
-        verdicts = verdicts_at(per_model, steps)
-        if None in verdicts:
-            return None
-        if all(verdicts):
-            return steps
-    return None
+        if over_cap(runs, steps, cap_s):
+            return Choice(None, [], over_cap(runs, steps, cap_s))
+        verdicts = dict(zip(per_model, verdicts_at(per_model, steps), strict=True))
+        if None in verdicts.values():
+            return Choice(None, [], [])
+        gaining = [m for m, ok in verdicts.items() if not ok]
+        if not gaining:
+            return Choice(steps, [], [])
+        if slow := over_cap(runs, 2 * steps, cap_s):
+            return Choice(steps, gaining, slow)
+    return Choice(None, [], [])
 
 
 def _mean_iou(runs: list[dict]) -> str:
     return f"{statistics.mean(r['final_val_iou'] for r in runs):.3f}" if runs else "-"
 
 
-def render(dataset: str, profile: str, per_model: dict, runs: dict, chosen: int | None) -> str:
+def _minutes(runs: list[dict]) -> str:
+    times = [r["train_time_s"] for r in runs if r.get("train_time_s")]
+    return f"{statistics.median(times) / 60:.1f}" if times else "-"
+
+
+def render(
+    dataset: str, profile: str, per_model: dict, runs: dict, choice: Choice, cap: float
+) -> str:
     rows = []
     for model, comparisons in per_model.items():
         for c in comparisons:
-            means = [_mean_iou(runs[model][c["steps"]]), _mean_iou(runs[model][c["doubled"]])]
+            small, big = runs[model][c["steps"]], runs[model][c["doubled"]]
+            means = [_mean_iou(small), _mean_iou(big), _minutes(small), _minutes(big)]
             if c["converged"] is None:
                 judged = ["-", "-", "-", f"{c['missing']} runs left"]
             else:
@@ -198,24 +239,37 @@ def render(dataset: str, profile: str, per_model: dict, runs: dict, chosen: int 
                 judged = [f"{c[k]:.3f}" for k in ("seed_range", "tolerance")] + [ok]
                 judged.insert(0, f"{c['change']:+.3f}")
             rows.append([model, f"{c['steps']} -> {c['doubled']}", *means, *judged])
-    head = ["Model", "steps", "IoU", "IoU doubled", "change", "seed range", "tolerance", "ok"]
+    head = ["Model", "steps", "IoU", "IoU doubled", "min", "min doubled", "change"]
+    head += ["seed range", "tolerance", "ok"]
     return "\n".join(
         [
             f"# Convergence of the {profile} budget on {dataset}",
             "",
             f"Machine: {machine_line()}.",
-            f"Final validation IoU (mean of seeds); tolerance max({GAIN}, seed range / 3).",
+            f"Final validation IoU (mean of seeds); tolerance max({GAIN}, seed range / 3); "
+            f"min: training minutes per run (median of seeds), cap {cap:g} min.",
             "",
-            md_table(head, rows, "llrrrrrl"),
+            md_table(head, rows, "llrrrrrrrl"),
             "",
-            f"Verdict: {verdict(per_model, chosen)}.",
+            f"Verdict: {verdict(per_model, choice, cap)}.",
         ]
     )
 
 
-def verdict(per_model: dict[str, list[dict]], chosen: int | None) -> str:
-    if chosen:
-        return f"smallest converged budget: **{chosen} steps**"
+def verdict(per_model: dict[str, list[dict]], choice: Choice, cap: float = CAP_MINUTES) -> str:
+    if choice.steps and not choice.not_converged:
+        return f"smallest converged budget: **{choice.steps} steps**"
+    if choice.steps:
+        return (
+            f"**{choice.steps} steps**, the largest budget within the cap of {cap:g} min per run "
+            f"(at {2 * choice.steps} steps {', '.join(choice.over_cap)} took longer); "
+            f"not converged at it: {', '.join(choice.not_converged)}"
+        )
+    if choice.over_cap:
+        return (
+            f"the base budget exceeds the cap of {cap:g} min per run for "
+            f"{', '.join(choice.over_cap)}: rerun with a smaller --base-steps"
+        )
     left = sum(c.get("missing", 0) for cs in per_model.values() for c in cs)
     if left:
         return f"not decided yet: {left} runs are not trained (rerun the same command to resume)"
@@ -277,6 +331,13 @@ def main(argv: list[str] | None = None) -> None:
         "configuration there are reused, not trained again",
     )
     ap.add_argument(
+        "--cap-minutes",
+        type=float,
+        default=CAP_MINUTES,
+        help="training minutes a run may take (median of seeds) for its budget to be the "
+        "profile's (default %(default)s)",
+    )
+    ap.add_argument(
         "--report",
         action="store_true",
         help="train nothing: the table of the runs stored so far (undecided where some are not)",
@@ -307,14 +368,16 @@ def main(argv: list[str] | None = None) -> None:
                 how = " (bench record)" if rec.get("from_record") else ""
                 print(f"{model} {steps} steps seed {seed}: {rec['final_val_iou']:.3f}{how}")
         per_model = {m: compare(r, args.seeds) for m, r in runs.items()}
-        chosen = smallest_converged(per_model)
-        if chosen or (steps > base and None in verdicts_at(per_model, steps // 2)):
-            break  # converged, or undecided: no larger budget can be judged yet
-    md = render(args.dataset, args.profile, per_model, runs, chosen)
+        choice = choose_budget(per_model, runs, args.cap_minutes * 60)
+        undecided = steps > base and None in verdicts_at(per_model, steps // 2)
+        if choice.steps or choice.over_cap or undecided:
+            break  # chosen, past the cap, or undecided: no larger budget can be judged yet
+    md = render(args.dataset, args.profile, per_model, runs, choice, args.cap_minutes)
     if args.out:
         write_text(args.out, md + "\n")
-    data = {"per_model": per_model, "chosen_steps": chosen, "base_steps": base}
-    emit(args, "convergence", "Convergence of the step budget", md, {"steps": chosen}, data, budget)
+    data = {"per_model": per_model, "choice": choice._asdict(), "base_steps": base}
+    title = "Convergence of the step budget"
+    emit(args, "convergence", title, md, {"steps": choice.steps}, data, budget)
 
 
 if __name__ == "__main__":

@@ -344,9 +344,9 @@ def test_the_chosen_budget_is_the_smallest_where_no_model_still_gains():
     bc = _convergence_module()
     fast = bc.compare(_runs({100: [0.7, 0.7], 200: [0.7, 0.7], 400: [0.7, 0.7]}))
     slow = bc.compare(_runs({100: [0.5, 0.5], 200: [0.6, 0.6], 400: [0.6, 0.6]}))
-    assert bc.smallest_converged({"fast": fast, "slow": slow}) == 200
+    assert bc.choose_budget({"fast": fast, "slow": slow}, {}).steps == 200
     still = bc.compare(_runs({100: [0.5, 0.5], 200: [0.6, 0.6], 400: [0.7, 0.7]}))
-    assert bc.smallest_converged({"fast": fast, "still": still}) is None
+    assert bc.choose_budget({"fast": fast, "still": still}, {}).steps is None
 
 
 def test_a_budget_stays_undecided_while_a_model_or_a_seed_of_its_double_is_missing():
@@ -354,13 +354,60 @@ def test_a_budget_stays_undecided_while_a_model_or_a_seed_of_its_double_is_missi
     done = bc.compare(_runs({100: [0.7, 0.7], 200: [0.7, 0.7]}), seeds=2)
     one_seed = bc.compare(_runs({100: [0.5, 0.5], 200: [0.5]}), seeds=2)
     assert one_seed == [{"steps": 100, "doubled": 200, "converged": None, "missing": 1}]
-    assert bc.smallest_converged({"done": done, "one_seed": one_seed}) is None
+    assert bc.choose_budget({"done": done, "one_seed": one_seed}, {}).steps is None
     untrained = bc.compare(_runs({100: [0.5, 0.5], 200: []}), seeds=2)
     assert untrained[0]["missing"] == 2
-    assert bc.smallest_converged({"done": done, "untrained": untrained}) is None
-    assert bc.smallest_converged({"done": done}) == 100
-    text = bc.verdict({"done": done, "one_seed": one_seed, "untrained": untrained}, None)
+    assert bc.choose_budget({"done": done, "untrained": untrained}, {}).steps is None
+    assert bc.choose_budget({"done": done}, {}).steps == 100
+    undecided = bc.Choice(None, [], [])
+    text = bc.verdict({"done": done, "one_seed": one_seed, "untrained": untrained}, undecided)
     assert "3 runs are not trained" in text
+
+
+def _timed(ious_by_steps: dict[int, list[float]], minutes: dict[int, float]):
+    return {s: [{"final_val_iou": x, "train_time_s": 60 * minutes[s]} for x in ious]
+            for s, ious in ious_by_steps.items()}  # fmt: skip
+
+
+def test_a_budget_past_the_time_cap_is_never_chosen_and_models_still_gaining_are_named():
+    bc = _convergence_module()
+    # fast is flat; slow gains 0.1 from 100 to 200 steps, but 200 steps take 12 min > 10.
+    runs = {
+        "fast": _timed({100: [0.7, 0.7], 200: [0.7, 0.7]}, {100: 3, 200: 6}),
+        "slow": _timed({100: [0.5, 0.5], 200: [0.6, 0.6]}, {100: 6, 200: 12}),
+    }
+    per_model = {m: bc.compare(r) for m, r in runs.items()}
+    choice = bc.choose_budget(per_model, runs, cap_s=600)
+    assert choice == bc.Choice(100, ["slow"], ["slow"])
+    text = bc.verdict(per_model, choice, 10)
+    assert "**100 steps**, the largest budget within the cap" in text
+    assert text.endswith("not converged at it: slow")
+    # Without the cap 100 steps is not converged and 200 is undecided (no 400-step runs).
+    assert bc.choose_budget(per_model, runs) == bc.Choice(None, [], [])
+    # A base budget over the cap: nothing is chosen, and the verdict asks for a smaller one.
+    over = bc.choose_budget(per_model, runs, cap_s=300)
+    assert over == bc.Choice(None, [], ["slow"])
+    assert "smaller --base-steps" in bc.verdict(per_model, over, 5)
+
+
+def test_convergence_trains_no_budget_past_one_that_exceeds_the_cap(monkeypatch, tmp_path):
+    bc = _convergence_module()
+    trained = []
+    iou, minutes = {4: 0.4, 8: 0.5, 16: 0.6}, {4: 5, 8: 11, 16: 22}
+
+    def fake_train_once(path, dataset, model, profile, seed, options, records=None, train=True):
+        n = options["max_steps"]
+        trained.append(n)
+        return {"final_val_iou": iou[n], "train_time_s": 60 * minutes[n]}
+
+    monkeypatch.setattr(bc, "train_once", fake_train_once)
+    out = tmp_path / "conv.md"
+    argv = ["--models", "a", "--base-steps", "4", "--out-dir", str(tmp_path), "--out", str(out)]
+    bc.main(argv)
+    assert sorted(set(trained)) == [4, 8]  # 8 steps exceeded 10 min: 16 is never trained
+    text = out.read_text()
+    assert "| a | 4 -> 8 | 0.400 | 0.500 | 5.0 | 11.0 | +0.100 |" in text
+    assert "**4 steps**, the largest budget within the cap of 10 min" in text
 
 
 def test_report_trains_nothing_and_tables_the_stored_runs(monkeypatch, tmp_path):
@@ -378,7 +425,7 @@ def test_report_trains_nothing_and_tables_the_stored_runs(monkeypatch, tmp_path)
     argv = ["--models", "a,b", "--base-steps", "4", "--out-dir", str(tmp_path), "--out", str(out)]
     bc.main([*argv, "--report"])
     text = out.read_text()
-    assert "| a | 4 -> 8 | 0.600 | 0.600 | +0.000 |" in text and "1 runs left" in text
+    assert "| a | 4 -> 8 | 0.600 | 0.600 | - | - | +0.000 |" in text and "1 runs left" in text
     assert "not decided yet: 1 runs are not trained" in text
 
 
