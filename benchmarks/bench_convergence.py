@@ -281,6 +281,16 @@ def write_text(path: str, text: str) -> None:
         f.write(text)
 
 
+def write_study(leaderboard_dir: Path, args: argparse.Namespace, data: dict) -> None:
+    """The study where ``seg-bench leaderboard`` looks for it (protocol/convergence.py)."""
+    from seg_bench.io import write_json
+    from seg_bench.protocol.convergence import STUDY_FILE
+
+    study = {"dataset": args.dataset, "profile": args.profile, "seeds": args.seeds}
+    study |= {"cap_minutes": args.cap_minutes, "machine": machine_line(), **data}
+    write_json(leaderboard_dir / args.dataset / STUDY_FILE, study)
+
+
 def run_parser(doc: str, seeds: int, name: str) -> argparse.ArgumentParser:
     """The options every training-grid script takes (lr_grid.py shares it)."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
@@ -338,6 +348,12 @@ def main(argv: list[str] | None = None) -> None:
         "profile's (default %(default)s)",
     )
     ap.add_argument(
+        "--leaderboard-dir",
+        default=None,
+        help="also write the study to <dir>/<dataset>/convergence.json, where the leaderboard "
+        "of the same profile shows it (e.g. leaderboards)",
+    )
+    ap.add_argument(
         "--report",
         action="store_true",
         help="train nothing: the table of the runs stored so far (undecided where some are not)",
@@ -376,6 +392,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         write_text(args.out, md + "\n")
     data = {"per_model": per_model, "choice": choice._asdict(), "base_steps": base}
+    if args.leaderboard_dir:
+        write_study(Path(args.leaderboard_dir), args, data)
     title = "Convergence of the step budget"
     emit(args, "convergence", title, md, {"steps": choice.steps}, data, budget)
 

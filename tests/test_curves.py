@@ -3,6 +3,7 @@ the run, the validation curve of every run in its record, the plateau column and
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -408,6 +409,10 @@ def test_convergence_trains_no_budget_past_one_that_exceeds_the_cap(monkeypatch,
     text = out.read_text()
     assert "| a | 4 -> 8 | 0.400 | 0.500 | 5.0 | 11.0 | +0.100 |" in text
     assert "**4 steps**, the largest budget within the cap of 10 min" in text
+    bc.main([*argv, "--report", "--leaderboard-dir", str(tmp_path / "lb")])
+    study = json.loads((tmp_path / "lb" / "synthetic" / "convergence.json").read_text())
+    assert study["choice"] == {"steps": 4, "not_converged": ["a"], "over_cap": ["a"]}
+    assert study["per_model"]["a"][0]["change"] == pytest.approx(0.1)
 
 
 def test_report_trains_nothing_and_tables_the_stored_runs(monkeypatch, tmp_path):
@@ -573,3 +578,59 @@ def test_a_grid_cut_short_by_the_time_budget_chooses_no_rate(monkeypatch, tmp_pa
     assert cut["chosen"] is None and cut["why"].startswith("not decided: 1 runs not trained")
     assert cut["means"] == {3e-4: 0.50, 1e-3: 0.60}
     assert "| m | 1 | 0.500 | 0.600 | – | – |" in grid.render("isbi2012", "cpu", {"m": cut})
+
+
+# --- the doubling study on the leaderboard ----------------------------------------------------
+
+
+def _study(profile="cpu"):
+    def c(change, ok):
+        return {"steps": 1000, "doubled": 2000, "change": change, "tolerance": 0.01,
+                "seed_range": 0.0, "converged": ok}  # fmt: skip
+
+    per_model = {"flat": [c(0.002, True)], "rising": [c(0.05, False)]}
+    return {"dataset": "synthetic", "profile": profile, "per_model": per_model}
+
+
+def test_leaderboard_shows_the_doubling_study_and_ranks_no_model_still_gaining(tmp_path):
+    from seg_bench.protocol.records import RECORD_VERSION, record_path
+    from seg_bench.protocol.report import write_leaderboard
+
+    flat, rising = line(20, 1000, 0.5, 0.0), line(20, 1000, 0.3, 0.0002)
+    hist = {"hist_pos": [1, 4], "hist_neg": [85, 5]}
+    per_image = [{"id": f"i{k}", "confmat": [[90, 2], [3, 5 + k]], **hist} for k in range(4)]
+
+    def record(model, seed, curve):
+        return fake_record(model, seed, per_image, dataset="synthetic", curve=curve)
+
+    records = [record("flat", s, flat) for s in (0, 1)] + [record("rising", 0, rising)]
+    results, board = tmp_path / "results", tmp_path / "lb"
+    for r in records:
+        path = record_path(results, "synthetic", r["model"], r["seed"], "manual")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**r, "version": RECORD_VERSION}))
+    (board / "synthetic").mkdir(parents=True)
+    (board / "synthetic" / "convergence.json").write_text(json.dumps(_study()))
+    md = write_leaderboard("synthetic", results, board, n_boot=5)
+    rows = {x.split(" | ")[0]: x for x in md.splitlines() if x.startswith("| ")}
+    assert rows["| Model"].endswith("| Plateaued | Doubling |")
+    assert rows["| flat"].startswith("| flat | 1 |")
+    assert rows["| flat"].endswith("| +0.002 (within 0.010) |")
+    assert rows["| rising"].startswith("| rising | – (not converged) |")
+    assert rows["| rising"].endswith("| +0.050 (beyond 0.010) |")
+    assert "doubled to 2000 steps" in md
+    csv_rows = (board / "synthetic.csv").read_text().splitlines()
+    assert csv_rows[0].endswith(",doubling_change,converged_at_budget")
+    # A study of another profile is not this leaderboard's.
+    (board / "synthetic" / "convergence.json").write_text(json.dumps(_study("quick")))
+    md = write_leaderboard("synthetic", results, board, n_boot=5)
+    assert "Doubling" not in md and "– (not converged)" not in md
+
+
+def test_a_damaged_convergence_study_is_named(tmp_path):
+    from seg_bench.protocol.convergence import load_study
+
+    (tmp_path / "convergence.json").write_text("{not json")
+    with pytest.raises(UserError, match="convergence.json: not a convergence study"):
+        load_study(tmp_path, "cpu")
+    assert load_study(tmp_path / "absent", "cpu") is None

@@ -3,10 +3,14 @@ budget note."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
+
+from seg_bench.errors import UserError
 
 # Plateau test of a run's validation curve: the least-squares slope of val IoU against the
 # step over the last PLATEAU_TAIL of the steps. The run has plateaued when that slope, per
@@ -90,3 +94,58 @@ PLATEAU_NOTE = (
     f"rises faster, beyond the scatter of its validations (one-sided p < {PLATEAU_ALPHA}); "
     "unclear: faster by the fitted slope, within that scatter."
 )
+
+
+# benchmarks/bench_convergence.py --leaderboard-dir writes its study here, in the leaderboard's
+# folder of the dataset; the leaderboard of the same profile shows it per model.
+STUDY_FILE = "convergence.json"
+
+
+def load_study(folder: Path, profile: str | None) -> dict | None:
+    """The doubling study of ``folder``/convergence.json, if it is one of ``profile``."""
+    path = Path(folder) / STUDY_FILE
+    if not path.is_file():
+        return None
+    try:
+        study = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        msg = f"{path}: not a convergence study ({err}); rerun bench_convergence.py"
+        raise UserError(msg) from None
+    return study if study.get("profile") == profile else None
+
+
+def with_doubling(rows: list[dict], study: dict | None) -> list[dict]:
+    """Each row's doubling verdict at its own budget (``doubling``: the study's comparison),
+    where the study has one."""
+    for row in rows:
+        found = [
+            c
+            for c in (study or {}).get("per_model", {}).get(row["model"], [])
+            if c["steps"] == row.get("steps") and c.get("converged") is not None
+        ]
+        if found:
+            row["doubling"] = found[0]
+    return rows
+
+
+def doubling_cell(row: dict) -> str:
+    c = row.get("doubling")
+    if c is None:
+        return "–"
+    return f"{c['change']:+.3f} ({'within' if c['converged'] else 'beyond'} {c['tolerance']:.3f})"
+
+
+def rank_cell(row: dict) -> str:
+    """A model the doubling study found still gaining at this budget gets no rank."""
+    converged = row.get("doubling", {}).get("converged", True)
+    return str(row["rank"]) if converged else "– (not converged)"
+
+
+def doubling_note(rows: list[dict]) -> str:
+    doubled = sorted({r["doubling"]["doubled"] for r in rows if "doubling" in r})
+    return (
+        f"Doubling: the change of the mean final validation IoU (over seeds) when the budget is "
+        f"doubled to {', '.join(map(str, doubled))} steps (`benchmarks/bench_convergence.py`); "
+        f"tolerance max({PLATEAU_GAIN}, a third of the seed range). A model beyond it has not "
+        "converged at this budget and gets no rank."
+    )

@@ -22,7 +22,12 @@ from seg_bench.protocol.convergence import (
     PLATEAU_NOTE,
     budget_lines,
     convergence_verdict,
+    doubling_cell,
+    doubling_note,
+    load_study,
     optimizer_steps,
+    rank_cell,
+    with_doubling,
 )
 from seg_bench.protocol.header import provenance_lines
 from seg_bench.protocol.instance_choice import CHOICE_NOTE, choice_cell, choose_instance_rows
@@ -165,6 +170,8 @@ def render_markdown(
     head += [t for _, t in present] + ["Inference (MPix/s)"]
     show_plateau = any(r.get("plateaued") for r in rows)
     head += ["Plateaued"] if show_plateau else []
+    show_doubling = any("doubling" in r for r in rows)
+    head += ["Doubling"] if show_doubling else []
     lines = [
         f"# {dataset} leaderboard",
         "",
@@ -180,6 +187,7 @@ def render_markdown(
         f"[prediction overlays]({dataset}/overlays.png)"
         + (f", [learning curves]({dataset}/curves.png)." if show_plateau else "."),
         *([PLATEAU_NOTE] if show_plateau else []),
+        *([doubling_note(rows)] if show_doubling else []),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" for _ in head) + "|",
@@ -189,8 +197,9 @@ def render_markdown(
         cells += [f"{r['params_m']:.2f}", f"{r['train_time_s']:.0f}", str(r["seeds"])]
         cells += [choice_cell(r)] if show_choice else []
         cells += [_cell(r, k) for k, _ in present] + [f"{r['inference_mpix_s']:.2f}"]
-        cells[1:1] = [str(r["rank"])] if show_rank else []
+        cells[1:1] = [rank_cell(r)] if show_rank else []
         cells += [r.get("plateaued") or "–"] if show_plateau else []
+        cells += [doubling_cell(r)] if show_doubling else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -205,6 +214,7 @@ def render_csv(rows: list[dict]) -> str:
         if any(k in r for r in rows):
             keys += [k, f"{k}_std", f"{k}_ci_low", f"{k}_ci_high"]
     keys += ["rank"] if any("rank" in r for r in rows) else []
+    keys += ["doubling_change", "converged_at_budget"] if any("doubling" in r for r in rows) else []
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
     writer.writeheader()
@@ -213,6 +223,9 @@ def render_csv(rows: list[dict]) -> str:
         for k, _ in COLUMNS:
             if f"{k}_ci" in r:
                 flat[f"{k}_ci_low"], flat[f"{k}_ci_high"] = r[f"{k}_ci"]
+        if "doubling" in r:
+            flat["doubling_change"] = r["doubling"]["change"]
+            flat["converged_at_budget"] = r["doubling"]["converged"]
         writer.writerow(flat)
     return buf.getvalue()
 
@@ -391,6 +404,7 @@ def _write_leaderboard(
     if manual:
         significance = paired_significance(manual)
         rows = with_ranks(summarise(manual, n_boot), significance)
+        rows = with_doubling(rows, load_study(out_dir / dataset, manual[0].get("profile")))
         md = render_markdown(dataset, rows, manual, significance)
         md += postprocess_sections(dataset, manual)
         texts[f"{dataset}.md"], texts[f"{dataset}.csv"] = md, render_csv(rows)
