@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,6 +192,23 @@ def test_a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     assert last[0]["global_step"] == last[1]["global_step"] == 6
     for name, a in last[0]["state_dict"].items():
         assert torch.equal(a, last[1]["state_dict"][name]), name
+
+
+def test_a_run_folder_moved_before_resuming_keeps_its_best_checkpoint(monkeypatch, tmp_path):
+    # Falling scores: the best is the first validation. Lightning forgot the best score of a
+    # moved folder, so the resumed run's poorer epoch 3 replaced best.ckpt.
+    scores = iter([0.9, 0.8, 0.7])
+    fake = {"dice": 0.5, "accuracy": 0.5, "kappa": 0.5}
+    monkeypatch.setattr(task_module, "pixel_metrics", lambda cm: {"iou": next(scores), **fake})
+    cfg = resolve_config("synthetic", "unet", "smoke", max_epochs=3, **SMOKE)
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path / "scratch", callbacks=[StopAtEpoch(2)], progress=False)
+    (tmp_path / "scratch").rename(tmp_path / "home")
+    result = train(cfg, tmp_path / "home", progress=False)
+    assert [p["val_iou"] for p in result.task.curve] == pytest.approx([0.9, 0.8, 0.7])
+    assert result.best_val["val/iou"] == pytest.approx(0.9)
+    assert Path(result.best_checkpoint).parent == tmp_path / "home" / "checkpoints"
+    assert torch.load(result.best_checkpoint, weights_only=False)["global_step"] == 2
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
+from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 
 class EpochTimer(Callback):
@@ -52,3 +54,26 @@ class ChannelsLast(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         # The batch dict is the one training_step receives: converting in place suffices.
         batch["image"] = batch["image"].contiguous(memory_format=torch.channels_last)
+
+
+class MovableCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint that resumes a run folder moved since it was saved (copied off a
+    cluster's scratch disk, renamed): Lightning forgets the best score when the folder's path
+    changes, so the next validation, however poor, would replace best.ckpt. The saved paths
+    are taken to the new folder, where the files are."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new:
+            state_dict = {k: _moved(v, old, new) for k, v in state_dict.items()}
+            state_dict["best_k_models"] = {
+                _moved(k, old, new): v for k, v in state_dict.get("best_k_models", {}).items()
+            }
+            state_dict["dirpath"] = new
+        super().load_state_dict(state_dict)
+
+
+def _moved(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, str) and value.startswith(old + os.sep):
+        return new + value[len(old) :]
+    return value

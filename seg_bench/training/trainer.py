@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from seg_bench.config import RunConfig
 from seg_bench.data import SegmentationDataModule, create_datamodule
 from seg_bench.registry import LABEL_SOURCES
-from seg_bench.training.callbacks import ChannelsLast, EpochTimer
+from seg_bench.training.callbacks import ChannelsLast, EpochTimer, MovableCheckpoint
 from seg_bench.training.checkpoint_io import AtomicCheckpointIO
 from seg_bench.training.precision import PrecisionChoice, choose_precision, resolve_precision
 from seg_bench.training.run_dir import PreparedRun, prepare_run
@@ -93,7 +93,7 @@ def build_trainer(
     precision: PrecisionChoice | None = None,
 ) -> tuple[L.Trainer, ModelCheckpoint, EpochTimer]:
     """``precision``: what ``choose_precision`` decided; None takes the unmeasured rule."""
-    ckpt = ModelCheckpoint(
+    ckpt = MovableCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
         monitor="val/iou",
@@ -103,7 +103,7 @@ def build_trainer(
     )
     # Every validated epoch, for resuming: save_last on the best checkpoint writes last.ckpt
     # only when the best improves, so a killed run went back to its last improvement.
-    last = ModelCheckpoint(
+    last = MovableCheckpoint(
         dirpath=run_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False
     )
     timer = EpochTimer()
