@@ -408,3 +408,30 @@ def test_a_study_keeps_drawing_from_its_stored_choices(tmp_path, monkeypatch):
     assert result.counts["COMPLETE"] == 2
     (trial, _) = trials_of(runs)
     assert list(trial.distributions["optimizer"].choices) == old["optimizer"]["choices"]
+
+
+def test_the_final_weights_validation_after_fit_never_prunes_a_finished_trial():
+    import optuna
+    import torch
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    from seg_bench.search.pruning import FitPruning
+
+    class AlwaysPrune(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return True
+
+    trial = optuna.create_study(pruner=AlwaysPrune()).ask()
+    pruning = FitPruning(trial, monitor="val/iou")
+    module = SimpleNamespace(current_epoch=3)
+
+    def validation_end(fn):
+        state = SimpleNamespace(fn=fn)
+        metrics = {"val/iou": torch.tensor(0.5)}
+        trainer = SimpleNamespace(sanity_checking=False, callback_metrics=metrics, state=state)
+        pruning.on_validation_end(trainer, module)
+
+    validation_end(TrainerFn.VALIDATING)  # validate_last_step: the budget is spent
+    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {}
+    with pytest.raises(optuna.TrialPruned):
+        validation_end(TrainerFn.FITTING)  # a validation inside fit still prunes

@@ -98,15 +98,14 @@ class Objective:
             raise
 
     def _train(self, trial: Any, params: dict[str, Any], run_dir: Path) -> float:
-        from optuna_integration import PyTorchLightningPruningCallback
-
+        from seg_bench.search.pruning import FitPruning
         from seg_bench.tracking.runs import tracked_run
         from seg_bench.training.trainer import train
 
         cfg = trial_config(self.dataset, self.model, self.profile, self.overrides, params)
         if run_dir.exists():  # trial numbers are never reused, so this is a stale directory
             shutil.rmtree(run_dir)
-        pruning = PyTorchLightningPruningCallback(trial, monitor=MONITOR)
+        pruning = FitPruning(trial, monitor=MONITOR)
         extra = {"study": self.study_name, "trial": trial.number, "params": params}
         with tracked_run(
             cfg,
