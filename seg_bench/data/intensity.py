@@ -7,10 +7,18 @@ from __future__ import annotations
 import numpy as np
 
 
+def intensity_top(image: np.ndarray) -> float:
+    """The top of an image's intensity range: 255 for 8 bits, whose images use that range;
+    the image's own maximum for wider types, which often do not (a 12-bit camera stores up to
+    4095 in uint16, and against 65535 no such image would ever count as bright)."""
+    if image.dtype.itemsize == 1 and np.issubdtype(image.dtype, np.integer):
+        return float(np.iinfo(image.dtype).max)
+    return float(image.max())
+
+
 def bright_background(grey: np.ndarray) -> bool:
     """True when the median (background) intensity is above half the range: brightfield and H&E."""
-    top = np.iinfo(grey.dtype).max if np.issubdtype(grey.dtype, np.integer) else float(grey.max())
-    return float(np.median(grey)) > top / 2
+    return float(np.median(grey)) > intensity_top(grey) / 2
 
 
 def invert_if_bright(image: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -19,6 +27,5 @@ def invert_if_bright(image: np.ndarray) -> tuple[np.ndarray, bool]:
     grey = image if image.ndim == 2 else np.round(image.mean(axis=-1)).astype(image.dtype)
     if not bright_background(grey):
         return image, False
-    integer = np.issubdtype(image.dtype, np.integer)
-    top = np.iinfo(image.dtype).max if integer else image.max()
+    top = np.asarray(intensity_top(image)).astype(image.dtype)
     return (top - image).astype(image.dtype), True
