@@ -233,7 +233,8 @@ OUTPUT_NAMES = {
 INVERT_NOTE = (
     "Input step the bioimage.io format cannot express, so tools running this package skip it: "
     "an image whose median is above half its range (a bright background: brightfield, H&E) "
-    "must be inverted (max - x) before normalisation, as every training image was."
+    "must be inverted (max - x) before normalisation, as every training image was; the range "
+    "tops at 255 for 8-bit images, at the image's own maximum for wider types."
 )
 
 
