@@ -89,6 +89,22 @@ def test_a_bilevel_stack_reads_as_0_1_and_one_colour_page_is_not_taken_for_a_sta
         read_stack(tmp_path / "rgb.tif")  # it was read as 8 pages of 9 x 3
 
 
+def test_planar_colour_and_channel_hyperstacks_are_not_taken_for_slices(tmp_path):
+    # RGB stored plane by plane (axes SYX) was read as a stack of 3 grey slices.
+    planes = np.zeros((3, 8, 9), np.uint8)
+    tifffile.imwrite(tmp_path / "planar.tif", planes, photometric="rgb", planarconfig="separate")
+    with pytest.raises(DataError, match=r"planar\.tif: has shape \(1, 8, 9, 3\)"):
+        read_stack(tmp_path / "planar.tif")
+    # An ImageJ hyperstack of 2 channels: its planes are no slices of a volume.
+    zc = np.zeros((5, 2, 8, 9), np.uint8)
+    tifffile.imwrite(tmp_path / "zc.tif", zc, imagej=True, metadata={"axes": "ZCYX"})
+    with pytest.raises(DataError, match=r"zc\.tif: has 2 channels \(axes ZCYX\)"):
+        read_stack(tmp_path / "zc.tif")
+    one = np.arange(5 * 8 * 9, dtype=np.uint8).reshape(5, 1, 8, 9)
+    tifffile.imwrite(tmp_path / "z1.tif", one, imagej=True, metadata={"axes": "ZCYX"})
+    assert (read_stack(tmp_path / "z1.tif") == one[:, 0]).all()
+
+
 def test_16_bit_colour_pngs_keep_all_16_bits_in_rgb_order(tmp_path):
     # Pillow decodes them to 8 bits (max 255); cv2 writes BGR(A), so the file holds RGB(A).
     import cv2

@@ -164,6 +164,7 @@ def read_stack(path: str | os.PathLike) -> np.ndarray:
     if a.dtype == bool:  # 1-bit (bilevel) pages
         a = a.astype(np.uint8)
     _check_finite(path, a)
+    a, axes = _samples_last(path, a, axes)
     if a.ndim == 2 or (a.ndim == 3 and axes.endswith("S")):  # one page, grey or with samples
         a = a[None]
     if a.ndim == 4 and a.shape[-1] in (2, 4):  # grey+alpha or RGBA pages: keep the grey/colour part
@@ -171,6 +172,23 @@ def read_stack(path: str | os.PathLike) -> np.ndarray:
     if a.ndim != 3:
         raise _fail(path, f"has shape {a.shape}", "a stack of grey pages (Z,H,W)")
     return a
+
+
+def _samples_last(path: Path, a: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
+    """Samples (RGB stored plane by plane: axes SYX) moved last, where a page's samples are
+    read; a channel axis (C, an ImageJ hyperstack's) is refused unless it holds one channel,
+    since its planes are not slices of a volume."""
+    if "C" in axes and a.shape[axes.index("C")] > 1:
+        raise _fail(
+            path,
+            f"has {a.shape[axes.index('C')]} channels (axes {axes})",
+            "a stack of grey pages (Z,H,W); save the channel to segment on its own",
+        )
+    if "C" in axes:
+        a, axes = a.squeeze(axes.index("C")), axes.replace("C", "")
+    if "S" in axes[:-1] and a.ndim == len(axes):
+        a, axes = np.moveaxis(a, axes.index("S"), -1), axes.replace("S", "") + "S"
+    return a, axes
 
 
 def _check_finite(path: Path, a: np.ndarray) -> None:
