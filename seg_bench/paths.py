@@ -44,3 +44,26 @@ def missing_data_hint(dataset: str) -> str:
         f"Run `seg-bench data download {dataset}`, set {DATA_ENV} to the folder that holds "
         "the dataset folders, or pass --root DIR."
     )
+
+
+def study_storage_url(storage: str | None, runs: str | os.PathLike, study: str) -> str:
+    """The database URL of a search study: ``--storage`` (a URL, or a bare ``.db`` file), else
+    the study's own SQLite file ``<runs>/search/<study>.db``. Here, not in search/, so that
+    the dashboard (tracking, below search) finds a study where ``seg-bench search`` put it."""
+    from seg_bench.errors import UserError
+    from seg_bench.tracking.redaction import redact_text
+
+    if not storage:
+        return f"sqlite:///{(Path(runs) / 'search' / f'{study}.db').resolve()}"
+    storage = storage.strip()
+    if "://" not in storage:
+        if storage.endswith((".db", ".sqlite", ".sqlite3")):  # a bare file path
+            return f"sqlite:///{Path(storage).expanduser().resolve()}"
+        raise UserError(
+            f"--storage '{redact_text(storage)}' is not a database URL; use "
+            "postgresql://USER:PASSWORD@HOST:PORT/DB, sqlite:///path/to/file.db, "
+            "or leave --storage out for a local SQLite file"
+        )
+    if storage.startswith("postgres://"):  # Heroku-style alias SQLAlchemy no longer accepts
+        storage = "postgresql://" + storage[len("postgres://") :]
+    return storage

@@ -294,6 +294,18 @@ def test_storage_urls_are_masked_and_normalised(tmp_path):
         search.storage_url(None, tmp_path, "s")
         == f"sqlite:///{(tmp_path / 'search' / 's.db').resolve()}"
     )
+    assert (tmp_path / "search").is_dir()  # made for SQLite to create its file in
+
+
+def test_the_dashboard_opens_a_study_where_search_keeps_it(tmp_path, monkeypatch):
+    # The dashboard had its own copy of the rule, without the postgres:// alias.
+    from seg_bench.tracking.dashboard_cli import study_url
+
+    monkeypatch.setenv("SEG_BENCH_RUNS", str(tmp_path))
+    for storage in (None, "postgres://u:p@h/db", str(tmp_path / "x.db"), " sqlite:///a.db "):
+        assert study_url("s", storage) == search.storage_url(storage, tmp_path, "s")
+    with pytest.raises(UserError, match="--storage 'localhost:5432' is not a database URL"):
+        study_url("s", "localhost:5432")
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from seg_bench.errors import UserError
+from seg_bench.paths import study_storage_url
 from seg_bench.search.space import MONITOR, same_space
 from seg_bench.tracking.redaction import redact_text, register_secret
 
@@ -42,27 +43,11 @@ def default_storage_dir(runs_dir: Path | str) -> Path:
 
 def storage_url(storage: str | None, runs_dir: Path | str, study: str) -> str:
     """The database URL of ``--storage`` (a URL or a bare ``.db`` path), or of the study's own
-    SQLite file under ``runs_dir`` when it is not given."""
-    if not storage:
-        return _sqlite_url(default_storage_dir(runs_dir) / f"{study}.db")
-    storage = storage.strip()
-    if "://" not in storage:
-        if storage.endswith((".db", ".sqlite", ".sqlite3")):  # a bare file path
-            return _sqlite_url(Path(storage).expanduser())
-        raise UserError(
-            f"--storage '{mask_url(storage)}' is not a database URL; use "
-            "postgresql://USER:PASSWORD@HOST:PORT/DB, sqlite:///path/to/file.db, "
-            "or leave --storage out for a local SQLite file"
-        )
-    if storage.startswith("postgres://"):  # Heroku-style alias SQLAlchemy no longer accepts
-        storage = "postgresql://" + storage[len("postgres://") :]
-    return storage
-
-
-def _sqlite_url(path: Path) -> str:
-    path = path.resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
+    SQLite file under ``runs_dir`` when it is not given; a SQLite file's folder is made."""
+    url = study_storage_url(storage, runs_dir, study)
+    if (path := sqlite_path(url)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return url
 
 
 def is_sqlite(url: str) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from seg_bench.errors import UserError
-from seg_bench.paths import runs_dir
+from seg_bench.paths import runs_dir, study_storage_url
 from seg_bench.tracking.dashboard import (
     VIEW_NAME,
     SearchParam,
@@ -23,13 +23,8 @@ from seg_bench.tracking.redaction import redact_text
 
 
 def study_url(study: str, storage: str | None) -> str:
-    """The storage URL of ``--storage`` (a URL or a bare ``.db`` file), or the study's own
-    SQLite file ``<runs>/search/<study>.db`` (where seg_bench/search/storage.py puts it)."""
-    if not storage:
-        return f"sqlite:///{(runs_dir() / 'search' / f'{study}.db').resolve()}"
-    if "://" not in storage and storage.endswith((".db", ".sqlite", ".sqlite3")):
-        return f"sqlite:///{Path(storage).expanduser().resolve()}"
-    return storage
+    """Where ``seg-bench search`` keeps the study (seg_bench/paths.py)."""
+    return study_storage_url(storage, runs_dir(), study)
 
 
 def _first_line(error: BaseException) -> str:
