@@ -4,6 +4,7 @@ cards with the record's metrics and license, atomic writes, one-line user errors
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -121,6 +122,10 @@ def test_package_holds_verified_weights_test_tensors_and_states_tolerance(packag
     assert (pre["kwargs"]["min_percentile"], pre["kwargs"]["max_percentile"]) == (1.0, 99.8)
     assert rdf["outputs"][0]["postprocessing"] == [{"id": "sigmoid"}]
     assert rdf["inputs"][0]["axes"][2]["size"]["step"] == 16  # unet depth 4
+    pinned = [*rdf["weights"].values(), rdf["weights"]["pytorch_state_dict"]["architecture"]]
+    pinned += [rdf["inputs"][0]["test_tensor"], rdf["outputs"][0]["test_tensor"]]
+    for entry in pinned:
+        assert entry["sha256"] == hashlib.sha256((out / entry["source"]).read_bytes()).hexdigest()
     x, y = np.load(out / "test_input.npy"), np.load(out / "test_output.npy")
     assert x.shape[2] % 16 == 0 and y.shape == (1, 1, *x.shape[2:])
     assert 0.0 <= y.min() and y.max() <= 1.0

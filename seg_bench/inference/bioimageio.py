@@ -21,7 +21,7 @@ from PIL import Image
 
 from seg_bench.data.intensity import invert_if_bright
 from seg_bench.errors import UserError
-from seg_bench.inference.export import ONNX_FILE, OPSET, TORCHSCRIPT_FILE, Exported
+from seg_bench.inference.export import ONNX_FILE, OPSET, TORCHSCRIPT_FILE, Exported, sha256
 from seg_bench.inference.model_card import (
     citation_lines,
     citations,
@@ -294,10 +294,21 @@ def write_package(net: nn.Module, folder: Path, meta, results, record, sample) -
     torch.save(net.state_dict(), folder / "weights.pt")
     (folder / "architecture.py").write_text(ARCHITECTURE)
     (folder / "README.md").write_text(readme(meta, results, record))
-    description = rdf(meta, results, record, int(logits.shape[1]), least)
+    description = with_sha256(rdf(meta, results, record, int(logits.shape[1]), least), folder)
     (folder / "rdf.yaml").write_text(yaml.safe_dump(description, sort_keys=False))
     status = validate(folder / "rdf.yaml")
     return Exported("bioimageio", file="rdf.yaml", details={"bioimageio.spec": status})
+
+
+def with_sha256(description: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The SHA-256 of every file the spec lets a package pin (weights, architecture code, test
+    tensors), so a tool that downloads the package can tell a damaged or altered file."""
+    weights = list(description["weights"].values())
+    files = weights + [w["architecture"] for w in weights if "architecture" in w]
+    files += [t["test_tensor"] for t in description["inputs"] + description["outputs"]]
+    for entry in files:
+        entry["sha256"] = sha256(folder / entry["source"])
+    return description
 
 
 def validate(path: Path) -> str:
