@@ -279,3 +279,16 @@ def test_logger_kind_goes_by_class_not_by_class_name(tmp_path):
     assert tracking.logger_kind(impostor) == "csv"
     assert tracking.TrackedRun(impostor).kind == "csv"
     assert tracking.TrackedRun(False).kind == "none"
+
+
+def test_runs_of_a_label_or_target_study_get_names_of_their_own():
+    from seg_bench.config import resolve_config
+    from seg_bench.protocol.bench import run_name
+
+    def name(**options):
+        return run_name(resolve_config("synthetic", "unet", "smoke", seed=2, **options))
+
+    assert name() == "unet-seed2"  # the manual-label binary run keeps its name
+    assert name(labels="floodfill") == "unet-seed2-floodfill"
+    assert name(target="boundary3") == "unet-seed2-boundary3"
+    assert name(labels="region", target="distance") == "unet-seed2-region-distance"

@@ -110,6 +110,13 @@ def make_record(cfg: RunConfig, result, evaluation: dict[str, Any]) -> dict[str,
     }
 
 
+def run_name(cfg: RunConfig) -> str:
+    """The W&B run name: model and seed, plus the label source and target where they are not
+    the defaults, so the runs of a weak-label or target study do not share one name."""
+    extra = [x for x, default in ((cfg.labels, "manual"), (cfg.target, "binary")) if x != default]
+    return "-".join([cfg.model, f"seed{cfg.seed}", *extra])
+
+
 def run_one(
     cfg: RunConfig,
     results_dir: Path,
@@ -136,8 +143,8 @@ def run_one(
         cfg,
         run_dir,
         group=f"{command}-{cfg.dataset}-{cfg.profile}",
-        name=f"{cfg.model}-seed{cfg.seed}",
-        tags=[cfg.model, cfg.profile, cfg.dataset],
+        name=run_name(cfg),
+        tags=[cfg.model, cfg.profile, cfg.dataset, cfg.labels, cfg.target],
         logger=logger,
         project=project,
         log_model=log_model,
