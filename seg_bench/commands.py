@@ -335,7 +335,7 @@ def cmd_weak_labels(args: argparse.Namespace) -> int:
 
     from seg_bench.data.io import read_image
     from seg_bench.io import atomic_write
-    from seg_bench.labels import read_points_csv, weak_labels
+    from seg_bench.labels import read_points_rows, validate_points, weak_labels
 
     images = existing_folder(
         "--images", args.images, f"the folder holding the images {args.points} names"
@@ -344,7 +344,7 @@ def cmd_weak_labels(args: argparse.Namespace) -> int:
     if args.threshold is not None:
         options["threshold"] = args.threshold
     check_weak_label_method(args.method, options)
-    points = read_points_csv(args.points)
+    points = read_points_rows(args.points)
     out = Path(args.output)
     stems: dict[str, str] = {}
     for name in sorted(points):  # outputs are named by stem: a.png and a.tif would collide
@@ -354,12 +354,14 @@ def cmd_weak_labels(args: argparse.Namespace) -> int:
                 f"{args.points}: images '{other}' and '{name}' would both write "
                 f"{Path(name).stem}.tif; rename one"
             )
-    for name, pts in sorted(points.items()):
+    for name, (pts, rows) in sorted(points.items()):
         candidates = [images / name, *sorted(images.glob(f"{Path(name).stem}.*"))]
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
             raise UserError(f"{args.points}: image '{name}' is not in {images}")
-        labels = weak_labels(read_image(path), pts, args.method, image_name=name, **options)
+        image = read_image(path)
+        validate_points(pts, image.shape, name, where=rows)  # errors name the CSV row
+        labels = weak_labels(image, pts, args.method, image_name=name, **options)
         with atomic_write(out / f"{Path(name).stem}.tif", "wb") as f:
             dtype = np.uint16 if labels.max() < 2**16 else np.uint32
             tifffile.imwrite(f, labels.astype(dtype), photometric="minisblack")

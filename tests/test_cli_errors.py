@@ -290,6 +290,17 @@ def test_weak_labels_of_two_images_of_one_stem_are_refused_before_writing(tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def test_a_click_outside_its_image_is_named_by_its_csv_row(tmp_path, capsys):
+    # The error named the click's index among its image's clicks (point 1), not the file row.
+    argv = _clicks(tmp_path, 2) + ["--output", str(tmp_path / "out")]
+    with open(tmp_path / "pts.csv", "a") as f:
+        f.write("im0.tif,30,2\n")  # data row 3; the second click on im0.tif
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'pts.csv'} row 3 (x=30, y=2) lies outside im0.tif (width 8" in err
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
 def test_a_package_warning_is_one_line_said_once(tmp_path, capsys):
     argv = _clicks(tmp_path, 3) + ["--output", str(tmp_path / "out"), "--threshold", "0.5"]
     assert main(argv) == 0

@@ -32,7 +32,12 @@ Conventions used throughout:
 """
 
 from seg_bench.labels.floodfill import flood_fill_labels
-from seg_bench.labels.points import click_points_from_instances, read_points_csv, validate_points
+from seg_bench.labels.points import (
+    click_points_from_instances,
+    read_points_csv,
+    read_points_rows,
+    validate_points,
+)
 from seg_bench.labels.quality import label_quality
 from seg_bench.labels.region import region_growing_labels
 from seg_bench.labels.source import ManualLabels, WeakLabels, weak_labels
@@ -44,6 +49,7 @@ __all__ = [
     "flood_fill_labels",
     "label_quality",
     "read_points_csv",
+    "read_points_rows",
     "region_growing_labels",
     "validate_points",
     "weak_labels",

@@ -7,6 +7,7 @@ DataFrame with ``x`` and ``y`` columns (e.g. the output of :func:`click_points_f
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,10 +16,15 @@ from scipy import ndimage as ndi
 
 from seg_bench.errors import UserError
 
-__all__ = ["click_points_from_instances", "read_points_csv", "validate_points"]
+__all__ = ["click_points_from_instances", "read_points_csv", "read_points_rows", "validate_points"]
 
 
-def validate_points(points: Any, shape: tuple[int, ...], image_name: str = "image") -> np.ndarray:
+def validate_points(
+    points: Any,
+    shape: tuple[int, ...],
+    image_name: str = "image",
+    where: Sequence[str] | None = None,
+) -> np.ndarray:
     """Check click points against an image shape and round them to pixels.
 
     Parameters
@@ -29,6 +35,9 @@ def validate_points(points: Any, shape: tuple[int, ...], image_name: str = "imag
         Shape of the image, ``(H, W)`` or ``(H, W, C)``.
     image_name : str
         Name used in error messages (e.g. the image's file name).
+    where : sequence of str, optional
+        Each point's place in its source, named in errors instead of its index (e.g.
+        ``"clicks.csv row 7"``, from :func:`read_points_rows`).
 
     Returns
     -------
@@ -49,10 +58,14 @@ def validate_points(points: Any, shape: tuple[int, ...], image_name: str = "imag
     arr = _as_xy_array(points, image_name)
     if arr.size == 0:
         return np.zeros((0, 2), dtype=np.int64)
+
+    def name(i: int) -> str:
+        return where[i] if where is not None else f"point {i}"
+
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise UserError(f"point {i} for {image_name} is not finite: {tuple(arr[i])}")
+        raise UserError(f"{name(i)} for {image_name} is not finite: {tuple(arr[i])}")
     rounded = np.rint(arr).astype(np.int64)
     h, w = int(shape[0]), int(shape[1])
     outside = (
@@ -61,7 +74,7 @@ def validate_points(points: Any, shape: tuple[int, ...], image_name: str = "imag
     if outside.any():
         i = int(np.flatnonzero(outside)[0])
         raise UserError(
-            f"point {i} (x={arr[i, 0]:g}, y={arr[i, 1]:g}) lies outside {image_name} "
+            f"{name(i)} (x={arr[i, 0]:g}, y={arr[i, 1]:g}) lies outside {image_name} "
             f"(width {w}, height {h}); {int(outside.sum())} point(s) outside in all: "
             "fix the click file or the image it is matched to"
         )
@@ -188,6 +201,20 @@ def _click_in(obj: np.ndarray, mode: str, rng: np.random.Generator) -> tuple[int
 
 
 def read_points_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Image name -> its ``(N, 2)`` points; see :func:`read_points_rows`.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "clicks.csv"
+    >>> _ = p.write_text("image,x,y\\na.png,3,4\\na.png,5,6\\n")
+    >>> read_points_csv(p)["a.png"].tolist()
+    [[3.0, 4.0], [5.0, 6.0]]
+    """
+    return {name: points for name, (points, _) in read_points_rows(path).items()}
+
+
+def read_points_rows(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, list[str]]]:
     """Read click points from a CSV file with columns ``image``, ``x``, ``y``.
 
     Parameters
@@ -199,20 +226,14 @@ def read_points_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
     Returns
     -------
     points : dict
-        Image name -> ``(N, 2)`` float64 array of ``(x, y)``, in file order. Check them
-        against each image with :func:`validate_points`.
-
-    Examples
-    --------
-    >>> import io, tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "clicks.csv"
-    >>> _ = p.write_text("image,x,y\\na.png,3,4\\na.png,5,6\\n")
-    >>> read_points_csv(p)["a.png"].tolist()
-    [[3.0, 4.0], [5.0, 6.0]]
+        Image name -> (``(N, 2)`` float64 array of ``(x, y)`` in file order, each point's
+        place as ``"<file> row <r>"``). Check them against each image with
+        :func:`validate_points` (``where=`` the places, so its errors name the rows).
     """
     path = os.fspath(path)
     table = _read_table(path)
     out: dict[str, list[tuple[float, float]]] = {}
+    rows: dict[str, list[str]] = {}
     for row, (name, xs, ys) in enumerate(
         zip(table["image"], table["x"], table["y"], strict=True), start=1
     ):
@@ -229,7 +250,11 @@ def read_points_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 raise UserError(f"points file {path}, row {row}: {col}={text!r} is not a number")
             coords.append(value)
         out.setdefault(name, []).append((coords[0], coords[1]))
-    return {name: np.asarray(pts, dtype=np.float64).reshape(-1, 2) for name, pts in out.items()}
+        rows.setdefault(name, []).append(f"{path} row {row}")
+    return {
+        name: (np.asarray(pts, dtype=np.float64).reshape(-1, 2), rows[name])
+        for name, pts in out.items()
+    }
 
 
 def _read_table(path: str) -> pd.DataFrame:
