@@ -200,8 +200,9 @@ def choose_budget(per_model: dict[str, list[dict]], runs: dict, cap_s: float = m
     """The smallest budget within the cap at which doubling changes no model beyond its
     tolerance; else the largest budget within the cap once the next one exceeds it, with the
     models still gaining there. Undecided (steps None) while a smaller budget lacks runs."""
-    budgets = sorted({c["steps"] for cs in per_model.values() for c in cs})
-    for steps in budgets:
+    budgets = {c["steps"] for cs in per_model.values() for c in cs}
+    budgets |= {steps for by_steps in runs.values() for steps in by_steps if by_steps[steps]}
+    for steps in sorted(budgets):
         if over_cap(runs, steps, cap_s):
             return Choice(None, [], over_cap(runs, steps, cap_s))
         verdicts = dict(zip(per_model, verdicts_at(per_model, steps), strict=True))

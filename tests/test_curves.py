@@ -431,6 +431,10 @@ def test_convergence_trains_no_budget_past_one_that_exceeds_the_cap(monkeypatch,
     study = json.loads((tmp_path / "lb" / "synthetic" / "convergence.json").read_text())
     assert study["choice"] == {"steps": 4, "not_converged": ["a"], "over_cap": ["a"]}
     assert study["per_model"]["a"][0]["change"] == pytest.approx(0.1)
+    trained.clear()
+    bc.main([*argv, "--cap-minutes", "4", "--out-dir", str(tmp_path / "b")])
+    assert "the base budget exceeds the cap of 4 min" in out.read_text()
+    assert set(trained) == {4}  # the base budget itself exceeds the cap: nothing larger
 
 
 def test_report_trains_nothing_and_tables_the_stored_runs(monkeypatch, tmp_path):
