@@ -211,6 +211,28 @@ def test_a_run_folder_moved_before_resuming_keeps_its_best_checkpoint(monkeypatc
     assert torch.load(result.best_checkpoint, weights_only=False)["global_step"] == 2
 
 
+def test_a_run_saved_by_lightnings_own_checkpoint_callback_resumes_with_its_best(
+    monkeypatch, tmp_path
+):
+    # Runs saved before MovableCheckpoint keyed their state "ModelCheckpoint{...}": a new key
+    # would have loaded nothing, and the resumed run's poorer validation replaced best.ckpt.
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    import seg_bench.training.trainer as trainer_module
+
+    scores = iter([0.9, 0.8, 0.7])
+    fake = {"dice": 0.5, "accuracy": 0.5, "kappa": 0.5}
+    monkeypatch.setattr(task_module, "pixel_metrics", lambda cm: {"iou": next(scores), **fake})
+    cfg = resolve_config("synthetic", "unet", "smoke", max_epochs=3, **SMOKE)
+    with monkeypatch.context() as old_code:
+        old_code.setattr(trainer_module, "MovableCheckpoint", ModelCheckpoint)
+        with pytest.raises(Interrupt):
+            train(cfg, tmp_path, callbacks=[StopAtEpoch(2)], progress=False)
+    result = train(cfg, tmp_path, progress=False)
+    assert result.best_val["val/iou"] == pytest.approx(0.9)
+    assert torch.load(result.best_checkpoint, weights_only=False)["global_step"] == 2
+
+
 @pytest.mark.parametrize(
     "budget, curve_steps",
     [({"max_steps": 5}, [2, 4, 5]), ({"max_epochs": 3, "val_every": 2}, [4, 6])],

@@ -4,16 +4,19 @@ it in training and by `predict`, which must do the same."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
 def intensity_top(image: np.ndarray) -> float:
-    """The top of an image's intensity range: 255 for 8 bits, whose images use that range;
-    the image's own maximum for wider types, which often do not (a 12-bit camera stores up to
-    4095 in uint16, and against 65535 no such image would ever count as bright)."""
+    """The top of an image's intensity range: 255 for 8 bits; for wider types the top of the
+    bit depth its values reach (4095 for a 12-bit camera's image stored in uint16, against
+    which 65535 would never count it as bright; 1 for floats within [0, 1]). Rounded up to a
+    bit depth, so a dim image is not judged against its own brightest pixel."""
     if image.dtype.itemsize == 1 and np.issubdtype(image.dtype, np.integer):
         return float(np.iinfo(image.dtype).max)
-    return float(image.max())
+    return float(2 ** math.ceil(math.log2(max(float(image.max()), 0.0) + 1)) - 1)
 
 
 def bright_background(grey: np.ndarray) -> bool:

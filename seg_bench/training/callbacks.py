@@ -62,6 +62,12 @@ class MovableCheckpoint(ModelCheckpoint):
     changes, so the next validation, however poor, would replace best.ckpt. The saved paths
     are taken to the new folder, where the files are."""
 
+    @property
+    def state_key(self) -> str:
+        # Lightning keys a callback's state by its class name: keep ModelCheckpoint's, or the
+        # checkpoints of runs saved before this class existed would resume without their best.
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old, new = state_dict.get("dirpath"), self.dirpath
         if old and new and old != new:
