@@ -59,8 +59,9 @@ def study_storage_url(storage: str | None, runs: str | os.PathLike, study: str) 
     if "://" not in storage:
         if storage.endswith((".db", ".sqlite", ".sqlite3")):  # a bare file path
             return f"sqlite:///{Path(storage).expanduser().resolve()}"
-        raise UserError(
-            f"--storage '{redact_text(storage)}' is not a database URL; use "
+        shown = f"***@{storage.rsplit('@', 1)[1]}" if "@" in storage else redact_text(storage)
+        raise UserError(  # no scheme, so redact_text would not see the password: cut it off
+            f"--storage '{shown}' is not a database URL; use "
             "postgresql://USER:PASSWORD@HOST:PORT/DB, sqlite:///path/to/file.db, "
             "or leave --storage out for a local SQLite file"
         )

@@ -3,6 +3,8 @@ the run, the validation curve of every run in its record, the plateau column and
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from pathlib import Path
@@ -663,8 +665,10 @@ def test_leaderboard_shows_the_doubling_study_and_ranks_no_model_still_gaining(t
     assert rows["| rising"].startswith("| rising | – (not converged) |")
     assert rows["| rising"].endswith("| +0.050 (beyond 0.010) |")
     assert "doubled to 2000 steps" in md
-    csv_rows = (board / "synthetic.csv").read_text().splitlines()
-    assert csv_rows[0].endswith(",doubling_change,converged_at_budget")
+    table = csv.DictReader(io.StringIO((board / "synthetic.csv").read_text()))
+    csv_rows = {r["model"]: r for r in table}
+    assert csv_rows["flat"]["rank"] == "1" and csv_rows["flat"]["converged_at_budget"] == "True"
+    assert csv_rows["rising"]["rank"] == "" and float(csv_rows["rising"]["doubling_change"]) == 0.05
     # A study of another profile is not this leaderboard's.
     (board / "synthetic" / "convergence.json").write_text(json.dumps(_study("quick")))
     md = write_leaderboard("synthetic", results, board, n_boot=5)
@@ -676,5 +680,8 @@ def test_a_damaged_convergence_study_is_named(tmp_path):
 
     (tmp_path / "convergence.json").write_text("{not json")
     with pytest.raises(UserError, match="convergence.json: not a convergence study"):
+        load_study(tmp_path, "cpu")
+    (tmp_path / "convergence.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match=r"not a convergence study \(no per_model table\)"):
         load_study(tmp_path, "cpu")
     assert load_study(tmp_path / "absent", "cpu") is None

@@ -306,6 +306,9 @@ def test_the_dashboard_opens_a_study_where_search_keeps_it(tmp_path, monkeypatch
         assert study_url("s", storage) == search.storage_url(storage, tmp_path, "s")
     with pytest.raises(UserError, match="--storage 'localhost:5432' is not a database URL"):
         study_url("s", "localhost:5432")
+    with pytest.raises(UserError, match=r"--storage '\*\*\*@host:5432/db' is not a data") as err:
+        study_url("s", f"user:{PASSWORD}@host:5432/db")  # no scheme: the password stays out
+    assert PASSWORD not in str(err.value)
 
 
 @pytest.mark.slow
@@ -422,7 +425,7 @@ def test_a_study_keeps_drawing_from_its_stored_choices(tmp_path, monkeypatch):
     assert list(trial.distributions["optimizer"].choices) == old["optimizer"]["choices"]
 
 
-def test_the_final_weights_validation_after_fit_never_prunes_a_finished_trial():
+def test_the_final_weights_validation_never_prunes_a_finished_trial():
     import optuna
     import torch
     from lightning.pytorch.trainer.states import TrainerFn
@@ -435,15 +438,24 @@ def test_the_final_weights_validation_after_fit_never_prunes_a_finished_trial():
 
     trial = optuna.create_study(pruner=AlwaysPrune()).ask()
     pruning = FitPruning(trial, monitor="val/iou")
-    module = SimpleNamespace(current_epoch=3)
 
-    def validation_end(fn):
-        state = SimpleNamespace(fn=fn)
-        metrics = {"val/iou": torch.tensor(0.5)}
-        trainer = SimpleNamespace(sanity_checking=False, callback_metrics=metrics, state=state)
-        pruning.on_validation_end(trainer, module)
+    def validation_end(fn, global_step=6, max_steps=8, epoch=2, max_epochs=-1):
+        trainer = SimpleNamespace(
+            sanity_checking=False,
+            callback_metrics={"val/iou": torch.tensor(0.5)},
+            state=SimpleNamespace(fn=fn),
+            global_step=global_step,
+            max_steps=max_steps,
+            current_epoch=epoch,
+            max_epochs=max_epochs,
+        )
+        pruning.on_validation_end(trainer, SimpleNamespace(current_epoch=epoch))
 
-    validation_end(TrainerFn.VALIDATING)  # validate_last_step: the budget is spent
+    validation_end(TrainerFn.VALIDATING)  # validate_last_step, after fit
+    validation_end(TrainerFn.FITTING, global_step=8)  # the step budget ends on a validation
+    validation_end(TrainerFn.FITTING, max_steps=-1, epoch=2, max_epochs=3)  # last epoch
     assert trial.storage.get_trial(trial._trial_id).intermediate_values == {}
     with pytest.raises(optuna.TrialPruned):
-        validation_end(TrainerFn.FITTING)  # a validation inside fit still prunes
+        validation_end(TrainerFn.FITTING)  # a validation with steps to go still prunes
+    with pytest.raises(optuna.TrialPruned):
+        validation_end(TrainerFn.FITTING, max_steps=-1, epoch=1, max_epochs=3)

@@ -109,8 +109,11 @@ def load_study(folder: Path, profile: str | None) -> dict | None:
     try:
         study = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        msg = f"{path}: not a convergence study ({err}); rerun bench_convergence.py"
-        raise UserError(msg) from None
+        study = err
+    if not isinstance(study, dict) or not isinstance(study.get("per_model", {}), dict):
+        problem = study if isinstance(study, Exception) else "no per_model table"
+        msg = f"{path}: not a convergence study ({problem}); rerun bench_convergence.py"
+        raise UserError(msg)
     return study if study.get("profile") == profile else None
 
 
@@ -121,7 +124,7 @@ def with_doubling(rows: list[dict], study: dict | None) -> list[dict]:
         found = [
             c
             for c in (study or {}).get("per_model", {}).get(row["model"], [])
-            if c["steps"] == row.get("steps") and c.get("converged") is not None
+            if c.get("steps") == row.get("steps") and c.get("converged") is not None
         ]
         if found:
             row["doubling"] = found[0]

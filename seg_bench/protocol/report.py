@@ -226,6 +226,8 @@ def render_csv(rows: list[dict]) -> str:
         if "doubling" in r:
             flat["doubling_change"] = r["doubling"]["change"]
             flat["converged_at_budget"] = r["doubling"]["converged"]
+            if not r["doubling"]["converged"]:
+                flat["rank"] = ""  # as in the table: no rank at a budget it has not converged at
         writer.writerow(flat)
     return buf.getvalue()
 
