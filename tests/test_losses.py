@@ -58,6 +58,17 @@ def test_unet_weight_map_by_hand():
     assert w[0, 0] == pytest.approx(0.5 / (2 / 5))  # foreground: class weight only
 
 
+def test_unet_weight_map_puts_the_border_term_on_em_membranes():
+    # EM layout: the positive class is the membrane, the objects are the cells it separates.
+    # The border weight went to the cell pixels beside the membrane, none to the membrane.
+    inst = np.array([[1, 1, 0, 0, 2, 2]])
+    membrane = (inst == 0).astype(np.uint8)
+    w = unet_weight_map(inst, membrane, w0=10.0, sigma=5.0)
+    wc_membrane, wc_cell = 0.5 / (2 / 6), 0.5 / (4 / 6)
+    assert w[0, 2] == pytest.approx(wc_membrane + 10 * np.exp(-((1 + 2) ** 2) / 50), rel=1e-6)
+    assert w[0, 1] == pytest.approx(wc_cell)  # a cell pixel: class weight only
+
+
 def test_unet_weight_map_single_object_has_no_border_term():
     inst = np.zeros((6, 6), int)
     inst[1:3, 1:3] = 1

@@ -79,7 +79,9 @@ def unet_weight_map(
 ) -> np.ndarray:
     """Ronneberger et al. 2015, eq. 2: class-balancing weight plus w0·exp(-(d1+d2)²/2σ²), where
     d1, d2 are the distances to the nearest and second-nearest object. The border term only
-    applies to background pixels, which is where touching objects must be separated."""
+    applies to pixels in no object, which is where touching objects must be separated: the
+    background of nuclei, but the positive class of EM membranes (ISBI), whose objects are the
+    cells the membranes separate."""
     fg = mask > 0
     frac = fg.mean()
     wc = (
@@ -94,7 +96,7 @@ def unet_weight_map(
     dists = np.stack([ndi.distance_transform_edt(instances != i) for i in ids])
     dists.sort(axis=0)
     border = w0 * np.exp(-((dists[0] + dists[1]) ** 2) / (2 * sigma**2))
-    return (wc + np.where(fg, 0.0, border)).astype(np.float32)
+    return (wc + np.where(instances > 0, 0.0, border)).astype(np.float32)
 
 
 def border_weighted_ce(logits: torch.Tensor, batch: dict) -> torch.Tensor:
