@@ -55,7 +55,14 @@ def run_overrides(args: argparse.Namespace) -> dict[str, Any]:
     out = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k, None) is not None}
     if "devices" in out and str(out["devices"]).isdigit():
         out["devices"] = int(out["devices"])
-    out.update(parse_set(args.set))
+    options = parse_set(args.set)
+    if cleared := sorted(k for k, v in options.items() if v is None):
+        # resolve_config reads None as "not given": the profile's value would stay, silently
+        raise UserError(
+            f"--set {cleared[0]}=null: a null cannot clear the profile's {cleared[0]}; give a "
+            "value, or a --config-file whose profile leaves it out"
+        )
+    out.update(options)
     return out
 
 

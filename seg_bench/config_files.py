@@ -105,7 +105,30 @@ def _read_profile(path: Traversable) -> dict[str, Any]:
         raise UserError(
             f"{path}: a profile file is a mapping (common:, profiles:), got {type(spec).__name__}"
         )
+    _check_sections(path, spec or {})
     return spec or {}
+
+
+SECTIONS = ("extends", "models", "common", "profiles")
+
+
+def _check_sections(path: Traversable, spec: dict[str, Any]) -> None:
+    """Refuse a key the loader would never read: a top-level ``lr:`` or a profile name with a
+    typo was silently ignored, and the run took the defaults."""
+    from seg_bench.config import PROFILES
+
+    for key in spec:
+        if key not in SECTIONS:
+            raise UserError(
+                f"{path}: top-level key '{key}' is not read; put run settings under common: or "
+                f"profiles: <name>: (sections: {', '.join(SECTIONS)})"
+            )
+    profiles = spec.get("profiles") or {}
+    for name in profiles if isinstance(profiles, dict) else []:
+        if name not in PROFILES:
+            raise UserError(
+                f"{path}: profiles: {name} is not a profile; known: {', '.join(PROFILES)}"
+            )
 
 
 def merge(base: dict, extra: dict | None) -> dict:

@@ -148,3 +148,30 @@ def test_the_shipped_profiles_still_make_each_committed_records_configuration(pa
         tta=config.get("tta", False),
     )
     assert config_key(cfg) == record_key(record)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("extends: default\nlr: 0.5\n", "top-level key 'lr' is not read; put run settings under"),
+        ("extends: default\nprofiles:\n  cpu_fast: {lr: 0.5}\n", "profiles: cpu_fast is not a"),
+    ],
+)
+def test_a_profile_file_key_that_would_never_be_read_is_refused(tmp_path, text, message):
+    # Both resolved to the defaults (lr 0.001), silently.
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message) as err:
+        resolve_config("synthetic", "unet", "cpu", config_file=str(path))
+    assert str(path) in str(err.value)
+
+
+def test_set_null_is_refused_rather_than_keeping_the_profiles_value(tmp_path, capsys, monkeypatch):
+    from seg_bench.cli import main
+
+    monkeypatch.setenv("SEG_BENCH_RUNS", str(tmp_path))
+    argv = ["train", "--dataset", "synthetic", "--profile", "smoke", "--set", "schedule=null"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--set schedule=null: a null cannot clear the profile's schedule" in err
+    assert err.count("\n") == 1
