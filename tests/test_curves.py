@@ -213,6 +213,25 @@ def test_a_run_folder_moved_before_resuming_keeps_its_best_checkpoint(monkeypatc
     assert torch.load(result.best_checkpoint, weights_only=False)["global_step"] == 2
 
 
+def test_best_val_holds_every_score_of_the_best_validation_not_the_last(monkeypatch, tmp_path):
+    # Falling scores: val/iou was the best validation's, dice and loss the last one's.
+    ious = iter([0.9, 0.8, 0.7])
+
+    def scores(cm):
+        iou = next(ious)
+        return {"iou": iou, "dice": iou + 0.05, "accuracy": 0.5, "kappa": iou - 0.1}
+
+    monkeypatch.setattr(task_module, "pixel_metrics", scores)
+    cfg = resolve_config("synthetic", "unet", "smoke", max_epochs=3, **SMOKE)
+    result = train(cfg, tmp_path, progress=False)
+    first = result.task.curve[0]
+    assert result.best_val == pytest.approx(
+        {"val/iou": 0.9, "val/dice": 0.95, "val/accuracy": 0.5, "val/kappa": 0.8,
+         "val/loss": first["val_loss"]}
+    )  # fmt: skip
+    assert result.task.curve[-1]["val_loss"] != first["val_loss"]  # a later validation's
+
+
 def test_a_run_saved_by_lightnings_own_checkpoint_callback_resumes_with_its_best(
     monkeypatch, tmp_path
 ):

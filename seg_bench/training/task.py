@@ -112,7 +112,7 @@ class SegmentationTask(L.LightningModule):
 
     def add_curve_point(self, epoch: int) -> None:
         """The last validation's scores as the curve point of the current step."""
-        point = {"val_iou": self.last_val["iou"], "val_loss": self.last_val["loss"]}
+        point = {f"val_{k}": v for k, v in self.last_val.items()}
         self.curve.append({"step": self.global_step, "epoch": epoch, **point})
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

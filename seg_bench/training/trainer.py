@@ -163,6 +163,19 @@ def validate_last_step(
     trainer.save_checkpoint(Path(last.dirpath) / f"{last.filename}{last.FILE_EXTENSION}")
 
 
+def best_scores(curve: list[dict], best: ModelCheckpoint, trainer: L.Trainer) -> dict:
+    """Every validation score of the best checkpoint's validation (its curve point: the first
+    with the highest IoU, as ModelCheckpoint keeps it), not the last validation's; runs from
+    before curve points kept every score fall back to the last validation's, with the best IoU."""
+    point = max(curve, key=lambda p: p["val_iou"]) if curve else {}
+    if "val_dice" in point:
+        return {f"val/{k[4:]}": float(v) for k, v in point.items() if k.startswith("val_")}
+    scores = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    if best.best_model_score is not None:
+        scores["val/iou"] = float(best.best_model_score)
+    return scores
+
+
 def train(
     cfg: RunConfig,
     run_dir: Path,
@@ -193,16 +206,13 @@ def train(
     if best is not None and best.exists() and trainer.is_global_zero:
         state = torch.load(best, map_location="cpu", weights_only=True)
         task.load_state_dict(state["state_dict"])
-    best_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    if ckpt.best_model_score is not None:
-        best_val["val/iou"] = float(ckpt.best_model_score)
     return TrainResult(
         task,
         dm,
         best,
         timer.seconds,
         trainer.current_epoch,
-        best_val,
+        best_scores(task.curve, ckpt, trainer),
         trainer.is_global_zero,
         choice,
     )
