@@ -6,8 +6,9 @@ image's score averaged over the model's seeds first, so the test images (not the
 unit of replication, and images are paired by id. The p-values are Holm-corrected over all
 pairs, and a difference counts when its corrected p-value is below ``ALPHA`` = 0.05.
 
-Exact or approximate: scipy gives the exact null distribution up to 50 images (a permutation
-distribution where differences tie) and the normal approximation above that. No bootstrap:
+Exact or approximate (scipy's ``method="auto"``): the exact null distribution up to 50 images
+where no differences tie or are zero; where some do, a permutation distribution up to 13 images
+and the normal approximation above that (as above 50 images). No bootstrap:
 with a handful of images a paired bootstrap's p-values are too small (only a few distinct
 resamples exist), while the exact test says plainly what such a set can show. With n images
 the smallest two-sided Wilcoxon p-value is 2/2^n, and Holm multiplies the smallest of m

@@ -162,8 +162,11 @@ class SegmentationTask(L.LightningModule):
 def warmup_cosine(
     opt: torch.optim.Optimizer, total_steps: int, warmup: float
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Linear warm-up over the first ``warmup`` fraction of the steps, then a cosine decay that
-    reaches zero at the last step: the schedule itself ends the run."""
+    """Linear warm-up over the first ``warmup`` fraction of the steps, then a cosine decay
+    that would reach zero one step after the last (the last step trains at about
+    (pi / decay steps)^2 / 4 of the peak, 2.6e-6 at 1024 steps): the schedule ends the run.
+    The peak rate is used twice (the last warm-up step and the first decay step); kept so, as
+    the committed records were trained with it."""
     n_warm = max(round(warmup * total_steps), 1)
 
     def factor(step: int) -> float:
