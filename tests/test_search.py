@@ -459,3 +459,34 @@ def test_the_final_weights_validation_never_prunes_a_finished_trial():
         validation_end(TrainerFn.FITTING)  # a validation with steps to go still prunes
     with pytest.raises(optuna.TrialPruned):
         validation_end(TrainerFn.FITTING, max_steps=-1, epoch=1, max_epochs=3)
+
+
+def test_a_trial_scores_its_final_validation_too():
+    # The final weights' validation is not reported to the pruner, so the reported epochs
+    # alone scored a trial whose last epoch was its best at the one before.
+    import optuna
+
+    from seg_bench.search.objective import best_value
+
+    trial = optuna.create_study(direction="maximize").ask()
+    for epoch, iou in enumerate([0.5, 0.6, 0.7]):
+        trial.report(iou, epoch)
+    assert best_value(trial, SimpleNamespace(best_val={"val/iou": 0.8})) == pytest.approx(0.8)
+    assert best_value(trial, SimpleNamespace(best_val={})) == pytest.approx(0.7)  # ddp_spawn
+
+
+def test_a_resumed_sqlite_study_draws_new_trials_and_a_fresh_one_stays_reproducible(tmp_path):
+    from seg_bench.search.storage import open_study
+
+    spec = {"lr": {"low": 1e-5, "high": 1e-1, "log": True}}
+
+    def first_lr(db: str) -> float:
+        study = open_study("s", f"sqlite:///{tmp_path / db}", spec, dataset="d", model="m")
+        trial = study.ask()
+        lr = trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+        study.tell(trial, 0.5)
+        return lr
+
+    fresh = first_lr("a.db")
+    assert first_lr("b.db") == fresh  # a fresh study: the seed decides
+    assert first_lr("a.db") != fresh  # resumed: its random start repeated trial 0's lr

@@ -154,9 +154,10 @@ class Objective:
 
 
 def best_value(trial: Any, result: Any) -> float:
-    """The trial's best val/iou: the best epoch it reported to the study (also right under
-    ddp_spawn, where the checkpoint callback's best score stays in the worker), else the
-    training result's."""
+    """The trial's best val/iou: the best of the epochs it reported to the study (also right
+    under ddp_spawn, where the checkpoint callback's best score stays in the worker) and the
+    training result's (which holds the final weights' validation, never reported: see
+    search/pruning.py)."""
     from optuna.trial import TrialState
 
     running = trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -167,9 +168,9 @@ def best_value(trial: Any, result: Any) -> float:
         for v in t.intermediate_values.values()
         if v is not None and math.isfinite(v)
     ]
-    if reported:
-        return float(max(reported))
     value = result.best_val.get(MONITOR)
-    if value is None or not math.isfinite(value):
+    if value is not None and math.isfinite(value):
+        reported.append(value)
+    if not reported:
         raise RuntimeError(f"training finished without a finite {MONITOR}")
-    return float(value)
+    return float(max(reported))

@@ -171,12 +171,17 @@ def _cannot_open(error: Exception, shown: str) -> UserError:
     )
 
 
-def sampler_for(url: str, seed: int) -> Any:
+def sampler_for(url: str, seed: int, trials_so_far: int = 0) -> Any:
     """A seeded TPE sampler. Workers sharing a server study each get their own seed and the
-    constant liar, so they do not draw the same parameters."""
+    constant liar, so they do not draw the same parameters. A SQLite study resumed with
+    ``trials_so_far`` trials draws from a seed mixed with that count: the run's own seed again
+    would repeat the first trials' random start (a fresh study stays reproducible)."""
     import optuna
 
     if is_sqlite(url):
+        if trials_so_far:
+            token = f"{seed}:{trials_so_far}".encode()
+            seed = int(hashlib.sha256(token).hexdigest()[:8], 16)
         return optuna.samplers.TPESampler(seed=seed)
     token = f"{seed}:{socket.gethostname()}:{os.getpid()}".encode()
     worker_seed = int(hashlib.sha256(token).hexdigest()[:8], 16)
@@ -221,6 +226,8 @@ def open_study(
         )
     _tie_to(study, spec, {"dataset": dataset, "model": model})
     _tie_fixed(study, fixed)
+    if is_sqlite(url) and (so_far := len(study.get_trials(deepcopy=False))):
+        study.sampler = sampler_for(url, seed, so_far)
     return study
 
 
