@@ -151,7 +151,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     from seg_bench.config import benchmark_models, check_choice, default_profile, resolve_config
     from seg_bench.hardware import cpu_name
     from seg_bench.io import write_json
-    from seg_bench.protocol.provenance import git_commit
+    from seg_bench.protocol.provenance import running_commit
     from seg_bench.tracking.loggers import KINDS
     from seg_bench.training.lr_find import LrFinding, find_lr, plot_findings
 
@@ -168,7 +168,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     saved = json.loads(out.read_text()) if out.is_file() else {"models": {}}
     for cfg in configs:
         finding = find_lr(cfg, steps=args.steps)
-        saved["models"][cfg.model] = {**finding.to_dict(), "commit": git_commit()}
+        saved["models"][cfg.model] = {**finding.to_dict(), "commit": running_commit()}
         saved.update(dataset=args.dataset, profile=profile, machine=cpu_name())
         write_json(out, saved)  # after every model: a killed run keeps what it measured
         print(

@@ -59,3 +59,14 @@ def test_hardware_label_names_the_best_vector_extension_when_the_record_has_it()
     assert hardware_label({**cpu, "isa": "avx2"}) == "2 CPU cores (AMD EPYC, avx2)"
     assert hardware_label(cpu) == "2 CPU cores (AMD EPYC)"  # an older record
     assert hardware_label({**cpu, "gpu": "1 x H200", "isa": "avx2"}) == "1 x H200"
+
+
+def test_a_record_names_the_commit_its_process_started_from_not_a_later_one(repo):
+    # A bench runs for hours while commits land; the process still runs the code it imported.
+    from seg_bench.protocol.provenance import running_commit
+
+    started = running_commit(repo)
+    (repo / "model.py").write_text("width = 3\n")
+    _git(repo, "commit", "-qam", "meanwhile")
+    assert git_commit(repo) != started
+    assert running_commit(repo) == started

@@ -104,7 +104,7 @@ def make_record(cfg: RunConfig, result, evaluation: dict[str, Any]) -> dict[str,
         # the validation curve: [{step, epoch, val_iou, val_loss}] of every validation
         "curve": list(getattr(result.task, "curve", [])),
         "versions": provenance.versions(),
-        "commit": provenance.git_commit(),
+        "commit": provenance.running_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "metrics": evaluation,
     }
@@ -228,6 +228,7 @@ def bench(
 ) -> list[dict]:
     from seg_bench.registry import MODELS
 
+    provenance.running_commit()  # each record names the code this bench started with
     models = models or benchmark_models(dataset, profile, (overrides or {}).get("config_file"))
     for m in models:
         MODELS.require(m)

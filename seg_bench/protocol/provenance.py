@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
@@ -63,6 +64,14 @@ def git_commit(repo: Path = _REPO) -> str:
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+@functools.cache
+def running_commit(repo: Path = _REPO) -> str:
+    """The commit of the code this process runs: ``git_commit`` at the first call, then kept,
+    so a record written hours into a bench does not name a commit made meanwhile (the process
+    still runs what it imported). The CLI and ``bench`` call it as they start."""
+    return git_commit(repo)
 
 
 def versions() -> dict:

@@ -81,7 +81,7 @@ def score_checkpoint(cfg: RunConfig, checkpoint: str, record: Path) -> dict:
 def tested_by() -> dict:
     """Which code tested a checkpoint, with which libraries, on what machine and when."""
     return {
-        "commit": provenance.git_commit(),
+        "commit": provenance.running_commit(),
         "versions": provenance.versions(),
         "hardware": hardware(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
