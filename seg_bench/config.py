@@ -28,6 +28,9 @@ SCHEDULES = (None, "cosine", "plateau", "warmup_cosine", "onecycle")
 # Keys that set how many optimizer steps and patches a run trains on: a profile sets them
 # for all its models alike, so that its leaderboard compares networks at equal budgets.
 BUDGET_KEYS = ("max_steps", "max_epochs", "samples_per_epoch", "batch_size", "patch_size")
+# Fields that change how a trained network is tested, never how it is trained, with the value
+# that training runs carry (protocol/retest.py; a search's trials never test).
+TEST_ONLY = {"tta": False}
 # Lightning's precision names and short aliases (it lists them only privately, in
 # lightning.fabric.connector._PRECISION_INPUT; tests/test_cli_errors.py checks these against
 # it), after seg-bench's own "auto" (seg_bench/training/precision.py picks one per machine).

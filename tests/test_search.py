@@ -281,6 +281,11 @@ def test_a_study_refuses_trials_under_other_fixed_options(tmp_path, monkeypatch)
         search.run_search("synthetic", "unet", 2, "smoke", overrides=more, runs_dir=runs)
     result = search.run_search("synthetic", "unet", 2, "smoke", overrides=FAST, runs_dir=runs)
     assert result.finished == 2  # the same options continue it
+    # How the bench tests the trained networks is no option of the trials: `bench --trials N
+    # --tta` after `bench --trials N` was refused, and bench has no --study to get round it.
+    tested = {**FAST, "tta": True}
+    result = search.run_search("synthetic", "unet", 2, "smoke", overrides=tested, runs_dir=runs)
+    assert result.finished == 2
 
 
 def test_storage_urls_are_masked_and_normalised(tmp_path):
@@ -490,3 +495,13 @@ def test_a_resumed_sqlite_study_draws_new_trials_and_a_fresh_one_stays_reproduci
     fresh = first_lr("a.db")
     assert first_lr("b.db") == fresh  # a fresh study: the seed decides
     assert first_lr("a.db") != fresh  # resumed: its random start repeated trial 0's lr
+
+
+def test_a_study_that_stored_tta_among_its_fixed_options_still_continues(tmp_path):
+    from seg_bench.search.storage import open_study
+
+    url, spec = f"sqlite:///{tmp_path / 's.db'}", {"lr": {"low": 1e-4, "high": 1e-2}}
+    open_study("s", url, spec, dataset="d", model="m", fixed={"width": 0.25, "tta": False})
+    open_study("s", url, spec, dataset="d", model="m", fixed={"width": 0.25})  # no error
+    with pytest.raises(UserError, match=r"width 0.25 there, 0.5 now"):
+        open_study("s", url, spec, dataset="d", model="m", fixed={"width": 0.5})

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from seg_bench.config import RunConfig, benchmark_models, resolve_config
+from seg_bench.config import TEST_ONLY, RunConfig, benchmark_models, resolve_config
 from seg_bench.errors import UserError
 from seg_bench.evaluation.evaluate import evaluate, is_stale
 from seg_bench.hardware import hardware
@@ -50,7 +50,6 @@ from seg_bench.protocol.records import (
 )
 from seg_bench.protocol.retest import (
     PREVIEWS,
-    TEST_ONLY,
     preview_path,
     rescore_one,
     save_previews,

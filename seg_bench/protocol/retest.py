@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seg_bench.config import RunConfig
+from seg_bench.config import TEST_ONLY, RunConfig
 from seg_bench.errors import UserError
 from seg_bench.evaluation.evaluate import evaluate
 from seg_bench.hardware import hardware
@@ -27,9 +27,6 @@ from seg_bench.protocol import provenance
 from seg_bench.training.run_dir import config_key
 
 PREVIEWS = 4
-# Fields that change how a trained network is tested, never how it is trained, with the value
-# that training runs carry.
-TEST_ONLY = {"tta": False}
 
 
 def training_twin(cfg: RunConfig) -> RunConfig | None:

@@ -86,7 +86,7 @@ def run_search(
     """Run trials until the study holds ``trials`` finished ones (see the module docstring)."""
     import optuna
 
-    from seg_bench.config import default_profile
+    from seg_bench.config import TEST_ONLY, default_profile
     from seg_bench.training.run_dir import key_fields
 
     echo = echo or _to_stderr
@@ -108,7 +108,7 @@ def run_search(
             seed=base.seed if seed is None else seed,
             pruner=build_pruner(pruner, base.max_epochs),
             heartbeat_s=heartbeat_s,
-            fixed={k: v for k, v in key_fields(base).items() if k not in spec},
+            fixed={k: v for k, v in key_fields(base).items() if k not in {*spec, *TEST_ONLY}},
         )
         objective = Objective(
             name,

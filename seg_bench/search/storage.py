@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from seg_bench.config import TEST_ONLY
 from seg_bench.errors import UserError
 from seg_bench.paths import study_storage_url
 from seg_bench.search.space import MONITOR, same_space
@@ -240,8 +241,9 @@ def _tie_fixed(study: Any, fixed: dict[str, Any] | None) -> None:
     if have is None:
         study.set_user_attr("fixed_config", json.dumps(fixed, sort_keys=True))
         return
-    have = json.loads(have)
-    differ = sorted(k for k in have.keys() | fixed.keys() if have.get(k) != fixed.get(k))
+    have = json.loads(have)  # studies from before TEST_ONLY was left out still hold it
+    keys = (have.keys() | fixed.keys()) - TEST_ONLY.keys()
+    differ = sorted(k for k in keys if have.get(k) != fixed.get(k))
     if differ:
         shown = "; ".join(f"{k} {have.get(k)!r} there, {fixed.get(k)!r} now" for k in differ[:3])
         raise UserError(
