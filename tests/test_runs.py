@@ -15,6 +15,7 @@ import torch
 import seg_bench.cli as cli
 import seg_bench.hardware as hardware_module
 from seg_bench.config import RunConfig, resolve_config
+from seg_bench.errors import UserError
 from seg_bench.protocol.postprocess_report import select_by_target
 from seg_bench.protocol.records import (
     load_records,
@@ -281,3 +282,25 @@ def test_committed_leaderboards_are_kept_unless_forced(runs, tmp_path, capsys):
     assert not (board / "synthetic.csv").exists()
     assert cli.main([*argv, "--force"]) == 0
     assert (board / "synthetic.md").read_text().startswith("# synthetic leaderboard")
+
+
+def test_a_bench_refuses_a_committed_leaderboard_before_its_search(runs, tmp_path, monkeypatch):
+    # The refusal came after every model's search: hours of trials, then nothing written.
+    import seg_bench.search as search
+    from seg_bench.protocol.bench import bench
+
+    checkout = tmp_path / "checkout"
+    board = checkout / "leaderboards"
+    board.mkdir(parents=True)
+    (board / "synthetic.md").write_text("the published table\n")
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "leaderboards"], check=True)
+    subprocess.run([*git, "commit", "-qm", "tables"], check=True)
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched before the leaderboard was checked")
+
+    monkeypatch.setattr(search, "run_search", no_search)
+    with pytest.raises(UserError, match="is a committed leaderboard"):
+        bench("synthetic", models=["unet"], profile="smoke", trials=3, leaderboard_dir=board)

@@ -234,6 +234,13 @@ def bench(
     if seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
     overrides = dict(overrides or {})
+    # Before any search or run folder (a search takes hours): what tuning cannot change.
+    for cfg in (resolve_config(dataset, m, profile, **overrides) for m in models):
+        check_hardware(cfg)
+    if leaderboard_dir is not None:
+        from seg_bench.protocol.report import check_committed
+
+        check_committed(dataset, Path(leaderboard_dir), force)
     tuned: dict[str, dict[str, Any]] = {m: {} for m in models}
     if trials > 0:  # search every model first (resumable; a finished study runs nothing)
         from seg_bench.search import describe_best, run_search
@@ -256,12 +263,6 @@ def bench(
         for s in range(seeds)  # seed-major: a stopped bench has whole seeds for every model
         for m in models
     ]
-    for cfg in configs:  # before any run folder is touched (data checks: run_one)
-        check_hardware(cfg)
-    if leaderboard_dir is not None:
-        from seg_bench.protocol.report import check_committed
-
-        check_committed(dataset, Path(leaderboard_dir), force)
     if torch.cuda.is_available() is False and any(c.profile == "paper" for c in configs):
         console.print("[yellow]warning:[/] the paper profile on a CPU will take a long time")
     records, failures = run_pairs(
