@@ -43,11 +43,14 @@ def vector_extension(flags: set[str]) -> str | None:
     return next((x for x in VECTOR_EXTENSIONS if x in flags), None)
 
 
-def hardware() -> dict:
+def hardware(accelerator: str = "auto", devices: int | str = "auto") -> dict:
+    """The machine a run used: its CPU, and the GPUs ``accelerator`` and ``devices`` took (none
+    for a CPU run on a GPU machine; 1, not every visible one, for ``--devices 1``)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     info = {"cpu": cpu_name(), "cores": cores, "gpu": None, "isa": vector_extension(cpu_flags())}
-    if torch.cuda.is_available():
-        info["gpu"] = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    n, _, what = processes_per_node(accelerator, devices)
+    if what == "GPU(s)" and n > 0:
+        info["gpu"] = f"{n} x {torch.cuda.get_device_name(0)}"
     return info
 
 

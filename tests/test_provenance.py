@@ -70,3 +70,17 @@ def test_a_record_names_the_commit_its_process_started_from_not_a_later_one(repo
     _git(repo, "commit", "-qam", "meanwhile")
     assert git_commit(repo) != started
     assert running_commit(repo) == started
+
+
+def test_the_hardware_of_a_run_names_only_the_gpus_it_used(monkeypatch):
+    # A CPU run on a GPU machine was labelled with the GPU, --devices 1 with every GPU.
+    import torch
+
+    from seg_bench.hardware import hardware
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "H200")
+    assert hardware("cpu", "auto")["gpu"] is None
+    assert hardware("gpu", 1)["gpu"] == "1 x H200"
+    assert hardware("auto", "auto")["gpu"] == "8 x H200"

@@ -96,7 +96,7 @@ def make_record(cfg: RunConfig, result, evaluation: dict[str, Any]) -> dict[str,
         "checkpoint": None
         if result.best_checkpoint is None
         else str(Path(result.best_checkpoint).resolve()),
-        "hardware": hardware(),
+        "hardware": hardware(cfg.accelerator, cfg.devices),
         "precision": precision,
         # how `auto` decided: setting, ms per step of each candidate, ratio, cache file
         "precision_choice": choice.to_dict() if choice else None,

@@ -75,12 +75,12 @@ def score_checkpoint(cfg: RunConfig, checkpoint: str, record: Path) -> dict:
     return evaluation
 
 
-def tested_by() -> dict:
+def tested_by(cfg: RunConfig) -> dict:
     """Which code tested a checkpoint, with which libraries, on what machine and when."""
     return {
         "commit": provenance.running_commit(),
         "versions": provenance.versions(),
-        "hardware": hardware(),
+        "hardware": hardware(cfg.accelerator, cfg.devices),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -99,7 +99,8 @@ def checkpoint_of(record: dict, problem: str) -> str:
 def rescore_one(cfg: RunConfig, path: Path, record: dict) -> dict:
     """``record`` tested again by today's evaluation from its best checkpoint, and rewritten."""
     checkpoint = checkpoint_of(record, f"{path}: cannot rescore")
-    record = {**record, "metrics": score_checkpoint(cfg, checkpoint, path), "rescored": tested_by()}
+    metrics = score_checkpoint(cfg, checkpoint, path)
+    record = {**record, "metrics": metrics, "rescored": tested_by(cfg)}
     write_json(path, record)
     return record
 
@@ -108,7 +109,7 @@ def score_variant(cfg: RunConfig, path: Path, twin_path: Path, twin: dict) -> di
     """The record of test variant ``cfg`` (written to ``path``): the network of ``twin`` (the
     record at ``twin_path``) tested with ``cfg``'s settings."""
     checkpoint = checkpoint_of(twin, f"{path}: cannot test the network of {twin_path}")
-    tested = {"from": twin_path.name, **tested_by()}
+    tested = {"from": twin_path.name, **tested_by(cfg)}
     record = {
         **{k: v for k, v in twin.items() if k != "rescored"},
         "config": cfg.to_dict(),
