@@ -505,3 +505,31 @@ def test_a_study_that_stored_tta_among_its_fixed_options_still_continues(tmp_pat
     open_study("s", url, spec, dataset="d", model="m", fixed={"width": 0.25})  # no error
     with pytest.raises(UserError, match=r"width 0.25 there, 0.5 now"):
         open_study("s", url, spec, dataset="d", model="m", fixed={"width": 0.5})
+
+
+def test_a_trial_stopped_by_an_input_error_does_not_count_towards_the_target(tmp_path, monkeypatch):
+    # The error stops the study; it counted as a finished trial, so the fixed rerun ran one
+    # trial fewer than asked.
+    from seg_bench.errors import DataError
+
+    broken = [True]
+
+    def fake_train(cfg, run_dir, logger=False, callbacks=None, progress=True):
+        if broken[0]:
+            raise DataError("/data/isbi2012/train-volume.tif: file not found")
+        return SimpleNamespace(best_val={"val/iou": 0.5}, best_checkpoint=None)
+
+    monkeypatch.setattr("seg_bench.training.trainer.train", fake_train)
+    runs = tmp_path / "runs"
+    rc, _, err = run_cli([*BASE, "--trials", "2"], runs)
+    assert rc == 2 and "train-volume.tif: file not found" in err
+    study, _ = search.load("synthetic", "unet", "smoke", runs_dir=runs)
+    assert search.finished_trials(study) == 0
+    broken[0] = False  # the user fixes the data
+    rc, out, err = run_cli([*BASE, "--trials", "2"], runs)
+    assert rc == 0, err
+    states = [t.state.name for t in trials_of(runs)]
+    assert states == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert "1 stopped by an input error" in search.show(
+        search.load("synthetic", "unet", "smoke", runs_dir=runs)[0]
+    )

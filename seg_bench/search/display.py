@@ -23,6 +23,9 @@ from seg_bench.search.storage import (
 from seg_bench.tracking.redaction import redact_text
 
 INTERRUPTED = "interrupted"  # the fail_reason of a trial stopped by Ctrl-C
+# user attribute of a trial stopped by an error in the user's input (a missing dataset, say):
+# like an interrupted one it does not count towards --trials, so the fixed rerun runs them all
+ABORTED = "aborted"
 SHOWN_STUDIES = 10  # a missing study's error names at most this many others
 
 
@@ -40,12 +43,16 @@ class SearchResult:
 
 
 def counts(study: Any) -> dict[str, int]:
-    """Trials per state; trials failed by Ctrl-C are counted as ``interrupted``, not FAIL."""
-    out = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "RUNNING": 0, "WAITING": 0, INTERRUPTED: 0}
+    """Trials per state; trials failed by Ctrl-C are counted as ``interrupted`` and those
+    stopped by an input error as ``aborted``, not FAIL."""
+    out = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "RUNNING": 0, "WAITING": 0}
+    out |= {INTERRUPTED: 0, ABORTED: 0}
     for t in study.get_trials(deepcopy=False):
         state = t.state.name
         if state == "FAIL" and t.user_attrs.get("fail_reason") == INTERRUPTED:
             out[INTERRUPTED] += 1
+        elif state == "FAIL" and t.user_attrs.get(ABORTED):
+            out[ABORTED] += 1
         elif state in out:
             out[state] += 1
     return out
@@ -56,7 +63,8 @@ def finished_count(c: dict[str, int]) -> int:
 
 
 def finished_trials(study: Any) -> int:
-    """Trials that count towards ``--trials``: complete, pruned, and failed (not by Ctrl-C)."""
+    """Trials that count towards ``--trials``: complete, pruned, and failed (not by Ctrl-C or
+    an input error)."""
     return finished_count(counts(study))
 
 
@@ -168,6 +176,8 @@ def show(study: Any, masked_url: str = "") -> str:
     head += f": {c['COMPLETE']} complete, {c['PRUNED']} pruned, {c['FAIL']} failed"
     if c[INTERRUPTED]:
         head += f", {c[INTERRUPTED]} interrupted"
+    if c[ABORTED]:
+        head += f", {c[ABORTED]} stopped by an input error"
     if c["RUNNING"]:
         head += f", {c['RUNNING']} running"
     lines = [head, trials_table(study)]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from seg_bench.errors import UserError
-from seg_bench.search.display import INTERRUPTED
+from seg_bench.search.display import ABORTED, INTERRUPTED
 from seg_bench.search.space import MONITOR, suggest
 from seg_bench.tracking.redaction import redact_text
 
@@ -144,6 +144,7 @@ class Objective:
             trial.set_user_attr("fail_reason", redact_text(f"non-finite loss: {error}"))
         elif isinstance(error, UserError):  # every trial would hit it: stop, and say it once
             trial.set_user_attr("fail_reason", redact_text(str(error)))
+            trial.set_user_attr(ABORTED, True)
             self.abort.append(error)
             trial.study.stop()
         elif isinstance(error, Exception):
