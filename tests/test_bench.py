@@ -313,3 +313,15 @@ def test_auto_precision_is_measured_and_the_record_states_the_choice(dirs, monke
     assert json.loads(open(choice["cache_file"]).read())["ms_per_step"] == ms
     md = (dirs["leaderboard_dir"] / "synthetic.md").read_text()
     assert "precision bf16-mixed" in md
+
+
+def test_rescoring_refuses_a_split_other_than_the_one_the_network_trained_with(tmp_path):
+    # Today's data module could hold other test images (a changed split rule, new files): the
+    # record kept the old split, describing images that were not the ones tested.
+    from seg_bench.protocol.retest import check_same_split
+
+    trained = {"dataset": "ncmir", "data": {"splits": {"train": [1, 2], "test": [4, 5, 6]}}}
+    check_same_split({"test": ["4", "5", "6"], "val": ["3"]}, trained, tmp_path / "r.json")
+    check_same_split({"test": ["9"]}, {"dataset": "ncmir"}, tmp_path / "r.json")  # no split kept
+    with pytest.raises(UserError, match=r"r\.json: the test split of ncmir today is not the one"):
+        check_same_split({"test": ["4", "5", "7"]}, trained, tmp_path / "r.json")

@@ -64,15 +64,31 @@ def save_previews(path: Path, previews: list) -> None:
         np.savez_compressed(f, **arrays)
 
 
-def score_checkpoint(cfg: RunConfig, checkpoint: str, record: Path) -> dict:
-    """Today's evaluation of ``checkpoint`` under ``cfg``; its previews go beside ``record``."""
+def score_checkpoint(cfg: RunConfig, checkpoint: str, record: Path, trained: dict) -> dict:
+    """Today's evaluation of ``checkpoint`` under ``cfg``; its previews go beside ``record``.
+    ``trained``: the record the network comes from, whose split today's data must still give."""
     from seg_bench.inference.checkpoint import load_checkpoint
     from seg_bench.training.trainer import build_datamodule
 
     dm = build_datamodule(cfg)
     evaluation = evaluate(load_checkpoint(checkpoint).model, dm, cfg, keep_predictions=PREVIEWS)
+    check_same_split(dm.describe()["splits"], trained, record)
     save_previews(preview_path(record), evaluation.pop("previews"))
     return evaluation
+
+
+def check_same_split(today: dict[str, list], trained: dict, record: Path) -> None:
+    """Refuse to score a network on a split other than the one it trained with: the record
+    would describe images that were not the ones tested, and test images could be ones it
+    trained on."""
+    then = (trained.get("data") or {}).get("splits") or {}
+    for name in sorted(today.keys() & then.keys()):
+        if [str(i) for i in today[name]] != [str(i) for i in then[name]]:
+            raise UserError(
+                f"{record}: the {name} split of {trained.get('dataset')} today is not the one "
+                f"this network trained with ({len(today[name])} images against "
+                f"{len(then[name])}); retrain it (bench --force) or restore that data"
+            )
 
 
 def tested_by(cfg: RunConfig) -> dict:
@@ -99,7 +115,7 @@ def checkpoint_of(record: dict, problem: str) -> str:
 def rescore_one(cfg: RunConfig, path: Path, record: dict) -> dict:
     """``record`` tested again by today's evaluation from its best checkpoint, and rewritten."""
     checkpoint = checkpoint_of(record, f"{path}: cannot rescore")
-    metrics = score_checkpoint(cfg, checkpoint, path)
+    metrics = score_checkpoint(cfg, checkpoint, path, record)
     record = {**record, "metrics": metrics, "rescored": tested_by(cfg)}
     write_json(path, record)
     return record
@@ -114,7 +130,7 @@ def score_variant(cfg: RunConfig, path: Path, twin_path: Path, twin: dict) -> di
         **{k: v for k, v in twin.items() if k != "rescored"},
         "config": cfg.to_dict(),
         "config_key": config_key(cfg),
-        "metrics": score_checkpoint(cfg, checkpoint, path),
+        "metrics": score_checkpoint(cfg, checkpoint, path, twin),
         "tested": tested,
         "created": tested["created"],  # newer than its twin: a plain leaderboard shows it
     }
