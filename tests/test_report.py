@@ -217,3 +217,25 @@ def test_header_names_the_machine_a_rescore_tested_on():
     lines = provenance_lines("toy", recs)
     assert lines[2].endswith("tested again from checkpoints on NVIDIA H200")
     assert lines[3] == "- **Code**: commit abc; test variant scored at def; evaluation v1"
+
+
+def test_overlays_show_the_mask_each_run_was_scored_on_and_match_images_by_id(tmp_path):
+    # They thresholded at 0.5 whatever the run's post-processing (EPFL removes objects under
+    # 20 px), and paired models' previews by position, not by image.
+    from seg_bench.protocol.figures import _same_image, predicted_mask
+
+    prob = np.zeros((16, 16), np.float32)
+    prob[1:3, 1:3] = 0.9  # 4 px: removed by min_size 10
+    prob[8:14, 8:14] = 0.9
+    mask = predicted_mask(prob, {"threshold": 0.5, "min_size": 10})
+    assert not mask[1:3, 1:3].any() and mask[8:14, 8:14].all()
+    assert predicted_mask(prob, {"no_such_option": 1})[1:3, 1:3].all()  # old record: threshold
+    classes = np.stack([1 - prob, prob * 0.3, prob * 0.7])
+    assert (predicted_mask(classes, None) == (prob > 0.5)).all()
+
+    np.savez(tmp_path / "a.npz", id0="img-7", id1="img-2", prob0=prob, prob1=prob)
+    np.savez(tmp_path / "b.npz", id0="img-2", id1="img-7", prob0=prob, prob1=prob)
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert _same_image(b, a, 0) == 1 and _same_image(b, a, 1) == 0
+    np.savez(tmp_path / "c.npz", id0="img-9", prob0=prob)
+    assert _same_image(np.load(tmp_path / "c.npz"), a, 0) is None

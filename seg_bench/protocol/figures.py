@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -55,7 +56,7 @@ def plot_curves(dataset: str, records: list[dict], out_dir: Path) -> list[Path]:
     for name, recs in sorted(by_model.items()):
         c = curves_from_histograms(*_pooled(recs))
         auc = np.mean([r["metrics"]["overall"].get("auroc", np.nan) for r in recs])
-        ax_roc.plot(c["fpr"], c["tpr"], label=f"{name} (AUROC {auc:.3f})")
+        ax_roc.plot(c["fpr"], c["tpr"], label=f"{name} (mean AUROC of seeds {auc:.3f})")
         ax_pr.plot(c["recall"], c["precision"], label=name)
     ax_roc.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax_roc.set(
@@ -90,14 +91,29 @@ def error_overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> np.
     return rgb
 
 
+def predicted_mask(prob: np.ndarray, post: dict | None) -> np.ndarray:
+    """The mask a run was scored on: its post-processing (threshold, small objects removed)
+    applied to its foreground map; class probabilities (K, H, W) by their most likely class."""
+    from seg_bench.errors import UserError
+    from seg_bench.inference.postprocess import PostprocessConfig, postprocess
+
+    if prob.ndim == 3:
+        return prob.argmax(axis=0) > 0
+    try:
+        return postprocess(prob, PostprocessConfig.from_dict(post or {}))[0]
+    except UserError:  # a record of another code version's options: the plain threshold
+        return prob > 0.5
+
+
 def plot_overlays(
-    dataset: str, previews: dict[str, Path], out_path: Path, threshold: float = 0.5, rows: int = 3
+    dataset: str, previews: dict[str, tuple[Path, dict | None]], out_path: Path, rows: int = 3
 ) -> Path | None:
-    """One row per test image: image, truth, then each model's errors."""
-    loaded = {m: np.load(p) for m, p in sorted(previews.items()) if p.exists()}
+    """One row per test image: image, truth, then each model's errors (``previews``: model ->
+    its preview file and post-processing). Images are matched by id across models."""
+    loaded = {m: (np.load(p), post) for m, (p, post) in sorted(previews.items()) if p.exists()}
     if not loaded:
         return None
-    first = next(iter(loaded.values()))
+    first = next(iter(loaded.values()))[0]
     n = min(rows, sum(1 for k in first.files if k.startswith("image")))
     cols = 2 + len(loaded)
     fig, axes = plt.subplots(n, cols, figsize=(2.4 * cols, 2.4 * n), squeeze=False)
@@ -108,9 +124,11 @@ def plot_overlays(
             image[..., 0] if image.shape[-1] == 1 else np.clip(image, 0, 1), cmap="gray"
         )
         axes[i, 1].imshow(truth, cmap="gray")
-        for j, (model, data) in enumerate(loaded.items()):
-            pred = data[f"prob{i}"].astype(np.float32) > threshold
-            axes[i, 2 + j].imshow(error_overlay(image, truth, pred))
+        for j, (model, (data, post)) in enumerate(loaded.items()):
+            k = _same_image(data, first, i)
+            if k is not None:
+                pred = predicted_mask(data[f"prob{k}"].astype(np.float32), post)
+                axes[i, 2 + j].imshow(error_overlay(image, truth, pred))
             if i == 0:
                 axes[0, 2 + j].set_title(model, fontsize=9)
     axes[0, 0].set_title("image", fontsize=9)
@@ -120,6 +138,15 @@ def plot_overlays(
     fig.suptitle(f"{dataset}: green TP, magenta FP, cyan FN (seed 0)", fontsize=10)
     _save(fig, out_path)
     return out_path
+
+
+def _same_image(data: Any, first: Any, i: int) -> int | None:
+    """The index of ``first``'s image ``i`` among ``data``'s previews (None: not there)."""
+    if f"id{i}" not in first.files:  # previews from before ids were kept: by position
+        return i if f"prob{i}" in data.files else None
+    want = str(first[f"id{i}"])
+    ids = [k for k in data.files if k.startswith("id") and str(data[k]) == want]
+    return int(ids[0][2:]) if ids else None
 
 
 def cd_groups(average_ranks: dict[str, float], cd: float) -> list[tuple[float, float]]:
@@ -217,7 +244,7 @@ def write_figures(
 
     paths = plot_curves(dataset, records, fig_dir)
     previews = {
-        r["model"]: preview_for(results_dir, r)
+        r["model"]: (preview_for(results_dir, r), (r.get("config") or {}).get("postprocess"))
         for r in records
         if r["seed"] == 0 and r.get("labels", "manual") == "manual"
     }
