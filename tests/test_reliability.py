@@ -792,6 +792,17 @@ def test_all_runs_failing_is_one_clear_error_and_no_leaderboard(tmp_path):
             leaderboard_dir=tmp_path / "lb",
         )
     assert not (tmp_path / "lb" / "synthetic.md").exists()
+    # A --tta bench runs the training twin too: both count (it said "2 of 1 runs failed").
+    with pytest.raises(UserError, match=r"2 of 2 runs failed.*\(its training run failed\)"):
+        bench(
+            "synthetic",
+            models=["nan_after_step1"],
+            profile="smoke",
+            overrides={"logger": "none", "num_workers": 0, "tta": True},
+            results_dir=tmp_path / "r",
+            runs_dir=tmp_path / "runs",
+            leaderboard_dir=tmp_path / "lb",
+        )
 
 
 def _all_finite(d: dict) -> bool:

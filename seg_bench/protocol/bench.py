@@ -265,16 +265,15 @@ def bench(
     ]
     if torch.cuda.is_available() is False and any(c.profile == "paper" for c in configs):
         console.print("[yellow]warning:[/] the paper profile on a CPU will take a long time")
-    records, failures = run_pairs(
-        with_training_twins(configs), results_dir, runs_dir, force, log_model, project, rescore
-    )
+    runs = with_training_twins(configs)
+    records, failures = run_pairs(runs, results_dir, runs_dir, force, log_model, project, rescore)
     asked = {(config_key(c), c.seed) for c in configs}
     records = [r for r in records if (record_key(r), r["seed"]) in asked]
     if leaderboard_dir is not None and records:
         publish(configs, results_dir, Path(leaderboard_dir), runs_dir, project, force)
     if failures:
         raise UserError(
-            f"{len(failures)} of {len(configs)} runs failed and are not on the leaderboard: "
+            f"{len(failures)} of {len(runs)} runs failed and are not on the leaderboard: "
             f"{'; '.join(failures)}. Each is noted in <record>.failed.json; "
             "rerun the same command to retry them"
         )
@@ -344,12 +343,13 @@ def run_pairs(
     failures: list[str] = []
     start = time.perf_counter()
     todo = list(enumerate(configs, 1))
+    locked: set[int] = set()  # pairs put off because another process held them
     for wait in (False, True):  # first every pair no other process holds, then wait for the rest
         later = []
         for i, cfg in todo:
             path = record_path_for(results_dir, cfg)
             label = f"[{i}/{len(configs)}] {cfg.model} seed {cfg.seed}"
-            if wait:
+            if wait and i in locked:
                 console.print(
                     f"{label}: waiting for the other seg-bench process ({lock_path(path)})"
                 )
@@ -359,6 +359,7 @@ def run_pairs(
                         f"{label}: another seg-bench process is running it; coming back to it later"
                     )
                     later.append((i, cfg))
+                    locked.add(i)
                     continue
                 if not launched_rank_above_zero():  # only the lock holder may delete temporaries
                     remove_stale_pair_temp(path, run_dir_for(runs_dir, cfg))
