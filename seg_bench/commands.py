@@ -168,20 +168,21 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     saved = json.loads(out.read_text()) if out.is_file() else {"models": {}}
     for cfg in configs:
         finding = find_lr(cfg, steps=args.steps)
-        saved["models"][cfg.model] = {**finding.to_dict(), "commit": running_commit()}
-        saved.update(dataset=args.dataset, profile=profile, machine=cpu_name())
+        # Per model: models kept from an earlier run may have been measured elsewhere.
+        provenance = {"commit": running_commit(), "machine": cpu_name()}
+        saved["models"][cfg.model] = {**finding.to_dict(), **provenance}
+        saved.update(dataset=args.dataset, profile=profile)
         write_json(out, saved)  # after every model: a killed run keeps what it measured
         print(
             f"{cfg.model}: loss minimum at lr {finding.min_loss_lr:.3g}, "
             f"chosen lr {finding.chosen_lr:g} ({finding.optimizer})"
         )
+    found = saved["models"].values()
+    machines = sorted({f.get("machine") or saved.get("machine", "?") for f in found})
     plot_findings(
-        [
-            LrFinding(**{k: v for k, v in f.items() if k != "commit"})
-            for f in saved["models"].values()
-        ],
+        [LrFinding(**{k: f[k] for k in f if k not in ("commit", "machine")}) for f in found],
         out.with_suffix(".png"),
-        f"lr range test: {args.dataset}, profile {profile}, {cpu_name()}",
+        f"lr range test: {args.dataset}, profile {profile}, {', '.join(machines)}",
     )
     print(f"written: {out}, {out.with_suffix('.png')}; profile lines (profiles.{profile}.models):")
     for name, f in saved["models"].items():

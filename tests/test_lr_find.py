@@ -10,6 +10,7 @@ import math
 import pytest
 
 from seg_bench import cli
+from seg_bench.hardware import cpu_name
 from seg_bench.training.lr_find import choose_lr, round_down_nice
 
 
@@ -49,6 +50,8 @@ def test_lr_find_writes_curves_keeps_earlier_models_and_prints_profile_lines(tmp
     assert cli.main([*base, "--models", "segnet", "--output", str(out)]) == 0
     saved = json.loads((out / "synthetic_smoke.json").read_text())
     assert sorted(saved["models"]) == ["segnet", "unet"]
+    # Each model names the machine it was measured on (a kept model may come from another).
+    assert {m["machine"] for m in saved["models"].values()} == {cpu_name()}
     unet = saved["models"]["unet"]
     # 12 steps of an exponential ramp from 1e-6 to 1 (Lightning's range test).
     assert len(unet["lrs"]) == len(unet["losses"]) == 12
