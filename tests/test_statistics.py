@@ -290,3 +290,20 @@ def test_optimizer_steps_of_a_run_from_its_curve_or_its_configuration():
     quick = {"max_epochs": 6, "samples_per_epoch": 130, "batch_size": 8}
     assert optimizer_steps({"config": quick}) == 6 * 17  # the last batch of an epoch is short
     assert optimizer_steps({"config": {"max_epochs": 6, "batch_size": 8}}) is None
+
+
+def test_summary_names_the_models_a_doubling_study_found_still_gaining(tmp_path):
+    rows = [{"model": m, "labels": "manual", "iou": v} for m, v in (("a", 0.7), ("b", 0.6))]
+    write_table(tmp_path / "epfl.csv", rows)
+    with open(tmp_path / "isbi2012.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["model", "labels", "iou", "converged_at_budget"])
+        writer.writeheader()
+        writer.writerows([{**rows[0], "converged_at_budget": True}, {**rows[1]}])
+    assert "Not converged" not in write_summary(tmp_path)  # no study says so
+    with open(tmp_path / "isbi2012.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["model", "labels", "iou", "converged_at_budget"])
+        writer.writeheader()
+        writer.writerows([{**rows[0], "converged_at_budget": True},
+                          {**rows[1], "converged_at_budget": False}])  # fmt: skip
+    text = write_summary(tmp_path)
+    assert "Not converged at its dataset's budget" in text and ": b on isbi2012." in text

@@ -73,6 +73,30 @@ def read_budgets(leaderboard_dir: Path, exclude=EXCLUDED) -> dict[str, str]:
     return out
 
 
+def read_not_converged(leaderboard_dir: Path, exclude=EXCLUDED) -> dict[str, list[str]]:
+    """dataset -> the models its doubling study found still gaining at its budget (the CSV's
+    ``converged_at_budget``; none where no study ran)."""
+    out = {}
+    for path in sorted(Path(leaderboard_dir).glob("*.csv")):
+        if path.stem in exclude:
+            continue
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        gaining = [r["model"] for r in rows if r.get("converged_at_budget") == "False"]
+        if gaining:
+            out[path.stem] = sorted(gaining)
+    return out
+
+
+def not_converged_sentence(gaining: dict[str, list[str]]) -> str:
+    listed = "; ".join(f"{', '.join(ms)} on {d}" for d, ms in sorted(gaining.items()))
+    return (
+        f"Not converged at its dataset's budget (doubling it still moved the validation IoU, "
+        f"`benchmarks/bench_convergence.py`): {listed}. Such a rank says how far the model got "
+        "within the budget, not how good it can be; the dataset's table gives it no rank."
+    )
+
+
 def budget_sentence(budgets: dict[str, str]) -> str:
     """Which budget each dataset's ranks come from, and a warning where they differ."""
     listed = "; ".join(f"{d} {b}" for d, b in sorted(budgets.items()))
@@ -122,7 +146,9 @@ def summarise_datasets(scores: dict[str, tuple[str, dict]]) -> Summary:
     )
 
 
-def render_summary(s: Summary, budgets: dict[str, str] | None = None) -> str:
+def render_summary(
+    s: Summary, budgets: dict[str, str] | None = None, gaining: dict[str, list[str]] | None = None
+) -> str:
     k, n = len(s.models), len(s.datasets)
     metrics = ", ".join(
         f"{METRIC_TITLES.get(s.metrics[d], s.metrics[d])} ({d})" for d in s.datasets
@@ -148,6 +174,7 @@ def render_summary(s: Summary, budgets: dict[str, str] | None = None) -> str:
     if s.missing:
         lines.append("")
     lines += [budget_sentence(budgets), ""] if budgets else []
+    lines += [not_converged_sentence(gaining), ""] if gaining else []
     lines += [friedman_sentence(s, k, n), ""]
     if s.cd is not None:
         lines += [
@@ -204,7 +231,8 @@ def write_summary(leaderboard_dir: Path) -> str | None:
         return None
     s = summarise_datasets(scores)
     budgets = {d: b for d, b in read_budgets(leaderboard_dir).items() if d in s.datasets}
-    text = render_summary(s, budgets)
+    gaining = {d: m for d, m in read_not_converged(leaderboard_dir).items() if d in s.datasets}
+    text = render_summary(s, budgets, gaining)
     if s.cd is not None:
         plot_critical_difference(s.average, s.cd, leaderboard_dir / "cd.png", len(s.datasets))
     with atomic_write(leaderboard_dir / "README.md") as f:
