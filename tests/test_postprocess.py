@@ -131,6 +131,24 @@ def test_watershed_splits_touching_disks(h):
     assert dsb_average_precision(truth, ws)[0] > 0.9
 
 
+@pytest.mark.parametrize("min_distance", [3, 5, 8])
+def test_the_distance_watershed_leaves_an_elongated_nucleus_whole(min_distance):
+    # peak_local_max picks a peak every min_distance pixels along a flat ridge of the distance
+    # transform, and each became a marker: a 30 x 14 ellipse came out as 2-3 objects (mAP 0),
+    # a 10 x 70 bar as 8-21.
+    yy, xx = np.mgrid[:40, :90]
+    ellipse = ((yy - 20) / 7) ** 2 + ((xx - 25) / 15) ** 2 < 1
+    bar = np.zeros((40, 90), bool)
+    bar[5:15, 10:80] = True
+    for shape in (ellipse, bar):
+        labels = watershed_split(shape, min_distance=min_distance)
+        assert labels.max() == 1 and (labels > 0).sum() == shape.sum()
+    truth = disks([(20, 14), (20, 27)], [8, 8])  # two touching nuclei still split
+    assert watershed_split(truth > 0, min_distance=min_distance).max() == 2
+    ap, _ = dsb_average_precision(ellipse.astype(np.int32), watershed_split(ellipse, min_distance))
+    assert ap == 1.0
+
+
 def test_watershed_keeps_every_foreground_pixel():
     mask = np.zeros((10, 30), bool)
     mask[2:8, 2:8] = True

@@ -240,6 +240,17 @@ def add_unreached(instances: np.ndarray, mask: np.ndarray, connectivity: int) ->
     return instances
 
 
+def ridge_markers(distance: np.ndarray, peaks: np.ndarray, m: np.ndarray, full) -> np.ndarray:
+    """The peaks joined along the plateaus of the distance transform they lie on: an elongated
+    nucleus has a flat ridge, on which peak_local_max picks a peak every ``min_distance``
+    pixels, and each peak became a marker of its own (a 10 x 70 bar split into 8-21 objects).
+    Plateau pixels (equal to their neighbourhood's maximum) that touch a peak join its marker;
+    two nuclei meet at a saddle, below their maxima, so they keep a marker each."""
+    plateau = (distance >= ndi.maximum_filter(distance, footprint=full)) & m
+    joined, _ = ndi.label(plateau | peaks, structure=full)
+    return np.isin(joined, np.unique(joined[peaks])) & (joined > 0)
+
+
 def watershed_split(
     mask: Any, min_distance: int = 5, h: float | None = None, connectivity: int = 1
 ) -> np.ndarray:
@@ -286,7 +297,7 @@ def watershed_split(
         )
         peaks = np.zeros(m.shape, dtype=bool)
         peaks[tuple(coords.T)] = True
-    # Adjacent peaks (a flat ridge of the distance transform) form one marker.
+        peaks = ridge_markers(distance, peaks, m, full)
     markers, _ = ndi.label(peaks, structure=full)
     instances = watershed(-distance, markers, mask=m, connectivity=connectivity)
     return add_unreached(instances.astype(np.int32), m, connectivity)
