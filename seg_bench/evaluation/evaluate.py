@@ -72,7 +72,8 @@ DEFINITIONS = {
     "over t",
     "methods": "DSB only: every post-processing method (seg_bench/inference/instances.py), its "
     "parameters tuned on the validation split; per image: map, ap50, ap75, tp/fp/fn at IoU > "
-    ".5, splits (true objects hit by 2+ predictions), merges (predictions covering 2+ objects)",
+    ".5, splits (true objects hit by 2+ predictions lying more than half inside each), merges "
+    "(predictions covering more than half of each of 2+ true objects)",
 }
 
 

@@ -16,7 +16,7 @@ hysteresis         > ``low`` and connected to > ``high``       connected compone
 kmeans_watershed   the brighter of two k-means clusters of     distance-transform watershed
                    the probabilities                           (``min_distance``)
 distance_watershed probability > ``threshold``                 distance-transform watershed
-                                                               (``min_distance``): today's
+                                                               (``min_distance``): the profile's
 seeded_watershed   probability > ``threshold``                 marker watershed on the seed
                                                                map from its plateaus above
                                                                ``seed_threshold``

@@ -146,9 +146,10 @@ def render_postprocess_study(dataset: str, records: list[dict], provenance: list
             "Every method's parameters were tuned on the **validation split only** (the grid in "
             "seg_bench/inference/instances.py, grown past an end it is best at from evaluation "
             "v2 on; best mean mAP@[.5:.95]), then applied unchanged "
-            "to the test images scored here. Mean over seeds; F1, splits and merges at IoU 0.5 "
-            "pooled over the test images. Splits: true objects hit by two or more predictions; "
-            "merges: predictions covering more than half of two or more true objects.",
+            "to the test images scored here. Mean over seeds; F1 at IoU 0.5, splits and merges "
+            "pooled over the test images. Splits: true objects hit by two or more predictions "
+            "that each lie more than half inside it; merges: predictions covering more than "
+            "half of each of two or more true objects (no IoU threshold for either).",
             "",
             *provenance,
             "",
