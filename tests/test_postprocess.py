@@ -99,6 +99,20 @@ def test_thresholds_match_skimage():
         binarize(np.ones((2, 2), int))
 
 
+def test_hole_filling_leaves_the_gap_a_ring_of_touching_nuclei_encloses():
+    # Filling the mask before labelling made the gap foreground, and the watershed merged the
+    # ring (min_distance 5 or 8: one object, mAP 0).
+    truth = disks([(12, 20), (20, 12), (28, 20), (20, 28)], [6, 6, 6, 6])
+    prob = (truth > 0).astype(float)
+    gap = (prob == 0) & fill_holes(prob > 0.5)
+    assert gap[20, 20] and gap.sum() > 20
+    for min_distance in (3, 5, 8):
+        config = PostprocessConfig(watershed=True, min_distance=min_distance, fill_holes=True)
+        mask, inst = postprocess(prob, config)
+        assert inst.max() == 4 and not mask[gap].any()
+        assert dsb_average_precision(truth, inst)[0] > 0.9
+
+
 def test_fill_holes_and_min_size():
     prob = np.zeros((20, 20))
     prob[2:10, 2:10] = 0.9

@@ -51,13 +51,18 @@ VERSION_CHANGES = {
     ),
     3: (
         "the distance watershed joins peaks on one plateau of the distance transform into one "
-        "marker (it split elongated nuclei)",
-        lambda record: (
-            record.get("dataset") in METHOD_STUDY
-            or bool(((record.get("config") or {}).get("postprocess") or {}).get("watershed"))
-        ),
+        "marker (it split elongated nuclei); hole filling fills each object's own holes, not "
+        "the gap touching objects enclose",
+        lambda record: record.get("dataset") in METHOD_STUDY or splits_or_fills(record),
     ),
 }
+
+
+def splits_or_fills(record: dict[str, Any]) -> bool:
+    """Whether a record's post-processing splits by watershed or fills holes (evaluation v3)."""
+    post = (record.get("config") or {}).get("postprocess") or {}
+    return bool(post.get("watershed") or post.get("fill_holes"))
+
 
 DEFINITIONS = {
     "pixel": "pooled confusion matrix over test images (rows truth, cols prediction), positive "

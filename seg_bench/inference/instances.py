@@ -1,7 +1,7 @@
 """Named post-processing methods: a foreground probability (and a seed map) to instances.
 
 Each method is a foreground rule followed by a way of splitting that foreground into objects,
-then the shared options ``fill_holes`` (fill enclosed background before labelling) and
+then the shared options ``fill_holes`` (fill each object's own holes after labelling) and
 ``min_size`` (drop smaller objects, renumber 1..n):
 
 ================== =========================================== =============================
@@ -44,7 +44,7 @@ from seg_bench.inference.postprocess import (
     PostprocessConfig,
     add_unreached,
     binarize,
-    fill_holes,
+    fill_instance_holes,
     label_components,
     postprocess,
     remove_small_instances,
@@ -260,9 +260,9 @@ def run_method(
         )
     fg_params, obj_params = _split(method, params)
     mask = method.foreground(fg, **fg_params)
-    if params.get("fill_holes", False):
-        mask = fill_holes(mask)
     instances = method.objects(fg, seeds, mask, **obj_params)
+    if params.get("fill_holes", False):
+        instances = fill_instance_holes(instances)
     if params.get("min_size", 0):
         instances = remove_small_instances(instances, int(params["min_size"]))
     return instances.astype(np.int32, copy=False)

@@ -6,11 +6,11 @@ reported score says exactly how its instances were made. The steps, in order:
 
 1. foreground: ``prob > threshold`` (a float, or ``"otsu"``), or hysteresis
    (``low``/``high``: pixels > low connected to pixels > high);
-2. ``fill_holes``: fill background regions enclosed by foreground;
-3. instances: connected components, or a distance-transform marker watershed that splits
+2. instances: connected components, or a distance-transform marker watershed that splits
    touching objects (markers from ``peak_local_max`` with ``min_distance``, or from h-maxima
    of height ``h``), or, for a 3-class output (background / interior / boundary), the
    connected interiors grown into the boundary by a watershed on the boundary probability;
+3. ``fill_holes``: fill each object's own holes (not a gap that touching objects enclose);
 4. ``min_size``: instances smaller than this many pixels are removed and labels renumbered
    1..n; the returned mask is ``instances > 0``.
 
@@ -57,7 +57,8 @@ class PostprocessConfig:
     hysteresis : (low, high) or None
         Hysteresis thresholds, 0 <= low <= high <= 1.
     fill_holes : bool
-        Fill enclosed holes of the foreground.
+        Fill each object's own holes (after labelling, so the gap a ring of touching objects
+        encloses stays background).
     min_size : int
         Remove instances with fewer pixels than this (0 keeps all).
     watershed : bool
@@ -216,6 +217,28 @@ def fill_holes(mask: Any) -> np.ndarray:
     return ndi.binary_fill_holes(np.asarray(mask, dtype=bool))
 
 
+def fill_instance_holes(instances: np.ndarray) -> np.ndarray:
+    """Each object's own holes filled with its label: background that one object encloses,
+    not the gap a ring of touching objects encloses (filling the mask before labelling made
+    that gap foreground, and the watershed then merged the ring or shared the gap out).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ring = np.ones((3, 3), int); ring[1, 1] = 0
+    >>> fill_instance_holes(ring)[1, 1], fill_instance_holes(np.array([[1, 0, 2]]))[0, 1]
+    (np.int64(1), np.int64(0))
+    """
+    out = np.array(instances, copy=True)
+    for k, box in enumerate(ndi.find_objects(out), start=1):
+        if box is None:
+            continue
+        own = out[box] == k
+        hole = ndi.binary_fill_holes(own) & ~own & (out[box] == 0)
+        out[box][hole] = k
+    return out
+
+
 def label_components(mask: Any, connectivity: int = 1) -> np.ndarray:
     """Connected components of a mask as int32 labels 1..n (0 = background).
 
@@ -342,12 +365,13 @@ def three_class_instances(
             f"three-class prob must have shape (3, H, W) or (3, D, H, W), got {p.shape}"
         )
     fg = binarize(1.0 - p[0], threshold=threshold, hysteresis=hysteresis)
-    if fill:
-        fg = fill_holes(fg)
     seeds = (np.argmax(p, axis=0) == INTERIOR) & fg
     markers = label_components(seeds, connectivity)
     instances = watershed(p[2], markers, mask=fg, connectivity=connectivity).astype(np.int32)
-    return fg, add_unreached(instances, fg, connectivity)
+    instances = add_unreached(instances, fg, connectivity)
+    if fill:
+        instances = fill_instance_holes(instances)
+    return instances > 0, instances
 
 
 def remove_small_instances(instances: Any, min_size: int) -> np.ndarray:
@@ -449,12 +473,12 @@ def postprocess(
         p = _as_prob(prob)
         _structure(p.ndim, config.connectivity)
         fg = binarize(p, config.threshold, config.hysteresis)
-        if config.fill_holes:
-            fg = fill_holes(fg)
         if config.watershed:
             instances = watershed_split(fg, config.min_distance, config.h, config.connectivity)
         else:
             instances = label_components(fg, config.connectivity)
+        if config.fill_holes:
+            instances = fill_instance_holes(instances)
     if config.min_size > 0:
         instances = remove_small_instances(instances, config.min_size)
     instances = instances.astype(np.int32, copy=False)
