@@ -533,3 +533,20 @@ def test_a_trial_stopped_by_an_input_error_does_not_count_towards_the_target(tmp
     assert "1 stopped by an input error" in search.show(
         search.load("synthetic", "unet", "smoke", runs_dir=runs)[0]
     )
+
+
+def test_a_worker_with_nothing_left_to_run_says_why(tmp_path):
+    # A trial left RUNNING (its worker killed, no heartbeat) filled the target: the next
+    # worker returned at once and printed nothing.
+    from seg_bench.search.runner import _run_trials
+    from seg_bench.search.storage import open_study
+
+    spec = {"lr": {"low": 1e-4, "high": 1e-2}}
+    study = open_study("s", f"sqlite:///{tmp_path / 's.db'}", spec, dataset="d", model="m")
+    done = study.ask()
+    study.tell(done, 0.5)
+    study.ask()  # left running by a killed worker
+    said = []
+    ran = _run_trials(study, objective=None, target=2, timeout=None, shared=True, echo=said.append)
+    assert ran == 0 and len(said) == 1
+    assert said[0].startswith("search: 1 of 2 trials finished and 1 running in other workers")

@@ -196,6 +196,13 @@ def _run_trials(
             c = counts(study)
             done, busy = finished_count(c), c["RUNNING"] if shared else 0
             if done + busy >= target:
+                if busy and ran == 0:  # say why nothing ran: a dead worker's trial counts too
+                    echo(
+                        f"search: {done} of {target} trials finished and {busy} running in "
+                        "other workers, so this one runs none; a worker killed without "
+                        "--heartbeat leaves its trial RUNNING for good (`seg-bench search "
+                        "--show` lists it): raise --trials to run more"
+                    )
                 return ran
             if timeout is not None and time.monotonic() - start >= timeout:
                 echo(f"search: --timeout {timeout:g}s reached after {ran} trial(s)")
