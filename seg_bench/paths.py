@@ -51,7 +51,6 @@ def study_storage_url(storage: str | None, runs: str | os.PathLike, study: str) 
     the study's own SQLite file ``<runs>/search/<study>.db``. Here, not in search/, so that
     the dashboard (tracking, below search) finds a study where ``seg-bench search`` put it."""
     from seg_bench.errors import UserError
-    from seg_bench.tracking.redaction import redact_text
 
     if not storage:
         return f"sqlite:///{(Path(runs) / 'search' / f'{study}.db').resolve()}"
@@ -59,8 +58,8 @@ def study_storage_url(storage: str | None, runs: str | os.PathLike, study: str) 
     if "://" not in storage:
         if storage.endswith((".db", ".sqlite", ".sqlite3")):  # a bare file path
             return f"sqlite:///{Path(storage).expanduser().resolve()}"
-        shown = f"***@{storage.rsplit('@', 1)[1]}" if "@" in storage else redact_text(storage)
-        raise UserError(  # no scheme, so redact_text would not see the password: cut it off
+        shown = f"***@{storage.rsplit('@', 1)[1]}" if "@" in storage else storage
+        raise UserError(  # a password sits before the '@': cut it off
             f"--storage '{shown}' is not a database URL; use "
             "postgresql://USER:PASSWORD@HOST:PORT/DB, sqlite:///path/to/file.db, "
             "or leave --storage out for a local SQLite file"
