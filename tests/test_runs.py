@@ -264,7 +264,8 @@ def test_a_leaderboard_of_a_profile_without_records_names_the_profiles_there(run
     assert "no result records of profile 'paper'" in line and "holds profiles smoke" in line
 
 
-def test_committed_leaderboards_are_kept_unless_forced(runs, tmp_path, capsys):
+def committed_board(tmp_path):
+    """A leaderboards/ folder of a git checkout holding a committed synthetic.md."""
     checkout = tmp_path / "checkout"
     board = checkout / "leaderboards"
     board.mkdir(parents=True)
@@ -273,6 +274,11 @@ def test_committed_leaderboards_are_kept_unless_forced(runs, tmp_path, capsys):
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "leaderboards"], check=True)
     subprocess.run([*git, "commit", "-qm", "tables"], check=True)
+    return board
+
+
+def test_committed_leaderboards_are_kept_unless_forced(runs, tmp_path, capsys):
+    board = committed_board(tmp_path)
     assert cli.main(["train", *FAST]) == 0
     capsys.readouterr()
     argv = ["leaderboard", "--dataset", "synthetic", "--leaderboard-dir", str(board)]
@@ -289,14 +295,7 @@ def test_a_bench_refuses_a_committed_leaderboard_before_its_search(runs, tmp_pat
     import seg_bench.search as search
     from seg_bench.protocol.bench import bench
 
-    checkout = tmp_path / "checkout"
-    board = checkout / "leaderboards"
-    board.mkdir(parents=True)
-    (board / "synthetic.md").write_text("the published table\n")
-    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "leaderboards"], check=True)
-    subprocess.run([*git, "commit", "-qm", "tables"], check=True)
+    board = committed_board(tmp_path)
 
     def no_search(*args, **kwargs):
         raise AssertionError("searched before the leaderboard was checked")
