@@ -104,15 +104,13 @@ def grid_for_model(args, model: str, out: Path, overrides: dict, budget: Budget)
     rates = rates or [float(f"{profile_cfg.lr * f:.1g}") for f in FACTORS]
     options = {**overrides, "max_steps": steps}
     scores = grid_scores(args, model, out, options, rates, range(args.seeds), budget)
-    if not scores:
-        return None
     choice = undecided(scores, rates, args.seeds) or choose(scores, profile_cfg.lr)
     if choice["chosen"] not in (None, profile_cfg.lr) and args.confirm > args.seeds:
         more = range(args.seeds, args.confirm)
         for lr, values in grid_scores(args, model, out, options, rates, more, budget).items():
             scores.setdefault(lr, []).extend(values)
         choice = undecided(scores, rates, args.confirm) or choose(scores, profile_cfg.lr)
-    return {**choice, "steps": steps, "seeds": max(len(v) for v in scores.values())}
+    return {**choice, "steps": steps, "seeds": max((len(v) for v in scores.values()), default=0)}
 
 
 def undecided(scores: dict[float, list[float]], rates: list[float], seeds: int) -> dict | None:
@@ -131,9 +129,9 @@ def grid_scores(args, model, out, options, rates, seeds, budget) -> dict[float, 
     scores: dict[float, list[float]] = {}
     for lr in rates:
         for seed in seeds:
-            if budget.left() <= 0:
-                continue
             path = run_path(out, args.dataset, model, seed, lr)
+            if budget.left() <= 0 and not path.exists():  # stored runs still count
+                continue
             rec = train_once(path, args.dataset, model, args.profile, seed, {**options, "lr": lr})
             scores.setdefault(lr, []).append(rec["final_val_iou"])
             print(f"{model} lr {lr:g} seed {seed}: {rec['final_val_iou']:.3f}", flush=True)

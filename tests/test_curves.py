@@ -643,6 +643,17 @@ def test_a_grid_cut_short_by_the_time_budget_chooses_no_rate(monkeypatch, tmp_pa
     assert cut["chosen"] is None and cut["why"].startswith("not decided: 1 runs not trained")
     assert cut["means"] == {3e-4: 0.50, 1e-3: 0.60}
     assert "| m | 1 | 0.500 | 0.600 | – | – |" in grid.render("isbi2012", "cpu", {"m": cut})
+    # Out of time from the start: stored runs are still read back, and a model without any
+    # gets a row saying so (it was left out of the table).
+    stored = tmp_path / "isbi2012" / "m__seed0__lr0.0003.json"
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    stored.write_text("{}")
+    monkeypatch.setattr(grid, "train_once", lambda path, *a: {"final_val_iou": 0.5})
+    spent = Budget(1e-9)
+    read = grid.grid_for_model(args, "m", tmp_path, {}, spent)
+    assert read["means"] == {3e-4: 0.5} and read["chosen"] is None
+    none = grid.grid_for_model(args, "other", tmp_path, {}, spent)
+    assert none["seeds"] == 0 and none["why"].startswith("not decided: 3 runs not trained")
 
 
 # --- the doubling study on the leaderboard ----------------------------------------------------
