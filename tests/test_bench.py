@@ -204,18 +204,25 @@ def test_tta_on_a_fresh_folder_trains_the_plain_run_once_and_records_both(dirs):
 @pytest.mark.parametrize("reached", [True, False])
 def test_rescore_of_a_v1_record_whose_checkpoint_is_gone(dirs, request, reached):
     """Reached by a later change: --rescore says to retrain. Not reached (v2 changed DSB's
-    method study only; EPFL's v1 records have lost their checkpoints): it is left alone."""
+    method study only, v3 watershed splitting and hole filling; EPFL's v1 records have lost
+    their checkpoints): it is left alone."""
     if reached:
         request.getfixturevalue("every_change_reaches_every_record")
-    bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
-    path = record_path_for(dirs["results_dir"], resolve_config("synthetic", "toy_fcn", "smoke"))
+    # Without the synthetic profile's watershed, no change reaches the record unless forced.
+    plain = {"overrides": {"postprocess": {"watershed": False}}}
+    bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **plain, **dirs)
+    cfg = resolve_config("synthetic", "toy_fcn", "smoke", **plain["overrides"])
+    path = record_path_for(dirs["results_dir"], cfg)
     old = json.loads(path.read_text())
     del old["metrics"]["evaluation_version"]
     old["checkpoint"] = str(dirs["runs_dir"] / "gone.ckpt")
     path.write_text(json.dumps(old))
     gone = "cannot rescore, its checkpoint .*gone.ckpt is gone"
     with pytest.raises(UserError, match=gone) if reached else contextlib.nullcontext():
-        bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, rescore=True, **dirs)
+        bench(
+            "synthetic", models=["toy_fcn"], profile="smoke", seeds=1, rescore=True,
+            **plain, **dirs,
+        )  # fmt: skip
     assert json.loads(path.read_text()) == old  # nothing half-written, nothing redone
 
 

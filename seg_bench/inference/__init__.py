@@ -2,7 +2,8 @@
 
 * ``sliding_window.py``: tiled prediction with Gaussian blending and D4 test-time augmentation.
 * ``outputs.py``: logits -> probabilities and class maps; ``postprocess.py``: masks -> instances
-  (threshold, hole filling, small-object removal, watershed).
+  (threshold, watershed, hole filling, small-object removal), the label-image steps it shares
+  with ``instances.py`` (the named methods) in ``objects.py``.
 * ``checkpoint.py``: a checkpoint -> the network it holds, built from the registry (no training
   code needed); ``device.py``: where inference runs.
 * ``predict.py``: ``seg-bench predict``, files in, masks/probabilities/instances/DSB CSV out.

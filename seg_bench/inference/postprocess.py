@@ -28,6 +28,14 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from seg_bench.errors import UserError
+from seg_bench.inference.objects import (
+    add_unreached,
+    fill_holes,
+    fill_instance_holes,
+    label_components,
+    neighbourhood,
+    remove_small_instances,
+)
 from seg_bench.metrics.inputs import check_label_image, to_numpy
 
 __all__ = [
@@ -35,6 +43,7 @@ __all__ = [
     "postprocess",
     "binarize",
     "fill_holes",
+    "fill_instance_holes",
     "label_components",
     "watershed_split",
     "three_class_instances",
@@ -158,14 +167,6 @@ def _as_prob(prob: Any, name: str = "prob") -> np.ndarray:
     return p
 
 
-def _structure(ndim: int, connectivity: int) -> np.ndarray:
-    if connectivity > ndim:
-        raise UserError(
-            f"connectivity must be between 1 and {ndim} for {ndim}-D input, got {connectivity}"
-        )
-    return ndi.generate_binary_structure(ndim, connectivity)
-
-
 def binarize(
     prob: Any, threshold: float | str = 0.5, hysteresis: tuple[float, float] | None = None
 ) -> np.ndarray:
@@ -202,65 +203,6 @@ def binarize(
     else:
         PostprocessConfig(threshold=threshold)  # validates
     return p > threshold
-
-
-def fill_holes(mask: Any) -> np.ndarray:
-    """Fill background regions not connected to the image border.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> ring = np.ones((3, 3), bool); ring[1, 1] = False
-    >>> bool(fill_holes(ring)[1, 1])
-    True
-    """
-    return ndi.binary_fill_holes(np.asarray(mask, dtype=bool))
-
-
-def fill_instance_holes(instances: np.ndarray) -> np.ndarray:
-    """Each object's own holes filled with its label: background that one object encloses,
-    not the gap a ring of touching objects encloses (filling the mask before labelling made
-    that gap foreground, and the watershed then merged the ring or shared the gap out).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> ring = np.ones((3, 3), int); ring[1, 1] = 0
-    >>> fill_instance_holes(ring)[1, 1], fill_instance_holes(np.array([[1, 0, 2]]))[0, 1]
-    (np.int64(1), np.int64(0))
-    """
-    out = np.array(instances, copy=True)
-    for k, box in enumerate(ndi.find_objects(out), start=1):
-        if box is None:
-            continue
-        own = out[box] == k
-        hole = ndi.binary_fill_holes(own) & ~own & (out[box] == 0)
-        out[box][hole] = k
-    return out
-
-
-def label_components(mask: Any, connectivity: int = 1) -> np.ndarray:
-    """Connected components of a mask as int32 labels 1..n (0 = background).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> label_components(np.array([[1, 0, 1]])).tolist()
-    [[1, 0, 2]]
-    """
-    m = np.asarray(mask, dtype=bool)
-    labels, _ = ndi.label(m, structure=_structure(m.ndim, connectivity))
-    return labels.astype(np.int32)
-
-
-def add_unreached(instances: np.ndarray, mask: np.ndarray, connectivity: int) -> np.ndarray:
-    """Foreground components the watershed did not reach (no marker) become new instances."""
-    left = mask & (instances == 0)
-    if left.any():
-        extra = label_components(left, connectivity)
-        instances = instances.copy()
-        instances[left] = extra[left] + instances.max()
-    return instances
 
 
 def ridge_markers(distance: np.ndarray, peaks: np.ndarray, m: np.ndarray, full) -> np.ndarray:
@@ -374,34 +316,6 @@ def three_class_instances(
     return instances > 0, instances
 
 
-def remove_small_instances(instances: Any, min_size: int) -> np.ndarray:
-    """Drop instances with fewer than ``min_size`` pixels and renumber the rest 1..n.
-
-    Labels keep their relative order. Returns int32.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> remove_small_instances(np.array([[4, 4, 4, 0, 9]]), min_size=2).tolist()
-    [[1, 1, 1, 0, 0]]
-    """
-    lab = np.asarray(instances)
-    if not np.issubdtype(lab.dtype, np.integer) or (lab.size and lab.min() < 0):
-        raise UserError("instances must be a non-negative integer label image")
-    if isinstance(min_size, bool) or not isinstance(min_size, (int, np.integer)) or min_size < 0:
-        raise UserError(f"min_size must be an int >= 0, got {min_size!r}")
-    if lab.size and int(lab.max()) < 4 * lab.size:  # compact labels: a bincount, no sort
-        sizes, inverse, background = np.bincount(lab.ravel()), lab.ravel(), 0
-    else:
-        ids, inverse, sizes = np.unique(lab.ravel(), return_inverse=True, return_counts=True)
-        background = ids == 0
-    keep = sizes >= min_size
-    keep[background] = False
-    new_ids = np.zeros(sizes.size, dtype=np.int32)
-    new_ids[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return new_ids[inverse].reshape(lab.shape)
-
-
 def boundary_targets(instance_labels: Any, connectivity: int = 1) -> np.ndarray:
     """3-class training target from instance labels: 0 background, 1 interior, 2 boundary.
 
@@ -427,7 +341,7 @@ def boundary_targets(instance_labels: Any, connectivity: int = 1) -> np.ndarray:
     from skimage.segmentation import find_boundaries
 
     lab = check_label_image(instance_labels, "instance_labels")
-    _structure(lab.ndim, connectivity)  # validates
+    neighbourhood(lab.ndim, connectivity)  # validates
     out = np.zeros(lab.shape, dtype=np.uint8)
     out[lab > 0] = INTERIOR
     out[find_boundaries(lab, connectivity=connectivity, mode="inner") & (lab > 0)] = BOUNDARY
@@ -471,7 +385,7 @@ def postprocess(
         )
     else:
         p = _as_prob(prob)
-        _structure(p.ndim, config.connectivity)
+        neighbourhood(p.ndim, config.connectivity)
         fg = binarize(p, config.threshold, config.hysteresis)
         if config.watershed:
             instances = watershed_split(fg, config.min_distance, config.h, config.connectivity)
