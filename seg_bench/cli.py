@@ -341,9 +341,6 @@ def main(argv: list[str] | None = None) -> int:
             load_plugins([*args.plugins, *getattr(args, "command_plugins", [])])
             check_outputs(args)
             args.runs_dir = RUNS_DIR or runs_dir()
-            from seg_bench.protocol.provenance import running_commit
-
-            running_commit()  # the code this process runs, before anything is committed meanwhile
             return args.func(args)
     except UserError as e:
         if debug():

@@ -157,6 +157,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
     if args.logger is not None:  # the test logs nothing, but a typo is still refused
         check_choice("--logger", args.logger, KINDS)
+    running_commit()  # the code this run starts with, not HEAD after its first model
     profile = args.profile or default_profile()
     models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
     models = models or benchmark_models(args.dataset, profile, args.config_file)

@@ -135,6 +135,7 @@ def run_one(
     logs nothing."""
     from seg_bench.tracking.runs import tracked_run
 
+    provenance.running_commit()  # the record names the code this run started with
     path = record_path_for(results_dir, cfg)
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(runs_dir, cfg)
     prepared = prepare_run(cfg, run_dir, force)
