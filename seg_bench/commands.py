@@ -157,6 +157,20 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
     if args.logger is not None:  # the test logs nothing, but a typo is still refused
         check_choice("--logger", args.logger, KINDS)
+    unused = [
+        o
+        for o, v in (
+            ("--tta", args.tta),
+            ("--project", args.project),
+            ("--log-model", args.log_model),
+        )
+        if v
+    ]
+    if unused:  # silently dropped, they would look applied to the curves
+        raise UserError(
+            f"lr-find tests nothing and logs nothing, so {' and '.join(unused)} would have no "
+            "effect: leave it out (bench and train take it)"
+        )
     running_commit()  # the code this run starts with, not HEAD after its first model
     profile = args.profile or default_profile()
     models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
@@ -208,6 +222,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         study, url = search.load(
             args.dataset, args.model, args.profile, args.storage, args.study, args.runs_dir
         )
+        if overrides:  # alone, --show prints the study whatever its options
+            search.check_shown_options(study, args.dataset, args.model, args.profile, overrides)
         print(search.show(study, search.mask_url(url)))
         return 0
     result = search.run_search(

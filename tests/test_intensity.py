@@ -49,3 +49,18 @@ def test_a_float_image_flips_against_1():
     flipped, inverted = invert_if_bright(_nuclei_on(0.9, 0.2, np.float32))
     assert inverted and flipped[0, 0] == pytest.approx(0.1)
     assert flipped[10, 10] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.float32])
+def test_signed_image_with_negative_pixels_flips_without_wrapping(dtype):
+    """A bright background with some pixels below zero: flipped within [-top - 1, top] (the
+    integer range the bit depth spans) so the order of every pair of pixels reverses."""
+    top = 127 if dtype == np.int8 else 4095
+    image = _nuclei_on(top - 10, -top + 5, dtype)
+    image[0, 1] = -top  # a dark speck, negative
+    flipped, inverted = invert_if_bright(image)
+    assert inverted and flipped.dtype == image.dtype
+    shift = -1 if dtype != np.float32 else 0
+    expected = shift - image.astype(np.float64)
+    np.testing.assert_array_equal(flipped.astype(np.float64), expected)
+    assert flipped[10, 10] > flipped[0, 0]  # the nucleus is now the bright one

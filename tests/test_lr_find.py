@@ -60,3 +60,12 @@ def test_lr_find_writes_curves_keeps_earlier_models_and_prints_profile_lines(tmp
     assert (out / "synthetic_smoke.png").stat().st_size > 0
     printed = capsys.readouterr().out
     assert f"unet: {{lr: {unet['chosen_lr']:g}}}" in printed
+
+
+@pytest.mark.parametrize("option", [["--tta"], ["--project", "mine"], ["--log-model"]])
+def test_lr_find_refuses_options_it_would_ignore(option, tmp_path, capsys):
+    argv = ["lr-find", "--profile", "smoke", "--output", str(tmp_path), *option]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert option[0] in err and "no effect" in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # refused before any model was tested

@@ -95,6 +95,15 @@ def test_show_prints_trials_and_importances(resumed):
     assert "lr" in importances
 
 
+def test_show_with_other_run_options_refuses_the_study_they_would_not_run(resumed):
+    """The study trained with the profile's loss; --show --loss dice would run another study,
+    so showing this one as its result is refused, naming the option."""
+    rc, out, err = run_cli([*BASE, "--loss", "dice", "--show"], resumed.runs)
+    assert rc == 2 and out == ""
+    assert "other fixed options (loss" in err and "'dice' now" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_best_params_and_bench_use_the_study(resumed, tmp_path, monkeypatch):
     """bench --trials reuses the finished study, trains with its best parameters, and logs the
     seed's run (offline W&B) with its test metrics in the summary."""
@@ -154,6 +163,24 @@ def test_nan_trial_is_recorded_failed_and_the_study_goes_on(tmp_path):
     assert failed.user_attrs["fail_reason"].startswith("non-finite loss: loss became nan")
     assert ok.state.name == "COMPLETE" and result.best_number == 1
     assert any("trial 0: failed: non-finite loss" in m for m in messages)
+
+
+def test_bench_refuses_to_train_defaults_when_no_trial_completed(tmp_path, monkeypatch):
+    """Every trial fails: bench --trials stops with one line naming the search, instead of
+    training the profile's rate as if the search had chosen it."""
+
+    def failing_train(cfg, run_dir, logger=False, callbacks=None, progress=True):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr("seg_bench.training.trainer.train", failing_train)
+    runs = tmp_path / "runs"
+    argv = ["bench", "--dataset", "synthetic", "--models", "unet", "--seeds", "1"]
+    rc, _, err = run_cli([*argv, *FAST_ARGS, "--trials", "2"], runs)
+    assert rc == 2
+    line = err.strip().splitlines()[-1]
+    assert "search unet" in line and "no completed trial (0 pruned, 2 failed)" in line
+    assert "nothing tuned to train" in line
+    assert not (runs / "results").exists()  # no run trained
 
 
 def test_errors_and_ctrl_c_with_a_fake_trainer(tmp_path, monkeypatch):

@@ -30,5 +30,9 @@ def invert_if_bright(image: np.ndarray) -> tuple[np.ndarray, bool]:
     grey = image if image.ndim == 2 else np.round(image.mean(axis=-1)).astype(image.dtype)
     if not bright_background(grey):
         return image, False
-    top = np.asarray(intensity_top(image)).astype(image.dtype)
-    return (top - image).astype(image.dtype), True
+    top = intensity_top(image)
+    # Mirrored within [bottom, top], which the dtype holds: top - image alone overflows a
+    # signed type for negative pixels (int16: 32767 - (-100) wraps to -32669).
+    bottom = 0.0 if image.min() >= 0 else -top - np.issubdtype(image.dtype, np.integer)
+    flipped = (bottom + top) - image.astype(np.float64)
+    return flipped.astype(image.dtype), True

@@ -258,7 +258,13 @@ def bench(
                 **(search_options or {}),
             )
             console.print(f"search {m}: {describe_best(found)}")
-            tuned[m] = dict(found.best_params or {})
+            if found.best_params is None:  # training the profile's defaults would pass as tuned
+                raise UserError(
+                    f"search {m}: {describe_best(found)}, so there is nothing tuned to train; "
+                    f"see `seg-bench search --dataset {dataset} --model {m} --show`, fix what "
+                    "failed, and rerun with more --trials"
+                )
+            tuned[m] = dict(found.best_params)
     configs = [
         resolve_config(dataset, m, profile, seed=s, **{**overrides, **tuned[m]})
         for s in range(seeds)  # seed-major: a stopped bench has whole seeds for every model

@@ -43,7 +43,7 @@ from seg_bench.search.display import (
     summarize,
     trials_table,
 )
-from seg_bench.search.runner import PRUNERS, build_pruner, run_search
+from seg_bench.search.runner import PRUNERS, build_pruner, check_shown_options, run_search
 from seg_bench.search.space import DEFAULT_SPACE, MONITOR, choices, parse_space, suggest
 from seg_bench.search.storage import (
     default_study_name,
@@ -61,6 +61,7 @@ __all__ = [
     "SearchResult",
     "best_params",
     "build_pruner",
+    "check_shown_options",
     "choices",
     "counts",
     "default_study_name",

@@ -35,6 +35,7 @@ from seg_bench.search.display import (
 from seg_bench.search.objective import Objective, trial_config
 from seg_bench.search.space import parse_space
 from seg_bench.search.storage import (
+    check_fixed,
     default_study_name,
     fail_stale_trials,
     is_sqlite,
@@ -86,8 +87,7 @@ def run_search(
     """Run trials until the study holds ``trials`` finished ones (see the module docstring)."""
     import optuna
 
-    from seg_bench.config import TEST_ONLY, default_profile
-    from seg_bench.training.run_dir import key_fields
+    from seg_bench.config import default_profile
 
     echo = echo or _to_stderr
     _check_options(trials, timeout, pruner)
@@ -108,7 +108,7 @@ def run_search(
             seed=base.seed if seed is None else seed,
             pruner=build_pruner(pruner, base.max_epochs),
             heartbeat_s=heartbeat_s,
-            fixed={k: v for k, v in key_fields(base).items() if k not in {*spec, *TEST_ONLY}},
+            fixed=fixed_options(base, spec),
         )
         objective = Objective(
             name,
@@ -126,6 +126,31 @@ def run_search(
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials: see trial_lines
         ran = _run_trials(study, objective, int(trials), timeout, not is_sqlite(url), echo)
     return summarize(study, mask_url(url), ran)
+
+
+def fixed_options(base: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """The configuration fields every trial of a study shares: what no trial varies and what
+    changes the network (test-only options do not)."""
+    from seg_bench.config import TEST_ONLY
+    from seg_bench.training.run_dir import key_fields
+
+    return {k: v for k, v in key_fields(base).items() if k not in {*spec, *TEST_ONLY}}
+
+
+def check_shown_options(
+    study: Any, dataset: str, model: str, profile: str | None, overrides: dict[str, Any]
+) -> None:
+    """``search --show`` with run options: the study shown must be the one they would run, not
+    another whose trials trained with other options."""
+    from seg_bench.config import default_profile
+
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    base = trial_config(dataset, model, profile or default_profile(), overrides, {})
+    check_fixed(
+        study,
+        fixed_options(base, study_space(study)),
+        "these options would start another study: drop them to show it, or give --study NAME",
+    )
 
 
 def _to_stderr(message: str) -> None:

@@ -237,9 +237,17 @@ def _tie_fixed(study: Any, fixed: dict[str, Any] | None) -> None:
     take it from their next run); refuse another, naming the fields that differ."""
     if fixed is None:
         return
+    if study.user_attrs.get("fixed_config") is None:
+        study.set_user_attr("fixed_config", json.dumps(fixed, sort_keys=True))
+        return
+    check_fixed(study, fixed, "give the same options to continue it, or --study NEW_NAME")
+
+
+def check_fixed(study: Any, fixed: dict[str, Any], what_to_do: str) -> None:
+    """Refuse ``fixed`` options that differ from those the study's trials ran with (a study from
+    before they were stored passes)."""
     have = study.user_attrs.get("fixed_config")
     if have is None:
-        study.set_user_attr("fixed_config", json.dumps(fixed, sort_keys=True))
         return
     have = json.loads(have)  # studies from before TEST_ONLY was left out still hold it
     keys = (have.keys() | fixed.keys()) - TEST_ONLY.keys()
@@ -248,7 +256,7 @@ def _tie_fixed(study: Any, fixed: dict[str, Any] | None) -> None:
         shown = "; ".join(f"{k} {have.get(k)!r} there, {fixed.get(k)!r} now" for k in differ[:3])
         raise UserError(
             f"study '{study.study_name}' ran its trials with other fixed options ({shown}); "
-            "give the same options to continue it, or --study NEW_NAME"
+            + what_to_do
         )
 
 
@@ -304,6 +312,7 @@ def study_summaries(urls: list[str]) -> list[tuple[str, Any]]:
 
 __all__ = [
     "default_storage_dir",
+    "check_fixed",
     "default_study_name",
     "fail_stale_trials",
     "heartbeat_kwargs",
