@@ -97,6 +97,28 @@ def test_seeded_watershed_follows_the_seeds_not_the_shape():
     assert out[5, 3] != out[5, 16] and (out[2:8, 2:18] > 0).all()
 
 
+def test_seeded_watershed_with_grow_keeps_a_seedless_small_nucleus_apart():
+    """A big disc with a seed touches a small one whose seed stayed under the threshold: the
+    plain watershed floods the small disc into the big one (a merge). With grow 3 the part of
+    the small disc beyond 3 px of the big seed is a marker of its own; the big disc's rim, also
+    beyond 3 px in places but thin, is not, and stays with the big disc (where the seed map is
+    flat, the contact column may go either way)."""
+    lab = touching_discs(centres=((20, 20),), r=10)
+    yy, xx = np.mgrid[:40, :60]
+    lab[((yy - 20) ** 2 + (xx - 34) ** 2 < 25) & (lab == 0)] = 2  # r 5, touching disc 1
+    seeds = np.zeros(lab.shape, np.float32)
+    seeds[(yy - 20) ** 2 + (xx - 20) ** 2 < 49] = 0.9  # the big disc's interior, r 7
+    seeds[(yy - 20) ** 2 + (xx - 35) ** 2 < 4] = 0.3  # the small disc's, under threshold
+    prob = prob_of(lab)
+    flooded = run_method("seeded_watershed", prob, seeds, seed_threshold=0.5)
+    assert flooded.max() == 1
+    kept = run_method("seeded_watershed", prob, seeds, seed_threshold=0.5, grow=3)
+    assert kept.max() == 2
+    per_t = dsb_average_precision(lab, kept)[1]
+    assert per_t[5] == 1.0  # both discs matched at IoU > 0.75: the rim stayed with its disc
+    assert (kept[lab == 1] == kept[20, 20]).mean() > 0.97  # all but the contact column
+
+
 def test_fill_holes_and_min_size_are_options_of_every_method():
     prob = np.full((20, 20), 0.05, np.float32)
     prob[2:12, 2:12] = 0.9
@@ -232,7 +254,12 @@ def test_evaluation_scores_every_method_per_image_with_validation_tuned_paramete
     assert (seeded["tp"], seeded["fp"], seeded["fn"], seeded["merges"]) == (2, 0, 0, 0)
     assert seeded["ap50"] == 1.0 and seeded["map"] > 0.9
     tuned = result["postprocess_methods"]
-    assert set(tuned["seeded_watershed"]["params"]) == {"threshold", "seed_threshold", "min_size"}
+    assert set(tuned["seeded_watershed"]["params"]) == {
+        "threshold",
+        "seed_threshold",
+        "grow",
+        "min_size",
+    }
     assert tuned["seeded_watershed"]["val_map"] == seeded["map"]  # val = test image here
     assert result["postprocess"]["method"] == "seeded_watershed"
     assert result["overall"]["dsb_map"] == seeded["map"] and result["target"] == "distance"

@@ -184,12 +184,14 @@ def test_header_names_the_evaluation_version_and_flags_a_mix():
 def test_scoring_version_counts_only_changes_that_reach_the_record():
     from seg_bench.evaluation.evaluate import EVALUATION_VERSION, is_stale, scoring_version
 
-    assert EVALUATION_VERSION == 3  # a new version needs its VERSION_CHANGES entry and a case here
+    assert EVALUATION_VERSION == 4  # a new version needs its VERSION_CHANGES entry and a case here
     assert scoring_version({"dataset": "dsb2018", "metrics": {"evaluation_version": 2}}) == 2
     assert scoring_version({"dataset": "dsb2018", "metrics": {}}) == 1
     assert scoring_version({"dataset": "epfl", "metrics": {"evaluation_version": 2}}) == 1
     assert is_stale({"dataset": "dsb2018", "metrics": {}})
-    assert not is_stale({"dataset": "dsb2018", "metrics": {"evaluation_version": 3}})
+    assert not is_stale({"dataset": "dsb2018", "metrics": {"evaluation_version": 4}})
+    # v4 (the seeded watershed's grow) reaches DSB's method study only.
+    assert is_stale({"dataset": "dsb2018", "metrics": {"evaluation_version": 3}})
     assert not is_stale({"dataset": "epfl", "metrics": {}})
     # v3 (the distance watershed's ridge markers) reaches DSB and every run that splits by
     # watershed (synthetic nuclei), not EPFL's threshold + components.
@@ -198,6 +200,7 @@ def test_scoring_version_counts_only_changes_that_reach_the_record():
     assert is_stale({"dataset": "synthetic", **split, "metrics": {"evaluation_version": 2}})
     v3 = {"evaluation_version": 3}
     assert scoring_version({"dataset": "synthetic", **split, "metrics": v3}) == 3
+    assert not is_stale({"dataset": "synthetic", **split, "metrics": v3})
     assert scoring_version({"dataset": "epfl", "metrics": {"evaluation_version": 3}}) == 1
 
 

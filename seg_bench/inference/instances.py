@@ -19,7 +19,8 @@ distance_watershed probability > ``threshold``                 distance-transfor
                                                                (``min_distance``): the profile's
 seeded_watershed   probability > ``threshold``                 marker watershed on the seed
                                                                map from its plateaus above
-                                                               ``seed_threshold``
+                                                               ``seed_threshold`` (and what
+                                                               lies beyond ``grow`` px of them)
 ================== =========================================== =============================
 
 ``seeded_watershed`` needs a seed map: the interior probability of a ``boundary3`` model or
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from seg_bench.errors import UserError
 from seg_bench.inference.outputs import probabilities, target_maps
@@ -93,10 +95,20 @@ def _kmeans_foreground(fg: np.ndarray, bins: int = 1024) -> np.ndarray:
     return fg > cut
 
 
-def _seeded(mask: np.ndarray, seeds: np.ndarray, seed_threshold: float) -> np.ndarray:
+def _seeded(mask: np.ndarray, seeds: np.ndarray, seed_threshold: float, grow: int = 0):
+    """Marker watershed from the seed components. With ``grow`` > 0 a small nucleus whose seed
+    stayed under the threshold, touching a seeded one, is not flooded by it: what lies further
+    than ``grow`` px from every seed and is thicker than a rim (a pixel 2 px inside it) becomes
+    a marker of its own before the watershed."""
     from skimage.segmentation import watershed
 
     markers = label_components((seeds > seed_threshold) & mask)
+    if grow > 0 and markers.any():
+        left = mask & (ndi.distance_transform_edt(markers == 0) > grow)
+        pieces = label_components(left)
+        cores = np.unique(pieces[ndi.binary_erosion(left, iterations=2)])
+        extra = label_components(np.isin(pieces, cores[cores > 0]))
+        markers = np.where(extra > 0, extra + markers.max(), markers)
     instances = watershed(-seeds, markers, mask=mask).astype(np.int32)
     return add_unreached(instances, mask, 1)
 
@@ -109,8 +121,8 @@ def _distance_ws(fg, seeds, mask, min_distance: int = 5):
     return watershed_split(mask, min_distance=min_distance)
 
 
-def _seeded_ws(fg, seeds, mask, seed_threshold: float = 0.5):
-    return _seeded(mask, seeds, seed_threshold)
+def _seeded_ws(fg, seeds, mask, seed_threshold: float = 0.5, grow: int = 0):
+    return _seeded(mask, seeds, seed_threshold, grow)
 
 
 @dataclass(frozen=True)
@@ -194,7 +206,12 @@ POSTPROCESSORS: dict[str, Method] = {
             _by_threshold,
             _seeded_ws,
             True,
-            {"threshold": (0.4, 0.5), "seed_threshold": (0.5, 0.7, 0.85), "min_size": SIZES},
+            {
+                "threshold": (0.4, 0.5),
+                "seed_threshold": (0.5, 0.7, 0.85),
+                "grow": (0, 4, 8),  # 0: no limit
+                "min_size": SIZES,
+            },
             "threshold + marker watershed from interior seeds (boundary3 / distance)",
         ),
     )
@@ -223,7 +240,8 @@ def _split(method: Method, params: dict[str, Any]) -> tuple[dict, dict]:
         )
     fg_keys = {"threshold", "low", "high"}
     fg_params = {k: v for k, v in params.items() if k in fg_keys}
-    obj_params = {k: v for k, v in params.items() if k in {"min_distance", "seed_threshold"}}
+    obj_keys = {"min_distance", "seed_threshold", "grow"}
+    obj_params = {k: v for k, v in params.items() if k in obj_keys}
     return fg_params, obj_params
 
 
@@ -284,6 +302,7 @@ LIMITS = {
     "high": (0.05, 0.95),
     "seed_threshold": (0.05, 0.95),
     "min_distance": (1, 64),
+    "grow": (0, 64),
     "min_size": (0, 500),
 }
 MAX_GROWTH = 4
