@@ -4,8 +4,10 @@ The image is seeded: 300 discs (radius 6 to 14 px, many touching), a foreground 
 made from them (blurred, with noise, in [0, 1]) and the seed map a ``distance`` network would
 give (each nucleus' normalised distance to its own boundary, blurred). Every method of
 ``seg_bench.inference.instances.POSTPROCESSORS`` runs with its default parameters (plus
-``min_size`` 15); the median wall time over ``--repeat`` runs is printed beside the objects
-found and the DSB score against the discs, and checked against the 0.5 s target.
+``min_size`` 15), and the seeded watershed once more with ``grow`` 8 (its costliest grid
+value: an h-maxima transform of the seed map); the median wall time over ``--repeat`` runs
+is printed beside the objects found and the DSB score against the discs, and checked against
+the 0.5 s target.
 
     python benchmarks/bench_postprocess.py                 # 1000 x 1000, 300 nuclei, 5 runs
     python benchmarks/bench_postprocess.py --quick         # 1 run

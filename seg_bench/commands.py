@@ -167,9 +167,9 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
         if v
     ]
     if unused:  # silently dropped, they would look applied to the curves
-        raise UserError(
-            f"lr-find tests nothing and logs nothing, so {' and '.join(unused)} would have no "
-            "effect: leave it out (bench and train take it)"
+        raise UserError(  # "it": one option in the usual case
+            f"lr-find tests no network and logs no run, so {' and '.join(unused)} would have "
+            "no effect: leave it out (bench and train take it)"
         )
     running_commit()  # the code this run starts with, not HEAD after its first model
     profile = args.profile or default_profile()

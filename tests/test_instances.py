@@ -97,26 +97,53 @@ def test_seeded_watershed_follows_the_seeds_not_the_shape():
     assert out[5, 3] != out[5, 16] and (out[2:8, 2:18] > 0).all()
 
 
+def _big_and_small(big_r: int, small_r: int):
+    """A big disc at (20, 20) and a smaller one just right of it, touching; the seed map a
+    distance network gives, with the small nucleus' peak under 0.5 (0.4: its seed missed)."""
+    lab = touching_discs(shape=(48, 64), centres=((24, 24),), r=big_r)
+    yy, xx = np.mgrid[:48, :64]
+    cx = 24 + big_r + small_r - 1
+    lab[((yy - 24) ** 2 + (xx - cx) ** 2 < small_r**2) & (lab == 0)] = 2
+    seeds = distance_target(lab)
+    seeds[lab == 2] *= 0.4
+    return lab, seeds
+
+
 def test_seeded_watershed_with_grow_keeps_a_seedless_small_nucleus_apart():
-    """A big disc with a seed touches a small one whose seed stayed under the threshold: the
-    plain watershed floods the small disc into the big one (a merge). With grow 3 the part of
-    the small disc beyond 3 px of the big seed is a marker of its own; the big disc's rim, also
-    beyond 3 px in places but thin, is not, and stays with the big disc (where the seed map is
-    flat, the contact column may go either way)."""
-    lab = touching_discs(centres=((20, 20),), r=10)
-    yy, xx = np.mgrid[:40, :60]
-    lab[((yy - 20) ** 2 + (xx - 34) ** 2 < 25) & (lab == 0)] = 2  # r 5, touching disc 1
-    seeds = np.zeros(lab.shape, np.float32)
-    seeds[(yy - 20) ** 2 + (xx - 20) ** 2 < 49] = 0.9  # the big disc's interior, r 7
-    seeds[(yy - 20) ** 2 + (xx - 35) ** 2 < 4] = 0.3  # the small disc's, under threshold
+    """The plain watershed floods the small nucleus from the big one's seed (a merge); with
+    grow 4 the small nucleus' own peak, beyond 4 px of the big seed, is a marker, and both
+    nuclei come out whole."""
+    lab, seeds = _big_and_small(10, 5)
     prob = prob_of(lab)
     flooded = run_method("seeded_watershed", prob, seeds, seed_threshold=0.5)
     assert flooded.max() == 1
-    kept = run_method("seeded_watershed", prob, seeds, seed_threshold=0.5, grow=3)
+    kept = run_method("seeded_watershed", prob, seeds, seed_threshold=0.5, grow=4)
     assert kept.max() == 2
-    per_t = dsb_average_precision(lab, kept)[1]
-    assert per_t[5] == 1.0  # both discs matched at IoU > 0.75: the rim stayed with its disc
-    assert (kept[lab == 1] == kept[20, 20]).mean() > 0.97  # all but the contact column
+    assert dsb_average_precision(lab, kept)[1][5] == 1.0  # both matched at IoU > 0.75
+
+
+def test_seeded_watershed_grow_leaves_the_neighbours_rim_to_the_neighbour():
+    """A bigger seeded disc (r 14) touching a seedless one (r 6): the extra marker is the small
+    disc's peak, not the whole far region, so the big disc's rim stays with it."""
+    lab, seeds = _big_and_small(14, 6)
+    out = run_method("seeded_watershed", prob_of(lab), seeds, seed_threshold=0.5, grow=4)
+    assert out.max() == 2
+    assert (out[lab == 1] == out[24, 24]).mean() > 0.97
+
+
+@pytest.mark.parametrize("grow", [0, 4, 8, 12])
+@pytest.mark.parametrize("seed_threshold", [0.5, 0.7, 0.85])
+def test_seeded_watershed_keeps_one_large_nucleus_whole_for_any_grow(grow, seed_threshold):
+    """Its flank beyond grow px of the seed rises towards the seed: no peak, no extra marker."""
+    lab = touching_discs(centres=((20, 30),), r=18)
+    out = run_method(
+        "seeded_watershed",
+        prob_of(lab),
+        distance_target(lab),
+        seed_threshold=seed_threshold,
+        grow=grow,
+    )
+    assert out.max() == 1 and ((out > 0) == (lab > 0)).all()
 
 
 def test_fill_holes_and_min_size_are_options_of_every_method():

@@ -190,8 +190,12 @@ def test_scoring_version_counts_only_changes_that_reach_the_record():
     assert scoring_version({"dataset": "epfl", "metrics": {"evaluation_version": 2}}) == 1
     assert is_stale({"dataset": "dsb2018", "metrics": {}})
     assert not is_stale({"dataset": "dsb2018", "metrics": {"evaluation_version": 4}})
-    # v4 (the seeded watershed's grow) reaches DSB's method study only.
-    assert is_stale({"dataset": "dsb2018", "metrics": {"evaluation_version": 3}})
+    # v4 (the seeded watershed's grow) reaches DSB models with a seed map only.
+    seeded = {"config": {"target": "boundary3"}}
+    assert is_stale({"dataset": "dsb2018", **seeded, "metrics": {"evaluation_version": 3}})
+    assert not is_stale({"dataset": "dsb2018", "metrics": {"evaluation_version": 3}})
+    binary = {"config": {"target": "binary"}}
+    assert not is_stale({"dataset": "dsb2018", **binary, "metrics": {"evaluation_version": 3}})
     assert not is_stale({"dataset": "epfl", "metrics": {}})
     # v3 (the distance watershed's ridge markers) reaches DSB and every run that splits by
     # watershed (synthetic nuclei), not EPFL's threshold + components.

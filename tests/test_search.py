@@ -102,6 +102,9 @@ def test_show_with_other_run_options_refuses_the_study_they_would_not_run(resume
     assert rc == 2 and out == ""
     assert "other fixed options (loss" in err and "'dice' now" in err
     assert len(err.strip().splitlines()) == 1
+    # An option the study searched: its trials drew lr, none trained at the lr given.
+    rc, out, err = run_cli([*BASE, "--lr", "0.0123", "--show"], resumed.runs)
+    assert rc == 2 and out == "" and "searched lr" in err
 
 
 def test_best_params_and_bench_use_the_study(resumed, tmp_path, monkeypatch):
@@ -179,7 +182,7 @@ def test_bench_refuses_to_train_defaults_when_no_trial_completed(tmp_path, monke
     assert rc == 2
     line = err.strip().splitlines()[-1]
     assert "search unet" in line and "no completed trial (0 pruned, 2 failed)" in line
-    assert "nothing tuned to train" in line
+    assert "nothing tuned to train" in line and "--profile smoke --show" in line
     assert not (runs / "results").exists()  # no run trained
 
 

@@ -56,9 +56,10 @@ VERSION_CHANGES = {
         lambda record: record.get("dataset") in METHOD_STUDY or splits_or_fills(record),
     ),
     4: (
-        "the seeded watershed of DSB 2018's method study may cap how far an object grows from "
-        "its seed (grow), so a seedless nucleus touching a seeded one is not flooded",
-        lambda record: record.get("dataset") in METHOD_STUDY,
+        "the seeded watershed of DSB 2018's method study also tunes grow: peaks of the seed map "
+        "beyond grow px of every seed become markers, so a seedless nucleus touching a seeded "
+        "one is not flooded (models with a seed map only)",
+        lambda record: record.get("dataset") in METHOD_STUDY and has_seed_map(record),
     ),
 }
 
@@ -67,6 +68,11 @@ def splits_or_fills(record: dict[str, Any]) -> bool:
     """Whether a record's post-processing splits by watershed or fills holes (evaluation v3)."""
     post = (record.get("config") or {}).get("postprocess") or {}
     return bool(post.get("watershed") or post.get("fill_holes"))
+
+
+def has_seed_map(record: dict[str, Any]) -> bool:
+    """Whether a record's network gives a seed map (boundary3 or distance target)."""
+    return ((record.get("config") or {}).get("target") or "binary") != "binary"
 
 
 DEFINITIONS = {

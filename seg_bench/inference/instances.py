@@ -19,8 +19,8 @@ distance_watershed probability > ``threshold``                 distance-transfor
                                                                (``min_distance``): the profile's
 seeded_watershed   probability > ``threshold``                 marker watershed on the seed
                                                                map from its plateaus above
-                                                               ``seed_threshold`` (and what
-                                                               lies beyond ``grow`` px of them)
+                                                               ``seed_threshold`` (and its
+                                                               peaks beyond ``grow`` px of them)
 ================== =========================================== =============================
 
 ``seeded_watershed`` needs a seed map: the interior probability of a ``boundary3`` model or
@@ -95,19 +95,24 @@ def _kmeans_foreground(fg: np.ndarray, bins: int = 1024) -> np.ndarray:
     return fg > cut
 
 
+# How far a peak of the seed map must rise above the saddle to its neighbours to count as a
+# nucleus of its own (``grow``): below it, noise on a flank would make spurious markers.
+PEAK_H = 0.05
+
+
 def _seeded(mask: np.ndarray, seeds: np.ndarray, seed_threshold: float, grow: int = 0):
     """Marker watershed from the seed components. With ``grow`` > 0 a small nucleus whose seed
-    stayed under the threshold, touching a seeded one, is not flooded by it: what lies further
-    than ``grow`` px from every seed and is thicker than a rim (a pixel 2 px inside it) becomes
-    a marker of its own before the watershed."""
+    stayed under the threshold, touching a seeded one, is not flooded by it: a peak of the seed
+    map (an h-maximum, ``PEAK_H``) further than ``grow`` px from every seed is a marker too. The
+    flank of a seeded nucleus rises towards its seed, so it has no peak of its own."""
+    from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
     markers = label_components((seeds > seed_threshold) & mask)
     if grow > 0 and markers.any():
-        left = mask & (ndi.distance_transform_edt(markers == 0) > grow)
-        pieces = label_components(left)
-        cores = np.unique(pieces[ndi.binary_erosion(left, iterations=2)])
-        extra = label_components(np.isin(pieces, cores[cores > 0]))
+        far = mask & (ndi.distance_transform_edt(markers == 0) > grow)
+        peaks = far & h_maxima(seeds, PEAK_H).astype(bool)
+        extra = label_components(peaks)
         markers = np.where(extra > 0, extra + markers.max(), markers)
     instances = watershed(-seeds, markers, mask=mask).astype(np.int32)
     return add_unreached(instances, mask, 1)

@@ -32,7 +32,13 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from seg_bench.config import TEST_ONLY, RunConfig, benchmark_models, resolve_config
+from seg_bench.config import (
+    TEST_ONLY,
+    RunConfig,
+    benchmark_models,
+    default_profile,
+    resolve_config,
+)
 from seg_bench.errors import UserError
 from seg_bench.evaluation.evaluate import evaluate, is_stale
 from seg_bench.hardware import hardware
@@ -261,8 +267,9 @@ def bench(
             if found.best_params is None:  # training the profile's defaults would pass as tuned
                 raise UserError(
                     f"search {m}: {describe_best(found)}, so there is nothing tuned to train; "
-                    f"see `seg-bench search --dataset {dataset} --model {m} --show`, fix what "
-                    "failed, and rerun with more --trials"
+                    f"see `seg-bench search --dataset {dataset} --model {m} --profile "
+                    f"{profile or default_profile()} --show`, fix what failed, and rerun with "
+                    "more --trials"
                 )
             tuned[m] = dict(found.best_params)
     configs = [

@@ -145,11 +145,17 @@ def check_shown_options(
     from seg_bench.config import default_profile
 
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    space = study_space(study)
+    if searched := sorted(set(overrides) & set(space)):
+        raise UserError(
+            f"study '{study.study_name}' searched {', '.join(searched)}, so its trials did not "
+            f"train with the {', '.join(searched)} given here; drop it to show the study"
+        )
     base = trial_config(dataset, model, profile or default_profile(), overrides, {})
     check_fixed(
         study,
-        fixed_options(base, study_space(study)),
-        "these options would start another study: drop them to show it, or give --study NAME",
+        fixed_options(base, space),
+        "drop them to show this study, or name the study those options ran with (--study)",
     )
 
 
