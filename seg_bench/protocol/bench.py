@@ -32,13 +32,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from seg_bench.config import (
-    TEST_ONLY,
-    RunConfig,
-    benchmark_models,
-    default_profile,
-    resolve_config,
-)
+from seg_bench.config import TEST_ONLY, RunConfig, benchmark_models, resolve_config
 from seg_bench.errors import UserError
 from seg_bench.evaluation.evaluate import evaluate, is_stale
 from seg_bench.hardware import hardware
@@ -265,6 +259,8 @@ def bench(
             )
             console.print(f"search {m}: {describe_best(found)}")
             if found.best_params is None:  # training the profile's defaults would pass as tuned
+                from seg_bench.config import default_profile
+
                 raise UserError(
                     f"search {m}: {describe_best(found)}, so there is nothing tuned to train; "
                     f"see `seg-bench search --dataset {dataset} --model {m} --profile "
