@@ -68,7 +68,7 @@ def test_method_scores_pool_the_object_counts(records):
 
 def test_method_table_has_a_row_per_model_target_and_method(records):
     rows = method_table(records)
-    assert "| unet | boundary3 | seeded_watershed | min_size 15 | 0.700 | 0.900 | 0.350 |" in (
+    assert "| unet | boundary3 | seeded_watershed | seed 0: min_size 15 | 0.700 | 0.900 |" in (
         "\n".join(rows)
     )
     # seeded: TP 6, FP 1, FN 0 -> F1 12/13; 1 split, 0 merges.
@@ -275,6 +275,56 @@ def test_the_seed_mean_of_validation_chooses_and_paired_tests_score_the_choice(r
     # The paired tests read per-image scores: the seed means of the chosen method's mAP.
     assert primary_metric(rows) == "dsb_map"
     assert per_image_scores(rows, "dsb_map") == pytest.approx({"img0": 0.6, "img1": 0.6})
+
+
+def test_targets_are_compared_on_the_seeds_they_share(records):
+    """binary has seeds 0-2 (val 0.50, 0.46, 0.47), boundary3 only seed 0 (0.49), as a
+    seed-major bench leaves them mid-way: on seed 0, the seed both have, binary leads (0.50 >
+    0.49), though boundary3's one seed beats binary's three-seed mean (0.477)."""
+    import copy
+
+    from seg_bench.protocol.instance_choice import choose_instance_rows
+
+    def seed(target, s, val):
+        r = copy.deepcopy(records[0])
+        r["seed"], r["config"]["target"] = s, target
+        r["metrics"]["postprocess_methods"] = {"threshold_cc": {"params": {}, "val_map": val}}
+        return r
+
+    seeds = [seed("binary", s, v) for s, v in enumerate((0.50, 0.46, 0.47))]
+    rows = choose_instance_rows([*seeds, seed("boundary3", 0, 0.49)])
+    assert [(r["config"]["target"], r["seed"]) for r in rows] == [
+        ("binary", 0),
+        ("binary", 1),
+        ("binary", 2),
+    ]
+    assert rows[0]["instance_choice"]["val_map"] == pytest.approx(0.50)  # on the shared seed
+
+
+def test_header_names_the_loss_of_every_target(records):
+    import copy
+
+    from seg_bench.protocol.header import provenance_lines
+
+    binary = copy.deepcopy(records[0])
+    binary["config"].update(target="binary", loss="bce_dice")
+    records[0]["config"]["loss"] = "boundary3_ce_dice"
+    budget = next(
+        line for line in provenance_lines("dsb2018", records + [binary]) if "Budget" in line
+    )
+    assert "loss bce_dice, boundary3_ce_dice," in budget
+
+
+def test_parameters_shown_are_the_lowest_seeds_and_say_so(records):
+    import copy
+
+    later = copy.deepcopy(records[0])
+    later["seed"] = 2
+    later["metrics"]["postprocess_methods"]["threshold_cc"]["params"] = {"min_size": 30}
+    rows = "\n".join(method_table([later, records[0]]))  # seed 2 first, as a folder may list
+    assert "| threshold_cc | seed 0: min_size 15 |" in rows
+    first = copy.deepcopy(later)
+    assert "| threshold_cc | seed 2: min_size 30 |" in "\n".join(method_table([first]))
 
 
 def test_records_without_method_scores_keep_the_plain_leaderboard():

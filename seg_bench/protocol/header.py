@@ -22,12 +22,13 @@ def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
     profiles = sorted({r["profile"] for r in records})
     cfg = first["config"]
     precisions = sorted({r.get("precision", "?") for r in records})
+    losses = sorted({r["config"]["loss"] for r in records})  # one per target on DSB 2018
     return [
         f"- **Data**: `{dataset}` from `{data.get('root') or 'generated'}`; "
         f"images per split: {counts}; split: {data.get('split', 'see record')}",
         f"- **Budget**: profile {', '.join(profiles)}; {cfg['max_epochs']} epochs of "
         f"{cfg.get('samples_per_epoch') or 'one pass of'} patches of {data.get('patch_size')} px, "
-        f"batch {cfg['batch_size']}, {learning_rates(records, dataset)}, loss {cfg['loss']}, "
+        f"batch {cfg['batch_size']}, {learning_rates(records, dataset)}, loss {', '.join(losses)}, "
         f"precision {', '.join(precisions)}",
         f"- **Hardware**: {'; '.join(hardware)}",
         f"- **Code**: {code_line(records)}; {evaluation_line(records)}",
