@@ -171,8 +171,10 @@ def test_header_names_the_evaluation_version_and_flags_a_mix():
 
     v1 = {"dataset": "dsb2018", "metrics": {}}
     v2 = {"dataset": "dsb2018", "metrics": {"evaluation_version": 2}}
-    assert evaluation_line([v2, v2]) == "evaluation v2"
-    assert evaluation_line([v1]) == "evaluation v1"
+    assert evaluation_line([v2, v2]).startswith("evaluation v2 (**stale**: 2 record(s)")
+    epfl = {"dataset": "epfl", "metrics": {"evaluation_version": 2}}  # no change reaches it
+    assert evaluation_line([epfl]) == "evaluation v2"
+    assert evaluation_line([v1]).startswith("evaluation v1 (**stale**")
     mixed = evaluation_line([v1, v2, v2])
     assert "mixed" in mixed and "v1 (1 records), v2 (2 records)" in mixed and "--rescore" in mixed
     # v2 changed only DSB's method study: EPFL records of v1 and v2 score alike, and say why.

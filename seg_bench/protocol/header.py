@@ -55,13 +55,25 @@ def code_line(records: list[dict]) -> str:
 def evaluation_line(records: list[dict]) -> str:
     """Which evaluation code scored the records: one version, several that score these records
     alike, or a warning about the mix."""
-    from seg_bench.evaluation.evaluate import VERSION_CHANGES, evaluation_version, scoring_version
+    from seg_bench.evaluation.evaluate import (
+        EVALUATION_VERSION,
+        VERSION_CHANGES,
+        evaluation_version,
+        is_stale,
+        scoring_version,
+    )
 
     counts: dict[int, int] = defaultdict(int)
     for r in records:
         counts[evaluation_version(r)] += 1
     if len(counts) == 1:
-        return f"evaluation v{next(iter(counts))}"
+        stale = sum(is_stale(r) for r in records)
+        return f"evaluation v{next(iter(counts))}" + (
+            f" (**stale**: {stale} record(s) would score differently under v{EVALUATION_VERSION};"
+            " `seg-bench bench ... --rescore` re-tests them from their checkpoints)"
+            if stale
+            else ""
+        )
     mix = ", ".join(f"v{v} ({n} records)" for v, n in sorted(counts.items()))
     if len({scoring_version(r) for r in records}) == 1:
         changes = "; ".join(
