@@ -315,6 +315,22 @@ def test_header_names_the_loss_of_every_target(records):
     assert "loss bce_dice, boundary3_ce_dice," in budget
 
 
+def test_instance_rows_are_ordered_by_map_not_pixel_iou(records):
+    import copy
+
+    from seg_bench.protocol.report import summarise
+
+    pixel_better = copy.deepcopy(records[0])
+    pixel_better["model"] = "segnet"
+    pixel_better["metrics"]["overall"].update(iou=0.9, dsb_map=0.3)
+    records[0]["metrics"]["overall"].update(iou=0.5, dsb_map=0.6)
+    assert all("dsb_map" in i for i in records[0]["metrics"]["per_image"])
+    assert [r["model"] for r in summarise([pixel_better, records[0]], n_boot=10)] == [
+        "unet",
+        "segnet",
+    ]
+
+
 def test_parameters_shown_are_the_lowest_seeds_and_say_so(records):
     import copy
 

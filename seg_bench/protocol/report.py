@@ -38,7 +38,7 @@ from seg_bench.protocol.postprocess_report import (
     select_by_target,
 )
 from seg_bench.protocol.records import Asked, load_records, missing_asked, select_records
-from seg_bench.protocol.statistics import Significance
+from seg_bench.protocol.statistics import Significance, primary_metric
 from seg_bench.protocol.statistics import significance as paired_significance
 from seg_bench.protocol.summary import write_summary
 
@@ -129,7 +129,8 @@ def summarise(records: list[dict], n_boot: int = 1000) -> list[dict[str, Any]]:
         for key, ci in bootstrap_cis(recs, keys, n_boot).items():
             row[f"{key}_ci"] = ci
         rows.append(row)
-    rows.sort(key=lambda r: -r.get("iou", -1))
+    metric = primary_metric(records)  # the one the paired tests rank by (DSB: mAP)
+    rows.sort(key=lambda r: -r.get(metric, -1))
     return rows
 
 
@@ -144,7 +145,7 @@ def _cell(row: dict, key: str) -> str:
 
 def with_ranks(rows: list[dict], significance: Significance) -> list[dict]:
     """Add each model's shared rank (see protocol/statistics.py) and order the rows by it;
-    within a rank the IoU order stays."""
+    within a rank the order of the primary metric (IoU; DSB 2018: mAP) stays."""
     for r in rows:
         r["rank"] = significance.ranks[r["model"]]
     return sorted(rows, key=lambda r: r["rank"])
