@@ -244,30 +244,19 @@ def bench(
         check_committed(dataset, Path(leaderboard_dir), force)
     tuned: dict[str, dict[str, Any]] = {m: {} for m in models}
     if trials > 0:  # search every model first (resumable; a finished study runs nothing)
-        from seg_bench.search import describe_best, run_search
+        from seg_bench.search import tuned_parameters
 
-        for m in models:
-            found = run_search(
-                dataset,
-                m,
-                trials,
-                profile,
-                overrides=overrides,
-                runs_dir=runs_dir,
-                project=project,
-                **(search_options or {}),
-            )
-            console.print(f"search {m}: {describe_best(found)}")
-            if found.best_params is None:  # training the profile's defaults would pass as tuned
-                from seg_bench.config import default_profile
-
-                raise UserError(
-                    f"search {m}: {describe_best(found)}, so there is nothing tuned to train; "
-                    f"see `seg-bench search --dataset {dataset} --model {m} --profile "
-                    f"{profile or default_profile()} --show`, fix what failed, and rerun with "
-                    "more --trials"
-                )
-            tuned[m] = dict(found.best_params)
+        tuned = tuned_parameters(
+            dataset,
+            models,
+            trials,
+            profile,
+            overrides,
+            runs_dir,
+            project,
+            search_options,
+            echo=console.print,
+        )
     configs = [
         resolve_config(dataset, m, profile, seed=s, **{**overrides, **tuned[m]})
         for s in range(seeds)  # seed-major: a stopped bench has whole seeds for every model

@@ -43,7 +43,13 @@ from seg_bench.search.display import (
     summarize,
     trials_table,
 )
-from seg_bench.search.runner import PRUNERS, build_pruner, check_shown_options, run_search
+from seg_bench.search.runner import (
+    PRUNERS,
+    build_pruner,
+    check_shown_options,
+    run_search,
+    tuned_parameters,
+)
 from seg_bench.search.space import DEFAULT_SPACE, MONITOR, choices, parse_space, suggest
 from seg_bench.search.storage import (
     default_study_name,
@@ -79,4 +85,5 @@ __all__ = [
     "suggest",
     "summarize",
     "trials_table",
+    "tuned_parameters",
 ]

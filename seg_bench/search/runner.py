@@ -28,6 +28,7 @@ from seg_bench.errors import UserError
 from seg_bench.search.display import (
     SearchResult,
     counts,
+    describe_best,
     finished_count,
     summarize,
     trial_lines,
@@ -126,6 +127,47 @@ def run_search(
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials: see trial_lines
         ran = _run_trials(study, objective, int(trials), timeout, not is_sqlite(url), echo)
     return summarize(study, mask_url(url), ran)
+
+
+def tuned_parameters(
+    dataset: str,
+    models: list[str],
+    trials: int,
+    profile: str | None,
+    overrides: dict[str, Any],
+    runs_dir: Path | str,
+    project: str | None,
+    search_options: dict[str, Any] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """``bench --trials N``: each model's search run to N finished trials, and its best
+    parameters; a search without a completed trial stops the bench, since training the
+    profile's defaults would pass for tuned."""
+    from seg_bench.config import default_profile
+
+    echo = echo or _to_stderr
+    tuned = {}
+    for m in models:
+        found = run_search(
+            dataset,
+            m,
+            trials,
+            profile,
+            overrides=overrides,
+            runs_dir=runs_dir,
+            project=project,
+            **(search_options or {}),
+        )
+        echo(f"search {m}: {describe_best(found)}")
+        if found.best_params is None:
+            raise UserError(
+                f"search {m}: {describe_best(found)}, so there is nothing tuned to train; "
+                f"see `seg-bench search --dataset {dataset} --model {m} --profile "
+                f"{profile or default_profile()} --show`, fix what failed, and rerun with more "
+                "--trials"
+            )
+        tuned[m] = dict(found.best_params)
+    return tuned
 
 
 def fixed_options(base: Any, spec: dict[str, Any]) -> dict[str, Any]:
