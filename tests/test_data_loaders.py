@@ -58,7 +58,8 @@ def test_dsb_masks_to_semantic_and_instances(dsb_root):
         assert s.instances.max() == counts[s.id] and len(np.unique(s.instances)) == counts[s.id] + 1
         assert set(np.unique(s.mask)) <= {0, 1} and (s.mask == (s.instances > 0)).all()
     info = dm.split_info()
-    assert info["split"] == "seeded" and sum(info["counts"].values()) == 5
+    assert info["split"] == "seeded, stratified by image type (the pixels, image_type)"
+    assert sum(info["counts"].values()) == 5
     # the split depends on split_seed, not on the training seed
     other = dsb2018.DSB2018(root=dsb_root, seed=99)
     assert other.layout().keys() == dm.layout().keys()

@@ -18,10 +18,11 @@ from seg_bench.data.io import (
     contiguous_split,
     contiguous_val_split,
     describe_blocks,
+    read_image,
     unused_slices,
 )
 from seg_bench.data.splits import stratified_counts
-from seg_bench.errors import DataError
+from seg_bench.errors import DataError, UserError
 
 pytest_plugins = ["data_fixtures"]
 
@@ -223,14 +224,47 @@ def test_dsb_split_is_stratified_by_image_types_csv(tmp_path):
         assert found == Counter({t: row[split] for t, row in info["strata"].items()})
 
 
-def test_dsb_without_image_types_warns_and_keeps_the_plain_seeded_split(tmp_path, caplog):
+def test_dsb_without_image_types_stratifies_by_the_types_the_pixels_give(tmp_path, caplog):
+    """A fresh download has no image_types.csv: each image is typed by image_type, and the
+    split is the one the file with those same types would give."""
     ids = sorted(write_dsb(tmp_path, n_images=8))
+    types = {
+        i: dsb2018.image_type(read_image(tmp_path / "stage1_train" / i / "images" / f"{i}.png"))
+        for i in ids
+    }
     with caplog.at_level("WARNING"):
         dm = dsb2018.DSB2018(root=tmp_path)
         layout = {k: [i for i, _ in v] for k, v in dm.layout().items()}
-    assert "image_types.csv not found" in caplog.text and "not stratified" in caplog.text
-    assert layout == seeded_split(ids, {"train": 0.7, "val": 0.15, "test": 0.15}, 0)
-    assert dm.split_info()["split"] == "seeded" and "strata" not in dm.split_info()
+    assert "image_types.csv not found" in caplog.text and "the pixels give" in caplog.text
+    fractions = {"train": 0.7, "val": 0.15, "test": 0.15}
+    assert layout == seeded_split(ids, fractions, 0, types)
+    info = dm.split_info()
+    assert info["split"] == "seeded, stratified by image type (the pixels, image_type)"
+    assert sum(sum(row.values()) for row in info["strata"].values()) == 8
+
+
+def test_dsb_with_half_the_official_test_set_names_the_missing_file(tmp_path):
+    write_dsb(tmp_path, n_images=5)
+    (tmp_path / "stage1_solution.csv").write_text("ImageId,EncodedPixels\n")
+    with pytest.raises(DataError, match=r"stage1_test: not found, but stage1_solution\.csv is"):
+        dsb2018.DSB2018(root=tmp_path).layout()
+
+
+@pytest.mark.parametrize("val, test", [(0.5, 0.5), (-0.1, 0.2), (0.2, 0.0)])
+def test_split_fractions_that_would_drop_a_split_are_one_line(val, test):
+    with pytest.raises(UserError, match=rf"val_fraction {val:g} and test_fraction {test:g}"):
+        dsb2018.DSB2018(val_fraction=val, test_fraction=test)
+
+
+def test_an_option_the_dataset_does_not_take_is_one_line_naming_those_it_does():
+    from seg_bench.data.base import create_datamodule
+
+    with pytest.raises(
+        UserError,
+        match="dataset dsb2018: got an unexpected keyword argument "
+        "'split_gap'; it takes .*split_seed.*val_fraction",
+    ):
+        create_datamodule("dsb2018", split_gap=2)
 
 
 def test_dsb_image_types_csv_missing_an_image_names_file_and_image(tmp_path):

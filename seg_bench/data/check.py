@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from seg_bench.data.base import SPLITS, Sample, SegmentationDataModule
+from seg_bench.data.base import SPLITS, Sample, SegmentationDataModule, create_datamodule
 
 # Registration side effects (harmless once seg_bench.data imports them itself).
 from seg_bench.data.datasets import dsb2018, epfl, folder, isbi2012, isbi2013, ncmir  # noqa: F401
 from seg_bench.errors import DataError, UserError
-from seg_bench.registry import DATASETS
 
 
 @dataclass
@@ -178,7 +177,7 @@ def check_datamodule(dm: SegmentationDataModule) -> Summary:
 
 def check_dataset(name: str, root=None, **options: Any) -> Summary:
     """Build dataset ``name`` (``root`` else ``$SEG_BENCH_DATA/<subdir>``) and check every split."""
-    return check_datamodule(DATASETS.create(name, root=root, **options))
+    return check_datamodule(create_datamodule(name, root=root, **options))
 
 
 def _total(parts: list[SplitSummary]) -> SplitSummary:

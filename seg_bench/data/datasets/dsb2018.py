@@ -9,9 +9,9 @@ Targets: semantic mask {0, 1} = union of the nucleus masks; instance image where
 file (sorted by name) has value k. Splits: when ``stage1_test/`` and ``stage1_solution.csv``
 are both present, test = the official stage-1 test set and stage1_train is split seeded into
 train/val; otherwise stage1_train is split seeded into train/val/test (70/15/15 by default).
-With ``<root>/image_types.csv`` (ImageId,type: fluorescence, histology, brightfield) the seeded
-split is stratified by type, each type's count in every split within one image of its share;
-without it the split is unstratified and a warning says so.
+The seeded split is stratified by imaging type (fluorescence, histology, brightfield), each
+type's count in every split within one image of its share: types from ``<root>/image_types.csv``
+(ImageId,type), or, without the file (a fresh download), from ``image_type`` on the pixels.
 Every sample's ``meta["type"]`` is its imaging type: from ``image_types.csv`` where the file
 lists the image, otherwise (the official test set, or no file) from ``image_type``, a rule on
 the pixels that agrees with ``image_types.csv`` on all 155 shared training images.
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from seg_bench.data.base import Sample, SegmentationDataModule, seeded_split
+from seg_bench.data.base import Sample, SegmentationDataModule, check_fractions, seeded_split
 from seg_bench.data.intensity import bright_background, invert_if_bright
 from seg_bench.data.io import read_image, require_dir, require_same_shape
 from seg_bench.data.rle import rle_decode as _rle_decode
@@ -46,10 +46,12 @@ log = logging.getLogger(__name__)
 
 def read_image_types(csv_path: Path, ids: list[str]) -> dict[str, str] | None:
     """ImageId -> imaging type from ``image_types.csv``, for the stratified split; None (and a
-    warning) when the file is absent. Rows for images not in ``ids`` are ignored."""
+    note) when the file is absent. Rows for images not in ``ids`` are ignored."""
     if not csv_path.is_file():
         log.warning(
-            "dsb2018: %s not found; the split is seeded but not stratified by image type", csv_path
+            "dsb2018: %s not found; the split is stratified by the type the pixels give "
+            "(image_type)",
+            csv_path,
         )
         return None
     with open(csv_path, newline="") as f:
@@ -189,13 +191,15 @@ class DSB2018(SegmentationDataModule):
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
         self.split_seed = int(split_seed)
+        check_fractions(self.name, self.val_fraction, self.test_fraction)
         self._layout: dict[str, list[tuple[str, Path]]] | None = None
         self._solution: dict[str, list[tuple[int, str, tuple[int, int] | None]]] = {}
         self._cache: dict[str, Sample] = {}
         self._official = False
         self._types: dict[str, str] | None = None
+        self._types_from = TYPES_CSV
 
-    # --- layout and splits (file names only; no pixels read) -------------------------------
+    # --- layout and splits (file names; pixels only to type images without the CSV) -------
     def _scan(self, folder: Path, with_masks: bool) -> list[tuple[str, Path]]:
         require_dir(
             folder,
@@ -264,6 +268,12 @@ class DSB2018(SegmentationDataModule):
         train = self._scan(self.dir / "stage1_train", with_masks=True)
         test_dir, solution = self.dir / "stage1_test", self.dir / "stage1_solution.csv"
         official = test_dir.is_dir() and solution.is_file()
+        if test_dir.is_dir() != solution.is_file():  # else the test split would change quietly
+            have, lack = (test_dir, solution) if test_dir.is_dir() else (solution, test_dir)
+            raise DataError(
+                f"{lack}: not found, but {have.name} is there; the official stage-1 test set "
+                f"needs both (or move {have.name} away to split a test set from stage1_train)"
+            )
         fractions = {"train": 1 - self.val_fraction, "val": self.val_fraction}
         if not official:
             fractions = {
@@ -278,6 +288,10 @@ class DSB2018(SegmentationDataModule):
             )
         folders = dict(train)
         self._types = read_image_types(self.dir / TYPES_CSV, sorted(folders))
+        self._types_from = TYPES_CSV
+        if self._types is None:  # a fresh download: the rule that agrees with the file
+            self._types = {i: image_type(read_image(self._image_path(f))) for i, f in train}
+            self._types_from = "the pixels, image_type"
         split = seeded_split(sorted(folders), fractions, self.split_seed, self._types)
         out = {k: [(i, folders[i]) for i in v] for k, v in split.items()}
         if official:
@@ -289,9 +303,7 @@ class DSB2018(SegmentationDataModule):
 
     def split_info(self) -> dict[str, Any]:
         lay = self.layout()
-        seeded = (
-            "seeded" if self._types is None else f"seeded, stratified by image type ({TYPES_CSV})"
-        )
+        seeded = f"seeded, stratified by image type ({self._types_from})"
         info: dict[str, Any] = {
             "split": seeded
             if not self._official
@@ -306,7 +318,7 @@ class DSB2018(SegmentationDataModule):
             if self._official
             else {"val": self.val_fraction, "test": self.test_fraction}
         )
-        if self._types is not None:  # images of each type per split (stage1_train splits only)
+        if self._types:  # images of each type per split (stage1_train splits only)
             seeded_splits = {k: v for k, v in lay.items() if k != "test" or not self._official}
             info["strata"] = {
                 t: {k: sum(self._types[i] == t for i, _ in v) for k, v in seeded_splits.items()}
@@ -357,10 +369,14 @@ class DSB2018(SegmentationDataModule):
             inst[m] = k
         return inst
 
+    @staticmethod
+    def _image_path(folder: Path) -> Path:
+        return folder / "images" / f"{folder.name}.png"
+
     def _load(self, image_id: str, folder: Path, official_test: bool) -> Sample:
         if image_id in self._cache:
             return self._cache[image_id]
-        image_path = folder / "images" / f"{image_id}.png"
+        image_path = self._image_path(folder)
         image, inverted = self._image(image_path)
         listed = (self._types or {}).get(image_id)
         kind = listed or image_type(read_image(image_path) if (self.grey or inverted) else image)

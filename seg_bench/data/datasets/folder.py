@@ -16,7 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from seg_bench.data.base import Sample, SegmentationDataModule, as_int32_ids, seeded_split
+from seg_bench.data.base import (
+    Sample,
+    SegmentationDataModule,
+    as_int32_ids,
+    check_fractions,
+    seeded_split,
+)
 from seg_bench.data.io import IMAGE_SUFFIXES, read_image, require_dir, require_same_shape
 from seg_bench.errors import DataError, UserError
 from seg_bench.registry import DATASETS
@@ -71,6 +77,7 @@ class FolderDataset(SegmentationDataModule):
         self._in_channels = None if in_channels is None else int(in_channels)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
+        check_fractions(self.name, self.val_fraction, self.test_fraction)
         self.split_seed = int(split_seed)
         self._layout: dict[str, list[str]] | None = None
         self._files: dict[str, dict[str, Path]] = {}
