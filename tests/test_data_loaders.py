@@ -8,8 +8,9 @@ import pytest
 from data_fixtures import write_dsb, write_dsb_test, write_folder, write_ncmir, write_snemi
 
 from seg_bench.data import create_datamodule
-from seg_bench.data.base import DATASETS, SPLITS, Sample, SegmentationDataModule, as_int32_ids
+from seg_bench.data.base import SPLITS, Sample, SegmentationDataModule, as_int32_ids
 from seg_bench.data.datasets import dsb2018, epfl, folder, isbi2012, isbi2013, ncmir
+from seg_bench.registry import DATASETS
 
 BASE_KWARGS = dict(
     patch_size=32,

@@ -257,7 +257,7 @@ def test_split_fractions_that_would_drop_a_split_are_one_line(val, test):
 
 
 def test_an_option_the_dataset_does_not_take_is_one_line_naming_those_it_does():
-    from seg_bench.data.base import create_datamodule
+    from seg_bench.data.options import create_datamodule
 
     with pytest.raises(
         UserError,

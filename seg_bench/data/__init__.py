@@ -2,7 +2,8 @@
 copies (``download``, ``check``), RLE (``rle``), one file per dataset (``datasets/``) and
 augmentation presets (``augment/``)."""
 
-from seg_bench.data.base import Sample, SegmentationDataModule, create_datamodule
+from seg_bench.data.base import Sample, SegmentationDataModule
+from seg_bench.data.options import create_datamodule
 from seg_bench.registry import DATASETS
 
 __all__ = ["DATASETS", "Sample", "SegmentationDataModule", "create_datamodule"]

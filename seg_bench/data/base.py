@@ -22,7 +22,6 @@ Batch contract (a dict):
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 from collections.abc import Iterator
@@ -39,7 +38,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from seg_bench.data.splits import split_counts, stratified_counts
 from seg_bench.errors import DataError, UserError
-from seg_bench.registry import DATASETS
 
 SPLITS = ("train", "val", "test")
 
@@ -433,34 +431,3 @@ class SegmentationDataModule(L.LightningDataModule):
             "splits": {k: [s.id for s in v] for k, v in self._prepared.items()},
             **self.split_info(),
         }
-
-
-def create_datamodule(name: str, **kwargs: Any) -> SegmentationDataModule:
-    """The datamodule ``name``; an option it does not take is one line naming those it does."""
-    try:
-        return DATASETS.create(name, **kwargs)
-    except TypeError as e:
-        if "__init__() got an unexpected keyword argument" not in str(e):
-            raise
-        cls = DATASETS.get(name)
-        accepted = sorted(
-            p
-            for c in type.mro(cls)
-            if "__init__" in vars(c)
-            for p in inspect.signature(c.__init__).parameters
-            if p not in ("self", "args", "kwargs")
-        )
-        raise UserError(
-            f"dataset {name}: {str(e).split('() ', 1)[-1]}; it takes {', '.join(accepted)} "
-            "(dataset_options in the profile, or --root)"
-        ) from None
-
-
-def check_fractions(name: str, val_fraction: float, test_fraction: float) -> None:
-    """Seeded splits: val and test must each get a share and leave training images."""
-    if not (val_fraction > 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
-        raise UserError(
-            f"dataset {name}: val_fraction {val_fraction:g} and test_fraction "
-            f"{test_fraction:g}; expected each above 0 and their sum below 1 "
-            "(e.g. 0.15 and 0.15)"
-        )

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from seg_bench.data.base import SPLITS, Sample, SegmentationDataModule, create_datamodule
+from seg_bench.data.base import SPLITS, Sample, SegmentationDataModule
 
 # Registration side effects (harmless once seg_bench.data imports them itself).
 from seg_bench.data.datasets import dsb2018, epfl, folder, isbi2012, isbi2013, ncmir  # noqa: F401
+from seg_bench.data.options import create_datamodule
 from seg_bench.errors import DataError, UserError
 
 

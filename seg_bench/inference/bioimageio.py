@@ -48,7 +48,7 @@ def build(model, in_channels, classes, width, options=None):
 
 def default_sample(record: dict[str, Any] | None, in_channels: int) -> np.ndarray:
     """The first test image of the record's dataset when it can be read, else a synthetic one."""
-    from seg_bench.data.base import create_datamodule
+    from seg_bench.data.options import create_datamodule
 
     if record and record.get("dataset"):
         try:

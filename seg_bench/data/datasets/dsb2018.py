@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from seg_bench.data.base import Sample, SegmentationDataModule, check_fractions, seeded_split
+from seg_bench.data.base import Sample, SegmentationDataModule, seeded_split
 from seg_bench.data.intensity import bright_background, invert_if_bright
 from seg_bench.data.io import read_image, require_dir, require_same_shape
+from seg_bench.data.options import check_fractions
 from seg_bench.data.rle import rle_decode as _rle_decode
 from seg_bench.errors import DataError
 from seg_bench.paths import missing_data_hint

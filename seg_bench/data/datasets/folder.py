@@ -16,14 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from seg_bench.data.base import (
-    Sample,
-    SegmentationDataModule,
-    as_int32_ids,
-    check_fractions,
-    seeded_split,
-)
+from seg_bench.data.base import Sample, SegmentationDataModule, as_int32_ids, seeded_split
 from seg_bench.data.io import IMAGE_SUFFIXES, read_image, require_dir, require_same_shape
+from seg_bench.data.options import check_fractions
 from seg_bench.errors import DataError, UserError
 from seg_bench.registry import DATASETS
 
