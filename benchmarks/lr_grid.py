@@ -93,7 +93,7 @@ def render(dataset: str, profile: str, per_model: dict) -> str:
     )
 
 
-def grid_for_model(args, model: str, out: Path, overrides: dict, budget: Budget) -> dict | None:
+def grid_for_model(args, model: str, out: Path, overrides: dict, budget: Budget) -> dict:
     """Train ``model`` at every rate of its grid (stored runs are read back) and choose; where
     ``--seeds`` would move the profile's rate, ``--confirm`` seeds decide."""
     from seg_bench.config import resolve_config
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     overrides, out, budget, models = start(args, "lr_grid")
     if args.quick:
         args.steps = args.steps or 4
-    per_model = {m: c for m in models if (c := grid_for_model(args, m, out, overrides, budget))}
+    per_model = {m: grid_for_model(args, m, out, overrides, budget) for m in models}
     md = render(args.dataset, args.profile, per_model)
     if args.out:
         write_text(args.out, md + "\n")

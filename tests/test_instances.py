@@ -98,7 +98,7 @@ def test_seeded_watershed_follows_the_seeds_not_the_shape():
 
 
 def _big_and_small(big_r: int, small_r: int):
-    """A big disc at (20, 20) and a smaller one just right of it, touching; the seed map a
+    """A big disc at (24, 24) and a smaller one just right of it, touching; the seed map a
     distance network gives, with the small nucleus' peak under 0.5 (0.4: its seed missed)."""
     lab = touching_discs(shape=(48, 64), centres=((24, 24),), r=big_r)
     yy, xx = np.mgrid[:48, :64]

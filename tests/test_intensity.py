@@ -53,8 +53,9 @@ def test_a_float_image_flips_against_1():
 
 @pytest.mark.parametrize("dtype", [np.int8, np.int16, np.float32])
 def test_signed_image_with_negative_pixels_flips_without_wrapping(dtype):
-    """A bright background with some pixels below zero: flipped within [-top - 1, top] (the
-    integer range the bit depth spans) so the order of every pair of pixels reverses."""
+    """A bright background with some pixels below zero: flipped within [-top - 1, top] for
+    integers (the range the bit depth spans), [-top, top] for floats, so the order of every
+    pair of pixels reverses and nothing wraps."""
     top = 127 if dtype == np.int8 else 4095
     image = _nuclei_on(top - 10, -top + 5, dtype)
     image[0, 1] = -top  # a dark speck, negative

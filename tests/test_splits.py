@@ -261,8 +261,7 @@ def test_an_option_the_dataset_does_not_take_is_one_line_naming_those_it_does():
 
     with pytest.raises(
         UserError,
-        match="dataset dsb2018: got an unexpected keyword argument "
-        "'split_gap'; it takes .*split_seed.*val_fraction",
+        match="dataset dsb2018: unknown option 'split_gap'; it takes .*split_seed.*val_fraction",
     ):
         create_datamodule("dsb2018", split_gap=2)
 

@@ -33,6 +33,9 @@ def invert_if_bright(image: np.ndarray) -> tuple[np.ndarray, bool]:
     top = intensity_top(image)
     # Mirrored within [bottom, top], which the dtype holds: top - image alone overflows a
     # signed type for negative pixels (int16: 32767 - (-100) wraps to -32669).
-    bottom = 0.0 if image.min() >= 0 else -top - np.issubdtype(image.dtype, np.integer)
+    if image.min() >= 0:
+        bottom = 0.0
+    else:
+        bottom = -top - 1 if np.issubdtype(image.dtype, np.integer) else -top
     flipped = (bottom + top) - image.astype(np.float64)
     return flipped.astype(image.dtype), True

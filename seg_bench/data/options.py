@@ -12,23 +12,21 @@ from seg_bench.registry import DATASETS
 
 def create_datamodule(name: str, **kwargs: Any) -> Any:
     """The datamodule ``name``; an option it does not take is one line naming those it does."""
-    try:
-        return DATASETS.create(name, **kwargs)
-    except TypeError as e:
-        if "__init__() got an unexpected keyword argument" not in str(e):
-            raise
+    if name in DATASETS:  # an unknown name gets the registry's own one-line error below
         cls = DATASETS.get(name)
-        accepted = sorted(
+        accepted = {
             p
             for c in type.mro(cls)
             if "__init__" in vars(c)
             for p in inspect.signature(c.__init__).parameters
             if p not in ("self", "args", "kwargs")
-        )
-        raise UserError(
-            f"dataset {name}: {str(e).split('() ', 1)[-1]}; it takes {', '.join(accepted)} "
-            "(dataset_options in the profile, or --root)"
-        ) from None
+        }
+        if unknown := sorted(set(kwargs) - accepted):
+            raise UserError(
+                f"dataset {name}: unknown option {unknown[0]!r}; it takes "
+                f"{', '.join(sorted(accepted))} (dataset_options in the profile, or --root)"
+            )
+    return DATASETS.create(name, **kwargs)
 
 
 def check_fractions(name: str, val_fraction: float, test_fraction: float) -> None:

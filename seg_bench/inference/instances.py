@@ -111,9 +111,9 @@ def _seeded(mask: np.ndarray, seeds: np.ndarray, seed_threshold: float, grow: in
     markers = label_components((seeds > seed_threshold) & mask)
     if grow > 0 and markers.any():
         far = mask & (ndi.distance_transform_edt(markers == 0) > grow)
-        peaks = far & h_maxima(seeds, PEAK_H).astype(bool)
-        extra = label_components(peaks)
-        markers = np.where(extra > 0, extra + markers.max(), markers)
+        if far.any():  # else no peak can be far: skip the h-maxima transform
+            extra = label_components(far & h_maxima(seeds, PEAK_H).astype(bool))
+            markers = np.where(extra > 0, extra + markers.max(), markers)
     instances = watershed(-seeds, markers, mask=mask).astype(np.int32)
     return add_unreached(instances, mask, 1)
 
@@ -214,7 +214,7 @@ POSTPROCESSORS: dict[str, Method] = {
             {
                 "threshold": (0.4, 0.5),
                 "seed_threshold": (0.5, 0.7, 0.85),
-                "grow": (0, 4, 8),  # 0: no limit
+                "grow": (0, 4, 8),  # 0: seeds only, no extra markers
                 "min_size": SIZES,
             },
             "threshold + marker watershed from interior seeds (boundary3 / distance)",

@@ -66,14 +66,15 @@ def evaluation_line(records: list[dict]) -> str:
     counts: dict[int, int] = defaultdict(int)
     for r in records:
         counts[evaluation_version(r)] += 1
+    stale = sum(is_stale(r) for r in records)
+    warning = (
+        f" (**stale**: {stale} record(s) would score differently under v{EVALUATION_VERSION}; "
+        "`seg-bench bench ... --rescore` re-tests them from their checkpoints)"
+        if stale
+        else ""
+    )
     if len(counts) == 1:
-        stale = sum(is_stale(r) for r in records)
-        return f"evaluation v{next(iter(counts))}" + (
-            f" (**stale**: {stale} record(s) would score differently under v{EVALUATION_VERSION};"
-            " `seg-bench bench ... --rescore` re-tests them from their checkpoints)"
-            if stale
-            else ""
-        )
+        return f"evaluation v{next(iter(counts))}" + warning
     mix = ", ".join(f"v{v} ({n} records)" for v, n in sorted(counts.items()))
     if len({scoring_version(r) for r in records}) == 1:
         changes = "; ".join(
@@ -81,7 +82,10 @@ def evaluation_line(records: list[dict]) -> str:
             for v in sorted(VERSION_CHANGES)
             if min(counts) < v <= max(counts)
         )
-        return f"evaluation {mix}, which score these records alike (changed since: {changes})"
+        return (
+            f"evaluation {mix}, which score these records alike (changed since: {changes})"
+            + warning
+        )
     return (
         f"**evaluation versions mixed**: {mix}; the same predictions may score differently "
         "across them; `seg-bench bench ... --rescore` re-tests the older ones from their "

@@ -40,9 +40,9 @@ def target_of(record: dict) -> str:
 
 
 def validation_scores(recs: list[dict], seeds: set[int] | None = None) -> dict[str, float]:
-    """Mean validation mAP over the seeds ``recs`` (those in ``seeds`` where some are), per
+    """Mean validation mAP over the seeds ``recs`` (only those in ``seeds``, if given), per
     method that every such seed tuned."""
-    recs = [r for r in recs if seeds is None or r.get("seed") in seeds] or recs
+    recs = [r for r in recs if seeds is None or r.get("seed") in seeds]
     tuned = [r["metrics"].get("postprocess_methods") or {} for r in recs]
     common = set.intersection(*(set(t) for t in tuned)) if tuned else set()
     return {m: float(np.mean([t[m]["val_map"] for t in tuned])) for m in sorted(common)}

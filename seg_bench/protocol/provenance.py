@@ -70,7 +70,7 @@ def git_commit(repo: Path = _REPO) -> str:
 def running_commit(repo: Path = _REPO) -> str:
     """The commit of the code this process runs: ``git_commit`` at the first call, then kept,
     so a record written hours into a bench does not name a commit made meanwhile (the process
-    still runs what it imported). The CLI and ``bench`` call it as they start."""
+    still runs what it imported). ``run_one``, ``bench`` and ``lr-find`` call it as they start."""
     return git_commit(repo)
 
 

@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 def read_image_types(csv_path: Path, ids: list[str]) -> dict[str, str] | None:
     """ImageId -> imaging type from ``image_types.csv``, for the stratified split; None (and a
-    note) when the file is absent. Rows for images not in ``ids`` are ignored."""
+    warning) when the file is absent. Rows for images not in ``ids`` are ignored."""
     if not csv_path.is_file():
         log.warning(
             "dsb2018: %s not found; the split is stratified by the type the pixels give "
