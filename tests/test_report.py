@@ -181,6 +181,11 @@ def test_header_names_the_evaluation_version_and_flags_a_mix():
     alike = evaluation_line([{**v1, "dataset": "epfl"}, {**v2, "dataset": "epfl"}])
     assert "mixed" not in alike and alike.startswith("evaluation v1 (1 records), v2 (1 records)")
     assert "score these records alike" in alike and "v2: post-processing grids" in alike
+    assert "stale" not in alike  # no later change reaches EPFL either
+    # EPFL runs that fill holes: v1 and v2 score them alike (v2 reached only DSB), v3 does not.
+    split = {"dataset": "epfl", "config": {"postprocess": {"fill_holes": True}}}
+    both = evaluation_line([{**split, "metrics": {}}, {**split, "metrics": v2["metrics"]}])
+    assert "score these records alike" in both and "(**stale**: 2 record(s)" in both
 
 
 def test_scoring_version_counts_only_changes_that_reach_the_record():
