@@ -21,19 +21,6 @@ def neighbourhood(ndim: int, connectivity: int) -> np.ndarray:
     return ndi.generate_binary_structure(ndim, connectivity)
 
 
-def fill_holes(mask: Any) -> np.ndarray:
-    """Fill background regions not connected to the image border.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> ring = np.ones((3, 3), bool); ring[1, 1] = False
-    >>> bool(fill_holes(ring)[1, 1])
-    True
-    """
-    return ndi.binary_fill_holes(np.asarray(mask, dtype=bool))
-
-
 def fill_instance_holes(instances: np.ndarray) -> np.ndarray:
     """Each object's own holes filled with its label: background that one object encloses,
     not the gap a ring of touching objects encloses (filling the mask before labelling made

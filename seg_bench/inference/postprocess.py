@@ -30,7 +30,6 @@ from scipy import ndimage as ndi
 from seg_bench.errors import UserError
 from seg_bench.inference.objects import (
     add_unreached,
-    fill_holes,
     fill_instance_holes,
     label_components,
     neighbourhood,
@@ -42,7 +41,6 @@ __all__ = [
     "PostprocessConfig",
     "postprocess",
     "binarize",
-    "fill_holes",
     "fill_instance_holes",
     "label_components",
     "watershed_split",

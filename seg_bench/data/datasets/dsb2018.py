@@ -197,7 +197,7 @@ class DSB2018(SegmentationDataModule):
         self._solution: dict[str, list[tuple[int, str, tuple[int, int] | None]]] = {}
         self._cache: dict[str, Sample] = {}
         self._official = False
-        self._types: dict[str, str] | None = None
+        self._types: dict[str, str] = {}  # ImageId -> type of stage1_train, set by layout
         self._types_from = TYPES_CSV
 
     # --- layout and splits (file names; pixels only to type images without the CSV) -------
@@ -288,11 +288,11 @@ class DSB2018(SegmentationDataModule):
                 f"{'/'.join(fractions)}; expected at least {len(fractions)}"
             )
         folders = dict(train)
-        self._types = read_image_types(self.dir / TYPES_CSV, sorted(folders))
-        self._types_from = TYPES_CSV
-        if self._types is None:  # a fresh download: the rule that agrees with the file
-            self._types = {i: image_type(read_image(self._image_path(f))) for i, f in train}
+        listed = read_image_types(self.dir / TYPES_CSV, sorted(folders))
+        if listed is None:  # a fresh download: the rule that agrees with the file
+            listed = {i: image_type(read_image(self._image_path(f))) for i, f in train}
             self._types_from = "the pixels, image_type"
+        self._types = listed
         split = seeded_split(sorted(folders), fractions, self.split_seed, self._types)
         out = {k: [(i, folders[i]) for i in v] for k, v in split.items()}
         if official:
@@ -319,12 +319,12 @@ class DSB2018(SegmentationDataModule):
             if self._official
             else {"val": self.val_fraction, "test": self.test_fraction}
         )
-        if self._types:  # images of each type per split (stage1_train splits only)
-            seeded_splits = {k: v for k, v in lay.items() if k != "test" or not self._official}
-            info["strata"] = {
-                t: {k: sum(self._types[i] == t for i, _ in v) for k, v in seeded_splits.items()}
-                for t in sorted(set(self._types.values()))
-            }
+        # Images of each type per split (the splits drawn from stage1_train only).
+        seeded_splits = {k: v for k, v in lay.items() if k != "test" or not self._official}
+        info["strata"] = {
+            t: {k: sum(self._types[i] == t for i, _ in v) for k, v in seeded_splits.items()}
+            for t in sorted(set(self._types.values()))
+        }
         return info
 
     # --- pixels --------------------------------------------------------------------------------
@@ -379,7 +379,7 @@ class DSB2018(SegmentationDataModule):
             return self._cache[image_id]
         image_path = self._image_path(folder)
         image, inverted = self._image(image_path)
-        listed = (self._types or {}).get(image_id)
+        listed = self._types.get(image_id)
         kind = listed or image_type(read_image(image_path) if (self.grey or inverted) else image)
         if official_test:
             inst = self._instances_from_rle(image_id, image)
