@@ -16,7 +16,7 @@ import seg_bench.cli as cli
 import seg_bench.hardware as hardware_module
 from seg_bench.config import RunConfig, resolve_config
 from seg_bench.errors import UserError
-from seg_bench.protocol.postprocess_report import select_by_target
+from seg_bench.protocol.postprocess_report import missing_targets, select_by_target
 from seg_bench.protocol.records import (
     load_records,
     missing_asked,
@@ -224,6 +224,28 @@ def test_the_method_study_applies_what_bench_asked_to_its_own_target_only():
     asked = {config_key(failed): ("unet", "manual", "binary")}
     assert select_by_target([binary, boundary], "smoke", asked) == [boundary]
     assert select_records([binary, boundary], "smoke", asked)[0] == []
+
+
+def test_a_failed_target_is_named_where_the_model_keeps_a_row_from_another():
+    # bench --set target=boundary3 failed for unet: its row comes from binary, and the user is
+    # told so instead of reading the binary row as the boundary3 result.
+    binary = fake_record("unet", "2024-01-01T00:00:00")
+    seg = fake_record("segnet", "2024-01-01T00:00:00", target="boundary3")
+    asked = {
+        config_key(resolve_config("synthetic", m, "smoke", target="boundary3")): (
+            m,
+            "manual",
+            "boundary3",
+        )
+        for m in ("unet", "segnet", "resunet")
+    }
+    by_target = select_by_target([binary, seg], "smoke", asked)
+    assert by_target == [binary, seg]
+    # resunet has no row at all: missing_asked names it, not this.
+    assert missing_targets(by_target, by_target, asked) == [
+        "unet (manual labels), target boundary3"
+    ]
+    assert missing_targets(by_target, by_target, None) == []
 
 
 def test_a_seed_held_twice_by_one_configuration_counts_once_the_newest():

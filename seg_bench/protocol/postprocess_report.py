@@ -38,6 +38,15 @@ def select_by_target(
     return chosen
 
 
+def missing_targets(by_target: list[dict], rows: list[dict], prefer: Asked | None) -> list[str]:
+    """The asked (model, label source, target)s without a record whose model still has a row,
+    from another target (``missing_asked`` names the models without any row)."""
+    have = {(r["model"], r.get("labels", "manual"), target_of(r)) for r in by_target}
+    shown = {(r["model"], r.get("labels", "manual")) for r in rows}
+    asked = sorted(set((prefer or {}).values()) - have)
+    return [f"{m} ({lab} labels), target {t}" for m, lab, t in asked if (m, lab) in shown]
+
+
 def has_methods(record: dict) -> bool:
     per_image = record.get("metrics", {}).get("per_image") or []
     return bool(per_image) and all("methods" in r for r in per_image)

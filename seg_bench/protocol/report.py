@@ -33,6 +33,7 @@ from seg_bench.protocol.header import provenance_lines
 from seg_bench.protocol.instance_choice import CHOICE_NOTE, choice_cell, choose_instance_rows
 from seg_bench.protocol.postprocess_report import (
     has_methods,
+    missing_targets,
     postprocess_sections,
     render_postprocess_study,
     select_by_target,
@@ -325,6 +326,12 @@ def write_leaderboard(
             print(
                 f"leaderboard: {missing} has no row: no record of the configuration bench ran "
                 "(its runs failed, see the .failed.json notes); older ones are not shown instead",
+                file=sys.stderr,
+            )
+        for missing in missing_targets(by_target, records, prefer):
+            print(
+                f"leaderboard: {missing} has no record (its runs failed, see the .failed.json "
+                "notes); the model's row chooses among its other targets only",
                 file=sys.stderr,
             )
         if left_out:
