@@ -7,14 +7,16 @@ import pytest
 from skimage.filters import threshold_otsu
 
 from seg_bench.errors import UserError
+from seg_bench.inference import instances
 from seg_bench.inference.instances import (
+    PEAK_H,
     POSTPROCESSORS,
-    grid_points,
-    grown_grid,
+    clear_seed_peaks,
     methods_for,
     run_method,
-    tune,
+    seed_peaks,
 )
+from seg_bench.inference.tuning import grid_points, grown_grid, tune
 from seg_bench.metrics.instance import dsb_average_precision
 from seg_bench.training.targets import distance_target
 
@@ -144,6 +146,37 @@ def test_seeded_watershed_keeps_one_large_nucleus_whole_for_any_grow(grow, seed_
         grow=grow,
     )
     assert out.max() == 1 and ((out > 0) == (lab > 0)).all()
+
+
+def test_seed_peaks_are_skimages_h_maxima_and_follow_a_changed_map():
+    from skimage.morphology import h_maxima
+
+    clear_seed_peaks()
+    seeds = np.random.default_rng(0).random((30, 40)).astype(np.float32)
+    first = seed_peaks(seeds)
+    np.testing.assert_array_equal(first, h_maxima(seeds, PEAK_H).astype(bool))
+    assert seed_peaks(seeds.copy()) is first  # an equal map is served the kept peaks
+    assert not first.flags.writeable  # so no caller can change what others are served
+    seeds[5:10, 5:10] = 2.0  # changed in place: a plateau that is a peak of its own
+    np.testing.assert_array_equal(seed_peaks(seeds), h_maxima(seeds, PEAK_H).astype(bool))
+    assert seed_peaks(seeds)[7, 7] and not first[7, 7]
+
+
+def test_tuning_finds_the_same_point_with_and_without_kept_peaks(monkeypatch):
+    images = []
+    for big_r, small_r in ((10, 5), (14, 6), (12, 4)):
+        lab, seeds = _big_and_small(big_r, small_r)
+        images.append((prob_of(lab), seeds, lab))
+
+    def score(truth, pred):
+        return dsb_average_precision(truth, pred)[0]
+
+    clear_seed_peaks()
+    kept = tune("seeded_watershed", images, score)
+    monkeypatch.setattr(instances, "PEAK_CACHE_BYTES", 0)  # every peak forgotten at once
+    clear_seed_peaks()
+    assert tune("seeded_watershed", images, score) == kept
+    assert len(instances._peak_cache) == 0 and kept[0]["grow"] > 0
 
 
 def test_fill_holes_and_min_size_are_options_of_every_method():

@@ -22,11 +22,11 @@ from seg_bench.inference.instances import (
     instances_from_logits,
     methods_for,
     run_method,
-    tune,
 )
 from seg_bench.inference.outputs import probabilities, target_maps
 from seg_bench.inference.postprocess import PostprocessConfig, postprocess
 from seg_bench.inference.sliding_window import predict_logits
+from seg_bench.inference.tuning import tune
 from seg_bench.metrics import (
     confusion_matrix,
     dsb_average_precision,

@@ -26,13 +26,13 @@ seeded_watershed   probability > ``threshold``                 marker watershed 
 ``seeded_watershed`` needs a seed map: the interior probability of a ``boundary3`` model or
 the predicted distance of a ``distance`` model (seg_bench/inference/outputs.py:target_maps).
 Each method has a small starting grid (``Method.grid``), searched on the validation split by
-``tune``, which grows an axis whose best value sits at its end (``LIMITS``, ``MAX_GROWTH``);
-the parameters found are applied unchanged to the test split.
+seg_bench/inference/tuning.py; the parameters found are applied unchanged to the test split.
 """
 
 from __future__ import annotations
 
-import itertools
+import hashlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +57,6 @@ __all__ = [
     "Method",
     "POSTPROCESSORS",
     "run_method",
-    "tune",
     "methods_for",
     "check_target_postprocess",
     "instances_from_logits",
@@ -100,19 +99,48 @@ def _kmeans_foreground(fg: np.ndarray, bins: int = 1024) -> np.ndarray:
 PEAK_H = 0.05
 
 
+# Tuning asks for one seed map's peaks at every grid point with grow > 0, and the h-maxima
+# transform is most of a seeded watershed's time: the peaks of the latest maps are kept, keyed
+# by a digest of the map's bytes (so a changed map is never served stale peaks).
+PEAK_CACHE_BYTES = 64 * 2**20
+_peak_cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+
+
+def seed_peaks(seeds: np.ndarray) -> np.ndarray:
+    """The seed map's h-maxima (``PEAK_H``) as a read-only bool array."""
+    from skimage.morphology import h_maxima
+
+    seeds = np.ascontiguousarray(seeds)
+    key = hashlib.blake2b(seeds.tobytes(), digest_size=20).digest()
+    key += repr((seeds.shape, seeds.dtype.str)).encode()
+    if key in _peak_cache:
+        _peak_cache.move_to_end(key)
+        return _peak_cache[key]
+    peaks = h_maxima(seeds, PEAK_H).astype(bool)
+    peaks.flags.writeable = False
+    _peak_cache[key] = peaks
+    while sum(p.nbytes for p in _peak_cache.values()) > PEAK_CACHE_BYTES:
+        _peak_cache.popitem(last=False)
+    return peaks
+
+
+def clear_seed_peaks() -> None:
+    """Forget the kept peaks (a benchmark times the transform cold)."""
+    _peak_cache.clear()
+
+
 def _seeded(mask: np.ndarray, seeds: np.ndarray, seed_threshold: float, grow: int = 0):
     """Marker watershed from the seed components. With ``grow`` > 0 a small nucleus whose seed
     stayed under the threshold, touching a seeded one, is not flooded by it: a peak of the seed
     map (an h-maximum, ``PEAK_H``) further than ``grow`` px from every seed is a marker too. The
     flank of a seeded nucleus rises towards its seed, so it has no peak of its own."""
-    from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
     markers = label_components((seeds > seed_threshold) & mask)
     if grow > 0 and markers.any():
         far = mask & (ndi.distance_transform_edt(markers == 0) > grow)
         if far.any():  # else no peak can be far: skip the h-maxima transform
-            extra = label_components(far & h_maxima(seeds, PEAK_H).astype(bool))
+            extra = label_components(far & seed_peaks(seeds))
             markers = np.where(extra > 0, extra + markers.max(), markers)
     instances = watershed(-seeds, markers, mask=mask).astype(np.int32)
     return add_unreached(instances, mask, 1)
@@ -228,7 +256,8 @@ def methods_for(has_seeds: bool) -> list[str]:
     return [n for n, m in POSTPROCESSORS.items() if has_seeds or not m.needs_seeds]
 
 
-def _method(name: str) -> Method:
+def method_named(name: str) -> Method:
+    """The method called ``name``; a UserError listing the known ones otherwise."""
     if name not in POSTPROCESSORS:
         raise UserError(
             f"unknown post-processing method '{name}'; known: {', '.join(POSTPROCESSORS)}"
@@ -269,7 +298,7 @@ def run_method(
     >>> run_method("threshold_cc", fg, min_size=2).tolist()
     [[1, 1, 0, 0]]
     """
-    method = _method(name)
+    method = method_named(name)
     fg = np.asarray(fg)
     if fg.ndim != 2:
         raise UserError(
@@ -289,93 +318,6 @@ def run_method(
     if params.get("min_size", 0):
         instances = remove_small_instances(instances, int(params["min_size"]))
     return instances.astype(np.int32, copy=False)
-
-
-def grid_points(name: str, grid: dict[str, tuple] | None = None) -> list[dict[str, Any]]:
-    """Every parameter combination of a method's grid (or of ``grid``), invalid hysteresis
-    pairs (low above high) left out."""
-    grid = _method(name).grid if grid is None else grid
-    points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
-    return [p for p in points if p.get("low", 0) <= p.get("high", 1)]
-
-
-# How far ``tune`` may grow a grid past a binding edge: probabilities stay inside (0, 1), and
-# a few rounds are enough for parameters whose best value lies near the shipped grid.
-LIMITS = {
-    "threshold": (0.05, 0.95),
-    "low": (0.05, 0.95),
-    "high": (0.05, 0.95),
-    "seed_threshold": (0.05, 0.95),
-    "min_distance": (1, 64),
-    "grow": (0, 64),
-    "min_size": (0, 500),
-}
-MAX_GROWTH = 4
-
-
-def _step_beyond(axis: tuple, value: Any, key: str) -> Any | None:
-    """One step (the spacing of the axis' two end values) past ``value`` where it is an end of
-    the sorted ``axis``, clipped to ``LIMITS``; None when it is inside or at the limit."""
-    if len(axis) < 2 or value not in (axis[0], axis[-1]):
-        return None
-    lo, hi = LIMITS[key]
-    if value == axis[-1]:
-        new = min(value + (axis[-1] - axis[-2]), hi)
-    else:
-        new = max(value - (axis[1] - axis[0]), lo)
-    new = round(new, 6) if isinstance(new, float) else new
-    return None if new in axis else new
-
-
-def grown_grid(grid: dict[str, tuple], best: dict[str, Any]) -> dict[str, tuple]:
-    """``grid`` with one more value on every axis whose best value is at its end."""
-    out = {}
-    for key, axis in grid.items():
-        new = _step_beyond(axis, best[key], key)
-        out[key] = axis if new is None else tuple(sorted((*axis, new)))
-    return out
-
-
-def _score_points(name, points, images, score, scores: dict) -> None:
-    """Adds the mean score of every new point to ``scores`` (keyed by sorted items). Instances
-    are computed once per foreground setting; only ``min_size`` varies after, since removing
-    small objects is the last step."""
-    groups: dict[tuple, list[int]] = {}
-    for p in points:
-        if tuple(sorted(p.items())) not in scores:
-            base = tuple(sorted((k, v) for k, v in p.items() if k != "min_size"))
-            groups.setdefault(base, []).append(p.get("min_size", 0))
-    for base, sizes in groups.items():
-        raw = [run_method(name, fg, seeds, **dict(base)) for fg, seeds, _ in images]
-        for size in sorted(sizes):
-            preds = [remove_small_instances(r, size) if size else r for r in raw]
-            value = np.mean([score(t, p) for p, (_, _, t) in zip(preds, images, strict=True)])
-            scores[tuple(sorted((*base, ("min_size", size))))] = float(value)
-
-
-def tune(
-    name: str,
-    images: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]],
-    score: Callable[[np.ndarray, np.ndarray], float],
-) -> tuple[dict[str, Any], float]:
-    """The parameters of method ``name`` with the best mean ``score(truth, pred)`` over
-    ``images`` = [(fg, seeds, truth instances)] (validation images only); (params, score).
-
-    The search starts on the method's grid; while the best point sits at the end of an axis,
-    that axis grows by one step (up to ``MAX_GROWTH`` rounds, inside ``LIMITS``), so a
-    parameter is not left at an edge the grid drew by chance. Among equal scores the point
-    scored first is kept."""
-    grid = {k: tuple(sorted(v)) for k, v in _method(name).grid.items()}
-    scores: dict[tuple, float] = {}
-    for _ in range(MAX_GROWTH + 1):
-        _score_points(name, grid_points(name, grid), images, score, scores)
-        key = max(scores, key=scores.__getitem__)
-        best = dict(key)
-        grown = grown_grid(grid, best)
-        if grown == grid:
-            break
-        grid = grown
-    return best, scores[key]
 
 
 # --------------------------------------------------------------------------- per target
@@ -405,7 +347,7 @@ def check_method(method: dict[str, Any], target: str, where: str) -> None:
     """A UserError naming ``where`` when the method is unknown, has unknown options, or needs
     a seed map that a model trained with ``target`` does not give."""
     params = dict(method)
-    chosen = _method(str(params.pop("method", None)))
+    chosen = method_named(str(params.pop("method", None)))
     _split(chosen, params)
     if chosen.needs_seeds and target == "binary":
         raise UserError(
