@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import csv
 import math
+from itertools import combinations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from seg_bench.protocol.convergence import optimizer_steps
-from seg_bench.protocol.figures import cd_groups
+from seg_bench.protocol.figures import cd_bars, cd_groups
 from seg_bench.protocol.statistics import (
     PairTest,
+    floor_p,
     holm,
-    min_wilcoxon_p,
     per_image_scores,
     primary_metric,
     shared_ranks,
@@ -52,10 +55,13 @@ def test_holm_on_a_hand_worked_example():
     assert holm([0.5, 0.9]) == [1.0, 1.0]  # 2 x 0.5 capped at 1; never below a smaller p's
 
 
-def test_exact_wilcoxon_smallest_p_is_two_over_two_to_the_n():
-    assert min_wilcoxon_p(6) == pytest.approx(0.03125)
-    a, b = np.arange(1.0, 7.0), np.zeros(6)
-    assert stats.wilcoxon(a, b).pvalue == pytest.approx(min_wilcoxon_p(6))
+def test_smallest_attainable_p_is_two_over_two_to_the_n_without_ties_or_zeros():
+    assert floor_p(np.array([1.0, -2, 3, -4, 5, 6])) == pytest.approx(2 / 2**6)
+    assert floor_p(np.array([0.0, 1, -2, 3, -4, 5, 6])) == pytest.approx(2 / 2**6)  # zero dropped
+    assert floor_p(np.zeros(5)) == 1.0
+    # With ties the floor is scipy's p of the same magnitudes all positive, above 2/2^n.
+    tied = np.array([1.0, 1, 2, 2, 3, 3, 4])
+    assert floor_p(tied) == pytest.approx(stats.wilcoxon(tied).pvalue)
 
 
 def test_pair_p_values_are_scipys_wilcoxon_on_seed_averaged_images():
@@ -102,14 +108,14 @@ def test_dsb2018_records_are_compared_on_the_dsb_ap():
 
 
 def pair(better: str, worse: str, p_holm: float) -> PairTest:
-    return PairTest(better, worse, 10, 0.1, p_holm, p_holm)
+    return PairTest(better, worse, 10, 0.1, p=p_holm, p_holm=p_holm)
 
 
 @pytest.mark.parametrize(
     "pairs,ranks",
     [
-        # A and B not separated, both significantly above C: 1, 1, 3.
-        ([("A", "B", 0.4), ("A", "C", 0.01), ("B", "C", 0.02)], {"A": 1, "B": 1, "C": 3}),
+        # A and B not separated, both significantly above C: 1, 1, 2.
+        ([("A", "B", 0.4), ("A", "C", 0.01), ("B", "C", 0.02)], {"A": 1, "B": 1, "C": 2}),
         # Every pair separated: 1, 2, 3.
         ([("A", "B", 0.01), ("A", "C", 0.01), ("B", "C", 0.01)], {"A": 1, "B": 2, "C": 3}),
         # Only A above C: B is beaten by nobody, C by one model.
@@ -122,6 +128,50 @@ def test_models_not_significantly_different_share_a_rank(pairs, ranks):
     assert shared_ranks(["A", "B", "C"], [pair(*p) for p in pairs]) == ranks
 
 
+def test_a_significant_win_always_means_a_better_rank_even_without_transitivity():
+    # The reviewer's case: A > B, C > A, D > A, and C, D ~ B. Counting the models above gave
+    # A rank 3 below B's 2, though A significantly beats B.
+    pairs = [
+        pair("A", "B", 0.01),
+        pair("C", "A", 0.01),
+        pair("D", "A", 0.01),
+        pair("C", "B", 0.5),
+        pair("D", "B", 0.5),
+        pair("C", "D", 0.5),
+    ]
+    assert shared_ranks(list("ABCD"), pairs) == {"C": 1, "D": 1, "A": 2, "B": 3}
+
+
+def test_a_cycle_of_significant_wins_shares_a_rank():
+    pairs = [pair("X", "Y", 0.01), pair("Y", "Z", 0.01), pair("Z", "X", 0.01), pair("X", "W", 0.01)]
+    pairs += [pair("Y", "W", 0.5), pair("Z", "W", 0.5)]
+    assert shared_ranks(list("WXYZ"), pairs) == {"X": 1, "Y": 1, "Z": 1, "W": 2}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=10, max_size=10))
+def test_ranks_follow_every_significant_win(outcomes):
+    """Five models, each pair's direction and significance drawn: the winner of any
+    significant pair ranks strictly above the loser unless the two lie on a cycle."""
+    models = list("abcde")
+    pairs = [
+        pair(*((a, b) if forward else (b, a)), 0.01 if sig else 0.5)
+        for (a, b), (forward, sig) in zip(combinations(models, 2), outcomes, strict=True)
+    ]
+    ranks = shared_ranks(models, pairs)
+    wins = {(t.better, t.worse) for t in pairs if t.significant}
+
+    def reaches(x, y, seen=()):
+        return any(
+            a == x and (b == y or (b not in seen and reaches(b, y, (*seen, b)))) for a, b in wins
+        )
+
+    for better, worse in wins:
+        if not reaches(worse, better):
+            assert ranks[better] < ranks[worse]
+    assert min(ranks.values()) == 1
+
+
 def test_too_few_images_say_no_difference_can_be_significant():
     records = [rec(m, 0, [10 * (k + 1) + 5 * j for j in range(4)]) for k, m in enumerate("abc")]
     result = significance(records)
@@ -130,11 +180,32 @@ def test_too_few_images_say_no_difference_can_be_significant():
     assert result.ranks == {"a": 1, "b": 1, "c": 1}
     header = result.header()
     assert "Wilcoxon signed-rank" in header and "Holm-corrected over 3 model pairs" in header
-    assert "2/2^4 = 0.125" in header and "too small for any difference" in header
+    assert "(every difference of one sign) is 0.125" in header
+    assert "too small for any difference" in header
     # 9 images: 2/2^9 * 3 pairs = 0.0117 < 0.05, so the sentence goes.
     big = [rec(m, 0, [10 * (k + 1) + j for j in range(9)]) for k, m in enumerate("abc")]
     assert not significance(big).too_small and "too small" not in significance(big).header()
     assert significance(big).ranks == {"a": 3, "b": 2, "c": 1}
+
+
+def test_an_image_every_model_scores_alike_does_not_count_towards_significance():
+    # 7 images, one scored 1.0 by all: each pair has 6 non-zero differences, so its p is at
+    # least 2/2^6 and 3 pairs x 0.031 = 0.094: nothing can be significant. Counting the tied
+    # image (2/2^7 x 3 = 0.047) said otherwise, and the shared rank 1 read as "equal".
+    records = [rec(m, 0, [100] + [10 * (k + 1) + j for j in range(6)]) for k, m in enumerate("abc")]
+    result = significance(records)
+    assert result.n_images == 7 and result.p_floor == pytest.approx(2 / 2**6)
+    assert result.too_small and "too small for any difference" in result.header()
+
+
+def test_a_small_pair_does_not_hide_a_larger_pair_that_can_be_significant():
+    # a and b share 10 images, c only 4: the a-b pair can reach significance (and does).
+    a = rec("a", 0, [50 + 3 * j for j in range(10)])
+    b = rec("b", 0, [40 + 3 * j for j in range(10)])
+    c = rec("c", 0, [45, 48, 51, 54])
+    result = significance([a, b, c])
+    assert not result.too_small and "too small" not in result.header()
+    assert [t.significant for t in result.pairs if {t.better, t.worse} == {"a", "b"}] == [True]
 
 
 def test_models_tested_on_different_images_are_paired_on_the_shared_ones():
@@ -205,6 +276,14 @@ def test_no_pair_is_called_different_unless_the_friedman_test_rejects():
     assert "no pair is called" in nemenyi_sentence(summarise_datasets(two))
     rejects = {f"d{i}": ("iou", {"a": 0.9, "b": 0.5, "c": 0.1}) for i in range(6)}
     assert nemenyi_sentence(summarise_datasets(rejects)).endswith("a vs c.")
+
+
+def test_cd_diagram_joins_every_model_when_friedman_does_not_reject():
+    # Average ranks 1.44, 2.00, 2.56 with CD 1.10: Nemenyi would draw two bars, making a and c
+    # look apart, but Friedman's p 0.062 means no pair is tested.
+    ranks = {"a": 1.44, "b": 2.00, "c": 2.56}
+    assert cd_bars(ranks, 1.10, friedman_rejects=True) == [(1.44, 2.0), (2.0, 2.56)]
+    assert cd_bars(ranks, 1.10, friedman_rejects=False) == [(1.44, 2.56)]
 
 
 def test_cd_groups_join_models_closer_than_the_critical_difference():

@@ -161,11 +161,28 @@ def cd_groups(average_ranks: dict[str, float], cd: float) -> list[tuple[float, f
     return spans
 
 
+def cd_bars(
+    average_ranks: dict[str, float], cd: float, friedman_rejects: bool
+) -> list[tuple[float, float]]:
+    """The diagram's thick lines: ``cd_groups`` where the Friedman test rejects, else one line
+    joining every model (without that rejection no pair is tested, so none may look apart)."""
+    if friedman_rejects:
+        return cd_groups(average_ranks, cd)
+    ranks = sorted(average_ranks.values())
+    return [(ranks[0], ranks[-1])]
+
+
 def plot_critical_difference(
-    average_ranks: dict[str, float], cd: float, out_path: Path, n_datasets: int
+    average_ranks: dict[str, float],
+    cd: float,
+    out_path: Path,
+    n_datasets: int,
+    friedman_rejects: bool = True,
 ) -> Path:
     """Demsar's (2006) critical-difference diagram: average ranks on an axis (1 = best, left),
-    the CD as a bar above it, and a thick line joining models not significantly different."""
+    the CD as a bar above it, and a thick line joining models not significantly different.
+    Where the Friedman test does not reject (or could not run), the Nemenyi test is not
+    applied: one line joins every model, and the title says why."""
     models = sorted(average_ranks, key=lambda m: (average_ranks[m], m))
     k = len(models)
     fig, ax = plt.subplots(figsize=(7, 1.6 + 0.3 * k))
@@ -185,10 +202,11 @@ def plot_critical_difference(
         x_end = 0.6 if left else k + 0.4
         ax.plot([r, r, x_end], [0, y, y], color="k", lw=0.8)
         ax.text(x_end, y + 0.12, f"{m} ({r:.2f})", ha="left" if left else "right", fontsize=9)
-    for n, (low, high) in enumerate(cd_groups(average_ranks, cd)):
+    for n, (low, high) in enumerate(cd_bars(average_ranks, cd, friedman_rejects)):
         ax.hlines(-0.25 - 0.2 * n, low - 0.03, high + 0.03, color="k", lw=3)
     ax.set_axis_off()
-    ax.set_title(f"Average rank over {n_datasets} datasets (Nemenyi, alpha 0.05)", fontsize=10)
+    test = "Nemenyi" if friedman_rejects else "Friedman not rejected: no pair tested"
+    ax.set_title(f"Average rank over {n_datasets} datasets ({test}, alpha 0.05)", fontsize=10)
     _save(fig, out_path)
     return out_path
 

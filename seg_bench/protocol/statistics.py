@@ -10,20 +10,23 @@ Exact or approximate (scipy's ``method="auto"``): the exact null distribution up
 where no differences tie or are zero; where some do, a permutation distribution up to 13 images
 and the normal approximation above that (as above 50 images). No bootstrap:
 with a handful of images a paired bootstrap's p-values are too small (only a few distinct
-resamples exist), while the exact test says plainly what such a set can show. With n images
-the smallest two-sided Wilcoxon p-value is 2/2^n, and Holm multiplies the smallest of m
-p-values by m; when m * 2/2^n >= ALPHA no difference can be significant, and the leaderboard
-says so in a sentence instead of implying that the models are equal.
+resamples exist), while the exact test says plainly what such a set can show. The smallest
+p-value a pair can reach is that of all its differences having one sign (2/2^n for n non-zero,
+untied differences; scipy's value where some are zero or tie), and Holm multiplies the smallest
+of m p-values by m; when m times the smallest such floor over the pairs is >= ALPHA, no
+difference can be significant, and the leaderboard says so in a sentence instead of implying
+that the models are equal.
 
-Shared ranks: a model's rank is 1 + the number of models significantly better than it, so
-models that no test separates share a rank (1, 1, 3: the first two differ from the third but
-not from each other).
+Shared ranks: a model's rank is 1 + the length of the longest chain of significant wins above
+it (A > B > C puts C third), so a model always ranks below every model that significantly
+beats it, even where the pairwise tests are not transitive (A > B, C > A, C ~ B); models in a
+cycle of significant wins, which Wilcoxon tests can form, share a rank.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 
 import numpy as np
@@ -46,6 +49,7 @@ class PairTest:
     mean_difference: float  # mean over images of better - worse (negative where one image
     # outweighs the many that the test counts)
     p: float
+    p_floor: float = 1.0  # the smallest p these images allow: every difference of one sign
     p_holm: float = float("nan")
 
     @property
@@ -66,7 +70,12 @@ class Significance:
     @property
     def too_small(self) -> bool:
         """True when even the most extreme result could not reach ALPHA after Holm."""
-        return bool(self.pairs) and len(self.pairs) * min_wilcoxon_p(self.n_images) >= ALPHA
+        return bool(self.pairs) and len(self.pairs) * self.p_floor >= ALPHA
+
+    @property
+    def p_floor(self) -> float:
+        """The smallest p-value any pair could reach (before Holm)."""
+        return min((t.p_floor for t in self.pairs), default=1.0)
 
     def header(self) -> str:
         """The leaderboard's line naming the test, the correction and what the ranks mean."""
@@ -74,8 +83,9 @@ class Significance:
         text = (
             f"- **Rank**: two-sided Wilcoxon signed-rank test on per-image {name} "
             f"({self.n_images} test images, each averaged over seeds), Holm-corrected over "
-            f"{_pairs(len(self.pairs))} at alpha {ALPHA}; rank = 1 + the number of models "
-            "significantly better, so models that no test separates share a rank."
+            f"{_pairs(len(self.pairs))} at alpha {ALPHA}; rank = 1 + the longest chain of "
+            "significant wins above the model, so a model ranks below every model that "
+            "significantly beats it, and models that no significant win separates share a rank."
         )
         if not self.same_images:
             text += (
@@ -83,12 +93,13 @@ class Significance:
                 "splits?): each pair is compared on the images both were tested on."
             )
         if self.too_small:
-            smallest = min_wilcoxon_p(self.n_images)
+            smallest = self.p_floor
             text += (
-                f" With {self.n_images} test images the smallest attainable Wilcoxon p-value is "
-                f"2/2^{self.n_images} = {smallest:.3g}, {len(self.pairs) * smallest:.3g} after "
-                f"Holm over {_pairs(len(self.pairs))}: this test set is too small for any "
-                f"difference to be significant at alpha {ALPHA}."
+                f" With {self.n_images} test images the smallest attainable Wilcoxon p-value "
+                f"(every difference of one sign) is {smallest:.3g}, "
+                f"{len(self.pairs) * smallest:.3g} after Holm over {_pairs(len(self.pairs))}: "
+                f"this test set is too small for any difference to be significant at alpha "
+                f"{ALPHA}."
             )
         return text
 
@@ -110,12 +121,6 @@ def _pairs(m: int) -> str:
     return f"{m} model pair" + ("" if m == 1 else "s")
 
 
-def min_wilcoxon_p(n: int) -> float:
-    """Smallest two-sided p-value of the exact signed-rank test on n non-zero differences:
-    all differences of one sign, probability 2 / 2^n under the null."""
-    return min(1.0, 2.0 / 2.0**n) if n > 0 else 1.0
-
-
 def holm(pvalues: list[float]) -> list[float]:
     """Holm's step-down adjusted p-values, in the input order: the i-th smallest of m is
     multiplied by m - i + 1, made non-decreasing, and capped at 1."""
@@ -126,6 +131,14 @@ def holm(pvalues: list[float]) -> list[float]:
     out = np.empty(m)
     out[order] = adjusted
     return out.tolist()
+
+
+def floor_p(d: np.ndarray) -> float:
+    """The smallest two-sided Wilcoxon p-value differences ``d`` allow: that of the same
+    magnitudes all of one sign (zeros dropped and ties ranked as scipy's test does them)."""
+    d = np.abs(np.asarray(d, float))
+    d = d[d != 0]
+    return float(stats.wilcoxon(d, alternative="two-sided").pvalue) if d.size else 1.0
 
 
 def wilcoxon_p(a: np.ndarray, b: np.ndarray) -> float:
@@ -163,12 +176,13 @@ def compare(scores: dict[str, dict[str, float]]) -> list[PairTest]:
         a_better = leans_to_first(x - y, diff)
         better, worse = (a, b) if a_better else (b, a)
         p = wilcoxon_p(x, y) if ids else 1.0
-        tests.append(PairTest(better, worse, len(ids), diff if a_better else -diff, p))
+        tests.append(
+            PairTest(
+                better, worse, len(ids), diff if a_better else -diff, p, p_floor=floor_p(x - y)
+            )
+        )
     adjusted = holm([t.p for t in tests])
-    return [
-        PairTest(t.better, t.worse, t.n_images, t.mean_difference, t.p, q)
-        for t, q in zip(tests, adjusted, strict=True)
-    ]
+    return [replace(t, p_holm=q) for t, q in zip(tests, adjusted, strict=True)]
 
 
 def leans_to_first(d: np.ndarray, mean: float) -> bool:
@@ -184,9 +198,23 @@ def leans_to_first(d: np.ndarray, mean: float) -> bool:
 
 
 def shared_ranks(models: list[str], pairs: list[PairTest]) -> dict[str, int]:
-    """Rank = 1 + the number of models significantly better (1, 1, 3 when the first two tie)."""
-    beaten_by = {m: sum(t.significant and t.worse == m for t in pairs) for m in models}
-    return {m: 1 + beaten_by[m] for m in models}
+    """Rank = 1 + the longest chain of significant wins above the model (1, 1, 2 when the
+    first two tie and both beat the third); models in a cycle of wins share a rank."""
+    wins = {(t.better, t.worse) for t in pairs if t.significant}
+    above = {m: {a for a, b in wins if b == m} for m in models}
+    for k in models:  # transitive closure (Warshall): who is above whom through any chain
+        for m in models:
+            if k in above[m]:
+                above[m] |= above[k]
+    depth: dict[str, int] = {}
+
+    def chain(m: str) -> int:  # longest chain above m, a cycle counting as one step
+        if m not in depth:
+            strictly = [a for a in above[m] if m not in above[a]]
+            depth[m] = 1 + max((chain(a) for a in strictly), default=0)
+        return depth[m]
+
+    return {m: chain(m) for m in models}
 
 
 def significance(records: list[dict]) -> Significance:

@@ -234,7 +234,9 @@ def write_summary(leaderboard_dir: Path) -> str | None:
     gaining = {d: m for d, m in read_not_converged(leaderboard_dir).items() if d in s.datasets}
     text = render_summary(s, budgets, gaining)
     if s.cd is not None:
-        plot_critical_difference(s.average, s.cd, leaderboard_dir / "cd.png", len(s.datasets))
+        rejects = s.friedman is not None and s.friedman[1] < ALPHA
+        cd_png = leaderboard_dir / "cd.png"
+        plot_critical_difference(s.average, s.cd, cd_png, len(s.datasets), rejects)
     with atomic_write(leaderboard_dir / "README.md") as f:
         f.write(text)
     return text
