@@ -10,6 +10,7 @@ from data_fixtures import write_dsb, write_dsb_test, write_folder, write_ncmir, 
 from seg_bench.data import create_datamodule
 from seg_bench.data.base import SPLITS, Sample, SegmentationDataModule, as_int32_ids
 from seg_bench.data.datasets import dsb2018, epfl, folder, isbi2012, isbi2013, ncmir
+from seg_bench.errors import DataError
 from seg_bench.registry import DATASETS
 
 BASE_KWARGS = dict(
@@ -217,6 +218,17 @@ def test_ncmir_validation_folder_is_test(tmp_path):
         "slices"
     )
     assert info["unused_slices"] == [17]
+    assert info["slices"] == {"train": [10, 16], "val": [18, 19], "test": [50, 52]}
+
+
+@pytest.mark.parametrize("test_slices,near", [((20, 21), "val slice 19"), ((15,), "train slice")])
+def test_ncmir_test_slices_next_to_training_slices_are_refused(tmp_path, test_slices, near):
+    # validation/ next to (or inside) training/'s numbers would test on near-copies.
+    write_ncmir(tmp_path, numbers=range(10, 20), validation=test_slices)
+    with pytest.raises(
+        DataError, match=f"test slice {test_slices[0]} lies within split_gap 1 of {near}"
+    ):
+        ncmir.NCMIR(root=tmp_path).load_split("test")
 
 
 def test_ncmir_allow_empty_masks(tmp_path):
@@ -264,6 +276,16 @@ def test_epfl_without_testing_falls_back_and_warns(tmp_path, caplog):
     wide = epfl.EPFL(root=tmp_path, split_gap=10)
     assert [s.id for s in wide.load_split("val")] == ["training_050"]
     assert wide.split_info()["unused_slices"] == [40, 60]
+
+
+def test_epfl_subset_without_its_slice_numbers_says_pages_stand_for_slices(tmp_path, caplog):
+    from data_fixtures import write_epfl
+
+    write_epfl(tmp_path, testing=False)  # 8 pages, no training_slices.csv
+    with caplog.at_level("WARNING"):
+        epfl.EPFL(root=tmp_path).load_split("train")
+    assert "has 8 pages, not the original 165" in caplog.text
+    assert "page numbers, not the original slice indices" in caplog.text
 
 
 # --- folder --------------------------------------------------------------------------------

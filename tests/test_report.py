@@ -261,3 +261,21 @@ def test_overlays_show_the_mask_each_run_was_scored_on_and_match_images_by_id(tm
     assert _same_image(b, a, 0) == 1 and _same_image(b, a, 1) == 0
     np.savez(tmp_path / "c.npz", id0="img-9", prob0=prob)
     assert _same_image(np.load(tmp_path / "c.npz"), a, 0) is None
+
+
+def test_header_names_every_split_the_records_used():
+    from seg_bench.protocol.header import data_line
+
+    rng = np.random.default_rng(2)
+    recs = [fake_record(m, 0, per_image_stats(rng, 2, 0.1)) for m in ("a", "b", "c")]
+    for r in recs:
+        r["data"] |= {"root": "/data/epfl", "split": "train 0-89, val 91-135 (gap 1)"}
+    assert data_line("toy", recs) == (
+        "- **Data**: `toy` from `/data/epfl`; images per split: test 2; "
+        "split: train 0-89, val 91-135 (gap 1)"
+    )
+    recs[2]["data"]["split"] = "train 0-90, val 91-135 (gap 0)"  # rerun with split_gap 0
+    line = data_line("toy", recs)
+    assert "**the records differ in their split**" in line
+    assert "split train 0-89, val 91-135 (gap 1) (a, b)" in line
+    assert "split train 0-90, val 91-135 (gap 0) (c)" in line

@@ -283,3 +283,21 @@ def test_real_dsb2018_split_keeps_type_shares():
             total = sum(row.values())
             assert abs(row[split] - total * size / 155) <= 1
     assert counts == {"train": 108, "val": 23, "test": 24}
+
+
+@pytest.mark.parametrize("bad", [1.5, -1, "two", True])
+def test_a_split_gap_that_is_not_a_whole_number_of_slices_is_one_line(tmp_path, bad):
+    from seg_bench.data.datasets.isbi2012 import ISBI2012
+    from seg_bench.errors import UserError
+
+    with pytest.raises(UserError, match=rf"dataset isbi2012: split_gap {bad!r}; expected a whole"):
+        ISBI2012(root=tmp_path, split_gap=bad)
+
+
+def test_split_gap_zero_is_allowed_but_said_to_let_blocks_touch(tmp_path, caplog):
+    from seg_bench.data.datasets.isbi2012 import ISBI2012
+
+    assert ISBI2012(root=tmp_path, split_gap="2").split_gap == 2
+    with caplog.at_level("WARNING"):
+        assert ISBI2012(root=tmp_path, split_gap=0).split_gap == 0
+    assert "split_gap 0: the slice blocks touch" in caplog.text

@@ -25,6 +25,7 @@ from seg_bench.data.io import (
     require_file,
     unused_slices,
 )
+from seg_bench.data.options import check_split_gap
 from seg_bench.errors import DataError
 from seg_bench.paths import missing_data_hint
 
@@ -63,7 +64,7 @@ class VolumeDataModule(SegmentationDataModule):
         super().__init__(root=root, **kwargs)
         self.val_fraction = float(val_fraction)
         self.test_fraction = float(test_fraction)
-        self.split_gap = int(split_gap)
+        self.split_gap = check_split_gap(self.name, split_gap)
         self._splits: dict[str, list] | None = None
         self._blocks: dict[str, list[int]] = {}
         self._unused: list[int] = []
@@ -146,6 +147,7 @@ class HeldOutVolumeDataModule(VolumeDataModule):
     ):
         super().__init__(root, val_fraction, test_fraction, split_gap, **kwargs)
         self.has_test_set = False
+        self._test_slices: list[int] | None = None
 
     def split_training(
         self, slices: dict[str, int], where: str, unit: str = "labelled slices"
@@ -173,14 +175,31 @@ class HeldOutVolumeDataModule(VolumeDataModule):
             self.block_split(list(slices.values()), where)
         return {k: [by_index[z] for z in v] for k, v in self._blocks.items()}
 
+    def check_test_apart(self, test: list[int], where: str) -> None:
+        """A shipped test set cut from the training volume (NCMIR's validation/): none of its
+        slice numbers may lie within ``split_gap`` of a training or validation slice."""
+        for z in sorted(test):
+            for split, zs in self._blocks.items():
+                if near := [u for u in zs if abs(u - z) <= self.split_gap]:
+                    raise DataError(
+                        f"{where}: test slice {z} lies within split_gap {self.split_gap} of "
+                        f"{split} slice {near[0]}, so the test set neighbours what the model "
+                        "trains on; keep only slices further away, or remove the folder to "
+                        "cut the test block from the training slices"
+                    )
+        self._test_slices = [min(test), max(test)] if test else None
+
     def split_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"counts": {k: len(v) for k, v in self.splits().items()}}
         if not self.has_test_set:
             return {**info, **self.block_info()}
         blocks = describe_blocks(self._blocks, self.split_gap)
-        return {
+        out = {
             **info,
             **self.block_info(),
             "split": f"{self.held_out_split}; {blocks} of the training slices",
             "fractions": {"val": self.val_fraction},
         }
+        if self._test_slices:  # a test set numbered in the training volume's slices
+            out["slices"] = {**out["slices"], "test": self._test_slices}
+        return out

@@ -17,15 +17,12 @@ def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
     retested = {hardware_label(t["hardware"]) for r in records if (t := last_test(r))}
     if retested - set(hardware):  # inference speed then comes from these machines
         hardware.append(f"tested again from checkpoints on {', '.join(sorted(retested))}")
-    splits = data.get("splits", {})
-    counts = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
     profiles = sorted({r["profile"] for r in records})
     cfg = first["config"]
     precisions = sorted({r.get("precision", "?") for r in records})
     losses = sorted({r["config"]["loss"] for r in records})  # one per target on DSB 2018
     return [
-        f"- **Data**: `{dataset}` from `{data.get('root') or 'generated'}`; "
-        f"images per split: {counts}; split: {data.get('split', 'see record')}",
+        data_line(dataset, records),
         f"- **Budget**: profile {', '.join(profiles)}; {cfg['max_epochs']} epochs of "
         f"{cfg.get('samples_per_epoch') or 'one pass of'} patches of {data.get('patch_size')} px, "
         f"batch {cfg['batch_size']}, {learning_rates(records, dataset)}, loss {', '.join(losses)}, "
@@ -34,6 +31,26 @@ def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
         f"- **Code**: {code_line(records)}; {evaluation_line(records)}",
         f"- **Reproduce**: {reproduce_commands(dataset, profiles[0], records)}",
     ]
+
+
+def data_line(dataset: str, records: list[dict]) -> str:
+    """Where the data came from and how it was split; every split the records used, with the
+    models of each, where they differ (a changed split_gap, a test stack added later)."""
+    roots = sorted({r.get("data", {}).get("root") or "generated" for r in records})
+    models: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for r in records:
+        data = r.get("data", {})
+        counts = ", ".join(f"{k} {len(v)}" for k, v in data.get("splits", {}).items())
+        models[(counts, data.get("split", "see record"))].add(r["model"])
+    where = f"`{dataset}` from {', '.join(f'`{x}`' for x in roots)}"
+    if len(models) == 1:
+        [(counts, split)] = models
+        return f"- **Data**: {where}; images per split: {counts}; split: {split}"
+    each = [
+        f"images per split {counts}, split {split} ({', '.join(sorted(ms))})"
+        for (counts, split), ms in sorted(models.items())
+    ]
+    return f"- **Data**: {where}; **the records differ in their split**: {'; '.join(each)}"
 
 
 def last_test(record: dict) -> dict | None:

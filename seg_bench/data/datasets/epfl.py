@@ -30,11 +30,20 @@ from seg_bench.registry import DATASETS
 
 log = logging.getLogger(__name__)
 LABEL_FORM = "0 (background) / 255 (mitochondrion), uint8"
+ORIGINAL_SLICES = 165  # pages of the CVLab training.tif
 
 
 def _slice_numbers(csv_path: Path, n: int) -> list[int]:
     """Each page's slice index in the original stack (the page itself without the CSV)."""
     if not csv_path.is_file():
+        if n != ORIGINAL_SLICES:  # a subset: pages next to each other may be far apart
+            log.warning(
+                "epfl: %s not found and training.tif has %d pages, not the original %d: the "
+                "split and sample names use page numbers, not the original slice indices",
+                csv_path,
+                n,
+                ORIGINAL_SLICES,
+            )
         return list(range(n))
     numbers = {}
     with open(csv_path, newline="") as f:

@@ -11,7 +11,9 @@ Image and label are paired by the number NNN. Labels are read as palette indices
 with an error naming the file, and so does an all-zero mask unless ``allow_empty_masks``.
 
 Splits: with ``validation/`` present, test = validation/ (the held-out slices) and val = the
-last 15% of training/ as one block, ``split_gap`` slice numbers after the rest; without it,
+last 15% of training/ as one block, ``split_gap`` slice numbers after the rest (validation/
+numbers the same volume's sections, so a slice within ``split_gap`` of a training or val
+slice is refused); without it,
 training/ is split 70/15/15 into contiguous blocks of slice number NNN (test last),
 ``split_gap`` slice numbers apart (see ``contiguous_split``).
 """
@@ -120,10 +122,10 @@ class NCMIR(HeldOutVolumeDataModule):
         split = self.split_training(slices, str(self.dir / "training"))
         out = {k: [by_id[i] for i in v] for k, v in split.items()}
         if self.has_test_set:
-            out["test"] = [
-                (f"validation/{n}", img, lab)
-                for n, img, lab in pair_folder(self.dir / "validation")
-            ]
+            test = pair_folder(self.dir / "validation")
+            # validation/ holds later sections of the same volume: they must stay clear of it.
+            self.check_test_apart([int(n) for n, _, _ in test], str(self.dir / "validation"))
+            out["test"] = [(f"validation/{n}", img, lab) for n, img, lab in test]
         return out
 
     def _load(self, sample_id: str, image_path: Path, label_path: Path) -> Sample:
