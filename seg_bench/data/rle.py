@@ -6,8 +6,9 @@ Runs must be sorted, must not overlap and must stay inside the image (the Kaggle
 rejects anything else, and so does :func:`rle_decode`).
 
 CSV files have the header ``ImageId,EncodedPixels`` and one row per object; Kaggle solution
-files add ``Height,Width,Usage`` columns, which are accepted and ignored. An image whose
-prediction is empty is written as one row with empty ``EncodedPixels``.
+files add ``Height,Width,Usage`` columns (``read_rle_rows`` keeps them: the size decodes an
+image's runs, and ``Usage`` Ignored marks an image the competition did not score). An image
+whose prediction is empty is written as one row with empty ``EncodedPixels``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import csv
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,15 @@ import numpy as np
 from seg_bench.errors import DataError, UserError
 from seg_bench.io import new_file_mode
 
-__all__ = ["rle_encode", "rle_decode", "rle_encode_labels", "read_rle_csv", "write_submission_csv"]
+__all__ = [
+    "RleRow",
+    "rle_encode",
+    "rle_decode",
+    "rle_encode_labels",
+    "read_rle_csv",
+    "read_rle_rows",
+    "write_submission_csv",
+]
 
 
 def _as_2d(x: Any, name: str) -> np.ndarray:
@@ -211,13 +221,25 @@ def _parse(rle: str, where: str) -> tuple[np.ndarray, np.ndarray]:
     return starts, lengths
 
 
+@dataclass(frozen=True)
+class RleRow:
+    """One CSV row: its line number (for messages), its runs ("" for an image without
+    objects), the image size where the file gives ``Height,Width``, and ``Usage``."""
+
+    line: int
+    rle: str
+    shape: tuple[int, int] | None = None
+    usage: str = ""
+
+
 def read_rle_csv(path: str | os.PathLike) -> dict[str, list[str]]:
     """Read a Kaggle DSB labels/submission/solution CSV.
 
     Parameters
     ----------
     path : path to a CSV with at least the columns ``ImageId`` and ``EncodedPixels``
-        (extra columns such as ``Height,Width,Usage`` of the solution file are ignored).
+        (extra columns such as ``Height,Width,Usage`` of the solution file are checked,
+        see ``read_rle_rows``, and left out).
 
     Returns
     -------
@@ -239,6 +261,14 @@ def read_rle_csv(path: str | os.PathLike) -> dict[str, list[str]]:
     >>> read_rle_csv(p)
     {'a': ['1 2', '5 1'], 'b': []}
     """
+    return {i: [r.rle for r in rows if r.rle] for i, rows in read_rle_rows(path).items()}
+
+
+def read_rle_rows(path: str | os.PathLike) -> dict[str, list[RleRow]]:
+    """ImageId -> its rows in file order, each checked: a non-empty ImageId, runs that obey
+    the shape-independent rules, and ``Height,Width`` (where present) whole numbers >= 1, the
+    same on every row of an image. A byte-order mark is allowed. Errors are one DataError
+    line naming the file and line."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError(f"RLE CSV not found: {path}")
@@ -251,27 +281,53 @@ def read_rle_csv(path: str | os.PathLike) -> dict[str, list[str]]:
         ) from None
 
 
-def _read_rle_rows(path: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    with open(path, newline="") as fh:
+def _read_rle_rows(path: str) -> dict[str, list[RleRow]]:
+    out: dict[str, list[RleRow]] = {}
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         fields = reader.fieldnames or []
         missing = [c for c in ("ImageId", "EncodedPixels") if c not in fields]
         if missing:
-            raise DataError(f"{path}: missing column(s) {missing}; header is {fields}")
-        for row_no, row in enumerate(reader, start=2):  # line 1 is the header
+            raise DataError(
+                f"{path}: missing column(s) {missing}; header is {fields}; "
+                "expected ImageId,EncodedPixels[,Height,Width,Usage]"
+            )
+        for line, row in enumerate(reader, start=2):  # line 1 is the header
             image_id = (row["ImageId"] or "").strip()
             if not image_id:
-                raise DataError(f"{path}: line {row_no} has an empty ImageId")
+                raise DataError(f"{path}: line {line} has an empty ImageId")
             rle = (row["EncodedPixels"] or "").strip()
-            runs = out.setdefault(image_id, [])
             if rle:
                 try:
-                    _parse(rle, f"{path}: line {row_no} (ImageId {image_id})")
+                    _parse(rle, f"{path}: line {line} (ImageId {image_id})")
                 except UserError as exc:
                     raise DataError(str(exc)) from None
-                runs.append(rle)
+            rows = out.setdefault(image_id, [])
+            shape = _row_shape(path, line, row)
+            sized = next((r for r in rows if r.shape is not None), None)
+            if shape is not None and sized is not None and shape != sized.shape:
+                raise DataError(
+                    f"{path}: line {line} gives image {image_id} the size {shape}, line "
+                    f"{sized.line} gave {sized.shape}; expected one Height,Width per image"
+                )
+            rows.append(RleRow(line, rle, shape, (row.get("Usage") or "").strip()))
     return out
+
+
+def _row_shape(path: str, line: int, row: dict) -> tuple[int, int] | None:
+    """A row's (Height, Width), None where the CSV has no size columns (or both are empty)."""
+    if not (row.get("Height") or "").strip() and not (row.get("Width") or "").strip():
+        return None
+    try:
+        shape = int(row["Height"]), int(row["Width"])
+    except (TypeError, ValueError):
+        shape = (0, 0)
+    if min(shape) < 1:
+        raise DataError(
+            f"{path}: line {line}: Height,Width {row.get('Height')!r},{row.get('Width')!r}; "
+            "expected two whole numbers of pixels, 1 or more"
+        )
+    return shape
 
 
 def write_submission_csv(path: str | os.PathLike, predictions: Mapping[str, Any]) -> None:

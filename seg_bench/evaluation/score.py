@@ -8,12 +8,15 @@ matched by page number, also against the ``<name>_z0000`` files ``predict`` writ
 What counts as positive: in a prediction any non-zero pixel; in the truth the dataset's own
 convention (``dataset=``, from the DataModule's ``positive_label``: ISBI 2012 membrane = 0,
 NCMIR palette index 1, EPFL 255, DSB instance ids), an explicit ``positive=`` value, else any
-non-zero pixel. Instance scoring also computes the DSB 2018 mAP of the label images.
+non-zero pixel. Instance scoring also computes the DSB 2018 mAP of the label images: object
+ids given as such (CSV rows, a Kaggle layout, ``_instances`` files) are kept, and only a
+binary mask is cut into connected components. A solution CSV sizes its images by its own
+``Height,Width`` and leaves out the images whose ``Usage`` is Ignored, as Kaggle scored it; a
+submission may list those, but no image the solution lacks.
 """
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +28,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from seg_bench.data.io import read_image, read_stack
-from seg_bench.data.rle import read_rle_csv, rle_decode
+from seg_bench.data.rle import RleRow, read_rle_rows, rle_decode
 from seg_bench.errors import UserError
 from seg_bench.metrics import confusion_matrix, dsb_average_precision, pixel_metrics
 
@@ -92,44 +95,70 @@ def _folder(path: Path, role: str) -> dict[str, Path]:
     return files
 
 
-def _csv_shapes(path: Path) -> dict[str, tuple[int, int]]:
-    """Image sizes from the ``Height,Width`` columns of a CSV (as in stage1_solution.csv)."""
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not {"Height", "Width"} <= set(reader.fieldnames or []):
-            return {}
-        try:
-            return {r["ImageId"]: (int(r["Height"]), int(r["Width"])) for r in reader}
-        except (TypeError, ValueError):
-            raise UserError(f"{path}: Height/Width must be whole numbers in every row") from None
+def _csv_shapes(rows: dict[str, list[RleRow]]) -> dict[str, tuple[int, int]]:
+    """Image sizes from the ``Height,Width`` columns (as in stage1_solution.csv)."""
+    return {i: r.shape for i, listed in rows.items() for r in listed if r.shape is not None}
+
+
+def scored_ids(rows: dict[str, list[RleRow]]) -> set[str]:
+    """The images a solution scores: all but those whose rows all say ``Usage`` Ignored (the
+    competition's padding images, which Kaggle left out of both leaderboards)."""
+    return {i for i, listed in rows.items() if any(r.usage != "Ignored" for r in listed)}
 
 
 def _labels_from_csv(
-    path: Path, shapes: dict[str, tuple[int, int]], every: bool = False
+    path: Path, rows: dict[str, list[RleRow]], shapes: dict[str, tuple[int, int]], role: str
 ) -> dict[str, np.ndarray]:
-    """Label images from run-length rows; ``every``: an image without a known size is an error
-    (a truth image must be scored, not dropped), else it is left out."""
+    """Label images (object k = the image's k-th row) of the images in ``shapes``; a truth
+    image without a known size is an error (it must be scored, not dropped)."""
     out = {}
-    for image_id, rles in read_rle_csv(path).items():
+    for image_id in sorted(rows.keys() & shapes.keys() if role == "pred" else rows):
         if image_id not in shapes:
-            if every:
-                raise UserError(
-                    f"{path}: no size for image '{image_id}' (no prediction of that name and no "
-                    "Height,Width column); predict every truth image, or add those columns"
-                )
-            continue
+            raise UserError(
+                f"{path}: no size for image '{image_id}' (no prediction of that name and no "
+                "Height,Width column); predict every truth image, or add those columns"
+            )
         labels = np.zeros(shapes[image_id], np.int32)
-        for k, rle in enumerate(rles, 1):
-            where = f"{path} ({image_id}, object {k})"
-            mask = rle_decode(rle, shapes[image_id], where=where)
+        for k, row in enumerate((r for r in rows[image_id] if r.rle), 1):
+            where = f"{path}: line {row.line} ({image_id})"
+            mask = rle_decode(row.rle, shapes[image_id], where=where)
             if labels[mask].any():
+                first = rows[image_id][int(labels[mask].max()) - 1].line
                 raise UserError(
-                    f"{where}: overlaps object {int(labels[mask].max())} of the same image; "
-                    "a DSB submission gives every pixel to at most one object"
+                    f"{where}: overlaps the object of line {first}; every pixel of a {role} "
+                    "image belongs to at most one object"
                 )
             labels[mask] = k
         out[image_id] = labels
     return out
+
+
+def _truth_from_csv(truth: Path, pred_arrays, dataset, root) -> dict[str, np.ndarray]:
+    """The truth CSV's label images, sized by its own Height,Width, else by ``--dataset``'s
+    images, else by the prediction's (so a wrongly sized prediction is reported as such)."""
+    rows = read_rle_rows(truth)
+    rows = {i: rows[i] for i in sorted(scored_ids(rows))}
+    shapes = {k: a.shape[:2] for k, a in (pred_arrays or {}).items()}
+    shapes |= _dataset_shapes(dataset, root) | _csv_shapes(rows)
+    if not shapes:
+        raise UserError(
+            f"--truth {truth}: CSV against CSV needs the image sizes: a Height,Width column "
+            "(as in stage1_solution.csv) or --dataset dsb2018 with its images"
+        )
+    return _labels_from_csv(truth, rows, shapes, "truth")
+
+
+def _pred_from_csv(pred: Path, truth_arrays: dict[str, np.ndarray], ignored: set[str]):
+    """The prediction CSV's label images of the truth images; an image the truth does not
+    hold (other than one it ignores) is an error, as Kaggle's checker makes it."""
+    rows = read_rle_rows(pred)
+    if extra := sorted(set(rows) - set(truth_arrays) - ignored):
+        raise UserError(
+            f"--pred {pred}: {len(extra)} image(s) not in the truth, e.g. '{extra[0]}'; "
+            "a submission lists the truth's images only"
+        )
+    shapes = _csv_shapes(rows) | {k: a.shape[:2] for k, a in truth_arrays.items()}
+    return _labels_from_csv(pred, rows, shapes, "pred")
 
 
 def _dsb_layout(path: Path) -> dict[str, np.ndarray] | None:
@@ -165,25 +194,33 @@ def _dataset_shapes(dataset: str | None, root: str | None) -> dict[str, tuple[in
     return shapes
 
 
-def _read(path: Path, role: str) -> dict[str, np.ndarray] | None:
-    """Arrays keyed by image name (folders) or page (``z0000``, stacks); None for a CSV."""
+Arrays = dict[str, np.ndarray]
+
+
+def _read(path: Path, role: str) -> tuple[Arrays, dict[str, bool]] | None:
+    """Arrays keyed by image name (folders) or page (``z0000``, stacks), and whether each holds
+    object ids as given (a Kaggle layout, an ``_instances`` file) rather than a mask; None for
+    a CSV."""
     if not path.exists():
         raise UserError(f"--{role} {path} does not exist; give a folder, a CSV or a TIFF stack")
     if path.is_dir():
         dsb = _dsb_layout(path) if role == "truth" else None
-        return (
-            dsb if dsb is not None else {k: read_image(p) for k, p in _folder(path, role).items()}
-        )
+        if dsb is not None:
+            return dsb, dict.fromkeys(dsb, True)
+        files = _folder(path, role)
+        arrays = {k: read_image(p) for k, p in files.items()}
+        return arrays, {k: p.stem.endswith("_instances") for k, p in files.items()}
     if path.suffix.lower() == ".csv":
         return None
     if path.suffix.lower() in STACK_SUFFIXES:
-        return {f"z{z:04d}": page for z, page in enumerate(read_stack(path))}
+        pages = {f"z{z:04d}": page for z, page in enumerate(read_stack(path))}
+        return pages, dict.fromkeys(pages, False)
     raise UserError(
         f"--{role} {path}: not a folder, a CSV (DSB RLE) or a TIFF stack (.tif, one page per image)"
     )
 
 
-def _page_keys(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _page_keys(arrays: dict[str, Any]) -> dict[str, Any]:
     """``{"vol_z0003": a}`` -> ``{"z0003": a}`` when every key is a page of one stack."""
     found = [PAGE.fullmatch(k) for k in arrays]
     if arrays and all(found) and len({m.group(1) for m in found}) == 1:
@@ -191,29 +228,37 @@ def _page_keys(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return arrays
 
 
+@dataclass(frozen=True)
+class Pair:
+    """One scored image; ``*_labels``: the array holds object ids as given (a CSV, a Kaggle
+    layout, an ``_instances`` file), never to be split into connected components."""
+
+    name: str
+    pred: np.ndarray
+    truth: np.ndarray
+    pred_labels: bool
+    truth_labels: bool
+
+
 def load_pairs(
     pred: Path, truth: Path, dataset: str | None = None, root: str | None = None
-) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(name, prediction, truth) for every truth image; names and sizes must match."""
+) -> list[Pair]:
+    """A ``Pair`` for every truth image; names and sizes must match."""
     pred, truth = Path(pred), Path(truth)
-    pred_arrays, truth_arrays = _read(pred, "pred"), _read(truth, "truth")
-    if truth_arrays is None:
-        shapes = {**_dataset_shapes(dataset, root), **_csv_shapes(truth)}
-        if pred_arrays is not None:
-            shapes.update({k: a.shape[:2] for k, a in pred_arrays.items()})
-        elif not shapes:
-            raise UserError(
-                f"--truth {truth}: CSV against CSV needs the image sizes: a Height,Width column "
-                "(as in stage1_solution.csv) or --dataset dsb2018 with its images"
-            )
-        truth_arrays = _labels_from_csv(truth, shapes, every=True)
-    if pred_arrays is None:
-        shapes = {**_csv_shapes(pred), **{k: a.shape[:2] for k, a in truth_arrays.items()}}
-        pred_arrays = _labels_from_csv(pred, shapes)
+    pred_read, truth_read = _read(pred, "pred"), _read(truth, "truth")
+    ignored: set[str] = set()
+    if truth_read is None:
+        arrays = _truth_from_csv(truth, pred_read[0] if pred_read else None, dataset, root)
+        truth_read = arrays, dict.fromkeys(arrays, True)
+        ignored = set(read_rle_rows(truth)) - set(arrays)
+    if pred_read is None:
+        arrays = _pred_from_csv(pred, truth_read[0], ignored)
+        pred_read = arrays, dict.fromkeys(arrays, True)
+    (pred_arrays, pred_ids), (truth_arrays, truth_ids) = pred_read, truth_read
     if truth.is_file() and not pred.is_file():
-        pred_arrays = _page_keys(pred_arrays)
+        pred_arrays, pred_ids = _page_keys(pred_arrays), _page_keys(pred_ids)
     if pred.is_file() and not truth.is_file():
-        truth_arrays = _page_keys(truth_arrays)
+        truth_arrays, truth_ids = _page_keys(truth_arrays), _page_keys(truth_ids)
     if not truth_arrays:
         raise UserError(f"--truth {truth}: no image to score (no CSV ImageId with a known size)")
     missing = sorted(set(truth_arrays) - set(pred_arrays))
@@ -227,16 +272,20 @@ def load_pairs(
         p, t = pred_arrays[key], truth_arrays[key]
         if p.shape[:2] != t.shape[:2]:
             raise UserError(f"'{key}': prediction is {p.shape[:2]} but truth is {t.shape[:2]}")
-        pairs.append((key, p if p.ndim == 2 else p[..., 0], t if t.ndim == 2 else t[..., 0]))
+        p, t = (p if p.ndim == 2 else p[..., 0]), (t if t.ndim == 2 else t[..., 0])
+        pairs.append(Pair(key, p, t, pred_ids[key], truth_ids[key]))
     return pairs
 
 
-def as_instances(pred: np.ndarray) -> np.ndarray:
-    """A label image's objects (prediction or truth): its label ids, or the connected
-    components of a binary mask (one value besides 0, such as a 0/255 PNG), which would
-    otherwise count as one object."""
-    values = np.unique(pred)
-    return ndi.label(pred != 0)[0] if len(values[values != 0]) <= 1 else pred
+def as_instances(image: np.ndarray, labels: bool = False) -> np.ndarray:
+    """An image's objects (prediction or truth): its ids where it holds ids as given
+    (``labels``: a CSV, a Kaggle layout, an ``_instances`` file) or more than one value, else
+    the connected components of the binary mask (one value besides 0, such as a 0/255 PNG),
+    which would otherwise count as one object."""
+    if labels:
+        return image
+    values = np.unique(image)
+    return ndi.label(image != 0)[0] if len(values[values != 0]) <= 1 else image
 
 
 def score(
@@ -252,18 +301,22 @@ def score(
         raise UserError(f"--kind must be semantic, instance or auto, got '{kind}'")
     rule = positive_rule(dataset, positive)
     pairs = load_pairs(pred, truth, dataset, root)
-    if kind == "auto":
-        multi = any(len(np.unique(t)) > 2 for _, _, t in pairs)
-        kind = "instance" if rule.label_ids and multi else "semantic"
+    if kind == "auto":  # a truth of object ids (e.g. a solution CSV) is scored as instances
+        ids = any(x.truth_labels or len(np.unique(x.truth)) > 2 for x in pairs)
+        kind = "instance" if rule.label_ids and ids else "semantic"
     per_image, pooled = [], np.zeros((2, 2), np.int64)
-    for key, p, t in pairs:
-        truth_mask = rule.rule(t).astype(np.uint8)
-        cm = confusion_matrix((p != 0).astype(np.uint8), truth_mask, 2)
+    for x in pairs:
+        truth_mask = rule.rule(x.truth).astype(np.uint8)
+        cm = confusion_matrix((x.pred != 0).astype(np.uint8), truth_mask, 2)
         pooled += cm
-        row = {"id": key, **{k: pixel_metrics(cm)[k] for k in ("iou", "dice", "accuracy")}}
+        row = {"id": x.name, **{k: pixel_metrics(cm)[k] for k in ("iou", "dice", "accuracy")}}
         if kind == "instance":
-            instances = as_instances(t) if rule.label_ids else ndi.label(truth_mask)[0]
-            row["dsb_ap"] = float(dsb_average_precision(instances, as_instances(p))[0])
+            if rule.label_ids:
+                truth = as_instances(x.truth, x.truth_labels)
+            else:
+                truth = ndi.label(truth_mask)[0]
+            pred = as_instances(x.pred, x.pred_labels)
+            row["dsb_ap"] = float(dsb_average_precision(truth, pred)[0])
         per_image.append(row)
     m = pixel_metrics(pooled)
     overall = {

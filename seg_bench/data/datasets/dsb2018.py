@@ -31,6 +31,7 @@ from seg_bench.data.base import Sample, SegmentationDataModule, seeded_split
 from seg_bench.data.intensity import bright_background, invert_if_bright
 from seg_bench.data.io import read_image, require_dir, require_same_shape
 from seg_bench.data.options import check_fractions
+from seg_bench.data.rle import read_rle_rows
 from seg_bench.data.rle import rle_decode as _rle_decode
 from seg_bench.errors import DataError
 from seg_bench.paths import missing_data_hint
@@ -114,22 +115,6 @@ def instances_from_mask_files(
             )
         target[fg] = k
     return inst
-
-
-def solution_shape(csv_path: Path, line: int, row: dict) -> tuple[int, int] | None:
-    """A solution row's (Height, Width), None where the CSV has no size columns."""
-    if not (row.get("Height") and row.get("Width")):
-        return None
-    try:
-        shape = int(row["Height"]), int(row["Width"])
-    except ValueError:
-        shape = (0, 0)
-    if min(shape) < 1:
-        raise DataError(
-            f"{csv_path}: line {line}: Height,Width {row['Height']!r},{row['Width']!r}; "
-            "expected two whole numbers of pixels"
-        )
-    return shape
 
 
 def image_type(image: np.ndarray) -> str:
@@ -229,20 +214,11 @@ class DSB2018(SegmentationDataModule):
         return entries
 
     def _read_solution(self, csv_path: Path, test_ids: set[str]) -> None:
-        rows: dict[str, list[tuple[int, str, tuple[int, int] | None]]] = {}
-        with open(csv_path, newline="") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or not {"ImageId", "EncodedPixels"} <= set(reader.fieldnames):
-                raise DataError(
-                    f"{csv_path}: header {reader.fieldnames}; "
-                    "expected ImageId,EncodedPixels[,Height,Width,Usage]"
-                )
-            for line, row in enumerate(reader, start=2):
-                rle = (row["EncodedPixels"] or "").strip()
-                if not rle:
-                    continue
-                shape = solution_shape(csv_path, line, row)
-                rows.setdefault(row["ImageId"], []).append((line, rle, shape))
+        # An image listed with empty EncodedPixels only is one without nuclei.
+        rows = {
+            i: [(r.line, r.rle, r.shape) for r in listed if r.rle]
+            for i, listed in read_rle_rows(csv_path).items()
+        }
         unknown = sorted(set(rows) - test_ids)
         if unknown:
             raise DataError(
