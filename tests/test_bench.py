@@ -3,6 +3,7 @@
 import contextlib
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -75,6 +76,41 @@ def test_rerun_skips_finished_pairs_and_force_redoes_them(dirs, monkeypatch):
     bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, force=True, **dirs)
     assert json.loads(path.read_text())["created"] >= first["created"]
     assert len(load_records(dirs["results_dir"], "synthetic")) == 1
+
+
+def test_a_killed_force_rerun_leaves_no_record_naming_removed_checkpoints(dirs, monkeypatch):
+    import seg_bench.protocol.bench as bench_module
+    from seg_bench.protocol.retest import preview_path
+
+    bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
+    path = record_path_for(dirs["results_dir"], resolve_config("synthetic", "toy_fcn", "smoke"))
+    assert path.exists() and preview_path(path).exists()
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # the --force rerun dies after removing the old run folder
+
+    monkeypatch.setattr(bench_module, "train", killed)
+    with pytest.raises(KeyboardInterrupt):
+        bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, force=True, **dirs)
+    assert not path.exists() and not preview_path(path).exists()
+    monkeypatch.undo()
+    # The plain rerun trains again instead of calling the pair done with its checkpoint gone.
+    [record] = bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
+    assert path.exists() and Path(record["checkpoint"]).is_file()
+
+
+def test_force_never_empties_a_folder_that_is_not_one_runs(tmp_path):
+    from seg_bench.training.run_dir import claim_run_dir
+
+    runs = tmp_path / "runs"
+    for name in ("a", "b"):  # two runs under one parent: --run-dir runs --force
+        (runs / name / "checkpoints").mkdir(parents=True)
+        (runs / name / "config.json").write_text("{}")
+        (runs / name / "checkpoints" / "best.ckpt").write_bytes(b"weights")
+    cfg = resolve_config("synthetic", "toy_fcn", "smoke")
+    with pytest.raises(UserError, match=r"runs: --force replaces one run's folder.*nothing was"):
+        claim_run_dir(cfg, runs, force=True)
+    assert (runs / "a" / "checkpoints" / "best.ckpt").read_bytes() == b"weights"
 
 
 def test_a_record_named_by_an_older_key_is_found_and_not_retrained(dirs, monkeypatch):

@@ -139,6 +139,11 @@ def run_one(
     path = record_path_for(results_dir, cfg)
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(runs_dir, cfg)
     prepared = prepare_run(cfg, run_dir, force)
+    if prepared.replaced:  # its record would name checkpoints that are gone
+        for old in (path, preview_path(path)):
+            if old.exists():
+                old.unlink()
+                console.print(f"--force: removed {old}, the record of the replaced run")
     with tracked_run(
         cfg,
         run_dir,

@@ -105,6 +105,7 @@ def check_splits_feed_processes(cfg: RunConfig, dm: SegmentationDataModule) -> N
 class PreparedRun:
     datamodule: SegmentationDataModule
     resume: Path | None  # last.ckpt of this configuration's earlier, unfinished run
+    replaced: bool = False  # --force removed an earlier run's files from the folder
 
 
 def prepare_run(cfg: RunConfig, run_dir: Path, force: bool = False) -> PreparedRun:
@@ -120,14 +121,17 @@ def prepare_run(cfg: RunConfig, run_dir: Path, force: bool = False) -> PreparedR
     dm.setup("fit")  # loads train and val, checks the patch size against the images
     dm.setup("test")
     check_splits_feed_processes(cfg, dm)
-    return PreparedRun(dm, claim_run_dir(cfg, Path(run_dir), force))
+    run_dir = Path(run_dir)
+    replaced = force and run_dir.is_dir() and any(p.is_file() for p in run_dir.rglob("*"))
+    return PreparedRun(dm, claim_run_dir(cfg, run_dir, force), replaced)
 
 
 def claim_run_dir(cfg: RunConfig, run_dir: Path, force: bool = False) -> Path | None:
     """Make ``run_dir`` this configuration's folder and return the checkpoint to resume from.
 
     A folder holding another configuration's run (or checkpoints of unknown origin) is
-    refused; ``force`` empties any existing folder first and says what it removed."""
+    refused; ``force`` empties an existing run folder (one with ``config.json``) first and
+    says what it removed, but never a folder that is not one (it may hold many runs)."""
     last = run_dir / "checkpoints" / "last.ckpt"
     if launched_rank_above_zero():  # rank 0 has claimed the folder already
         return last if last.exists() else None
@@ -135,6 +139,11 @@ def claim_run_dir(cfg: RunConfig, run_dir: Path, force: bool = False) -> Path | 
     if files and force:
         shown = ", ".join(str(p.relative_to(run_dir)) for p in files[:6])
         more = f" and {len(files) - 6} more" if len(files) > 6 else ""
+        if not (run_dir / "config.json").is_file():
+            raise UserError(
+                f"{run_dir}: --force replaces one run's folder, and this has no config.json "
+                f"(it holds {shown}{more}); nothing was removed: give the run's own folder"
+            )
         print(f"--force: removing {run_dir} ({shown}{more})", file=sys.stderr)
         shutil.rmtree(run_dir)
     elif _holds_other_run(cfg, run_dir):
@@ -164,9 +173,10 @@ def _holds_other_run(cfg: RunConfig, run_dir: Path) -> bool:
 
 
 def resume_matches(cfg: RunConfig, run_dir: Path) -> bool:
-    """A run folder may only be resumed by the configuration that wrote it."""
+    """A run folder may only be resumed by the configuration that wrote it (every key field
+    compared, not only their 8-digit hash)."""
     stored = _stored_config(Path(run_dir))
-    return stored is not None and config_key(stored) == config_key(cfg)
+    return stored is not None and key_fields(stored) == key_fields(cfg)
 
 
 def _difference(cfg: RunConfig, run_dir: Path) -> str:

@@ -120,11 +120,17 @@ class SegmentationTask(L.LightningModule):
         # Lightning keeps no RNG state: a resumed run would draw dropout masks from the seed
         # again. Patches need none (data/base.py PatchSeeds).
         checkpoint["torch_rng_state"] = torch.get_rng_state()
+        if torch.cuda.is_available():  # dropout on a GPU draws from the CUDA generators
+            checkpoint["cuda_rng_states"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.curve = list(checkpoint.get("val_curve", []))
         if isinstance(checkpoint.get("torch_rng_state"), torch.Tensor):
             torch.set_rng_state(checkpoint["torch_rng_state"])
+        states = checkpoint.get("cuda_rng_states")
+        # Resumed on as many GPUs only: on another machine the generators do not correspond.
+        if states and torch.cuda.is_available() and len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
 
     def steps_per_epoch(self) -> int:
         """Optimizer steps in one epoch (gradient accumulation and devices included)."""
