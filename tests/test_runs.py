@@ -133,6 +133,23 @@ def test_a_run_folder_of_another_config_is_refused_and_force_says_what_it_remove
     assert json.loads((folder / "config.json").read_text())["lr"] == 0.01
 
 
+def test_a_run_folder_another_process_trains_in_is_refused_untouched(tmp_path):
+    from seg_bench.io import file_lock
+    from seg_bench.training.trainer import train
+
+    folder = tmp_path / "run"
+    claim_run_dir(fast_config(), folder)
+    (folder / "checkpoints").mkdir()
+    (folder / "checkpoints" / "last.ckpt").write_bytes(b"being written by the other process")
+    (folder / "checkpoints" / ".last.ckpt.1234.tmp").write_bytes(b"its live temporary file")
+    before = snapshot(folder)
+    with file_lock(folder):  # the other process holds the folder
+        for force in (False, True):
+            with pytest.raises(UserError, match=r"run: another process is training in this run"):
+                train(fast_config(), folder, progress=False, force=force)
+    assert snapshot(folder) == before
+
+
 def test_bench_resumes_its_own_run_and_leaves_other_configs_alone(tmp_path, monkeypatch):
     from seg_bench.protocol import bench as bench_module
 

@@ -182,12 +182,11 @@ def pair_lock(record: Path, blocking: bool):
     return file_lock(lock_path(record), blocking=blocking)
 
 
-def remove_stale_pair_temp(record: Path, run_dir: Path) -> None:
-    """Temporary files of this pair that a killed process left (call with the pair's lock held)."""
+def remove_stale_pair_temp(record: Path) -> None:
+    """Temporary files of this pair's record that a killed process left (call with the pair's
+    lock held; those of its run folder go under the folder's own lock, run_dir.lock_run_dir)."""
     for name in (record.name, preview_path(record).name, failed_path(record).name):
         remove_stale_temp(record.parent, f".{name}.*.tmp")
-    remove_stale_temp(run_dir, ".*.tmp")
-    remove_stale_temp(run_dir / "checkpoints", ".*.tmp")
 
 
 def write_failure(path: Path, cfg: RunConfig, error: NonFiniteLossError) -> None:
@@ -366,7 +365,7 @@ def run_pairs(
                     locked.add(i)
                     continue
                 if not launched_rank_above_zero():  # only the lock holder may delete temporaries
-                    remove_stale_pair_temp(path, run_dir_for(runs_dir, cfg))
+                    remove_stale_pair_temp(path)
                 done = finished_record(cfg, path, label, force, rescore)
                 if done is not None:
                     console.print(f"{label}: already done ({path})")

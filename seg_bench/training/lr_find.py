@@ -76,11 +76,13 @@ def find_lr(
     # A step budget makes the trainer loop over epochs until the test's steps are done.
     cfg = dataclasses.replace(cfg, max_steps=steps, max_time_s=None)
     with tempfile.TemporaryDirectory(prefix="seg-bench-lr-find-") as tmp:
-        prepared = prepare_run(cfg, Path(tmp))
+        run_dir = Path(tmp) / "run"
+        prepared = prepare_run(cfg, run_dir)
+        prepared.lock.close()  # a private folder: nobody else can train in it
         task = build_task(cfg, prepared.datamodule)
         dm = prepared.datamodule
         choice = choose_precision(cfg, task.model, dm.in_channels, patch_size=dm.patch_size)
-        trainer, _, _ = build_trainer(cfg, Path(tmp), progress=False, precision=choice)
+        trainer, _, _ = build_trainer(cfg, run_dir, progress=False, precision=choice)
         finder = Tuner(trainer).lr_find(
             task,
             datamodule=prepared.datamodule,

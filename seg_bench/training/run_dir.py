@@ -23,13 +23,14 @@ the machine and the splits, so a bad option never costs a finished run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from seg_bench.config import RunConfig
 from seg_bench.data import SegmentationDataModule
 from seg_bench.errors import UserError
 from seg_bench.hardware import check_hardware, processes_per_node
-from seg_bench.io import write_json
+from seg_bench.io import file_lock, remove_stale_temp, write_json
 
 # Not what is compared: where it logs, how it loads, which seed, captions (lr_source and
 # budget_note only describe the run), and policy whose effect the record states anyway
@@ -106,6 +107,8 @@ class PreparedRun:
     datamodule: SegmentationDataModule
     resume: Path | None  # last.ckpt of this configuration's earlier, unfinished run
     replaced: bool = False  # --force removed an earlier run's files from the folder
+    # The run folder's lock, held until training ends (``train`` closes it).
+    lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
 
 def prepare_run(cfg: RunConfig, run_dir: Path, force: bool = False) -> PreparedRun:
@@ -122,8 +125,26 @@ def prepare_run(cfg: RunConfig, run_dir: Path, force: bool = False) -> PreparedR
     dm.setup("test")
     check_splits_feed_processes(cfg, dm)
     run_dir = Path(run_dir)
+    lock = contextlib.ExitStack()
+    if not launched_rank_above_zero():  # rank 0 holds it for the whole launch
+        lock_run_dir(run_dir, lock)
     replaced = force and run_dir.is_dir() and any(p.is_file() for p in run_dir.rglob("*"))
-    return PreparedRun(dm, claim_run_dir(cfg, run_dir, force), replaced)
+    return PreparedRun(dm, claim_run_dir(cfg, run_dir, force), replaced, lock)
+
+
+def lock_run_dir(run_dir: Path, stack: contextlib.ExitStack) -> None:
+    """Take the lock of the run folder itself (created if new; --force empties it but keeps
+    it) into ``stack``, or stop: two processes must never train into, or empty, one folder.
+    Then the temporary files a killed writer left in it are removed (only the holder may)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not stack.enter_context(file_lock(run_dir, blocking=False)):
+        raise UserError(
+            f"{run_dir}: another process is training in this run folder; nothing was changed: "
+            "wait for it, or give another --run-dir"
+        )
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if folder.is_dir():
+            remove_stale_temp(folder, ".*.tmp")
 
 
 def claim_run_dir(cfg: RunConfig, run_dir: Path, force: bool = False) -> Path | None:
@@ -145,7 +166,8 @@ def claim_run_dir(cfg: RunConfig, run_dir: Path, force: bool = False) -> Path | 
                 f"(it holds {shown}{more}); nothing was removed: give the run's own folder"
             )
         print(f"--force: removing {run_dir} ({shown}{more})", file=sys.stderr)
-        shutil.rmtree(run_dir)
+        for child in run_dir.iterdir():  # the folder itself stays: its lock is on it
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
     elif _holds_other_run(cfg, run_dir):
         raise UserError(
             f"{run_dir} holds a run of another configuration ({_difference(cfg, run_dir)}); "

@@ -193,6 +193,11 @@ def train(
     quiet_lightning()
     run_dir = Path(run_dir)
     prepared = prepared or prepare_run(cfg, run_dir, force)
+    with prepared.lock:
+        return _train(cfg, run_dir, logger, callbacks, progress, prepared)
+
+
+def _train(cfg, run_dir, logger, callbacks, progress, prepared: PreparedRun) -> TrainResult:
     dm = prepared.datamodule
     task = build_task(cfg, dm)
     choice = choose_precision(cfg, task.model, dm.in_channels, patch_size=dm.patch_size)
