@@ -86,7 +86,7 @@ def test_float32_is_kept_and_the_measured_ratio_still_recorded(cfg, model, tmp_p
 def test_a_cache_hit_reuses_the_measurement_without_timing(cfg, model, tmp_path):
     timer = FakeTimer(MEASURED)
     first = choose_precision(cfg, model, 1, timer=timer, folder=tmp_path)
-    assert timer.timed == list(prec.CANDIDATES)
+    assert timer.timed == list(prec.CANDIDATES) * prec.ROUNDS  # in turn, round after round
     again = choose_precision(cfg, model, 1, timer=never_time, folder=tmp_path)
     assert again == first
     saved = json.loads(open(first.cache_file).read())
@@ -146,7 +146,7 @@ def test_a_model_excluded_from_bf16_only_compares_float32_layouts(cfg, model, tm
     cfg.bf16_exclude = {"unet": "IoU 0.05 below float32"}
     timer = FakeTimer(MEASURED)
     choice = choose_precision(cfg, model, 1, timer=timer, folder=tmp_path)
-    assert timer.timed == ["fp32", "fp32+cl"]
+    assert timer.timed == ["fp32", "fp32+cl"] * prec.ROUNDS
     assert choice.precision == "32-true" and "IoU 0.05 below float32" in choice.reason
 
 
@@ -305,3 +305,68 @@ def test_when_only_float32_crashes_it_is_kept_since_nothing_can_be_compared(cfg,
     assert (choice.precision, choice.channels_last) == ("32-true", False)
     assert "timing failed for float32" in choice.reason and choice.ms_per_step["bf16"] == 226.0
     assert not list(tmp_path.rglob("*.json"))
+
+
+@pytest.mark.parametrize(
+    ("ms", "chosen"),
+    [
+        # bf16 + channels_last is 1.25x float32 but only 1.125x its float32 layout: the gain
+        # is the layout's, and the layout alone (1.11x) does not clear the threshold.
+        ({"fp32": 100.0, "fp32+cl": 90.0, "bf16+cl": 80.0}, "fp32"),
+        ({"fp32": 100.0, "fp32+cl": 80.0, "bf16+cl": 75.0}, "fp32+cl"),
+        ({"fp32": 100.0, "fp32+cl": 95.0, "bf16+cl": 60.0}, "bf16+cl"),
+    ],
+)
+def test_bf16_must_also_beat_the_faster_float32_layout(ms, chosen):
+    assert decide(ms)[0] == chosen
+
+
+def test_rounds_that_disagree_decide_this_run_but_are_not_cached(cfg, model, tmp_path):
+    class Disturbed(FakeTimer):
+        def __call__(self, name, limit_ms):
+            first_round = len(self.timed) < len(prec.CANDIDATES)
+            slow = 10.0 if first_round and name == "fp32" else 1.0  # tests ran beside it
+            return [t * slow for t in super().__call__(name, limit_ms)]
+
+    with pytest.warns(UserWarning, match="disagreed between rounds"):
+        choice = choose_precision(cfg, model, 1, timer=Disturbed(MEASURED), folder=tmp_path)
+    assert choice.ms_per_step["fp32"] == MEASURED["fp32"]  # the median round
+    assert not list(tmp_path.rglob("*.json"))
+    steady = FakeTimer(MEASURED)
+    choose_precision(cfg, model, 1, timer=steady, folder=tmp_path)
+    assert len(list(tmp_path.rglob("*.json"))) == 1
+
+
+def test_the_cache_is_keyed_by_the_isa_torch_dispatches_to(cfg, model, tmp_path, monkeypatch):
+    choose_precision(cfg, model, 1, timer=FakeTimer(MEASURED), folder=tmp_path)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    timer = FakeTimer(MEASURED)  # one CPU name, another vector unit: measured again
+    choose_precision(cfg, model, 1, timer=timer, folder=tmp_path)
+    assert timer.timed
+
+
+def test_an_accelerator_other_than_cpu_or_cuda_keeps_float32_untimed(cfg, model):
+    mps = dataclasses.replace(cfg, accelerator="mps")
+    choice = choose_precision(mps, model, 1, timer=never_time)
+    assert choice.precision == "32-true" and "mps" in choice.reason
+
+
+def test_a_resumed_run_keeps_the_precision_its_start_chose(cfg, model, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    folder = tmp_path / "cache"
+    first = prec.run_precision(
+        cfg, model, 1, run_dir, False, timer=FakeTimer(MEASURED), folder=folder
+    )
+    assert first.setting == "bf16+cl"
+    # Resumed where float32 wins (another machine, or the cache gone): the run stays in bf16.
+    slow_bf16 = {"fp32": 100.0, "fp32+cl": 100.0, "bf16": 300.0, "bf16+cl": 300.0}
+    again = prec.run_precision(
+        cfg, model, 1, run_dir, True, timer=FakeTimer(slow_bf16), folder=tmp_path / "other"
+    )
+    assert (again.precision, again.channels_last) == ("bf16-mixed", True)
+    assert again.reason.endswith("kept on resuming")
+    fresh = prec.run_precision(
+        cfg, model, 1, run_dir, False, timer=FakeTimer(slow_bf16), folder=tmp_path / "other"
+    )
+    assert fresh.precision == "32-true"  # a new run (not resuming) decides afresh

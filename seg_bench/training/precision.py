@@ -4,10 +4,14 @@ CPU flags do not tell whether bf16 pays: on a 2-core EPYC with ``avx512_bf16`` (
 bf16 autocast + channels_last trains U-Net 2.1x faster than float32, while on an AVX2-only
 EPYC bf16 is 7-25x slower. So ``precision: auto`` on a CPU times a few training steps of the
 run's own model at its patch, batch and width in each candidate setting and takes the fastest
-only if it beats float32 by ``MIN_SPEEDUP``. The verdict is cached per (machine, torch
-version, model, shape) as JSON in the user's cache folder (``$SEG_BENCH_CACHE``, else
-``~/.cache/seg-bench``), so a machine pays the few seconds once per model. GPUs keep 16-bit
-mixed precision; an explicit precision is used as given.
+only if it beats float32 by ``MIN_SPEEDUP`` (bf16 must beat the faster float32 layout by as
+much: channels_last alone costs no accuracy). The candidates are timed in turn over
+``ROUNDS`` rounds, so a load that comes and goes slows them alike; when the rounds disagree
+the verdict is used but not cached. The verdict is cached per (machine and its vector ISA,
+threads, torch version, model, shape) as JSON in the user's cache folder
+(``$SEG_BENCH_CACHE``, else ``~/.cache/seg-bench``), so a machine pays the seconds once per
+model; a run keeps its choice when it resumes. GPUs keep 16-bit mixed precision; other
+accelerators (MPS) keep float32; an explicit precision is used as given.
 """
 
 from __future__ import annotations
@@ -43,7 +47,12 @@ CANDIDATES = {
     "bf16": ("bf16-mixed", False),
     "bf16+cl": ("bf16-mixed", True),
 }
-WARMUP_STEPS, TIMED_STEPS = 1, 3
+# The first step of a setting includes oneDNN's set-up (measured 2-10x a steady step), so two
+# warm-up steps go untimed and the give-up below judges the second.
+WARMUP_STEPS, TIMED_STEPS = 2, 3
+ROUNDS = 3
+# Rounds whose ratios to float32 differ by more than this factor were disturbed: not cached.
+ROUND_SPREAD = 1.5
 # A candidate whose warm-up step is this much slower than float32's median is not timed on
 # (bf16 without native kernels): it cannot win, and timing it would cost minutes.
 GIVE_UP_FACTOR = 4.0
@@ -55,7 +64,7 @@ GIVE_UP_FACTOR = 4.0
 # steps at the give-up pace, so a hang costs seconds rather than minutes.
 CHILD_TIMEOUT_S = 300
 HANG_MARGIN_S = 15.0
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: rounds, two warm-up steps, bf16 against the best float32 layout
 
 # Times ``steps`` training steps of one candidate; returns the milliseconds of each step.
 StepTimer = Callable[[str, float | None], list[float]]
@@ -93,12 +102,16 @@ def resolve_precision(precision: str, accelerator: str = "auto") -> str:
 
 
 def cache_key(cfg: Any, in_channels: int, params: int) -> dict[str, Any]:
-    """What a measurement depends on: machine, threads, torch, the model and the step's shape."""
+    """What a measurement depends on: machine (its name says too little: one generic name
+    covers CPUs with and without bf16 units, so the ISA torch dispatches to is in too),
+    threads, torch, the model and the step's shape. Not the optimizer: its update is a small
+    part of a step, the same in every setting."""
     from seg_bench.hardware import cpu_name
 
     return {
         "version": CACHE_VERSION,
         "cpu": cpu_name(),
+        "isa": torch.backends.cpu.get_cpu_capability(),
         "machine": platform.machine(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -110,7 +123,7 @@ def cache_key(cfg: Any, in_channels: int, params: int) -> dict[str, Any]:
         "patch_size": cfg.patch_size,
         "batch_size": cfg.batch_size,
         "loss": cfg.loss,
-        "optimizer": cfg.optimizer,
+        "compile": bool(getattr(cfg, "compile", False)),
     }
 
 
@@ -120,13 +133,19 @@ def cache_path(key: dict[str, Any], folder: Path | None = None) -> Path:
 
 
 def decide(ms_per_step: dict[str, float], threshold: float = MIN_SPEEDUP) -> tuple[str, str, float]:
-    """(chosen, fastest, ratio): the fastest setting is chosen if it beats float32 by
-    ``threshold``, else float32; ratio is float32's time per step over the fastest's.
-    Needs float32's time (``choose_precision`` keeps float32 when that timing failed)."""
+    """(chosen, fastest, ratio): the fastest setting if it beats float32 by ``threshold`` (a
+    bf16 one must also beat the faster float32 layout by as much, or that layout is weighed
+    instead), else float32; ratio is float32's time per step over the fastest's. Needs
+    float32's time (``choose_precision`` keeps float32 when that timing failed)."""
     ran = {k: v for k, v in ms_per_step.items() if v is not None}  # None: crashed
     fastest = min(ran, key=ran.__getitem__)
     ratio = ran["fp32"] / ran[fastest]
-    return (fastest if ratio >= threshold else "fp32"), fastest, ratio
+    best32 = min((k for k in ran if k.startswith("fp32")), key=ran.__getitem__)
+    if fastest.startswith("bf16") and ran[best32] / ran[fastest] < threshold:
+        candidate = best32  # bf16's gain over float32 comes from the layout, not the precision
+    else:
+        candidate = fastest
+    return (candidate if ran["fp32"] / ran[candidate] >= threshold else "fp32"), fastest, ratio
 
 
 def choose_precision(
@@ -151,6 +170,8 @@ def choose_precision(
         return PrecisionChoice(cfg.precision, reason="given explicitly")
     if uses_gpu(cfg.accelerator):
         return PrecisionChoice("16-mixed", reason="GPU: 16-bit mixed precision")
+    if cfg.accelerator not in ("auto", "cpu"):  # e.g. mps: a CPU timing says nothing of it
+        return PrecisionChoice("32-true", reason=f"{cfg.accelerator}: float32, untimed")
     excluded = (getattr(cfg, "bf16_exclude", None) or {}).get(cfg.model)
     names = [n for n in CANDIDATES if not (excluded and n.startswith("bf16"))]
     params = sum(p.numel() for p in model.parameters())
@@ -162,9 +183,17 @@ def choose_precision(
         with file_lock(path.with_suffix(".lock")):
             ms = _read_cache(path)
             if ms is None:
-                ms = measure(names, timer or _isolated_timer(cfg, model, in_channels))
-                if ms.get("fp32"):
+                ms, steady = measure_rounds(
+                    names, timer or _isolated_timer(cfg, model, in_channels)
+                )
+                if ms.get("fp32") and steady:
                     _write_cache(path, ms)
+                elif ms.get("fp32"):
+                    warnings.warn(
+                        f"precision timings disagreed between rounds (a busy machine?): used "
+                        f"for this run, not cached in {path}",
+                        stacklevel=2,
+                    )
     except (OSError, UserError) as e:  # an unusable cache costs a measurement, no more
         warnings.warn(f"precision cache {path} not usable ({e})", stacklevel=2)
         path = None
@@ -185,18 +214,69 @@ def choose_precision(
     )
 
 
+def run_precision(
+    cfg: Any, model: torch.nn.Module, in_channels: int, run_dir: Path, resuming: bool, **kw: Any
+) -> PrecisionChoice:
+    """``choose_precision`` for a run folder: a resumed run keeps the choice its start made
+    (stored in ``precision.json``), whatever this machine or its cache would say now, so one
+    run never trains in two precisions; so do the other processes of a distributed launch."""
+    from seg_bench.training.run_dir import launched_rank_above_zero
+
+    path = Path(run_dir) / "precision.json"
+    # Ranks above 0 of a launch follow rank 0's choice, which it stored before launching them.
+    if (resuming or launched_rank_above_zero()) and path.is_file():
+        try:
+            with open(path) as f:
+                kept = PrecisionChoice(**json.load(f))
+            return dataclasses.replace(kept, reason=kept.reason + "; kept on resuming")
+        except (OSError, ValueError, TypeError):
+            pass  # damaged: choose again, as a fresh run would
+    choice = choose_precision(cfg, model, in_channels, **kw)
+    write_json(path, choice.to_dict())
+    return choice
+
+
 def measure(names: list[str], timer: StepTimer) -> dict[str, float | None]:
-    """Median ms per step of each candidate (None: it crashed); one hopelessly slow warm-up
-    ends a candidate."""
-    ms: dict[str, float | None] = {}
+    """``measure_rounds``' ms per step, without its verdict on the rounds' agreement."""
+    return measure_rounds(names, timer)[0]
+
+
+def measure_rounds(names: list[str], timer: StepTimer) -> tuple[dict[str, float | None], bool]:
+    """(median over ``ROUNDS`` of each candidate's median ms per step, None where it crashed;
+    whether the rounds agree). Within a round the candidates run in turn, so a load that comes
+    and goes slows them alike; one hopelessly slow warm-up ends a candidate."""
+    rounds: dict[str, list[float]] = {n: [] for n in names}
+    out: set[str] = set()  # crashed or gave up: not timed again
     try:
-        for name in names:
-            limit = GIVE_UP_FACTOR * ms["fp32"] if ms.get("fp32") else None
-            median = statistics.median(timer(name, limit))
-            ms[name] = round(median, 2) if math.isfinite(median) else None
+        for _ in range(ROUNDS):
+            for name in names:
+                if name in out:
+                    continue
+                ref = rounds["fp32"][-1] if rounds.get("fp32") else None
+                limit = GIVE_UP_FACTOR * ref if ref and name != "fp32" else None
+                times = timer(name, limit)
+                median = statistics.median(times)
+                if not math.isfinite(median):
+                    out.add(name)
+                    continue
+                rounds[name].append(median)
+                if len(times) < TIMED_STEPS:  # gave up during warm-up: far slower than float32
+                    out.add(name)
     finally:
         getattr(timer, "close", lambda: None)()
-    return ms
+    ms = {n: (round(statistics.median(v), 2) if v else None) for n, v in rounds.items()}
+    return ms, rounds_agree(rounds)
+
+
+def rounds_agree(rounds: dict[str, list[float]]) -> bool:
+    """Whether every candidate's ratio to float32 stays within ``ROUND_SPREAD`` across the
+    rounds (a round disturbed by other work shifts the ratios, not only the times)."""
+    ref = rounds.get("fp32") or []
+    for v in rounds.values():
+        ratios = [r / x for r, x in zip(ref, v, strict=False) if x > 0]
+        if len(ratios) > 1 and max(ratios) / min(ratios) > ROUND_SPREAD:
+            return False
+    return True
 
 
 def _read_cache(path: Path) -> dict[str, float] | None:
@@ -239,8 +319,9 @@ def wait_limit_s(limit_ms: float | None) -> float:
     return HANG_MARGIN_S + (WARMUP_STEPS + TIMED_STEPS) * limit_ms / 1000
 
 
-def _child_loop(conn, timer: StepTimer, parent: int) -> None:
+def _child_loop(conn, timer: StepTimer, parent: int, threads: int) -> None:
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+    torch.set_num_threads(threads)  # the parent's (the cache key's), not a fresh default
     conn.send("ready")
     while (job := conn.recv()) is not None:
         conn.send(timer(*job))
@@ -274,7 +355,9 @@ class _ChildTimer:
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(
-            target=_child_loop, args=(child, self.timer, os.getpid()), daemon=True
+            target=_child_loop,
+            args=(child, self.timer, os.getpid(), torch.get_num_threads()),
+            daemon=True,
         )
         self.proc.start()
         child.close()

@@ -25,7 +25,7 @@ from seg_bench.data import SegmentationDataModule, create_datamodule
 from seg_bench.registry import LABEL_SOURCES
 from seg_bench.training.callbacks import ChannelsLast, EpochTimer, MovableCheckpoint
 from seg_bench.training.checkpoint_io import AtomicCheckpointIO
-from seg_bench.training.precision import PrecisionChoice, choose_precision, resolve_precision
+from seg_bench.training.precision import PrecisionChoice, resolve_precision, run_precision
 from seg_bench.training.run_dir import PreparedRun, prepare_run
 from seg_bench.training.targets import target_transform
 from seg_bench.training.task import SegmentationTask
@@ -200,7 +200,14 @@ def train(
 def _train(cfg, run_dir, logger, callbacks, progress, prepared: PreparedRun) -> TrainResult:
     dm = prepared.datamodule
     task = build_task(cfg, dm)
-    choice = choose_precision(cfg, task.model, dm.in_channels, patch_size=dm.patch_size)
+    choice = run_precision(
+        cfg,
+        task.model,
+        dm.in_channels,
+        run_dir,
+        prepared.resume is not None,
+        patch_size=dm.patch_size,
+    )
     if cfg.compile:  # in place: the weights keep their names, so checkpoints load anywhere
         task.model.compile()
     trainer, ckpt, timer = build_trainer(cfg, run_dir, logger, callbacks, progress, choice)
