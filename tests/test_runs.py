@@ -263,6 +263,11 @@ def test_a_failed_target_is_named_where_the_model_keeps_a_row_from_another():
         "unet (manual labels), target boundary3"
     ]
     assert missing_targets(by_target, by_target, None) == []
+    # A weak-label run is on the leaderboard but never in the method study: not "failed".
+    weak = fake_record("unet", "2024-01-03T00:00:00", labels="floodfill")
+    weak["labels"] = "floodfill"
+    asked_weak = {config_key(weak["config"]): ("unet", "floodfill", "binary")}
+    assert missing_targets(by_target, [*by_target, weak], asked_weak) == []
 
 
 def test_a_seed_held_twice_by_one_configuration_counts_once_the_newest():

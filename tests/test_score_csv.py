@@ -116,3 +116,13 @@ def test_a_byte_order_mark_is_read_and_a_missing_imageid_column_is_named(tmp_pat
     binary.write_bytes(b"\xff\xfe\x00\x81garbage")
     with pytest.raises(UserError, match="binary.csv: not a readable CSV"):
         score(binary, binary)
+
+
+def test_reading_runs_alone_ignores_size_columns_the_scorer_would_refuse(tmp_path):
+    from seg_bench.data.rle import read_rle_csv
+
+    odd = solution(
+        tmp_path / "odd.csv",
+        [("a", "1 2", "", 4, "Public"), ("a", "5 1", "4.0", "NA", "Public"), ("b", "", 0, 0, "")],
+    )
+    assert read_rle_csv(odd) == {"a": ["1 2", "5 1"], "b": []}

@@ -238,8 +238,8 @@ def read_rle_csv(path: str | os.PathLike) -> dict[str, list[str]]:
     Parameters
     ----------
     path : path to a CSV with at least the columns ``ImageId`` and ``EncodedPixels``
-        (extra columns such as ``Height,Width,Usage`` of the solution file are checked,
-        see ``read_rle_rows``, and left out).
+        (extra columns such as ``Height,Width,Usage`` of the solution file are ignored;
+        ``read_rle_rows`` reads and checks them).
 
     Returns
     -------
@@ -261,19 +261,20 @@ def read_rle_csv(path: str | os.PathLike) -> dict[str, list[str]]:
     >>> read_rle_csv(p)
     {'a': ['1 2', '5 1'], 'b': []}
     """
-    return {i: [r.rle for r in rows if r.rle] for i, rows in read_rle_rows(path).items()}
+    rows = read_rle_rows(path, sizes=False)
+    return {i: [r.rle for r in listed if r.rle] for i, listed in rows.items()}
 
 
-def read_rle_rows(path: str | os.PathLike) -> dict[str, list[RleRow]]:
+def read_rle_rows(path: str | os.PathLike, sizes: bool = True) -> dict[str, list[RleRow]]:
     """ImageId -> its rows in file order, each checked: a non-empty ImageId, runs that obey
-    the shape-independent rules, and ``Height,Width`` (where present) whole numbers >= 1, the
-    same on every row of an image. A byte-order mark is allowed. Errors are one DataError
-    line naming the file and line."""
+    the shape-independent rules, and (``sizes``) ``Height,Width`` where present: whole
+    numbers >= 1, the same on every row of an image; without ``sizes`` those columns are not
+    read. A byte-order mark is allowed. Errors are one DataError line naming file and line."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DataError(f"RLE CSV not found: {path}")
     try:
-        return _read_rle_rows(path)
+        return _read_rle_rows(path, sizes)
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DataError(
             f"{path}: not a readable CSV ({str(exc)[:200]}); expected UTF-8 text with "
@@ -281,7 +282,7 @@ def read_rle_rows(path: str | os.PathLike) -> dict[str, list[RleRow]]:
         ) from None
 
 
-def _read_rle_rows(path: str) -> dict[str, list[RleRow]]:
+def _read_rle_rows(path: str, sizes: bool) -> dict[str, list[RleRow]]:
     out: dict[str, list[RleRow]] = {}
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
@@ -303,7 +304,7 @@ def _read_rle_rows(path: str) -> dict[str, list[RleRow]]:
                 except UserError as exc:
                     raise DataError(str(exc)) from None
             rows = out.setdefault(image_id, [])
-            shape = _row_shape(path, line, row)
+            shape = _row_shape(path, line, row) if sizes else None
             sized = next((r for r in rows if r.shape is not None), None)
             if shape is not None and sized is not None and shape != sized.shape:
                 raise DataError(

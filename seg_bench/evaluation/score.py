@@ -119,11 +119,12 @@ def _labels_from_csv(
                 "Height,Width column); predict every truth image, or add those columns"
             )
         labels = np.zeros(shapes[image_id], np.int32)
-        for k, row in enumerate((r for r in rows[image_id] if r.rle), 1):
+        objects = [r for r in rows[image_id] if r.rle]
+        for k, row in enumerate(objects, 1):
             where = f"{path}: line {row.line} ({image_id})"
             mask = rle_decode(row.rle, shapes[image_id], where=where)
             if labels[mask].any():
-                first = rows[image_id][int(labels[mask].max()) - 1].line
+                first = objects[int(labels[mask].max()) - 1].line
                 raise UserError(
                     f"{where}: overlaps the object of line {first}; every pixel of a {role} "
                     "image belongs to at most one object"

@@ -133,16 +133,23 @@ def run_one(
     Everything is validated and the run folder claimed (``prepare_run``) before the logger
     starts in it. logger: None builds one from ``cfg.logger`` (seg_bench.tracking.runs), False
     logs nothing."""
-    from seg_bench.tracking.runs import tracked_run
-
     provenance.running_commit()  # the record names the code this run started with
     path = record_path_for(results_dir, cfg)
     run_dir = Path(run_dir) if run_dir is not None else run_dir_for(runs_dir, cfg)
     prepared = prepare_run(cfg, run_dir, force)
+    with prepared.lock:  # held until the record is written, not only while training
+        return _record_run(
+            cfg, path, run_dir, prepared, logger, log_model, project, command, progress
+        )
+
+
+def _record_run(cfg, path, run_dir, prepared, logger, log_model, project, command, progress):
+    from seg_bench.tracking.runs import tracked_run
+
     if prepared.replaced:  # its record would name checkpoints that are gone
         for old in (path, preview_path(path)):
             if old.exists():
-                old.unlink()
+                old.unlink(missing_ok=True)
                 console.print(f"--force: removed {old}, the record of the replaced run")
     with tracked_run(
         cfg,

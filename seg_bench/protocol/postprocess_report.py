@@ -43,7 +43,8 @@ def missing_targets(by_target: list[dict], rows: list[dict], prefer: Asked | Non
     from another target (``missing_asked`` names the models without any row)."""
     have = {(r["model"], r.get("labels", "manual"), target_of(r)) for r in by_target}
     shown = {(r["model"], r.get("labels", "manual")) for r in rows}
-    asked = sorted(set((prefer or {}).values()) - have)
+    # by_target holds manual-label records only (weak-label runs are not in the study).
+    asked = sorted({a for a in (prefer or {}).values() if a[1] == "manual"} - have)
     return [f"{m} ({lab} labels), target {t}" for m, lab, t in asked if (m, lab) in shown]
 
 

@@ -134,11 +134,12 @@ def holm(pvalues: list[float]) -> list[float]:
 
 
 def floor_p(d: np.ndarray) -> float:
-    """The smallest two-sided Wilcoxon p-value differences ``d`` allow: that of the same
-    magnitudes all of one sign (zeros dropped and ties ranked as scipy's test does them)."""
+    """The smallest two-sided Wilcoxon p-value differences ``d`` allow: scipy's test of the
+    same magnitudes all of one sign, zeros kept (they decide scipy's method, exact or not)."""
     d = np.abs(np.asarray(d, float))
-    d = d[d != 0]
-    return float(stats.wilcoxon(d, alternative="two-sided").pvalue) if d.size else 1.0
+    if not np.any(d != 0):
+        return 1.0
+    return float(stats.wilcoxon(d, alternative="two-sided").pvalue)
 
 
 def wilcoxon_p(a: np.ndarray, b: np.ndarray) -> float:

@@ -205,7 +205,9 @@ def choose_precision(
         )
     setting, fastest, ratio = decide(ms)
     precision, channels_last = CANDIDATES[setting]
-    verdict = "chosen" if setting == fastest else "float32 kept"
+    verdict = (
+        "chosen" if setting == fastest else ("float32" if setting == "fp32" else setting) + " kept"
+    )
     reason = f"measured: fastest {fastest} at {ratio:.2f}x float32 (need {MIN_SPEEDUP}x): {verdict}"
     if excluded:
         reason += f"; bf16 excluded for {cfg.model}: {excluded}"
@@ -224,7 +226,8 @@ def run_precision(
 
     path = Path(run_dir) / "precision.json"
     # Ranks above 0 of a launch follow rank 0's choice, which it stored before launching them.
-    if (resuming or launched_rank_above_zero()) and path.is_file():
+    follower = launched_rank_above_zero()
+    if (resuming or follower) and path.is_file():
         try:
             with open(path) as f:
                 kept = PrecisionChoice(**json.load(f))
@@ -232,7 +235,8 @@ def run_precision(
         except (OSError, ValueError, TypeError):
             pass  # damaged: choose again, as a fresh run would
     choice = choose_precision(cfg, model, in_channels, **kw)
-    write_json(path, choice.to_dict())
+    if not follower:  # only rank 0 writes in the run folder
+        write_json(path, choice.to_dict())
     return choice
 
 
@@ -247,6 +251,7 @@ def measure_rounds(names: list[str], timer: StepTimer) -> tuple[dict[str, float 
     and goes slows them alike; one hopelessly slow warm-up ends a candidate."""
     rounds: dict[str, list[float]] = {n: [] for n in names}
     out: set[str] = set()  # crashed or gave up: not timed again
+    steady = True
     try:
         for _ in range(ROUNDS):
             for name in names:
@@ -256,8 +261,12 @@ def measure_rounds(names: list[str], timer: StepTimer) -> tuple[dict[str, float 
                 limit = GIVE_UP_FACTOR * ref if ref and name != "fp32" else None
                 times = timer(name, limit)
                 median = statistics.median(times)
-                if not math.isfinite(median):
+                if not math.isfinite(median):  # crashed or hung: never a candidate, even if
+                    steady = steady and not rounds[name]  # an earlier round went through
+                    rounds[name] = []
                     out.add(name)
+                    if name == "fp32":
+                        return {n: None for n in names}, False  # nothing to compare with
                     continue
                 rounds[name].append(median)
                 if len(times) < TIMED_STEPS:  # gave up during warm-up: far slower than float32
@@ -265,7 +274,7 @@ def measure_rounds(names: list[str], timer: StepTimer) -> tuple[dict[str, float 
     finally:
         getattr(timer, "close", lambda: None)()
     ms = {n: (round(statistics.median(v), 2) if v else None) for n, v in rounds.items()}
-    return ms, rounds_agree(rounds)
+    return ms, steady and rounds_agree(rounds)
 
 
 def rounds_agree(rounds: dict[str, list[float]]) -> bool:
@@ -441,6 +450,6 @@ class _StepTimer:
             loss.backward()
             opt.step()
             times.append(1000 * (time.perf_counter() - t0))
-            if i < WARMUP_STEPS and limit_ms is not None and times[-1] > limit_ms:
+            if i == WARMUP_STEPS - 1 and limit_ms is not None and times[-1] > limit_ms:
                 return times  # far slower than float32 even allowing for warm-up: out
         return times[WARMUP_STEPS:]

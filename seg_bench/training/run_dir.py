@@ -128,7 +128,9 @@ def prepare_run(cfg: RunConfig, run_dir: Path, force: bool = False) -> PreparedR
     lock = contextlib.ExitStack()
     if not launched_rank_above_zero():  # rank 0 holds it for the whole launch
         lock_run_dir(run_dir, lock)
-    replaced = force and run_dir.is_dir() and any(p.is_file() for p in run_dir.rglob("*"))
+    replaced = (
+        force and not launched_rank_above_zero() and any(p.is_file() for p in run_dir.rglob("*"))
+    )
     return PreparedRun(dm, claim_run_dir(cfg, run_dir, force), replaced, lock)
 
 

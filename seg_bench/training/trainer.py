@@ -192,7 +192,9 @@ def train(
     folder holding another configuration is refused unless ``force``."""
     quiet_lightning()
     run_dir = Path(run_dir)
-    prepared = prepared or prepare_run(cfg, run_dir, force)
+    if prepared is not None:  # the caller holds the folder's lock, and closes it
+        return _train(cfg, run_dir, logger, callbacks, progress, prepared)
+    prepared = prepare_run(cfg, run_dir, force)
     with prepared.lock:
         return _train(cfg, run_dir, logger, callbacks, progress, prepared)
 
