@@ -410,10 +410,12 @@ def test_submission_with_overlapping_or_out_of_range_runs_is_one_line(tmp_path):
 
     solution = _solution_csv(tmp_path / "stage1_solution.csv", _two_images())
     (tmp_path / "overlap.csv").write_text("ImageId,EncodedPixels\nimgB,23 6\nimgB,25 3\n")
-    with pytest.raises(UserError, match=r"overlap.csv \(imgB, object 2\): overlaps object 1"):
+    with pytest.raises(
+        UserError, match=r"overlap.csv: line 3 \(imgB\): overlaps the object of line 2"
+    ):
         score(tmp_path / "overlap.csv", solution, kind="instance")
     (tmp_path / "past.csv").write_text("ImageId,EncodedPixels\nimgB,95 10\n")
-    with pytest.raises(UserError, match=r"past.csv \(imgB, object 1\): run 1 .* past the last"):
+    with pytest.raises(UserError, match=r"past.csv: line 2 \(imgB\): run 1 .* past the last"):
         score(tmp_path / "past.csv", solution, kind="instance")
     (tmp_path / "runs.csv").write_text("ImageId,EncodedPixels\nimgB,5 4 7 2\n")
     with pytest.raises(UserError, match=r"runs.csv: line 2 .*pair 2 \(start 7\) overlaps pair 1"):

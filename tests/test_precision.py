@@ -21,6 +21,7 @@ from processes import ended
 from seg_bench.config import resolve_config
 from seg_bench.training import precision as prec
 from seg_bench.training.precision import PrecisionChoice, choose_precision, decide
+from seg_bench.training.run_dir import run_precision
 
 
 class FakeTimer:
@@ -357,18 +358,16 @@ def test_a_resumed_run_keeps_the_precision_its_start_chose(cfg, model, tmp_path)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     folder = tmp_path / "cache"
-    first = prec.run_precision(
-        cfg, model, 1, run_dir, False, timer=FakeTimer(MEASURED), folder=folder
-    )
+    first = run_precision(cfg, model, 1, run_dir, False, timer=FakeTimer(MEASURED), folder=folder)
     assert first.setting == "bf16+cl"
     # Resumed where float32 wins (another machine, or the cache gone): the run stays in bf16.
     slow_bf16 = {"fp32": 100.0, "fp32+cl": 100.0, "bf16": 300.0, "bf16+cl": 300.0}
-    again = prec.run_precision(
+    again = run_precision(
         cfg, model, 1, run_dir, True, timer=FakeTimer(slow_bf16), folder=tmp_path / "other"
     )
     assert (again.precision, again.channels_last) == ("bf16-mixed", True)
     assert again.reason.endswith("kept on resuming")
-    fresh = prec.run_precision(
+    fresh = run_precision(
         cfg, model, 1, run_dir, False, timer=FakeTimer(slow_bf16), folder=tmp_path / "other"
     )
     assert fresh.precision == "32-true"  # a new run (not resuming) decides afresh

@@ -126,8 +126,9 @@ def _labels_from_csv(
             if labels[mask].any():
                 first = objects[int(labels[mask].max()) - 1].line
                 raise UserError(
-                    f"{where}: overlaps the object of line {first}; every pixel of a {role} "
-                    "image belongs to at most one object"
+                    f"{where}: overlaps the object of line {first}; in a "
+                    f"{'truth' if role == 'truth' else 'predicted'} image every pixel belongs "
+                    "to one object at most"
                 )
             labels[mask] = k
         out[image_id] = labels

@@ -216,30 +216,6 @@ def choose_precision(
     )
 
 
-def run_precision(
-    cfg: Any, model: torch.nn.Module, in_channels: int, run_dir: Path, resuming: bool, **kw: Any
-) -> PrecisionChoice:
-    """``choose_precision`` for a run folder: a resumed run keeps the choice its start made
-    (stored in ``precision.json``), whatever this machine or its cache would say now, so one
-    run never trains in two precisions; so do the other processes of a distributed launch."""
-    from seg_bench.training.run_dir import launched_rank_above_zero
-
-    path = Path(run_dir) / "precision.json"
-    # Ranks above 0 of a launch follow rank 0's choice, which it stored before launching them.
-    follower = launched_rank_above_zero()
-    if (resuming or follower) and path.is_file():
-        try:
-            with open(path) as f:
-                kept = PrecisionChoice(**json.load(f))
-            return dataclasses.replace(kept, reason=kept.reason + "; kept on resuming")
-        except (OSError, ValueError, TypeError):
-            pass  # damaged: choose again, as a fresh run would
-    choice = choose_precision(cfg, model, in_channels, **kw)
-    if not follower:  # only rank 0 writes in the run folder
-        write_json(path, choice.to_dict())
-    return choice
-
-
 def measure(names: list[str], timer: StepTimer) -> dict[str, float | None]:
     """``measure_rounds``' ms per step, without its verdict on the rounds' agreement."""
     return measure_rounds(names, timer)[0]

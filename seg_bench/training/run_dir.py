@@ -16,9 +16,11 @@ Fields left out of the key (purely operational; resuming with another value is t
 - ``config_file``: the path of a profile file. Its values are resolved into the other fields,
   which enter the key; the same values from a copy of the file are the same run.
 
-Before a folder is created or touched, ``prepare_run`` builds the DataModule, loads its splits
-(the patch size is checked against the images there) and checks the hardware options against
-the machine and the splits, so a bad option never costs a finished run.
+A run folder also keeps the precision its run chose (``precision.json``, ``run_precision``),
+so a resumed run trains on in it. Before a folder is created or touched, ``prepare_run``
+builds the DataModule, loads its splits (the patch size is checked against the images there)
+and checks the hardware options against the machine and the splits, so a bad option never
+costs a finished run; then the folder is locked for the whole run (``lock_run_dir``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import os
 import shutil
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from seg_bench.data import SegmentationDataModule
 from seg_bench.errors import UserError
 from seg_bench.hardware import check_hardware, processes_per_node
 from seg_bench.io import file_lock, remove_stale_temp, write_json
+from seg_bench.training.precision import PrecisionChoice, choose_precision
 
 # Not what is compared: where it logs, how it loads, which seed, captions (lr_source and
 # budget_note only describe the run), and policy whose effect the record states anyway
@@ -211,3 +214,25 @@ def _difference(cfg: RunConfig, run_dir: Path) -> str:
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     shown = [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:3]]
     return ", ".join(shown) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+
+
+def run_precision(
+    cfg: RunConfig, model: Any, in_channels: int, run_dir: Path, resuming: bool, **kw: Any
+) -> PrecisionChoice:
+    """``choose_precision`` for a run folder: a resumed run keeps the choice its start made
+    (stored in ``precision.json``), whatever this machine or its cache would say now, so one
+    run never trains in two precisions; so do the other processes of a distributed launch."""
+    path = Path(run_dir) / "precision.json"
+    # Ranks above 0 of a launch follow rank 0's choice, which it stored before launching them.
+    follower = launched_rank_above_zero()
+    if (resuming or follower) and path.is_file():
+        try:
+            with open(path) as f:
+                kept = PrecisionChoice(**json.load(f))
+            return replace(kept, reason=kept.reason + "; kept on resuming")
+        except (OSError, ValueError, TypeError):
+            pass  # damaged: choose again, as a fresh run would
+    choice = choose_precision(cfg, model, in_channels, **kw)
+    if not follower:  # only rank 0 writes in the run folder
+        write_json(path, choice.to_dict())
+    return choice

@@ -25,8 +25,8 @@ from seg_bench.data import SegmentationDataModule, create_datamodule
 from seg_bench.registry import LABEL_SOURCES
 from seg_bench.training.callbacks import ChannelsLast, EpochTimer, MovableCheckpoint
 from seg_bench.training.checkpoint_io import AtomicCheckpointIO
-from seg_bench.training.precision import PrecisionChoice, resolve_precision, run_precision
-from seg_bench.training.run_dir import PreparedRun, prepare_run
+from seg_bench.training.precision import PrecisionChoice, resolve_precision
+from seg_bench.training.run_dir import PreparedRun, prepare_run, run_precision
 from seg_bench.training.targets import target_transform
 from seg_bench.training.task import SegmentationTask
 
