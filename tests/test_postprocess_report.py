@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from result_records import fake_record
 
+from seg_bench.config import resolve_config
 from seg_bench.errors import UserError
 from seg_bench.evaluation.evaluate import image_record
 from seg_bench.inference.postprocess import PostprocessConfig
@@ -353,3 +354,29 @@ def test_records_without_method_scores_keep_the_plain_leaderboard():
     assert len(kept) == 1 and kept[0] is plain[0]  # the same record, not a rescored copy
     text = render_markdown("toy", summarise(kept, n_boot=10), kept)
     assert "Target, method" not in text and "**Instance scores**" not in text
+
+
+def test_the_reproduce_line_covers_every_target_the_choice_compared(tmp_path, records):
+    """The row is boundary3's; the binary record lost on validation but took part in the
+    choice, so rerunning the table needs both benches."""
+    import copy
+
+    from seg_bench.protocol.records import RECORD_VERSION, record_path_for
+    from seg_bench.protocol.report import write_leaderboard
+
+    binary = copy.deepcopy(records[0])
+    binary["config"]["target"] = "binary"
+    binary["metrics"]["postprocess_methods"] = {"threshold_cc": {"params": {}, "val_map": 0.3}}
+    for r in (records[0], binary):
+        cfg = resolve_config("dsb2018", "unet", "cpu", target=r["config"]["target"])
+        r["config"] = {**cfg.to_dict(), **{k: r["config"][k] for k in ("target", "loss")}}
+        r["profile"] = "cpu"
+        path = record_path_for(tmp_path / "results", cfg)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**r, "version": RECORD_VERSION}))
+    text = write_leaderboard("dsb2018", tmp_path / "results", tmp_path / "lb", n_boot=10)
+    row = next(line for line in text.splitlines() if line.startswith("| unet |"))
+    assert "boundary3, seeded_watershed" in row
+    reproduce = next(line for line in text.splitlines() if line.startswith("- **Reproduce**"))
+    assert "--set target=boundary3" in reproduce
+    assert reproduce.count("make bench DATASET=dsb2018") == 2  # binary's command too

@@ -158,8 +158,15 @@ def significance_lines(significance: Significance) -> list[str]:
 
 
 def render_markdown(
-    dataset: str, rows: list[dict], records: list[dict], significance: Significance | None = None
+    dataset: str,
+    rows: list[dict],
+    records: list[dict],
+    significance: Significance | None = None,
+    compared: list[dict] | None = None,
 ) -> str:
+    """The leaderboard page. ``compared``: every record the rows were chosen from (each
+    target of an instance benchmark), which the header's provenance and Reproduce line cover:
+    rerunning only the chosen targets could not remake the choice."""
     present = [(k, t) for k, t in COLUMNS if any(k in r for r in rows)]
     show_labels = any(r["labels"] != "manual" for r in rows)
     show_rank = all("rank" in r for r in rows)
@@ -181,7 +188,7 @@ def render_markdown(
         "`seg-bench leaderboard`; do not edit by hand.",
         "",
         *(budget_lines(records) + [""] if budget_lines(records) else []),
-        *provenance_lines(dataset, records),
+        *provenance_lines(dataset, compared or records),
         *(significance_lines(significance) if significance is not None else []),
         *(["", CHOICE_NOTE] if show_choice else []),
         "",
@@ -415,7 +422,8 @@ def _write_leaderboard(
         significance = paired_significance(manual)
         rows = with_ranks(summarise(manual, n_boot), significance)
         rows = with_doubling(rows, load_study(out_dir / dataset, manual[0].get("profile")))
-        md = render_markdown(dataset, rows, manual, significance)
+        compared = by_target if any(has_methods(r) for r in by_target or []) else None
+        md = render_markdown(dataset, rows, manual, significance, compared)
         md += postprocess_sections(dataset, manual)
         texts[f"{dataset}.md"], texts[f"{dataset}.csv"] = md, render_csv(rows)
     study_pp, study_records = None, by_target or manual or records
