@@ -36,6 +36,7 @@ SUFFIXES = (".png", ".tif", ".tiff")
 STACK_SUFFIXES = (".tif", ".tiff")
 PRED_TAGS = ("_instances", "_mask", "_labels", "_pred")
 PAGE = re.compile(r"(.*)_(z\d{4})")
+Arrays = dict[str, np.ndarray]  # image name (or page) -> its array
 
 
 @dataclass(frozen=True)
@@ -135,31 +136,34 @@ def _labels_from_csv(
     return out
 
 
-def _truth_from_csv(truth: Path, pred_arrays, dataset, root) -> dict[str, np.ndarray]:
+def _truth_from_csv(truth: Path, pred_arrays, dataset, root) -> tuple[Arrays, set[str]]:
     """The truth CSV's label images, sized by its own Height,Width, else by ``--dataset``'s
-    images, else by the prediction's (so a wrongly sized prediction is reported as such)."""
-    rows = read_rle_rows(truth)
-    rows = {i: rows[i] for i in sorted(scored_ids(rows))}
+    images, else by the prediction's (so a wrongly sized prediction is reported as such); and
+    the images it ignores (``Usage`` Ignored)."""
+    listed = read_rle_rows(truth)
+    rows = {i: listed[i] for i in sorted(scored_ids(listed))}
     shapes = {k: a.shape[:2] for k, a in (pred_arrays or {}).items()}
-    shapes |= _dataset_shapes(dataset, root) | _csv_shapes(rows)
+    if set(rows) - _csv_shapes(rows).keys():  # the dataset's images only where sizes lack
+        shapes |= _dataset_shapes(dataset, root)
+    shapes |= _csv_shapes(rows)
     if not shapes:
         raise UserError(
             f"--truth {truth}: CSV against CSV needs the image sizes: a Height,Width column "
             "(as in stage1_solution.csv) or --dataset dsb2018 with its images"
         )
-    return _labels_from_csv(truth, rows, shapes, "truth")
+    return _labels_from_csv(truth, rows, shapes, "truth"), set(listed) - set(rows)
 
 
 def _pred_from_csv(pred: Path, truth_arrays: dict[str, np.ndarray], ignored: set[str]):
     """The prediction CSV's label images of the truth images; an image the truth does not
     hold (other than one it ignores) is an error, as Kaggle's checker makes it."""
-    rows = read_rle_rows(pred)
+    rows = read_rle_rows(pred, sizes=False)  # each image is decoded at its truth's size
     if extra := sorted(set(rows) - set(truth_arrays) - ignored):
         raise UserError(
             f"--pred {pred}: {len(extra)} image(s) not in the truth, e.g. '{extra[0]}'; "
             "a submission lists the truth's images only"
         )
-    shapes = _csv_shapes(rows) | {k: a.shape[:2] for k, a in truth_arrays.items()}
+    shapes = {k: a.shape[:2] for k, a in truth_arrays.items()}
     return _labels_from_csv(pred, rows, shapes, "pred")
 
 
@@ -194,9 +198,6 @@ def _dataset_shapes(dataset: str | None, root: str | None) -> dict[str, tuple[in
         with Image.open(image) as im:  # the header only: no pixels are decoded
             shapes[image.stem] = (im.height, im.width)
     return shapes
-
-
-Arrays = dict[str, np.ndarray]
 
 
 def _read(path: Path, role: str) -> tuple[Arrays, dict[str, bool]] | None:
@@ -250,9 +251,8 @@ def load_pairs(
     pred_read, truth_read = _read(pred, "pred"), _read(truth, "truth")
     ignored: set[str] = set()
     if truth_read is None:
-        arrays = _truth_from_csv(truth, pred_read[0] if pred_read else None, dataset, root)
+        arrays, ignored = _truth_from_csv(truth, pred_read[0] if pred_read else None, dataset, root)
         truth_read = arrays, dict.fromkeys(arrays, True)
-        ignored = set(read_rle_rows(truth)) - set(arrays)
     if pred_read is None:
         arrays = _pred_from_csv(pred, truth_read[0], ignored)
         pred_read = arrays, dict.fromkeys(arrays, True)
