@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +193,47 @@ def test_a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
         for run in ("whole", "killed")
     ]
     assert last[0]["global_step"] == last[1]["global_step"] == 6
+    for name, a in last[0]["state_dict"].items():
+        assert torch.equal(a, last[1]["state_dict"][name]), name
+
+
+class KeepStep2(Callback):
+    """Copies last.ckpt as epoch 0 saved it, before epoch 1's validation replaces it."""
+
+    def __init__(self, copy: Path):
+        self.copy = copy
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            shutil.copy(Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt", self.copy)
+
+
+class FirstStep(Callback):
+    def __init__(self):
+        self.step = None
+
+    def on_train_start(self, trainer, pl_module):
+        self.step = trainer.global_step
+
+
+def test_a_kill_between_writing_best_and_last_resumes_from_the_newer_best(tmp_path):
+    # The window: step 4's validation wrote best.ckpt, the kill came before last.ckpt, which
+    # still holds step 2. Resuming from it would redo epoch 1 under the step-2 best score.
+    cfg = resolve_config("synthetic", "unet", "smoke", max_epochs=3, width=0.0625, **SMOKE)
+    train(cfg, tmp_path / "whole", progress=False)
+    killed, step2 = tmp_path / "killed", tmp_path / "step2.ckpt"
+    with pytest.raises(Interrupt):
+        train(cfg, killed, callbacks=[KeepStep2(step2), StopAtEpoch(2)], progress=False)
+    folder = killed / "checkpoints"
+    shutil.copy(folder / "last.ckpt", folder / "best.ckpt")  # best as step 4 wrote it
+    shutil.copy(step2, folder / "last.ckpt")
+    first = FirstStep()
+    train(cfg, killed, callbacks=[first], progress=False)
+    assert first.step == 4
+    last = [
+        torch.load(tmp_path / r / "checkpoints" / "last.ckpt", weights_only=True)
+        for r in ("whole", "killed")
+    ]
     for name, a in last[0]["state_dict"].items():
         assert torch.equal(a, last[1]["state_dict"][name]), name
 

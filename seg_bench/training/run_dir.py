@@ -5,7 +5,8 @@ A run folder is ``<runs>/<dataset>/<model>__seed<k>__<profile>[__<labels>]__<key
 ``<key>`` (``config_key``) is a short hash of every RunConfig field that changes the trained
 model or its evaluation. Two configurations that differ anywhere that matters get two folders,
 so comparing learning rates keeps every run; the same configuration finds its folder again and
-resumes from ``checkpoints/last.ckpt``. The seed is left out of the key (it is in the name), so
+resumes from ``checkpoints/last.ckpt`` (or ``best.ckpt`` where that is newer, see
+``resume_checkpoint``). The seed is left out of the key (it is in the name), so
 the seeds of one configuration share a key: result records use it to group them.
 
 Fields left out of the key (purely operational; resuming with another value is the same run):
@@ -108,7 +109,7 @@ def check_splits_feed_processes(cfg: RunConfig, dm: SegmentationDataModule) -> N
 @dataclass
 class PreparedRun:
     datamodule: SegmentationDataModule
-    resume: Path | None  # last.ckpt of this configuration's earlier, unfinished run
+    resume: Path | None  # the checkpoint of this configuration's unfinished run, if any
     replaced: bool = False  # --force removed an earlier run's files from the folder
     # The run folder's lock, held until training ends (``train`` closes it).
     lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -158,9 +159,8 @@ def claim_run_dir(cfg: RunConfig, run_dir: Path, force: bool = False) -> Path | 
     A folder holding another configuration's run (or checkpoints of unknown origin) is
     refused; ``force`` empties an existing run folder (one with ``config.json``) first and
     says what it removed, but never a folder that is not one (it may hold many runs)."""
-    last = run_dir / "checkpoints" / "last.ckpt"
     if launched_rank_above_zero():  # rank 0 has claimed the folder already
-        return last if last.exists() else None
+        return resume_checkpoint(run_dir)
     files = sorted(p for p in run_dir.rglob("*") if p.is_file()) if run_dir.is_dir() else []
     if files and force:
         shown = ", ".join(str(p.relative_to(run_dir)) for p in files[:6])
@@ -181,7 +181,32 @@ def claim_run_dir(cfg: RunConfig, run_dir: Path, force: bool = False) -> Path | 
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "config.json").exists():
         write_json(run_dir / "config.json", cfg.to_dict())
-    return last if last.exists() else None
+    return resume_checkpoint(run_dir)
+
+
+def resume_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint an unfinished run resumes from: ``last.ckpt``, unless ``best.ckpt`` is
+    further on. A validation writes the best first, so a kill between the two files leaves the
+    best one validation ahead; resuming from last.ckpt would redo that epoch, and a redo
+    scoring lower would keep the killed run's weights as best under the older best score."""
+    folder = run_dir / "checkpoints"
+    last, best = folder / "last.ckpt", folder / "best.ckpt"
+    if not best.exists():
+        return last if last.exists() else None
+    if not last.exists() or _global_step(best) > _global_step(last):
+        return best
+    return last
+
+
+def _global_step(checkpoint: Path) -> int:
+    """-1 for a file that does not load (Lightning names it when it resumes from it)."""
+    import torch
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        return int(state["global_step"])
+    except Exception:  # noqa: BLE001 - any unreadable checkpoint is "not further on"
+        return -1
 
 
 def _stored_config(run_dir: Path) -> dict[str, Any] | None:

@@ -2,8 +2,9 @@
 
 A run directory holds ``checkpoints/last.ckpt`` (every validated epoch) and ``best.ckpt``;
 the final weights are always validated, also where the budget ends between validations;
-running the same config into the same directory resumes from ``last.ckpt``; another config is
-refused there (see run_dir.py, which also validates everything before the folder is touched).
+running the same config into the same directory resumes from the newer of the two; another
+config is refused there (see run_dir.py, which also validates everything before the folder is
+touched).
 """
 
 from __future__ import annotations
