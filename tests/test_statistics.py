@@ -27,6 +27,7 @@ from seg_bench.protocol.statistics import (
 from seg_bench.protocol.summary import (
     Q_05,
     critical_difference,
+    iman_davenport,
     nemenyi_sentence,
     read_budgets,
     read_scores,
@@ -284,6 +285,28 @@ def test_no_pair_is_called_different_unless_the_friedman_test_rejects():
     assert nemenyi_sentence(summarise_datasets(rejects)).endswith("a vs c.")
 
 
+def test_iman_davenport_matches_demsars_worked_example():
+    # Demsar 2006, section 3.2.4: four classifiers on 14 data sets, chi2_F = 9.28, F_F = 3.69,
+    # against the critical F(3, 39) = 2.85 at alpha 0.05.
+    f, p = iman_davenport(9.28, k=4, n=14)
+    assert f == pytest.approx(3.69, abs=0.005)
+    assert stats.f.ppf(0.95, 3, 39) == pytest.approx(2.85, abs=0.005) and p < 0.05
+    assert iman_davenport(4 * 3, k=4, n=4) == (math.inf, 0.0)  # every dataset ranks alike
+
+
+def test_the_f_form_decides_where_the_chi_square_is_too_conservative():
+    # Ranks of models a-e on four datasets: chi2 = 9.0, p 0.061, but F(4, 12) = 3.857, p 0.031.
+    rows = [(3, 1, 2, 4, 5), (1, 2, 4, 5, 3), (1, 2, 3, 4, 5), (1, 4, 3, 2, 5)]
+    scores = {
+        f"d{i}": ("iou", {m: -r for m, r in zip("abcde", row, strict=True)})
+        for i, row in enumerate(rows)
+    }
+    s = summarise_datasets(scores)
+    assert s.friedman == pytest.approx((9.0, 0.0611), rel=1e-3)
+    assert s.iman_davenport == pytest.approx((27 / 7, 0.0307), rel=1e-2)
+    assert s.rejects and not nemenyi_sentence(s).startswith("The Friedman test did not reject")
+
+
 def test_cd_diagram_joins_every_model_when_friedman_does_not_reject():
     # Average ranks 1.44, 2.00, 2.56 with CD 1.10: Nemenyi would draw two bars, making a and c
     # look apart, but Friedman's p 0.062 means no pair is tested.
@@ -335,6 +358,7 @@ def test_summary_readme_from_the_leaderboard_tables(tmp_path):
     assert "`z` is not ranked: it has no result on epfl" in text
     assert "synthetic" not in text.split("\n| Model")[1]  # left out of the table
     assert "Friedman test (scipy.stats.friedmanchisquare) over 3 models and 2 datasets" in text
+    assert "Iman-Davenport F(2, 2) = " in text
     assert "CD = q * sqrt(k(k+1)/(6N)) = 2.343 * sqrt(3*4/(6*2)) = 2.343" in text
     assert (tmp_path / "cd.png").read_bytes()[:4] == b"\x89PNG"
 

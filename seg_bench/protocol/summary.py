@@ -1,5 +1,6 @@
-"""Across datasets: each model's average rank, the Friedman test and the Nemenyi critical
-difference (Demsar 2006), written to ``leaderboards/README.md`` with a CD diagram.
+"""Across datasets: each model's average rank, the Friedman test (decided by Iman and
+Davenport's F form, which Demsar 2006 recommends over the conservative chi-square) and the
+Nemenyi critical difference (Demsar 2006), written to ``leaderboards/README.md`` with a CD diagram.
 
 The input is the leaderboards' CSV tables (one per dataset, the seed means of the manual-label
 runs), so the summary always agrees with the tables beside it. Each dataset is one block: its
@@ -120,6 +121,13 @@ class Summary:
     missing: dict[str, list[str]]  # model -> datasets it lacks (not ranked)
     friedman: tuple[float, float] | None  # (chi-square, p) where computable
     cd: float | None
+    iman_davenport: tuple[float, float] | None = None  # (F, p) beside the chi-square
+
+    @property
+    def rejects(self) -> bool:
+        """Equal ranks rejected, by the F form (the chi-square where F is undefined)."""
+        test = self.iman_davenport or self.friedman
+        return test is not None and test[1] < ALPHA
 
 
 def summarise_datasets(scores: dict[str, tuple[str, dict]]) -> Summary:
@@ -142,8 +150,26 @@ def summarise_datasets(scores: dict[str, tuple[str, dict]]) -> Summary:
         friedman = (float(result.statistic), float(result.pvalue))
     cd = critical_difference(k, n) if k >= 2 and n >= 2 else None
     return Summary(
-        datasets, {d: scores[d][0] for d in datasets}, models, ranks, average, missing, friedman, cd
+        datasets,
+        {d: scores[d][0] for d in datasets},
+        models,
+        ranks,
+        average,
+        missing,
+        friedman,
+        cd,
+        iman_davenport(friedman[0], k, n) if friedman else None,
     )
+
+
+def iman_davenport(chi2: float, k: int, n: int) -> tuple[float, float]:
+    """Iman and Davenport's F = (N-1) chi2 / (N(k-1) - chi2), F-distributed with k-1 and
+    (k-1)(N-1) degrees of freedom (Demsar 2006, eq. 3). Rankings that agree on every dataset
+    reach chi2 = N(k-1): F is infinite there, p 0."""
+    room = n * (k - 1) - chi2
+    f = math.inf if room <= 1e-12 else (n - 1) * chi2 / room
+    p = 0.0 if math.isinf(f) else float(stats.f.sf(f, k - 1, (k - 1) * (n - 1)))
+    return f, p
 
 
 def render_summary(
@@ -190,7 +216,7 @@ def render_summary(
 def nemenyi_sentence(s: Summary) -> str:
     """The post-hoc verdict, given only where the Friedman test rejected equal ranks (Demsar
     2006, section 3.2.2): otherwise a gap of CD is no evidence of a difference."""
-    if s.friedman is None or s.friedman[1] >= ALPHA:
+    if not s.rejects:
         return (
             "The Friedman test did not reject equal ranks, so no pair is called significantly "
             "different (the Nemenyi test follows only a rejection)."
@@ -213,10 +239,13 @@ def friedman_sentence(s: Summary, k: int, n: int) -> str:
             "it needs at least 3 models and 2 datasets)."
         )
     chi2, p = s.friedman
-    verdict = "differ" if p < ALPHA else "are not shown to differ"
+    f, p_f = s.iman_davenport or (math.nan, math.nan)
+    verdict = "differ" if s.rejects else "are not shown to differ"
     return (
         f"Friedman test (scipy.stats.friedmanchisquare) over {k} models and {n} datasets: "
-        f"chi-square = {chi2:.2f}, p = {p:.3g}; at alpha {ALPHA} the models' ranks {verdict}."
+        f"chi-square = {chi2:.2f}, p = {p:.3g}; Iman-Davenport F({k - 1}, {(k - 1) * (n - 1)}) "
+        f"= {f:.2f}, p = {p_f:.3g} (Demsar 2006 decides by F: the chi-square is conservative); "
+        f"at alpha {ALPHA} the models' ranks {verdict}."
     )
 
 
@@ -234,9 +263,8 @@ def write_summary(leaderboard_dir: Path) -> str | None:
     gaining = {d: m for d, m in read_not_converged(leaderboard_dir).items() if d in s.datasets}
     text = render_summary(s, budgets, gaining)
     if s.cd is not None:
-        rejects = s.friedman is not None and s.friedman[1] < ALPHA
         cd_png = leaderboard_dir / "cd.png"
-        plot_critical_difference(s.average, s.cd, cd_png, len(s.datasets), rejects)
+        plot_critical_difference(s.average, s.cd, cd_png, len(s.datasets), s.rejects)
     with atomic_write(leaderboard_dir / "README.md") as f:
         f.write(text)
     return text
