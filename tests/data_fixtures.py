@@ -101,9 +101,10 @@ def write_dsb(root: Path, n_images: int = 5, seed: int = 0, grey_bright: int = 1
 
 
 def write_dsb_test(
-    root: Path, n_images: int = 2, seed: int = 1, with_shape: bool = True
+    root: Path, n_images: int = 2, seed: int = 1, with_shape: bool = True, ignored: int = 0
 ) -> dict[str, list[np.ndarray]]:
-    """stage1_test/<id>/images/<id>.png and stage1_solution.csv (RLE). Returns id -> masks."""
+    """stage1_test/<id>/images/<id>.png and stage1_solution.csv (RLE); the last ``ignored``
+    images' rows say Usage Ignored. Returns id -> masks."""
     rng = np.random.default_rng(seed)
     out = {}
     rows = []
@@ -121,7 +122,8 @@ def write_dsb_test(
         )
         for m in masks:
             row = [image_id, rle_encode(m)]
-            rows.append(row + ([str(shape[0]), str(shape[1]), "Public"] if with_shape else []))
+            usage = "Ignored" if i >= n_images - ignored else "Public"
+            rows.append(row + ([str(shape[0]), str(shape[1]), usage] if with_shape else []))
         out[image_id] = masks
     with open(root / "stage1_solution.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -3,6 +3,8 @@ options, and the contract with the base DataModule."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from data_fixtures import write_dsb, write_dsb_test, write_folder, write_ncmir, write_snemi
@@ -112,6 +114,21 @@ def test_dsb_official_test_from_rle(dsb_root):
     assert {"train", "val"} <= set(dm.layout()) and len(dm.load_split("train")) + len(
         dm.load_split("val")
     ) == 5
+
+
+def test_dsb_official_test_leaves_out_the_images_kaggle_ignored(tmp_path):
+    write_dsb(tmp_path)
+    masks = write_dsb_test(tmp_path, n_images=3, ignored=1)
+    dm = dsb2018.DSB2018(root=tmp_path)
+    assert [s.id for s in dm.load_split("test")] == sorted(masks)[:2]
+    assert "(1 image(s) whose Usage is Ignored left out" in dm.split_info()["split"]
+    assert dm.split_info()["counts"]["test"] == 2
+    # An ignored image needs no folder; a scored one does.
+    shutil.rmtree(tmp_path / "stage1_test" / sorted(masks)[2])
+    assert len(dsb2018.DSB2018(root=tmp_path).load_split("test")) == 2
+    write_dsb_test(tmp_path, n_images=2, ignored=2)
+    with pytest.raises(DataError, match="every image's Usage is Ignored"):
+        dsb2018.DSB2018(root=tmp_path).load_split("test")
 
 
 def test_dsb_rle_without_shape_columns(tmp_path):

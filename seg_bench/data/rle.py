@@ -315,6 +315,12 @@ def _read_rle_rows(path: str, sizes: bool) -> dict[str, list[RleRow]]:
     return out
 
 
+def scored_ids(rows: dict[str, list[RleRow]]) -> set[str]:
+    """The images a solution scores: all but those whose rows all say ``Usage`` Ignored (the
+    competition's padding images, which Kaggle left out of both leaderboards)."""
+    return {i for i, listed in rows.items() if any(r.usage != "Ignored" for r in listed)}
+
+
 def _row_shape(path: str, line: int, row: dict) -> tuple[int, int] | None:
     """A row's (Height, Width), None where the CSV has no size columns (or both are empty)."""
     if not (row.get("Height") or "").strip() and not (row.get("Width") or "").strip():

@@ -28,7 +28,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from seg_bench.data.io import read_image, read_stack
-from seg_bench.data.rle import RleRow, read_rle_rows, rle_decode
+from seg_bench.data.rle import RleRow, read_rle_rows, rle_decode, scored_ids
 from seg_bench.errors import UserError
 from seg_bench.metrics import confusion_matrix, dsb_average_precision, pixel_metrics
 
@@ -99,12 +99,6 @@ def _folder(path: Path, role: str) -> dict[str, Path]:
 def _csv_shapes(rows: dict[str, list[RleRow]]) -> dict[str, tuple[int, int]]:
     """Image sizes from the ``Height,Width`` columns (as in stage1_solution.csv)."""
     return {i: r.shape for i, listed in rows.items() for r in listed if r.shape is not None}
-
-
-def scored_ids(rows: dict[str, list[RleRow]]) -> set[str]:
-    """The images a solution scores: all but those whose rows all say ``Usage`` Ignored (the
-    competition's padding images, which Kaggle left out of both leaderboards)."""
-    return {i for i, listed in rows.items() if any(r.usage != "Ignored" for r in listed)}
 
 
 def _labels_from_csv(

@@ -3,7 +3,8 @@
     <root>/stage1_train/<id>/images/<id>.png   RGBA (alpha ignored) or grey, any size
     <root>/stage1_train/<id>/masks/*.png       one 0/255 PNG per nucleus, none overlapping
     <root>/stage1_test/<id>/images/<id>.png    optional, with
-    <root>/stage1_solution.csv                 ImageId,EncodedPixels[,Height,Width,Usage] (RLE)
+    <root>/stage1_solution.csv                 ImageId,EncodedPixels[,Height,Width,Usage] (RLE;
+                                               images whose Usage is Ignored are not tested)
 
 Targets: semantic mask {0, 1} = union of the nucleus masks; instance image where the k-th mask
 file (sorted by name) has value k. Splits: when ``stage1_test/`` and ``stage1_solution.csv``
@@ -31,7 +32,7 @@ from seg_bench.data.base import Sample, SegmentationDataModule, seeded_split
 from seg_bench.data.intensity import bright_background, invert_if_bright
 from seg_bench.data.io import read_image, require_dir, require_same_shape
 from seg_bench.data.options import check_fractions
-from seg_bench.data.rle import read_rle_rows
+from seg_bench.data.rle import read_rle_rows, scored_ids
 from seg_bench.data.rle import rle_decode as _rle_decode
 from seg_bench.errors import DataError
 from seg_bench.paths import missing_data_hint
@@ -182,6 +183,7 @@ class DSB2018(SegmentationDataModule):
         self._solution: dict[str, list[tuple[int, str, tuple[int, int] | None]]] = {}
         self._cache: dict[str, Sample] = {}
         self._official = False
+        self._ignored = 0  # official test images whose Usage is Ignored
         self._types: dict[str, str] = {}  # ImageId -> type of stage1_train, set by layout
         self._types_from = TYPES_CSV
 
@@ -213,25 +215,32 @@ class DSB2018(SegmentationDataModule):
             raise DataError(f"{folder}: no image folders; expected <id>/images/<id>.png. {HINT}")
         return entries
 
-    def _read_solution(self, csv_path: Path, test_ids: set[str]) -> None:
-        # An image listed with empty EncodedPixels only is one without nuclei.
-        rows = {
-            i: [(r.line, r.rle, r.shape) for r in listed if r.rle]
-            for i, listed in read_rle_rows(csv_path).items()
-        }
-        unknown = sorted(set(rows) - test_ids)
+    def _read_solution(self, csv_path: Path, test_ids: set[str]) -> set[str]:
+        """Keep the solution's nuclei of the images it scores, and return those ids: images
+        whose rows all say ``Usage`` Ignored are left out of the test split, as Kaggle left
+        them out of its leaderboards (and as ``seg-bench score`` does)."""
+        listed = read_rle_rows(csv_path)
+        scored = scored_ids(listed)
+        unknown = sorted(scored - test_ids)
         if unknown:
             raise DataError(
                 f"{csv_path}: ImageId {unknown[0]} has no folder in stage1_test/; "
                 f"expected stage1_test/{unknown[0]}/images/{unknown[0]}.png"
             )
-        missing = sorted(test_ids - set(rows))
+        missing = sorted(test_ids - set(listed))
         if missing:
             raise DataError(
                 f"{self.dir / 'stage1_test' / missing[0]}: no rows in {csv_path.name}; "
                 "expected RLE rows for every stage1_test image"
             )
-        self._solution = rows
+        if not scored:
+            raise DataError(
+                f"{csv_path}: every image's Usage is Ignored, so the official test set has "
+                "nothing to score; expected Public or Private rows (or move the file away)"
+            )
+        # An image listed with empty EncodedPixels only is one without nuclei.
+        self._solution = {i: [(r.line, r.rle, r.shape) for r in listed[i] if r.rle] for i in scored}
+        return scored
 
     def layout(self) -> dict[str, list[tuple[str, Path]]]:
         """split -> [(id, folder)], decided from file names alone."""
@@ -272,8 +281,10 @@ class DSB2018(SegmentationDataModule):
         split = seeded_split(sorted(folders), fractions, self.split_seed, self._types)
         out = {k: [(i, folders[i]) for i in v] for k, v in split.items()}
         if official:
-            out["test"] = self._scan(test_dir, with_masks=False)
-            self._read_solution(solution, {i for i, _ in out["test"]})
+            folders = self._scan(test_dir, with_masks=False)
+            scored = self._read_solution(solution, {i for i, _ in folders})
+            out["test"] = [(i, f) for i, f in folders if i in scored]
+            self._ignored = len(folders) - len(out["test"])
         self._official = official
         self._layout = out
         return out
@@ -284,7 +295,8 @@ class DSB2018(SegmentationDataModule):
         info: dict[str, Any] = {
             "split": seeded
             if not self._official
-            else f"official stage1_test; {seeded} train/val from stage1_train",
+            else f"official stage1_test{self._ignored_note()}; {seeded} train/val from "
+            "stage1_train",
             "split_seed": self.split_seed,
             "counts": {k: len(v) for k, v in lay.items()},
             "grey": self.grey,
@@ -302,6 +314,11 @@ class DSB2018(SegmentationDataModule):
             for t in sorted(set(self._types.values()))
         }
         return info
+
+    def _ignored_note(self) -> str:
+        if not self._ignored:
+            return ""
+        return f" ({self._ignored} image(s) whose Usage is Ignored left out, as Kaggle scored)"
 
     # --- pixels --------------------------------------------------------------------------------
     def _image(self, image_path: Path) -> tuple[np.ndarray, bool]:
