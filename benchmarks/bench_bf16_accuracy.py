@@ -6,8 +6,9 @@ small patch): one in float32, one in bf16-mixed + channels_last (the setting ``p
 picks where bf16 pays). Validation is seg-bench's (whole validation images, sliding window,
 the run's own autocast). bf16 is *within the seed spread* when |mean IoU(bf16) - mean
 IoU(fp32)| is at most the fp32 runs' seed range (max - min): the change bf16 makes is then no
-larger than what another seed makes. A model where it is not belongs in the profile's
-``bf16_exclude`` (model: reason), and ``auto`` keeps float32 for it.
+larger than what another seed makes. Only models found within it are listed in
+``seg_bench.training.precision.BF16_PROVEN``, the models ``auto`` may train in bf16; a test keeps
+that list in step with the committed result file.
 
     python benchmarks/bench_bf16_accuracy.py           # 5 models, 3 seeds, 256 steps
     python benchmarks/bench_bf16_accuracy.py --quick   # 2 seeds, 24 steps (minutes on 2 cores)
@@ -107,7 +108,7 @@ def render(results: dict[str, dict], seeds: int, steps: int, patch: int, info: d
                 f"{statistics.mean(r['bf16']):.3f} ({per_seed['bf16']})",
                 f"{r['change']:+.3f}",
                 f"{r['seed_spread_fp32']:.3f}",
-                "within" if r["within_spread"] else "BEYOND: add to bf16_exclude",
+                "within" if r["within_spread"] else "BEYOND: keep out of BF16_PROVEN",
             ]
         )
     head = ["Model", "IoU fp32", "IoU bf16+cl", "change", "fp32 seed range", "bf16 verdict"]

@@ -151,6 +151,24 @@ def test_a_model_excluded_from_bf16_only_compares_float32_layouts(cfg, model, tm
     assert choice.precision == "32-true" and "IoU 0.05 below float32" in choice.reason
 
 
+def test_a_model_the_bf16_benchmark_never_proved_stays_in_float32(cfg, tmp_path):
+    from seg_bench.models import create_model
+
+    cfg = dataclasses.replace(cfg, model="tiramisu103")
+    model = create_model("tiramisu103", in_channels=1, classes=1, width=0.25)
+    timer = FakeTimer(MEASURED)
+    choice = choose_precision(cfg, model, 1, timer=timer, folder=tmp_path)
+    assert set(timer.timed) == {"fp32", "fp32+cl"} and choice.precision == "32-true"
+    assert prec.BF16_BENCHMARK in choice.reason
+
+
+def test_the_bf16_proven_models_are_the_benchmarks_within_rows():
+    table = (Path(__file__).parents[1] / prec.BF16_BENCHMARK).read_text()
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| ")]
+    within = {r[0].strip() for r in rows[1:] if r[-1].strip() == "within"}
+    assert within == set(prec.BF16_PROVEN)
+
+
 def test_a_hopelessly_slow_candidate_is_abandoned_after_its_warm_up(cfg, model):
     times = prec._StepTimer(cfg, model, 1)("bf16", limit_ms=0.0)
     assert len(times) == prec.WARMUP_STEPS  # the warm-up steps only

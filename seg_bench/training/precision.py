@@ -10,7 +10,8 @@ much: channels_last alone costs no accuracy). The candidates are timed in turn o
 the verdict is used but not cached. The verdict is cached per (machine and its vector ISA,
 threads, torch version, model, shape) as JSON in the user's cache folder
 (``$SEG_BENCH_CACHE``, else ``~/.cache/seg-bench``), so a machine pays the seconds once per
-model; a run keeps its choice when it resumes. GPUs keep 16-bit mixed precision; other
+model; a run keeps its choice when it resumes. bf16 is a candidate only for the models the
+bf16 accuracy benchmark proved (``BF16_PROVEN``). GPUs keep 16-bit mixed precision; other
 accelerators (MPS) keep float32; an explicit precision is used as given.
 """
 
@@ -39,6 +40,12 @@ from seg_bench.errors import UserError
 from seg_bench.inference.device import uses_gpu
 from seg_bench.io import file_lock, write_json
 
+# Models whose bf16 + channels_last validation IoU stayed within float32's seed range at the
+# cpu profile (benchmarks/bench_bf16_accuracy.py, benchmarks/bf16_accuracy_xeon-amx-2core.md;
+# a test keeps the two in step). The smp U-Net fell outside it; FC-DenseNet67/103 and other
+# smp architectures were never run. Speed alone must not move an unproven model off float32.
+BF16_PROVEN = ("unet", "resunet", "segnet", "tiramisu56")
+BF16_BENCHMARK = "benchmarks/bf16_accuracy_xeon-amx-2core.md"
 MIN_SPEEDUP = 1.2  # a faster setting must beat float32 by this much to be worth a change
 # name -> (Lightning precision, channels_last); float32 first: it is the reference.
 CANDIDATES = {
@@ -148,6 +155,16 @@ def decide(ms_per_step: dict[str, float], threshold: float = MIN_SPEEDUP) -> tup
     return (candidate if ran["fp32"] / ran[candidate] >= threshold else "fp32"), fastest, ratio
 
 
+def bf16_unproven(model: str) -> str | None:
+    """Why ``auto`` keeps ``model`` off bf16 when the profile does not say: None if proven."""
+    if model in BF16_PROVEN:
+        return None
+    return (
+        f"not among the models the bf16 accuracy benchmark found within float32's seed range "
+        f"({BF16_BENCHMARK}); run benchmarks/bench_bf16_accuracy.py for it, or set precision"
+    )
+
+
 def choose_precision(
     cfg: Any,
     model: torch.nn.Module,
@@ -172,7 +189,7 @@ def choose_precision(
         return PrecisionChoice("16-mixed", reason="GPU: 16-bit mixed precision")
     if cfg.accelerator not in ("auto", "cpu"):  # e.g. mps: a CPU timing says nothing of it
         return PrecisionChoice("32-true", reason=f"{cfg.accelerator}: float32, untimed")
-    excluded = (getattr(cfg, "bf16_exclude", None) or {}).get(cfg.model)
+    excluded = (getattr(cfg, "bf16_exclude", None) or {}).get(cfg.model) or bf16_unproven(cfg.model)
     names = [n for n in CANDIDATES if not (excluded and n.startswith("bf16"))]
     params = sum(p.numel() for p in model.parameters())
     path = cache_path(cache_key(cfg, in_channels, params) | {"candidates": names}, folder)
