@@ -1,4 +1,5 @@
-"""Folders taken from the environment: the one place that reads SEG_BENCH_DATA and SEG_BENCH_RUNS.
+"""Folders taken from the environment: the one place that reads SEG_BENCH_DATA, SEG_BENCH_RUNS
+and SEG_BENCH_CACHE.
 
 Defaults follow the user, not the current folder: datasets go to a per-user cache
 (``~/.cache/seg-bench/data`` on Linux, the platform's equivalent elsewhere, as pooch and
@@ -13,6 +14,7 @@ from pathlib import Path
 
 DATA_ENV = "SEG_BENCH_DATA"
 RUNS_ENV = "SEG_BENCH_RUNS"
+CACHE_ENV = "SEG_BENCH_CACHE"
 
 
 def default_data_dir() -> Path:
@@ -31,6 +33,13 @@ def data_dir() -> Path:
 def dataset_dir(subdir: str, root: str | os.PathLike | None = None) -> Path:
     """Where one dataset lives: ``root`` (``--root``) if given, else ``data_dir() / subdir``."""
     return Path(root).expanduser() if root is not None else data_dir() / subdir
+
+
+def cache_dir() -> Path:
+    """Measurements kept per machine (precision timings, image types): ``$SEG_BENCH_CACHE``,
+    else ``~/.cache/seg-bench``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "seg-bench"
 
 
 def runs_dir() -> Path:

@@ -3,14 +3,17 @@ the pixels (colour -> histology, bright background -> brightfield, else fluoresc
 agrees with image_types.csv on the real training images."""
 
 import csv
+import json
+import os
 
 import numpy as np
 import pytest
 from conftest import real_data
 from data_fixtures import png, write_dsb, write_dsb_test
 
+import seg_bench.data.datasets.dsb2018 as dsb
 from seg_bench.data.check import check_dataset, format_summary
-from seg_bench.data.datasets.dsb2018 import DSB2018, image_type
+from seg_bench.data.datasets.dsb2018 import DSB2018, image_type, types_from_pixels
 from seg_bench.data.io import read_image
 from seg_bench.errors import DataError
 
@@ -92,3 +95,29 @@ def test_rule_agrees_with_image_types_csv_on_the_real_training_images():
     print(f"image type rule agrees with image_types.csv on {sum(agree)}/{len(agree)} = {share:.1%}")
     assert len(rows) == 155
     assert share >= 0.95
+
+
+def test_pixel_types_are_cached_per_file_and_redone_where_a_file_or_the_rule_changed(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SEG_BENCH_CACHE", str(tmp_path / "cache"))
+    write_dsb(tmp_path / "dsb", n_images=4, grey_bright=2)
+    images = {
+        d.name: d / "images" / f"{d.name}.png"
+        for d in sorted((tmp_path / "dsb" / "stage1_train").iterdir())
+    }
+    expected = {i: image_type(read_image(p)) for i, p in images.items()}
+    assert set(expected.values()) == {"brightfield", "fluorescence"}
+    assert types_from_pixels(images) == expected
+    typed = []
+    monkeypatch.setattr(dsb, "image_type", lambda im: typed.append(1) or image_type(im))
+    assert types_from_pixels(images) == expected and typed == []  # all from the cache
+    first = next(iter(images.values()))
+    os.utime(first, ns=(1, 1))  # a replaced file: its type is read again
+    assert types_from_pixels(images) == expected and len(typed) == 1
+    monkeypatch.setattr(dsb, "TYPE_RULE", "another rule")
+    assert types_from_pixels(images) == expected and len(typed) == 5
+    cache = tmp_path / "cache" / "dsb2018_types.json"
+    assert json.loads(cache.read_text())["rule"] == "another rule"
+    cache.write_text("{not json")
+    assert types_from_pixels(images) == expected and len(typed) == 9

@@ -39,6 +39,7 @@ import torch
 from seg_bench.errors import UserError
 from seg_bench.inference.device import uses_gpu
 from seg_bench.io import file_lock, write_json
+from seg_bench.paths import cache_dir
 
 # Models whose bf16 + channels_last validation IoU stayed within float32's seed range at the
 # cpu profile (benchmarks/bench_bf16_accuracy.py, benchmarks/bf16_accuracy_xeon-amx-2core.md;
@@ -91,12 +92,6 @@ class PrecisionChoice:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def cache_dir() -> Path:
-    """The user's seg-bench cache folder: ``$SEG_BENCH_CACHE``, else ``~/.cache/seg-bench``."""
-    env = os.environ.get("SEG_BENCH_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "seg-bench"
 
 
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
