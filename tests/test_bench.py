@@ -369,3 +369,7 @@ def test_rescoring_refuses_a_split_other_than_the_one_the_network_trained_with(t
     check_same_split({"test": ["9"]}, {"dataset": "ncmir"}, tmp_path / "r.json")  # no split kept
     with pytest.raises(UserError, match=r"r\.json: the test split of ncmir today is not the one"):
         check_same_split({"test": ["4", "5", "7"]}, trained, tmp_path / "r.json")
+    # Only the images today's split leaves out as unscored may be missing (DSB Usage Ignored).
+    check_same_split({"test": ["4", "6"]}, trained, tmp_path / "r.json", ignored_test=["5"])
+    with pytest.raises(UserError, match="the test split"):
+        check_same_split({"test": ["4"]}, trained, tmp_path / "r.json", ignored_test=["5"])

@@ -28,6 +28,7 @@ from seg_bench.protocol.convergence import (
 )
 from seg_bench.protocol.figures import mean_curve
 from seg_bench.protocol.report import render_markdown, summarise
+from seg_bench.training.run_dir import claim_run_dir
 from seg_bench.training.task import warmup_cosine
 from seg_bench.training.trainer import train
 
@@ -227,6 +228,8 @@ def test_a_kill_between_writing_best_and_last_resumes_from_the_newer_best(tmp_pa
     folder = killed / "checkpoints"
     shutil.copy(folder / "last.ckpt", folder / "best.ckpt")  # best as step 4 wrote it
     shutil.copy(step2, folder / "last.ckpt")
+    assert claim_run_dir(cfg, killed) == folder / "last.ckpt"  # now a copy of the newer best
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 4
     first = FirstStep()
     train(cfg, killed, callbacks=[first], progress=False)
     assert first.step == 4

@@ -123,9 +123,11 @@ def test_dsb_official_test_leaves_out_the_images_kaggle_ignored(tmp_path):
     assert [s.id for s in dm.load_split("test")] == sorted(masks)[:2]
     assert "(1 image(s) whose Usage is Ignored left out" in dm.split_info()["split"]
     assert dm.split_info()["counts"]["test"] == 2
-    # An ignored image needs no folder; a scored one does.
+    assert dm.split_info()["ignored_test"] == [sorted(masks)[2]]
+    # An ignored image needs no folder (and still counts as left out); a scored one does.
     shutil.rmtree(tmp_path / "stage1_test" / sorted(masks)[2])
-    assert len(dsb2018.DSB2018(root=tmp_path).load_split("test")) == 2
+    dm = dsb2018.DSB2018(root=tmp_path)
+    assert len(dm.load_split("test")) == 2 and "(1 image(s)" in dm.split_info()["split"]
     write_dsb_test(tmp_path, n_images=2, ignored=2)
     with pytest.raises(DataError, match="every image's Usage is Ignored"):
         dsb2018.DSB2018(root=tmp_path).load_split("test")

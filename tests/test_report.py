@@ -191,7 +191,7 @@ def test_header_names_the_evaluation_version_and_flags_a_mix():
 def test_scoring_version_counts_only_changes_that_reach_the_record():
     from seg_bench.evaluation.evaluate import EVALUATION_VERSION, is_stale, scoring_version
 
-    assert EVALUATION_VERSION == 4  # a new version needs its VERSION_CHANGES entry and a case here
+    assert EVALUATION_VERSION == 5  # a new version needs its VERSION_CHANGES entry and a case here
     assert scoring_version({"dataset": "dsb2018", "metrics": {"evaluation_version": 2}}) == 2
     assert scoring_version({"dataset": "dsb2018", "metrics": {}}) == 1
     assert scoring_version({"dataset": "epfl", "metrics": {"evaluation_version": 2}}) == 1
@@ -213,6 +213,11 @@ def test_scoring_version_counts_only_changes_that_reach_the_record():
     assert scoring_version({"dataset": "synthetic", **split, "metrics": v3}) == 3
     assert not is_stale({"dataset": "synthetic", **split, "metrics": v3})
     assert scoring_version({"dataset": "epfl", "metrics": {"evaluation_version": 3}}) == 1
+    # v5 (Usage Ignored left out of the official stage-1 test) reaches official-split records.
+    official = {"data": {"split": "official stage1_test; seeded, ... train/val from stage1_train"}}
+    v4 = {"evaluation_version": 4}
+    assert is_stale({"dataset": "dsb2018", **official, **binary, "metrics": v4})
+    assert not is_stale({"dataset": "dsb2018", **seeded, "metrics": v4})  # the seeded split
 
 
 def test_header_names_the_machine_a_rescore_tested_on():

@@ -32,6 +32,7 @@ __all__ = [
     "rle_encode_labels",
     "read_rle_csv",
     "read_rle_rows",
+    "scored_ids",
     "write_submission_csv",
 ]
 

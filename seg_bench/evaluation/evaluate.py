@@ -41,7 +41,7 @@ from seg_bench.metrics.instance import merge_count, object_counts, split_count
 METHOD_STUDY = ("dsb2018",)
 HIST_BINS = 1000  # pooled AUROC within ~1e-3 of exact; 2 x 1000 counts per image in the record
 # Raised whenever the same predictions would score differently; records without it are 1.
-EVALUATION_VERSION = 4
+EVALUATION_VERSION = 5
 # What each version changed, and which records the change can reach: records that no change
 # between their versions reaches score the same predictions alike.
 VERSION_CHANGES = {
@@ -61,7 +61,18 @@ VERSION_CHANGES = {
         "one is not flooded (models with a seed map only)",
         lambda record: record.get("dataset") in METHOD_STUDY and has_seed_map(record),
     ),
+    5: (
+        "DSB 2018's official stage-1 test split leaves out the images whose solution rows all "
+        "say Usage Ignored, as Kaggle's leaderboards and seg-bench score do",
+        lambda record: official_dsb_test(record),
+    ),
 }
+
+
+def official_dsb_test(record: dict[str, Any]) -> bool:
+    """Whether a record was tested on DSB 2018's official stage-1 test set (evaluation v5)."""
+    split = str((record.get("data") or {}).get("split") or "")
+    return record.get("dataset") == "dsb2018" and split.startswith("official stage1_test")
 
 
 def splits_or_fills(record: dict[str, Any]) -> bool:

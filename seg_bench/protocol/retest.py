@@ -72,18 +72,24 @@ def score_checkpoint(cfg: RunConfig, checkpoint: str, record: Path, trained: dic
 
     dm = build_datamodule(cfg)
     evaluation = evaluate(load_checkpoint(checkpoint).model, dm, cfg, keep_predictions=PREVIEWS)
-    check_same_split(dm.describe()["splits"], trained, record)
+    described = dm.describe()
+    check_same_split(described["splits"], trained, record, described.get("ignored_test"))
     save_previews(preview_path(record), evaluation.pop("previews"))
     return evaluation
 
 
-def check_same_split(today: dict[str, list], trained: dict, record: Path) -> None:
+def check_same_split(
+    today: dict[str, list], trained: dict, record: Path, ignored_test: list | None = None
+) -> None:
     """Refuse to score a network on a split other than the one it trained with: the record
     would describe images that were not the ones tested, and test images could be ones it
-    trained on."""
+    trained on. ``ignored_test``: images today's test split leaves out as unscored (DSB's
+    Usage Ignored, evaluation v5); a test split that lost only those is the same one."""
     then = (trained.get("data") or {}).get("splits") or {}
+    dropped = {str(i) for i in ignored_test or ()}
     for name in sorted(today.keys() & then.keys()):
-        if [str(i) for i in today[name]] != [str(i) for i in then[name]]:
+        kept = [str(i) for i in then[name] if name != "test" or str(i) not in dropped]
+        if [str(i) for i in today[name]] != kept:
             raise UserError(
                 f"{record}: the {name} split of {trained.get('dataset')} today is not the one "
                 f"this network trained with ({len(today[name])} images against "

@@ -41,7 +41,7 @@ from seg_bench.config import RunConfig
 from seg_bench.data import SegmentationDataModule
 from seg_bench.errors import UserError
 from seg_bench.hardware import check_hardware, processes_per_node
-from seg_bench.io import file_lock, remove_stale_temp, write_json
+from seg_bench.io import atomic_write, file_lock, remove_stale_temp, write_json
 from seg_bench.training.precision import PrecisionChoice, choose_precision
 
 # Not what is compared: where it logs, how it loads, which seed, captions (lr_source and
@@ -181,7 +181,14 @@ def claim_run_dir(cfg: RunConfig, run_dir: Path, force: bool = False) -> Path | 
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "config.json").exists():
         write_json(run_dir / "config.json", cfg.to_dict())
-    return resume_checkpoint(run_dir)
+    resume = resume_checkpoint(run_dir)
+    if resume is not None and resume.name == "best.ckpt":
+        # last.ckpt is the newest state again for every later reader (a kill inside the final
+        # validation would otherwise leave it behind for good: the rerun finds fit done).
+        with atomic_write(resume.with_name("last.ckpt"), "wb") as f, open(resume, "rb") as src:
+            shutil.copyfileobj(src, f)
+        resume = resume.with_name("last.ckpt")
+    return resume
 
 
 def resume_checkpoint(run_dir: Path) -> Path | None:

@@ -211,7 +211,7 @@ class DSB2018(SegmentationDataModule):
         self._solution: dict[str, list[tuple[int, str, tuple[int, int] | None]]] = {}
         self._cache: dict[str, Sample] = {}
         self._official = False
-        self._ignored = 0  # official test images whose Usage is Ignored
+        self._ignored: list[str] = []  # official test images whose Usage is Ignored
         self._types: dict[str, str] = {}  # ImageId -> type of stage1_train, set by layout
         self._types_from = TYPES_CSV
 
@@ -245,8 +245,8 @@ class DSB2018(SegmentationDataModule):
 
     def _read_solution(self, csv_path: Path, test_ids: set[str]) -> set[str]:
         """Keep the solution's nuclei of the images it scores, and return those ids: images
-        whose rows all say ``Usage`` Ignored are left out of the test split, as Kaggle left
-        them out of its leaderboards (and as ``seg-bench score`` does)."""
+        whose rows all say ``Usage`` Ignored are left out of the test split (``_ignored``), as
+        Kaggle left them out of its leaderboards (and as ``seg-bench score`` does)."""
         listed = read_rle_rows(csv_path)
         scored = scored_ids(listed)
         unknown = sorted(scored - test_ids)
@@ -266,6 +266,7 @@ class DSB2018(SegmentationDataModule):
                 f"{csv_path}: every image's Usage is Ignored, so the official test set has "
                 "nothing to score; expected Public or Private rows (or move the file away)"
             )
+        self._ignored = sorted(set(listed) - scored)
         # An image listed with empty EncodedPixels only is one without nuclei.
         self._solution = {i: [(r.line, r.rle, r.shape) for r in listed[i] if r.rle] for i in scored}
         return scored
@@ -312,7 +313,6 @@ class DSB2018(SegmentationDataModule):
             folders = self._scan(test_dir, with_masks=False)
             scored = self._read_solution(solution, {i for i, _ in folders})
             out["test"] = [(i, f) for i, f in folders if i in scored]
-            self._ignored = len(folders) - len(out["test"])
         self._official = official
         self._layout = out
         return out
@@ -335,6 +335,8 @@ class DSB2018(SegmentationDataModule):
             if self._official
             else {"val": self.val_fraction, "test": self.test_fraction}
         )
+        if self._ignored:  # a record tested before they were left out may be re-tested
+            info["ignored_test"] = self._ignored
         # Images of each type per split (the splits drawn from stage1_train only).
         seeded_splits = {k: v for k, v in lay.items() if k != "test" or not self._official}
         info["strata"] = {
@@ -346,7 +348,8 @@ class DSB2018(SegmentationDataModule):
     def _ignored_note(self) -> str:
         if not self._ignored:
             return ""
-        return f" ({self._ignored} image(s) whose Usage is Ignored left out, as Kaggle scored)"
+        n = len(self._ignored)
+        return f" ({n} image(s) whose Usage is Ignored left out, as Kaggle scored)"
 
     # --- pixels --------------------------------------------------------------------------------
     def _image(self, image_path: Path) -> tuple[np.ndarray, bool]:
