@@ -151,8 +151,7 @@ def test_dsb_solution_problems(tmp_path):
         lambda: dsb2018.DSB2018(root=tmp_path),
         "stage1_solution.csv",
         "line 2",
-        "bad RLE",
-        "column-major",
+        "past the last pixel",
     )
     csv.write_text("Id,Pixels\n")
     expect(

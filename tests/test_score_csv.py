@@ -126,3 +126,17 @@ def test_reading_runs_alone_ignores_size_columns_the_scorer_would_refuse(tmp_pat
         [("a", "1 2", "", 4, "Public"), ("a", "5 1", "4.0", "NA", "Public"), ("b", "", 0, 0, "")],
     )
     assert read_rle_csv(odd) == {"a": ["1 2", "5 1"], "b": []}
+
+
+def test_labels_from_rows_numbers_objects_by_row_and_names_an_overlap():
+    from seg_bench.data.rle import RleRow, labels_from_rows
+    from seg_bench.errors import DataError
+
+    # 3x3, column-major: row 2 covers pixels 1-2 (column 0, top two), row 4 pixel 9.
+    rows = [RleRow(2, "1 2"), RleRow(3, ""), RleRow(4, "9 1")]
+    labels = labels_from_rows(rows, (3, 3), "s.csv", "img")
+    assert labels.tolist() == [[1, 0, 0], [1, 0, 0], [0, 0, 2]]
+    with pytest.raises(DataError, match=r"s\.csv: line 5 \(img\): overlaps the object of line 2"):
+        labels_from_rows([*rows, RleRow(5, "2 2")], (3, 3), "s.csv", "img")
+    with pytest.raises(DataError, match=r"s\.csv: line 2 \(img\): .*past the last pixel 9"):
+        labels_from_rows([RleRow(2, "8 5")], (3, 3), "s.csv", "img")

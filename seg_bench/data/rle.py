@@ -31,6 +31,7 @@ __all__ = [
     "rle_decode",
     "rle_encode_labels",
     "read_rle_csv",
+    "labels_from_rows",
     "read_rle_rows",
     "scored_ids",
     "write_submission_csv",
@@ -320,6 +321,31 @@ def scored_ids(rows: dict[str, list[RleRow]]) -> set[str]:
     """The images a solution scores: all but those whose rows all say ``Usage`` Ignored (the
     competition's padding images, which Kaggle left out of both leaderboards)."""
     return {i for i, listed in rows.items() if any(r.usage != "Ignored" for r in listed)}
+
+
+def labels_from_rows(
+    rows: list[RleRow], shape: tuple[int, int], source: str | os.PathLike, image_id: str
+) -> np.ndarray:
+    """One image's label image from its CSV rows: the k-th row with runs is object k (rows
+    without runs mark an image without objects). Errors are one DataError naming the CSV
+    (``source``), the row's line and the image: a bad run, or an object overlapping an
+    earlier one."""
+    objects = [r for r in rows if r.rle]
+    labels = np.zeros(shape, np.int32)
+    for k, row in enumerate(objects, 1):
+        at = f"{os.fspath(source)}: line {row.line} ({image_id})"
+        try:
+            mask = rle_decode(row.rle, shape, where=at)
+        except UserError as exc:
+            raise DataError(str(exc)) from None
+        if labels[mask].any():
+            first = objects[int(labels[mask].max()) - 1].line
+            raise DataError(
+                f"{at}: overlaps the object of line {first}; every pixel belongs to one "
+                "object at most"
+            )
+        labels[mask] = k
+    return labels
 
 
 def _row_shape(path: str, line: int, row: dict) -> tuple[int, int] | None:

@@ -28,7 +28,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from seg_bench.data.io import read_image, read_stack
-from seg_bench.data.rle import RleRow, read_rle_rows, rle_decode, scored_ids
+from seg_bench.data.rle import RleRow, labels_from_rows, read_rle_rows, scored_ids
 from seg_bench.errors import UserError
 from seg_bench.metrics import confusion_matrix, dsb_average_precision, pixel_metrics
 
@@ -113,19 +113,7 @@ def _labels_from_csv(
                 f"{path}: no size for image '{image_id}' (no prediction of that name and no "
                 "Height,Width column); predict every truth image, or add those columns"
             )
-        labels = np.zeros(shapes[image_id], np.int32)
-        objects = [r for r in rows[image_id] if r.rle]
-        for k, row in enumerate(objects, 1):
-            where = f"{path}: line {row.line} ({image_id})"
-            mask = rle_decode(row.rle, shapes[image_id], where=where)
-            if labels[mask].any():
-                first = objects[int(labels[mask].max()) - 1].line
-                raise UserError(
-                    f"{where}: overlaps the object of line {first}; in a "
-                    f"{'truth' if role == 'truth' else 'predicted'} image every pixel belongs "
-                    "to one object at most"
-                )
-            labels[mask] = k
+        labels = labels_from_rows(rows[image_id], shapes[image_id], path, image_id)
         out[image_id] = labels
     return out
 

@@ -34,8 +34,7 @@ from seg_bench.data.base import Sample, SegmentationDataModule, seeded_split
 from seg_bench.data.intensity import bright_background, invert_if_bright
 from seg_bench.data.io import read_image, require_dir, require_same_shape
 from seg_bench.data.options import check_fractions
-from seg_bench.data.rle import read_rle_rows, scored_ids
-from seg_bench.data.rle import rle_decode as _rle_decode
+from seg_bench.data.rle import RleRow, labels_from_rows, read_rle_rows, scored_ids
 from seg_bench.errors import DataError
 from seg_bench.io import write_json
 from seg_bench.paths import cache_dir, missing_data_hint
@@ -208,7 +207,7 @@ class DSB2018(SegmentationDataModule):
         self.split_seed = int(split_seed)
         check_fractions(self.name, self.val_fraction, self.test_fraction)
         self._layout: dict[str, list[tuple[str, Path]]] | None = None
-        self._solution: dict[str, list[tuple[int, str, tuple[int, int] | None]]] = {}
+        self._solution: dict[str, list[RleRow]] = {}  # ImageId -> its rows, scored images
         self._cache: dict[str, Sample] = {}
         self._official = False
         self._ignored: list[str] = []  # official test images whose Usage is Ignored
@@ -267,8 +266,7 @@ class DSB2018(SegmentationDataModule):
                 "nothing to score; expected Public or Private rows (or move the file away)"
             )
         self._ignored = sorted(set(listed) - scored)
-        # An image listed with empty EncodedPixels only is one without nuclei.
-        self._solution = {i: [(r.line, r.rle, r.shape) for r in listed[i] if r.rle] for i in scored}
+        self._solution = {i: listed[i] for i in scored}
         return scored
 
     def layout(self) -> dict[str, list[tuple[str, Path]]]:
@@ -372,27 +370,15 @@ class DSB2018(SegmentationDataModule):
 
     def _instances_from_rle(self, image_id: str, image: np.ndarray) -> np.ndarray:
         csv_path = self.dir / "stage1_solution.csv"
-        inst = np.zeros(image.shape[:2], dtype=np.int32)
-        for k, (line, rle, shape) in enumerate(self._solution[image_id], start=1):
-            if shape is not None and shape != image.shape[:2]:
-                raise DataError(
-                    f"{csv_path}: line {line} says {shape[0]}x{shape[1]} but image {image_id} is "
-                    f"{image.shape[0]}x{image.shape[1]}; expected matching Height,Width"
-                )
-            try:
-                m = np.asarray(_rle_decode(rle, image.shape[:2]), dtype=bool)
-            except Exception as e:
-                raise DataError(
-                    f"{csv_path}: line {line}: bad RLE ({e}); "
-                    "expected 1-based 'start length' pairs, column-major"
-                ) from None
-            if (inst[m] > 0).any():
-                raise DataError(
-                    f"{csv_path}: line {line} overlaps an earlier nucleus of {image_id}; "
-                    "expected non-overlapping nuclei"
-                )
-            inst[m] = k
-        return inst
+        rows = self._solution[image_id]
+        sized = next((r for r in rows if r.shape is not None), None)
+        if sized is not None and sized.shape != image.shape[:2]:
+            raise DataError(
+                f"{csv_path}: line {sized.line} says {sized.shape[0]}x{sized.shape[1]} but "
+                f"image {image_id} is {image.shape[0]}x{image.shape[1]}; expected matching "
+                "Height,Width"
+            )
+        return labels_from_rows(rows, image.shape[:2], csv_path, image_id)
 
     @staticmethod
     def _image_path(folder: Path) -> Path:
