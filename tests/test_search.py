@@ -577,6 +577,11 @@ def test_a_worker_with_nothing_left_to_run_says_why(tmp_path):
     study.tell(done, 0.5)
     study.ask()  # left running by a killed worker
     said = []
-    ran = _run_trials(study, objective=None, target=2, timeout=None, shared=True, echo=said.append)
+    # the study and its storage are named (password masked), as when a worker does run trials
+    named = SimpleNamespace(study_name="s", masked_url="postgresql://u:***@db/optuna")
+    ran = _run_trials(study, objective=named, target=2, timeout=None, shared=True, echo=said.append)
     assert ran == 0 and len(said) == 1
-    assert said[0].startswith("search: 1 of 2 trials finished and 1 running in other workers")
+    assert said[0].startswith(
+        "search: study 's' in postgresql://u:***@db/optuna: 1 of 2 trials finished and 1 "
+        "running in other workers"
+    )

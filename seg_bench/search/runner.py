@@ -271,7 +271,8 @@ def _run_trials(
             if done + busy >= target:
                 if busy and ran == 0:  # say why nothing ran: a dead worker's trial counts too
                     echo(
-                        f"search: {done} of {target} trials finished and {busy} running in "
+                        f"search: study '{objective.study_name}' in {objective.masked_url}: "
+                        f"{done} of {target} trials finished and {busy} running in "
                         "other workers, so this one runs none; a worker killed without "
                         "--heartbeat leaves its trial RUNNING for good (`seg-bench search "
                         "--show` lists it): raise --trials to run more"
