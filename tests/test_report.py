@@ -85,6 +85,37 @@ def test_markdown_shows_std_only_with_several_seeds_and_csv_round_trips(records)
             )
 
 
+def test_timing_columns_split_by_machine_when_seeds_ran_on_several(records):
+    # A mean train time over a 2-core EPYC and a Xeon would time neither machine.
+    xeon = {"cpu": "Xeon", "cores": 2, "gpu": None, "isa": "amx_bf16"}
+    records[1]["hardware"] = xeon
+    records[1]["train_time_s"] = 5.0  # the others took 11 s
+    records[1]["metrics"]["inference_mpix_per_s"] = 3.0
+    records[2]["metrics"]["inference_mpix_per_s"] = 1.0
+    gpu = {"cpu": "x", "cores": 16, "gpu": "NVIDIA H200"}
+    records[3]["rescored"] = {"hardware": gpu}  # inference speed then comes from the GPU
+    rows = summarise(records, n_boot=20)
+    md = render_markdown("toy", rows, records)
+    assert (
+        "- **Hardware**: [1] 2 CPU cores (Xeon, amx_bf16); [2] 2 CPU cores (test); tested "
+        "again from checkpoints on [3] NVIDIA H200"
+    ) in md
+    head = next(line for line in md.splitlines() if line.startswith("| Model |"))
+    assert "Train time (s) [machine]" in head and "Inference (MPix/s) [machine]" in head
+    good = next(line for line in md.splitlines() if line.startswith("| good |")).split(" | ")
+    poor = next(line for line in md.splitlines() if line.startswith("| poor |")).split(" | ")
+    # train times 10 + seed, seed 1's replaced: seeds 0 and 2 on [2] average 11
+    assert good[2] == "5 [1] · 11 [2]" and poor[2] == "10 [2]"
+    assert good[-1] == "3.00 [1] · 1.00 [2] |" and poor[-1] == "1.00 [3] |"
+    assert rows[0]["train_time_s"] == pytest.approx(9.0)  # the CSV keeps the mean of all seeds
+    # one machine: plain cells, no numbers
+    for r in records:
+        r["hardware"] = xeon
+        r.pop("rescored", None)
+    md = render_markdown("toy", summarise(records, n_boot=20), records)
+    assert "[1]" not in md and "| Train time (s) |" in md
+
+
 def test_weak_label_runs_never_rank_on_the_leaderboard(tmp_path, records):
     import json
 
@@ -230,8 +261,8 @@ def test_header_names_the_machine_a_rescore_tested_on():
         fake_record("a", 1, per_image_stats(rng, 2, 0.1), rescored=gpu),
     ]
     hardware = next(line for line in provenance_lines("toy", recs) if "**Hardware**" in line)
-    assert hardware == (
-        "- **Hardware**: 2 CPU cores (test); tested again from checkpoints on NVIDIA H200"
+    assert hardware == (  # numbered: the timing cells name machines by number
+        "- **Hardware**: [1] 2 CPU cores (test); tested again from checkpoints on [2] NVIDIA H200"
     )
     code = next(line for line in provenance_lines("toy", recs) if "**Code**" in line)
     assert code == "- **Code**: commit abc; tested again (--rescore) at def; evaluation v1"
@@ -242,7 +273,7 @@ def test_header_names_the_machine_a_rescore_tested_on():
     del recs[1]["rescored"]
     recs[1]["tested"] = {"from": "a__seed1__x.json", **gpu}  # a --tta variant tested on the GPU
     lines = provenance_lines("toy", recs)
-    assert lines[2].endswith("tested again from checkpoints on NVIDIA H200")
+    assert lines[2].endswith("tested again from checkpoints on [2] NVIDIA H200")
     assert lines[3] == "- **Code**: commit abc; test variant scored at def; evaluation v1"
 
 

@@ -7,16 +7,12 @@ import json
 from collections import defaultdict
 
 from seg_bench.errors import UserError
-from seg_bench.hardware import hardware_label
+from seg_bench.protocol.machines import machine_order, trained_on
 
 
 def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
     first = records[0]
     data = first.get("data", {})
-    hardware = sorted({hardware_label(r["hardware"]) for r in records})
-    retested = {hardware_label(t["hardware"]) for r in records if (t := last_test(r))}
-    if retested - set(hardware):  # inference speed then comes from these machines
-        hardware.append(f"tested again from checkpoints on {', '.join(sorted(retested))}")
     profiles = sorted({r["profile"] for r in records})
     cfg = first["config"]
     precisions = sorted({r.get("precision", "?") for r in records})
@@ -27,10 +23,24 @@ def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
         f"{cfg.get('samples_per_epoch') or 'one pass of'} patches of {data.get('patch_size')} px, "
         f"batch {cfg['batch_size']}, {learning_rates(records, dataset)}, loss {', '.join(losses)}, "
         f"precision {', '.join(precisions)}",
-        f"- **Hardware**: {'; '.join(hardware)}",
+        hardware_line(records),
         f"- **Code**: {code_line(records)}; {evaluation_line(records)}",
         f"- **Reproduce**: {reproduce_commands(dataset, profiles[0], records)}",
     ]
+
+
+def hardware_line(records: list[dict]) -> str:
+    """The machines that trained the records, then those that only tested them again from
+    checkpoints (inference speed then comes from those). Several are numbered: the table's
+    timing cells name each machine by its number."""
+    order = machine_order(records)
+    trainers = {trained_on(r) for r in records}
+    names = {m: f"[{i}] {m}" if len(order) > 1 else m for i, m in enumerate(order, 1)}
+    line = "; ".join(names[m] for m in order if m in trainers)
+    retest_only = [names[m] for m in order if m not in trainers]
+    if retest_only:
+        line += f"; tested again from checkpoints on {', '.join(retest_only)}"
+    return f"- **Hardware**: {line}"
 
 
 def data_line(dataset: str, records: list[dict]) -> str:
@@ -51,12 +61,6 @@ def data_line(dataset: str, records: list[dict]) -> str:
         for (counts, split), ms in sorted(models.items())
     ]
     return f"- **Data**: {where}; **the records differ in their split**: {'; '.join(each)}"
-
-
-def last_test(record: dict) -> dict | None:
-    """Who tested the record's checkpoint after its training run did, if anyone: ``rescored``
-    (--rescore), else ``tested`` (a test variant such as --tta, protocol/retest.py)."""
-    return record.get("rescored") or record.get("tested")
 
 
 def code_line(records: list[dict]) -> str:

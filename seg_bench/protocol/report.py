@@ -18,6 +18,7 @@ import numpy as np
 from seg_bench.errors import UserError
 from seg_bench.evaluation.evaluate import aggregate
 from seg_bench.io import atomic_write, file_lock, remove_stale_temp
+from seg_bench.protocol.cells import metric_cell, timing_cell
 from seg_bench.protocol.convergence import (
     PLATEAU_NOTE,
     budget_lines,
@@ -31,6 +32,13 @@ from seg_bench.protocol.convergence import (
 )
 from seg_bench.protocol.header import provenance_lines
 from seg_bench.protocol.instance_choice import CHOICE_NOTE, choice_cell, choose_instance_rows
+from seg_bench.protocol.label_study import render_label_study
+from seg_bench.protocol.machines import (
+    machine_order,
+    mean_by_machine,
+    tested_on,
+    trained_on,
+)
 from seg_bench.protocol.postprocess_report import (
     has_methods,
     missing_targets,
@@ -112,9 +120,9 @@ def summarise(records: list[dict], n_boot: int = 1000) -> list[dict[str, Any]]:
             "steps": max((optimizer_steps(r) or 0 for r in recs), default=0) or None,
             "params_m": recs[0]["params"] / 1e6,
             "train_time_s": float(np.mean([r["train_time_s"] for r in recs])),
-            "inference_mpix_s": float(
-                np.mean([r["metrics"].get("inference_mpix_per_s", np.nan) for r in recs])
-            ),
+            "inference_mpix_s": float(np.mean([inference_speed(r) for r in recs])),
+            "train_time_by": mean_by_machine(recs, lambda r: r["train_time_s"], trained_on),
+            "inference_by": mean_by_machine(recs, inference_speed, tested_on),
         }
         for key, _ in COLUMNS:
             values = [r["metrics"]["overall"].get(key) for r in recs]
@@ -135,13 +143,8 @@ def summarise(records: list[dict], n_boot: int = 1000) -> list[dict[str, Any]]:
     return rows
 
 
-def _cell(row: dict, key: str) -> str:
-    if key not in row:
-        return "–"
-    lo, hi = row[f"{key}_ci"]
-    ci = "" if np.isnan(lo) else f" [{lo:.3f}, {hi:.3f}]"
-    std = row[f"{key}_std"]
-    return f"{row[key]:.3f}{'' if np.isnan(std) else f' ± {std:.3f}'}{ci}"
+def inference_speed(record: dict) -> float:
+    return record["metrics"].get("inference_mpix_per_s", np.nan)
 
 
 def with_ranks(rows: list[dict], significance: Significance) -> list[dict]:
@@ -171,12 +174,13 @@ def render_markdown(
     show_labels = any(r["labels"] != "manual" for r in rows)
     show_rank = all("rank" in r for r in rows)
     show_choice = any("method" in r for r in rows)
-    head = (
-        ["Model"] + (["Labels"] if show_labels else []) + ["Params (M)", "Train time (s)", "Seeds"]
-    )
+    machines = machine_order(compared or records)
+    per = " [machine]" if len(machines) > 1 else ""  # numbered in the Hardware line
+    head = ["Model"] + (["Labels"] if show_labels else [])
+    head += ["Params (M)", f"Train time (s){per}", "Seeds"]
     head += ["Target, method (val mAP)"] if show_choice else []
     head[1:1] = ["Rank"] if show_rank else []
-    head += [t for _, t in present] + ["Inference (MPix/s)"]
+    head += [t for _, t in present] + [f"Inference (MPix/s){per}"]
     show_plateau = any(r.get("plateaued") for r in rows)
     head += ["Plateaued"] if show_plateau else []
     show_doubling = any("doubling" in r for r in rows)
@@ -203,9 +207,11 @@ def render_markdown(
     ]
     for r in rows:
         cells = [r["model"]] + ([r["labels"]] if show_labels else [])
-        cells += [f"{r['params_m']:.2f}", f"{r['train_time_s']:.0f}", str(r["seeds"])]
+        train_time = timing_cell(r["train_time_by"], machines, ".0f")
+        cells += [f"{r['params_m']:.2f}", train_time, str(r["seeds"])]
         cells += [choice_cell(r)] if show_choice else []
-        cells += [_cell(r, k) for k, _ in present] + [f"{r['inference_mpix_s']:.2f}"]
+        cells += [metric_cell(r, k) for k, _ in present]
+        cells += [timing_cell(r["inference_by"], machines, ".2f")]
         cells[1:1] = [rank_cell(r)] if show_rank else []
         cells += [r.get("plateaued") or "–"] if show_plateau else []
         cells += [doubling_cell(r)] if show_doubling else []
@@ -239,54 +245,6 @@ def render_csv(rows: list[dict]) -> str:
                 flat["rank"] = ""  # as in the table: no rank at a budget it has not converged at
         writer.writerow(flat)
     return buf.getvalue()
-
-
-def render_label_study(dataset: str, rows: list[dict], records: list[dict]) -> str:
-    """The label-source study's tables: kappa and AUROC per architecture and label source,
-    FNR/FPR, and the quality of the weak labels themselves against the manual masks."""
-    sources = [s for s in ("manual", "floodfill", "region") if any(r["labels"] == s for r in rows)]
-    models = sorted({r["model"] for r in rows})
-    by = {(r["model"], r["labels"]): r for r in rows}
-
-    def table(title: str, keys: list[tuple[str, str]]) -> list[str]:
-        head = ["Model"] + [f"{t} ({s})" for s in sources for _, t in keys]
-        out = [
-            f"## {title}",
-            "",
-            "| " + " | ".join(head) + " |",
-            "|" + "|".join("---" for _ in head) + "|",
-        ]
-        for m in models:
-            cells = [m] + [
-                _cell(by[(m, s)], k) if (m, s) in by else "–" for s in sources for k, _ in keys
-            ]
-            out.append("| " + " | ".join(cells) + " |")
-        return out + [""]
-
-    quality = defaultdict(list)
-    for r in records:
-        q = r.get("data", {}).get("weak_label_quality", {}).get("train")
-        if q:
-            quality[r["labels"]].append(q)
-    lines = [
-        f"# {dataset}: training on manual masks vs weak labels from click points",
-        "",
-        "Every model is tested on the manual ground truth. "
-        "Mean ± std over seeds [bootstrap 95 % CI].",
-        "",
-        *provenance_lines(dataset, records),
-        "",
-        *table("Agreement with the manual test masks", [("kappa", "kappa"), ("auroc", "AUROC")]),
-        *table("Error rates", [("fnr", "FNR"), ("fpr", "FPR")]),
-        "## Quality of the weak training labels against the manual masks",
-        "",
-        "| Label source | IoU | Dice | kappa |",
-        "|---|---|---|---|",
-    ]
-    for source, qs in sorted(quality.items()):
-        mean = {k: np.mean([q[k] for q in qs]) for k in ("iou", "dice", "kappa")}
-        lines.append(f"| {source} | {mean['iou']:.3f} | {mean['dice']:.3f} | {mean['kappa']:.3f} |")
-    return "\n".join(lines) + "\n"
 
 
 def write_leaderboard(
