@@ -25,6 +25,21 @@ def real_data(subdir: str) -> Path:
     return path
 
 
+USER_SETTINGS = (
+    "SEG_BENCH_CONFIGS",
+    "SEG_BENCH_PLUGINS",
+    "SEG_BENCH_DEBUG",
+    "WANDB_PROJECT",
+    "WANDB_ENTITY",
+    "LOCAL_RANK",
+    "RANK",
+    "WORLD_SIZE",
+    "NODE_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_runs(tmp_path, tmp_path_factory, monkeypatch):
     """Runs and results of a test go to its own temporary folder."""
@@ -33,3 +48,9 @@ def _isolated_runs(tmp_path, tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SEG_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    # A user's own settings would change what the tests see: their profile folder, plugins,
+    # tracebacks instead of one-line errors, a W&B project, a half-set distributed launch.
+    for name in USER_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    for name in ("NO_PROXY", "no_proxy"):  # the tests' servers listen on loopback
+        monkeypatch.setenv(name, "127.0.0.1,localhost")

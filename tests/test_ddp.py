@@ -1,10 +1,12 @@
 """2-process DDP on the CPU (gloo): validation metrics cover the whole validation set."""
 
+import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from lightning.fabric.utilities.distributed import _suggested_max_num_threads
 
 from seg_bench.config import resolve_config
 from seg_bench.training.task import SegmentationTask
@@ -60,7 +62,14 @@ def test_ddp_validation_metrics_cover_the_whole_validation_set(tmp_path):
     dm = build_datamodule(cfg)
     task = SegmentationTask.load_from_checkpoint(last, map_location="cpu")
     trainer, _, _ = build_trainer(cfg, tmp_path / "single", progress=False)
-    single = trainer.validate(task, datamodule=dm, verbose=False)[0]
+    # With the threads of a DDP rank (Lightning's suggestion for 2 processes), so that
+    # convolutions sum in the same order and no logit near 0 flips a pixel.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", _suggested_max_num_threads(2))))
+    try:
+        single = trainer.validate(task, datamodule=dm, verbose=False)[0]
+    finally:
+        torch.set_num_threads(threads)
     assert ddp_iou == pytest.approx(single["val/iou"], abs=1e-6)
 
     # And it is not what either shard alone would give.

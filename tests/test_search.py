@@ -575,7 +575,7 @@ def test_a_worker_with_nothing_left_to_run_says_why(tmp_path):
     study = open_study("s", f"sqlite:///{tmp_path / 's.db'}", spec, dataset="d", model="m")
     done = study.ask()
     study.tell(done, 0.5)
-    study.ask()  # left running by a killed worker
+    left = study.ask()  # left running by a killed worker
     said = []
     # the study and its storage are named (password masked), as when a worker does run trials
     named = SimpleNamespace(study_name="s", masked_url="postgresql://u:***@db/optuna")
@@ -585,3 +585,11 @@ def test_a_worker_with_nothing_left_to_run_says_why(tmp_path):
         "search: study 's' in postgresql://u:***@db/optuna: 1 of 2 trials finished and 1 "
         "running in other workers"
     )
+    # Every trial finished, none running: CI's second worker came this late and said nothing.
+    study.tell(left, 0.4)
+    said.clear()
+    assert _run_trials(study, named, target=2, timeout=None, shared=True, echo=said.append) == 0
+    assert said == [
+        "search: study 's' in postgresql://u:***@db/optuna: 2 of 2 trials finished, so this "
+        "one runs none: raise --trials"
+    ]

@@ -269,14 +269,8 @@ def _run_trials(
             c = counts(study)
             done, busy = finished_count(c), c["RUNNING"] if shared else 0
             if done + busy >= target:
-                if busy and ran == 0:  # say why nothing ran: a dead worker's trial counts too
-                    echo(
-                        f"search: study '{objective.study_name}' in {objective.masked_url}: "
-                        f"{done} of {target} trials finished and {busy} running in "
-                        "other workers, so this one runs none; a worker killed without "
-                        "--heartbeat leaves its trial RUNNING for good (`seg-bench search "
-                        "--show` lists it): raise --trials to run more"
-                    )
+                if ran == 0:  # say why nothing ran: a dead worker's trial counts too
+                    echo(nothing_to_run(objective, done, busy, target))
                 return ran
             if timeout is not None and time.monotonic() - start >= timeout:
                 echo(f"search: --timeout {timeout:g}s reached after {ran} trial(s)")
@@ -296,6 +290,18 @@ def _run_trials(
         if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:  # Lightning ignores further
             signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C while it stops
         raise
+
+
+def nothing_to_run(objective: Objective, done: int, busy: int, target: int) -> str:
+    """Why this worker runs no trial, naming the study and its storage (password masked)."""
+    where = f"search: study '{objective.study_name}' in {objective.masked_url}: "
+    if not busy:
+        return f"{where}{done} of {target} trials finished, so this one runs none: raise --trials"
+    return (
+        f"{where}{done} of {target} trials finished and {busy} running in other workers, so "
+        "this one runs none; a worker killed without --heartbeat leaves its trial RUNNING for "
+        "good (`seg-bench search --show` lists it): raise --trials to run more"
+    )
 
 
 __all__ = ["PRUNERS", "build_pruner", "run_search"]
