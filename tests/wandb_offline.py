@@ -34,6 +34,8 @@ def _records(path: Path) -> Iterator[bytes]:
         _crc, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
         pos += _HEADER
         chunk = data[pos : pos + length]
+        if len(chunk) < length:  # the writer is still at it: the rest is read next time
+            return
         pos += length
         if kind == _ZERO and length == 0:
             pos += _BLOCK - pos % _BLOCK if pos % _BLOCK else 0
@@ -126,7 +128,7 @@ def _add_record(out: dict[str, Any], rec) -> None:
         out["artifacts"].append({"name": rec.artifact.name, "type": rec.artifact.type})
 
 
-def read_offline_run(path: Path | str, wait_s: float = 15.0) -> dict[str, Any]:
+def read_offline_run(path: Path | str, wait_s: float = 60.0) -> dict[str, Any]:
     """Config, metric history, summary, files, artifacts and media of an offline W&B run, and
     whether it ``exited``. ``path``: see :func:`_wandb_file`."""
     file = _wandb_file(Path(path))
