@@ -53,4 +53,4 @@ def _isolated_runs(tmp_path, tmp_path_factory, monkeypatch):
     for name in USER_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     for name in ("NO_PROXY", "no_proxy"):  # the tests' servers listen on loopback
-        monkeypatch.setenv(name, "127.0.0.1,localhost")
+        monkeypatch.setenv(name, ",".join(filter(None, ["127.0.0.1,localhost", os.getenv(name)])))

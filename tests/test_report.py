@@ -261,7 +261,11 @@ def test_header_names_the_machine_a_rescore_tested_on():
         fake_record("a", 1, per_image_stats(rng, 2, 0.1), rescored=gpu),
     ]
     hardware = next(line for line in provenance_lines("toy", recs) if "**Hardware**" in line)
-    assert hardware == (  # numbered: the timing cells name machines by number
+    assert hardware == (
+        "- **Hardware**: 2 CPU cores (test); tested again from checkpoints on NVIDIA H200"
+    )
+    numbered = provenance_lines("toy", recs, numbered=True)[2]  # a table with timing cells
+    assert numbered == (
         "- **Hardware**: [1] 2 CPU cores (test); tested again from checkpoints on [2] NVIDIA H200"
     )
     code = next(line for line in provenance_lines("toy", recs) if "**Code**" in line)
@@ -273,7 +277,7 @@ def test_header_names_the_machine_a_rescore_tested_on():
     del recs[1]["rescored"]
     recs[1]["tested"] = {"from": "a__seed1__x.json", **gpu}  # a --tta variant tested on the GPU
     lines = provenance_lines("toy", recs)
-    assert lines[2].endswith("tested again from checkpoints on [2] NVIDIA H200")
+    assert lines[2].endswith("tested again from checkpoints on NVIDIA H200")
     assert lines[3] == "- **Code**: commit abc; test variant scored at def; evaluation v1"
 
 

@@ -18,6 +18,7 @@ def metric_cell(row: dict, key: str) -> str:
 def timing_cell(by_machine: dict[str, float], order: list[str], fmt: str) -> str:
     """One machine: its mean. Several: each machine's mean tagged with its number in the
     header's Hardware line, e.g. ``512 [1] · 230 [2]``."""
+    assert by_machine.keys() <= set(order), "every machine of a row is in the header's order"
     if len(order) < 2:
         return format(next(iter(by_machine.values())), fmt)
     return " · ".join(

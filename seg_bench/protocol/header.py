@@ -10,7 +10,9 @@ from seg_bench.errors import UserError
 from seg_bench.protocol.machines import machine_order, trained_on
 
 
-def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
+def provenance_lines(dataset: str, records: list[dict], numbered: bool = False) -> list[str]:
+    """``numbered``: the Hardware line numbers several machines, for a table whose timing cells
+    name them by number."""
     first = records[0]
     data = first.get("data", {})
     profiles = sorted({r["profile"] for r in records})
@@ -23,19 +25,19 @@ def provenance_lines(dataset: str, records: list[dict]) -> list[str]:
         f"{cfg.get('samples_per_epoch') or 'one pass of'} patches of {data.get('patch_size')} px, "
         f"batch {cfg['batch_size']}, {learning_rates(records, dataset)}, loss {', '.join(losses)}, "
         f"precision {', '.join(precisions)}",
-        hardware_line(records),
+        hardware_line(records, numbered),
         f"- **Code**: {code_line(records)}; {evaluation_line(records)}",
         f"- **Reproduce**: {reproduce_commands(dataset, profiles[0], records)}",
     ]
 
 
-def hardware_line(records: list[dict]) -> str:
+def hardware_line(records: list[dict], numbered: bool = False) -> str:
     """The machines that trained the records, then those that only tested them again from
-    checkpoints (inference speed then comes from those). Several are numbered: the table's
-    timing cells name each machine by its number."""
+    checkpoints (inference speed then comes from those); several ``numbered`` in that order."""
     order = machine_order(records)
     trainers = {trained_on(r) for r in records}
-    names = {m: f"[{i}] {m}" if len(order) > 1 else m for i, m in enumerate(order, 1)}
+    number = numbered and len(order) > 1
+    names = {m: f"[{i}] {m}" if number else m for i, m in enumerate(order, 1)}
     line = "; ".join(names[m] for m in order if m in trainers)
     retest_only = [names[m] for m in order if m not in trainers]
     if retest_only:

@@ -1,6 +1,6 @@
-"""Which machine trained and which tested each record, and the leaderboard's timing cells split
-by machine: the seeds of one table may come from different machines (a 2-core EPYC one session,
-a Xeon with AMX the next), and a mean over them would time neither."""
+"""Which machine trained and which tested each record, and per-machine means of a timing: the
+seeds of one table may come from different machines (a 2-core EPYC one session, a Xeon with AMX
+the next), and a mean over them would time neither (protocol/cells.py shows them)."""
 
 from __future__ import annotations
 
@@ -41,4 +41,4 @@ def mean_by_machine(
     values: dict[str, list[float]] = defaultdict(list)
     for r in records:
         values[machine(r)].append(value(r))
-    return {m: float(np.nanmean(v)) if not np.isnan(v).all() else np.nan for m, v in values.items()}
+    return {m: float(np.mean(v)) for m, v in values.items()}  # as the CSV's mean over all

@@ -192,7 +192,7 @@ def render_markdown(
         "`seg-bench leaderboard`; do not edit by hand.",
         "",
         *(budget_lines(records) + [""] if budget_lines(records) else []),
-        *provenance_lines(dataset, compared or records),
+        *provenance_lines(dataset, compared or records, numbered=True),
         *(significance_lines(significance) if significance is not None else []),
         *(["", CHOICE_NOTE] if show_choice else []),
         "",

@@ -277,8 +277,8 @@ def _run_trials(
                 return ran
             if ran == 0:
                 echo(
-                    f"search: study '{objective.study_name}' in {objective.masked_url}: {done} "
-                    f"of {target} trials finished, running {target - done - busy} more"
+                    f"{study_line(objective)}{done} of {target} trials finished, running "
+                    f"{target - done - busy} more"
                 )
             study.optimize(
                 objective, n_trials=1, catch=(Exception,), callbacks=[report], gc_after_trial=True
@@ -292,9 +292,14 @@ def _run_trials(
         raise
 
 
+def study_line(objective: Objective) -> str:
+    """How a worker's status line starts: the study and its storage (password masked)."""
+    return f"search: study '{objective.study_name}' in {objective.masked_url}: "
+
+
 def nothing_to_run(objective: Objective, done: int, busy: int, target: int) -> str:
-    """Why this worker runs no trial, naming the study and its storage (password masked)."""
-    where = f"search: study '{objective.study_name}' in {objective.masked_url}: "
+    """Why this worker runs no trial."""
+    where = study_line(objective)
     if not busy:
         return f"{where}{done} of {target} trials finished, so this one runs none: raise --trials"
     return (

@@ -21,7 +21,6 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
-import importlib
 import json
 import math
 import multiprocessing
@@ -320,8 +319,9 @@ def wait_limit_s(limit_ms: float | None) -> float:
 def _child_loop(conn, timer: StepTimer, parent: int, threads: int) -> None:
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     torch.set_num_threads(threads)  # the parent's (the cache key's), not a fresh default
-    for module in ("seg_bench.training.optimizers", "seg_bench.training.targets"):
-        importlib.import_module(module)  # the timer's imports, paid before any candidate's wait
+    import seg_bench.training.optimizers  # noqa: F401  the timer's imports, paid before
+    import seg_bench.training.targets  # noqa: F401  any candidate's wait
+
     conn.send("ready")
     while (job := conn.recv()) is not None:
         conn.send(timer(*job))
