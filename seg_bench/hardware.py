@@ -57,8 +57,9 @@ def hardware(accelerator: str = "auto", devices: int | str = "auto") -> dict:
 def hardware_label(hw: dict) -> str:
     if hw.get("gpu"):
         return hw["gpu"]
-    isa = f", {hw['isa']}" if hw.get("isa") else ""  # records before it was kept lack it
-    return f"{hw['cores']} CPU cores ({hw['cpu']}{isa})"
+    # Records from before it was kept lack it: say so, rather than look like another machine.
+    isa = hw.get("isa") or "vector extensions not recorded"
+    return f"{hw['cores']} CPU cores ({hw['cpu']}, {isa})"
 
 
 # --- what a run may ask of this machine: checked before any run folder is touched -------------
