@@ -29,7 +29,7 @@ def fake_record(
         "params": 1000,
         "train_time_s": 10.0 + seed,
         "precision": "32-true",
-        "hardware": {"cpu": "test", "cores": 2, "gpu": None},
+        "hardware": {"cpu": "test", "cores": 2, "gpu": None, "isa": "avx2"},
         "commit": "abc",
         "config": {
             "max_epochs": 1,

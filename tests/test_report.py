@@ -97,7 +97,7 @@ def test_timing_columns_split_by_machine_when_seeds_ran_on_several(records):
     rows = summarise(records, n_boot=20)
     md = render_markdown("toy", rows, records)
     assert (
-        "- **Hardware**: [1] 2 CPU cores (Xeon, amx_bf16); [2] 2 CPU cores (test); tested "
+        "- **Hardware**: [1] 2 CPU cores (Xeon, amx_bf16); [2] 2 CPU cores (test, avx2); tested "
         "again from checkpoints on [3] NVIDIA H200"
     ) in md
     head = next(line for line in md.splitlines() if line.startswith("| Model |"))
@@ -262,11 +262,12 @@ def test_header_names_the_machine_a_rescore_tested_on():
     ]
     hardware = next(line for line in provenance_lines("toy", recs) if "**Hardware**" in line)
     assert hardware == (
-        "- **Hardware**: 2 CPU cores (test); tested again from checkpoints on NVIDIA H200"
+        "- **Hardware**: 2 CPU cores (test, avx2); tested again from checkpoints on NVIDIA H200"
     )
     numbered = provenance_lines("toy", recs, numbered=True)[2]  # a table with timing cells
     assert numbered == (
-        "- **Hardware**: [1] 2 CPU cores (test); tested again from checkpoints on [2] NVIDIA H200"
+        "- **Hardware**: [1] 2 CPU cores (test, avx2); tested again from checkpoints on "
+        "[2] NVIDIA H200"
     )
     code = next(line for line in provenance_lines("toy", recs) if "**Code**" in line)
     assert code == "- **Code**: commit abc; tested again (--rescore) at def; evaluation v1"
