@@ -88,15 +88,15 @@ def one_per_network_class() -> list[str]:
     return sorted(name for _, name in chosen.values())
 
 
-ARCHITECTURES = one_per_network_class()
+# Written out, so collecting the tests builds no network; the next test proves the list.
+ARCHITECTURES = ["resunet", "segnet", "smp-unet-resnet18", "tiramisu56", "unet"]
 
 
 def test_names_left_out_of_the_export_test_are_its_networks_at_other_depths():
     """What makes the export test's choice safe: a name it skips builds the same class from the
     same layer types as the name it exports, so the exporters meet the same operators."""
+    assert ARCHITECTURES == one_per_network_class()
     exported = {type(tiny(name).model): layer_types(tiny(name).model) for name in ARCHITECTURES}
-    assert "tiramisu56" in ARCHITECTURES and "tiramisu103" not in ARCHITECTURES
-    assert len(ARCHITECTURES) == len(exported)  # one name per class
     for name in built_in():
         net = tiny(name).model
         assert layer_types(net) == exported[type(net)], name
