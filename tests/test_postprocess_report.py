@@ -12,7 +12,8 @@ from seg_bench.config import resolve_config
 from seg_bench.errors import UserError
 from seg_bench.evaluation.evaluate import image_record
 from seg_bench.inference.postprocess import PostprocessConfig
-from seg_bench.protocol.postprocess_report import method_scores, method_table, type_table
+from seg_bench.protocol.method_scores import method_scores
+from seg_bench.protocol.postprocess_report import method_table, type_table
 
 
 def scores(map_, tp, fp, fn, splits=0, merges=0):

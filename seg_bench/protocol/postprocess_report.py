@@ -1,24 +1,26 @@
 """DSB 2018 instance tables from result records: every (model, target) against every
-post-processing method, and the scores per imaging type.
+post-processing method, each instance-aware target against the binary one, and the scores per
+imaging type.
 
-Records keep, per test image, the scores of each method (``metrics.per_image[i].methods``,
-seg_bench/evaluation/evaluate.py) and the parameters each method was given after tuning on
-the validation split (``metrics.postprocess_methods``). Per (model, target) row, values are
-means over seeds of: mAP@[.5:.95], AP at IoU 0.5 and 0.75 (means over images), object F1 at
-IoU 0.5 (2TP / (2TP + FP + FN) with TP, FP, FN summed over the images) and the split and
-merge counts summed over the images.
+Per (model, target) row, values are means over seeds of: mAP@[.5:.95], AP at IoU 0.5 and 0.75
+(means over images), object F1 at IoU 0.5 (2TP / (2TP + FP + FN) with TP, FP, FN summed over
+the images) and the split and merge counts summed over the images (protocol/method_scores.py).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
-import numpy as np
-
-from seg_bench.errors import UserError
-from seg_bench.protocol.instance_choice import target_of, validation_scores
+from seg_bench.protocol.instance_choice import target_of
+from seg_bench.protocol.method_scores import (
+    best_on_validation,
+    by_model_target,
+    has_methods,
+    mean_scores,
+    method_scores,
+)
 from seg_bench.protocol.records import Asked, select_records
+from seg_bench.protocol.target_comparison import target_table
 
 TYPES = ("fluorescence", "histology", "brightfield")
 
@@ -48,52 +50,6 @@ def missing_targets(by_target: list[dict], rows: list[dict], prefer: Asked | Non
     return [f"{m} ({lab} labels), target {t}" for m, lab, t in asked if (m, lab) in shown]
 
 
-def has_methods(record: dict) -> bool:
-    per_image = record.get("metrics", {}).get("per_image") or []
-    return bool(per_image) and all("methods" in r for r in per_image)
-
-
-def method_scores(images: list[dict], method: str) -> dict[str, float]:
-    """One record's scores of ``method`` over ``images`` (its per-image entries)."""
-    rows = [r["methods"][method] for r in images if method in r.get("methods", {})]
-    if not rows:
-        return {}
-    tp, fp, fn = (sum(r[k] for r in rows) for k in ("tp", "fp", "fn"))
-    return {
-        "map": float(np.mean([r["map"] for r in rows])),
-        "ap50": float(np.mean([r["ap50"] for r in rows])),
-        "ap75": float(np.mean([r["ap75"] for r in rows])),
-        "f1": 1.0 if 2 * tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn),
-        "splits": float(sum(r["splits"] for r in rows)),
-        "merges": float(sum(r["merges"] for r in rows)),
-        "images": float(len(rows)),
-    }
-
-
-def _groups(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for r in records:
-        if has_methods(r):
-            groups[(r["model"], target_of(r))].append(r)
-    if not groups:
-        raise UserError(
-            "no result record holds per-method scores (DSB 2018 records made before they "
-            "were kept); re-run `seg-bench bench --dataset dsb2018` to make them"
-        )
-    return dict(sorted(groups.items()))
-
-
-def _mean(per_seed: list[dict[str, float]]) -> dict[str, float]:
-    keys = set().union(*per_seed) if per_seed else set()
-    return {k: float(np.mean([s[k] for s in per_seed if k in s])) for k in keys}
-
-
-def _best_on_validation(recs: list[dict]) -> str:
-    """The method the leaderboard would choose for these seeds (instance_choice)."""
-    val = validation_scores(recs)
-    return max(sorted(val), key=lambda m: val[m])
-
-
 def _params(recs: list[dict], method: str) -> str:
     """The parameters the lowest seed's tuning gave, with that seed's number."""
     first = min(recs, key=lambda r: r.get("seed", 0))
@@ -108,10 +64,10 @@ def method_table(records: list[dict]) -> list[str]:
         "| F1@.5 | Splits | Merges |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (model, target), recs in _groups(records).items():
+    for (model, target), recs in by_model_target(records).items():
         methods = sorted({m for r in recs for i in r["metrics"]["per_image"] for m in i["methods"]})
         for method in methods:
-            s = _mean([method_scores(r["metrics"]["per_image"], method) for r in recs])
+            s = mean_scores([method_scores(r["metrics"]["per_image"], method) for r in recs])
             lines.append(
                 f"| {model} | {target} | {method} | {_params(recs, method)} | {s['map']:.3f} "
                 f"| {s['ap50']:.3f} | {s['ap75']:.3f} | {s['f1']:.3f} | {s['splits']:.0f} "
@@ -128,13 +84,13 @@ def type_table(records: list[dict]) -> list[str]:
     head = ["Model", "Target", "Method (best on val)", "mAP all", "F1 all"]
     head += [h for t in types for h in (f"mAP {t} (n)", f"F1 {t}")]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for (model, target), recs in _groups(records).items():
-        method = _best_on_validation(recs)
+    for (model, target), recs in by_model_target(records).items():
+        method = best_on_validation(recs)
         cells = [model, target, method]
-        overall = _mean([method_scores(r["metrics"]["per_image"], method) for r in recs])
+        overall = mean_scores([method_scores(r["metrics"]["per_image"], method) for r in recs])
         cells += [f"{overall['map']:.3f}", f"{overall['f1']:.3f}"]
         for t in types:
-            s = _mean(
+            s = mean_scores(
                 [
                     method_scores(
                         [i for i in r["metrics"]["per_image"] if i.get("type") == t], method
@@ -166,6 +122,7 @@ def render_postprocess_study(dataset: str, records: list[dict], provenance: list
             "",
             *method_table(records),
             "",
+            *(section + [""] if (section := target_table(records)) else []),
             "## Scores per image type",
             "",
             *type_table(records),
