@@ -1,36 +1,49 @@
 """Instance-aware targets against the binary one (the DSB post-processing study's section):
-the seeds both targets have, each target's method chosen on validation, and Wilcoxon p-values
-over the test images, Holm-corrected, checked against scipy and a hand-worked Holm step."""
+the seeds both targets have, each target's method chosen on validation over those seeds,
+images paired by id, and Wilcoxon p-values Holm-corrected, checked against scipy and a
+hand-worked Holm step."""
 
 import numpy as np
 import pytest
 from result_records import fake_record
 from scipy import stats
 
+from seg_bench.protocol.method_scores import by_model_target
 from seg_bench.protocol.postprocess_report import render_postprocess_study
 from seg_bench.protocol.target_comparison import comparisons, target_table
 
 B = np.array([0.3, 0.4, 0.5, 0.35, 0.45, 0.5, 0.2, 0.6])  # binary mAP per image, seed 0
 LIFT = np.array([0.1, 0.12, 0.08, 0.15, 0.11, 0.09, 0.13, -0.04])  # no tied |differences|
+# Seven small losses and one large win: the mean favours the target, the signed ranks binary.
+SKEW = np.array([-0.01, -0.011, -0.012, -0.013, -0.014, -0.015, -0.016, 0.5])
 TP3 = [7, 8, 6, 7, 9, 7, 8, 6]  # boundary3 true-positive pixels per image (of 10)
 
 
-def scores(map_, merges=0):
-    return {"map": map_, "ap50": map_, "ap75": map_, "tp": 4, "fp": 1, "fn": 1, "splits": 1,
-            "merges": merges}  # fmt: skip
-
-
-def run(model, target, seed, maps, tps, val):
-    """One record: per image, each method of ``val`` scores ``maps`` (the first method) or
-    half of it; ``tps`` of 10 foreground pixels found (pixel IoU tp / 10)."""
-    first = next(iter(val))
+def run(model, target, seed, maps, tps, val, splits=1, tta=False, reverse=False):
+    """One record. The method validation prefers scores ``maps`` on the test images, every
+    other method 0.2 more, so a choice made on test data would show; ``tps`` of 10 foreground
+    pixels found (pixel IoU tp / 10); image 0, 3, 6 each have a merge on boundary3."""
+    chosen = max(val, key=val.get)
+    merges = 1 if target == "binary" else 0
     images = [
         {
             "id": f"img{i}",
             "confmat": [[90, 0], [10 - tp, tp]],
             "hist_pos": [1, 4],
             "hist_neg": [85, 5],
-            "methods": {m: scores(a if m == first else a / 2, merges=i % 2) for m in val},
+            "methods": {
+                m: {
+                    "map": a if m == chosen else a + 0.2,
+                    "ap50": a,
+                    "ap75": a,
+                    "tp": 4,
+                    "fp": 1,
+                    "fn": 1,
+                    "splits": splits,
+                    "merges": merges or int(i % 3 == 0),
+                }
+                for m in val
+            },  # fmt: skip
         }
         for i, (a, tp) in enumerate(zip(maps, tps, strict=True))
     ]
@@ -38,34 +51,43 @@ def run(model, target, seed, maps, tps, val):
     return fake_record(
         model,
         seed,
-        images,
-        config={"target": target},
+        images[::-1] if reverse else images,
+        config={"target": target, "tta": tta},
         metrics={"postprocess_methods": methods},
     )
 
 
 BINARY = {"distance_watershed": 0.5, "threshold_cc": 0.4}
 BOUNDARY = {"seeded_watershed": 0.6, "distance_watershed": 0.55}
+SEED2_VAL = {"distance_watershed": 0.1, "threshold_cc": 0.9}
 
 
 @pytest.fixture
-def records():
-    return [
-        run("unet", "binary", 0, B, [8] * 8, BINARY),
-        run("unet", "binary", 1, B + 0.1, [8] * 8, BINARY),
-        run("unet", "binary", 2, B * 0, [0] * 8, BINARY),  # no boundary3 seed 2: left out
-        run("unet", "boundary3", 0, B + LIFT, TP3, BOUNDARY),
-        run("unet", "boundary3", 1, B + LIFT, TP3, BOUNDARY),
-        run("segnet", "binary", 0, B, [8] * 8, BINARY),  # seed 0 has no boundary3 run
-        run("segnet", "binary", 1, B, [8] * 8, BINARY),
-        run("segnet", "boundary3", 1, B - LIFT / 2, [8] * 8, BOUNDARY),
-        run("resunet", "binary", 0, B, [8] * 8, BINARY),  # one target: no row
-    ]
+def groups():
+    return by_model_target(
+        [
+            run("unet", "binary", 0, B, [8] * 8, BINARY),
+            run("unet", "binary", 1, B + 0.1, [8] * 8, BINARY, reverse=True),
+            # Seed 2 has no boundary3 run: its scores and its validation (which would pick
+            # threshold_cc over seeds 0-2) must not count.
+            run("unet", "binary", 2, B * 0, [0] * 8, SEED2_VAL),
+            run("unet", "boundary3", 0, B + LIFT, TP3, BOUNDARY, splits=2),
+            run("unet", "boundary3", 1, B + LIFT, TP3, BOUNDARY, splits=2),
+            run("segnet", "binary", 0, B, [8] * 8, BINARY),  # seed 0 has no boundary3 run
+            run("segnet", "binary", 1, B, [8] * 8, BINARY),
+            run("segnet", "boundary3", 1, B + SKEW, [8] * 8, BOUNDARY),
+            run("resunet", "binary", 0, B, [8] * 8, BINARY),  # one target: no row
+            # Tested with TTA: compared with binary + TTA, never with plain binary.
+            run("resunet", "binary", 0, B, [8] * 8, BINARY, tta=True),
+            run("resunet", "boundary3", 0, B + LIFT, [8] * 8, BOUNDARY, tta=True),
+        ]
+    )  # fmt: skip
 
 
-def test_targets_are_compared_on_shared_seeds_with_holm_corrected_wilcoxon(records):
-    segnet, unet = comparisons(records)
-    assert [(c.model, c.target, c.seeds) for c in (segnet, unet)] == [
+def test_targets_are_compared_on_shared_seeds_with_holm_corrected_wilcoxon(groups):
+    resunet, segnet, unet = comparisons(groups)
+    assert [(c.model, c.target, c.seeds) for c in (resunet, segnet, unet)] == [
+        ("resunet", "boundary3 + TTA", [0]),
         ("segnet", "boundary3", [1]),
         ("unet", "boundary3", [0, 1]),
     ]
@@ -74,22 +96,25 @@ def test_targets_are_compared_on_shared_seeds_with_holm_corrected_wilcoxon(recor
     assert unet.other.means["map"] == pytest.approx((B + LIFT).mean())
     assert unet.base.means["iou"] == pytest.approx(0.8)
     assert unet.other.means["iou"] == pytest.approx(sum(TP3) / 80)
+    assert resunet.base.means["map"] == pytest.approx(B.mean())  # binary + TTA, seed 0
     raw = {
-        "unet": stats.wilcoxon(B + LIFT, B + 0.05).pvalue,
-        "segnet": stats.wilcoxon(B - LIFT / 2, B).pvalue,
+        "resunet": stats.wilcoxon(B + LIFT, B).pvalue,
+        "segnet": stats.wilcoxon(B + SKEW, B).pvalue,
+        "unet": stats.wilcoxon(B + LIFT, B + 0.05).pvalue,  # images paired by id
     }
-    low, high = sorted(raw, key=raw.get)
-    holm = {low: min(1, 2 * raw[low])}
-    holm[high] = min(1, max(holm[low], raw[high]))
-    assert unet.p["map"] == pytest.approx(holm["unet"])
-    assert segnet.p["map"] == pytest.approx(holm["segnet"])
+    order = sorted(raw, key=raw.get)
+    holm, running = {}, 0.0
+    for k, name in enumerate(order):  # Holm's step-down, by hand
+        running = max(running, min(1.0, (3 - k) * raw[name]))
+        holm[name] = running
+    for c in (resunet, segnet, unet):
+        assert c.p["map"] == pytest.approx(holm[c.model]), c.model
     assert segnet.p["iou"] == 1.0  # identical pixels: no difference to test
-    iou_raw = stats.wilcoxon(np.array(TP3) / 10, np.full(8, 0.8)).pvalue
-    assert unet.p["iou"] == pytest.approx(min(1, 2 * min(iou_raw, 1.0)))
+    assert (segnet.target_leads["map"], unet.target_leads["map"]) == (False, True)
 
 
-def test_table_spells_each_pair_as_binary_then_target(records):
-    lines = target_table(records)
+def test_table_spells_each_pair_as_binary_then_target(groups):
+    lines = target_table(groups)
     assert lines[0] == "## Instance-aware targets against binary"
     unet = next(line for line in lines if line.startswith("| unet |"))
     lead = (B + LIFT).mean() - (B.mean() + 0.05)
@@ -97,13 +122,16 @@ def test_table_spells_each_pair_as_binary_then_target(records):
         "| unet | boundary3 | 0, 1 | distance_watershed → seeded_watershed "
         f"| {B.mean() + 0.05:.3f} → {(B + LIFT).mean():.3f} | {lead:+.3f} (p "
     )
-    # merges: 4 odd images of 8 have one each, on both sides
-    assert unet.endswith("| 4 → 4 | 8 → 8 |")
+    assert unet.endswith("| 8 → 16 | 8 → 3 |")  # splits, then merges
+    segnet = next(line for line in lines if line.startswith("| segnet |"))
+    assert f"| {SKEW.mean():+.3f} (p " in segnet and "(ranks favour binary)" in segnet
+    assert "favour" not in unet
 
 
-def test_a_study_with_one_target_has_no_section_and_the_report_places_it(records):
+def test_a_study_with_one_target_has_no_section_and_the_report_places_it(groups):
+    records = [r for recs in groups.values() for r in recs]
     binary_only = [r for r in records if r["config"]["target"] == "binary"]
-    assert target_table(binary_only) == []
+    assert target_table(by_model_target(binary_only)) == []
     assert "Instance-aware" not in render_postprocess_study("dsb2018", binary_only, [])
     text = render_postprocess_study("dsb2018", records, [])
     assert text.index("## Instance-aware targets") < text.index("## Scores per image type")

@@ -105,7 +105,8 @@ def type_table(records: list[dict]) -> list[str]:
 
 
 def render_postprocess_study(dataset: str, records: list[dict], provenance: list[str]) -> str:
-    """The `leaderboard --by postprocess` text: the method table, then the per-type table."""
+    """The `leaderboard --by postprocess` text: the method table, each instance-aware target
+    against binary, then the per-type table."""
     return "\n".join(
         [
             f"# {dataset}: post-processing methods",
@@ -122,7 +123,7 @@ def render_postprocess_study(dataset: str, records: list[dict], provenance: list
             "",
             *method_table(records),
             "",
-            *(section + [""] if (section := target_table(records)) else []),
+            *(section + [""] if (section := target_table(by_model_target(records))) else []),
             "## Scores per image type",
             "",
             *type_table(records),
@@ -133,11 +134,12 @@ def render_postprocess_study(dataset: str, records: list[dict], provenance: list
 
 def postprocess_sections(dataset: str, records: list[dict[str, Any]]) -> str:
     """The line the leaderboard gains when its records have method scores: where the method
-    and per-type tables are (the leaderboard keeps one row per model)."""
+    study is (the leaderboard keeps one row per model)."""
     if not any(has_methods(r) for r in records):
         return ""
     return (
-        f"\nEvery post-processing method, and mAP and object F1 per image type: "
+        f"\nEvery post-processing method, each target against binary, and mAP and object F1 "
+        f"per image type: "
         f"[{dataset}_postprocess.md]({dataset}_postprocess.md) "
         f"(`seg-bench leaderboard --dataset {dataset} --by postprocess`).\n"
     )

@@ -1,13 +1,13 @@
 """Does an instance-aware training target beat the binary one? Per model, each other target
-against ``binary`` on the seeds both have, each with the post-processing method validation
-chose for it: test mAP@[.5:.95], pixel IoU, object F1, merges and splits.
+against ``binary`` (tested alike: with or without test-time augmentation) on the seeds both
+have, each with the post-processing method validation chose for it on those seeds: test
+mAP@[.5:.95], pixel IoU, object F1, splits and merges.
 
 A paired test answers whether a difference is more than chance: the two-sided Wilcoxon
-signed-rank test over the test images, each image's score averaged over the shared seeds
-first (the images are the unit of replication, as in statistics.py), Holm-corrected over the
-rows of each score. Pixel IoU shows whether a target costs the foreground mask: the
-difference is that of the leaderboard's IoU (confusion matrices pooled over the images), the
-test pairs the per-image IoUs.
+signed-rank test over the test images, paired by image id, each image's score averaged over
+the shared seeds first (the images are the unit of replication, as in statistics.py),
+Holm-corrected over the rows of each score. The Δ cell is a difference of means (of pooled
+confusion matrices for IoU); where the signed ranks lean the other way, the cell says so.
 """
 
 from __future__ import annotations
@@ -17,24 +17,21 @@ from dataclasses import dataclass
 import numpy as np
 
 from seg_bench.evaluation.evaluate import aggregate
-from seg_bench.protocol.method_scores import (
-    best_on_validation,
-    by_model_target,
-    mean_scores,
-    method_scores,
-)
-from seg_bench.protocol.statistics import ALPHA, holm, wilcoxon_p
+from seg_bench.protocol.instance_choice import validation_scores
+from seg_bench.protocol.method_scores import mean_scores, method_scores
+from seg_bench.protocol.statistics import ALPHA, holm, leans_to_first, wilcoxon_p
 
 BASE = "binary"
 SCORES = ("map", "iou")  # the scores with a paired test
+TTA = " + TTA"
 
 
 @dataclass(frozen=True)
-class Side:
+class Scored:
     """One target's records on the compared seeds, scored with its method."""
 
     method: str
-    means: dict[str, float]  # over seeds: map, f1, merges, splits (method_scores), iou
+    means: dict[str, float]  # over seeds: map, f1, splits, merges (method_scores), iou
     per_image: dict[str, dict[str, float]]  # image id -> map, iou, averaged over seeds
 
 
@@ -43,46 +40,73 @@ class Comparison:
     model: str
     target: str
     seeds: list[int]
-    base: Side
-    other: Side
+    base: Scored
+    other: Scored
     p: dict[str, float]  # score -> Holm-adjusted p
+    target_leads: dict[str, bool]  # score -> whether the signed ranks favour the target
 
 
-def side(recs: list[dict]) -> Side:
-    method = best_on_validation(recs)
+def score_with_best_method(recs: list[dict]) -> Scored | None:
+    """``recs`` scored with the method of the best mean validation mAP over them; None where
+    they share no tuned method (records of different evaluation versions)."""
+    val = validation_scores(recs)
+    if not val:
+        return None
+    method = max(sorted(val), key=lambda m: val[m])
     means = mean_scores([method_scores(r["metrics"]["per_image"], method) for r in recs])
     means["iou"] = float(np.mean([r["metrics"]["overall"]["iou"] for r in recs]))
     seen: dict[str, list[dict[str, float]]] = {}
     for r in recs:
         for im in r["metrics"]["per_image"]:
-            score = {"map": im["methods"][method]["map"], "iou": aggregate([im])["iou"]}
-            seen.setdefault(im["id"], []).append(score)
-    return Side(method, means, {i: mean_scores(s) for i, s in seen.items()})
+            if method in im.get("methods", {}):
+                score = {"map": im["methods"][method]["map"], "iou": aggregate([im])["iou"]}
+                seen.setdefault(im["id"], []).append(score)
+    return Scored(method, means, {i: mean_scores(s) for i, s in seen.items()})
 
 
-def paired_p(base: Side, other: Side, score: str) -> float:
+def paired_test(base: Scored, other: Scored, score: str) -> tuple[float, bool]:
+    """Two-sided Wilcoxon p of other against base over the images both have, and whether
+    the signed ranks favour ``other``."""
     ids = sorted(base.per_image.keys() & other.per_image.keys())
     x = np.array([other.per_image[i][score] for i in ids])
     y = np.array([base.per_image[i][score] for i in ids])
-    return wilcoxon_p(x, y) if ids else 1.0
+    if not ids:
+        return 1.0, True
+    return wilcoxon_p(x, y), leans_to_first(x - y, float(np.mean(x - y)))
 
 
-def comparisons(records: list[dict]) -> list[Comparison]:
-    """Every (model, target other than binary) whose model has binary records on one or more
-    of its seeds, with p-values Holm-corrected over these rows, score by score."""
-    groups = by_model_target(records)
+def base_of(target: str) -> str:
+    return BASE + (TTA if target.endswith(TTA) else "")
+
+
+def comparisons(groups: dict[tuple[str, str], list[dict]]) -> list[Comparison]:
+    """Each (model, target other than binary) of ``groups`` ((model, target) -> records)
+    whose model has binary records, tested alike, on one or more of its seeds."""
     rows = []
     for (model, target), recs in groups.items():
-        base = groups.get((model, BASE))
-        seeds = sorted({r["seed"] for r in recs} & {r["seed"] for r in base or []})
-        if target == BASE or not seeds:
+        base = groups.get((model, base_of(target)), [])
+        seeds = sorted({r.get("seed") for r in recs} & {r.get("seed") for r in base})
+        if recs[0].get("config", {}).get("target", BASE) == BASE or not seeds:
             continue
-        b = side([r for r in base if r["seed"] in seeds])
-        o = side([r for r in recs if r["seed"] in seeds])
-        rows.append(Comparison(model, target, seeds, b, o, {s: paired_p(b, o, s) for s in SCORES}))
+        b = score_with_best_method([r for r in base if r.get("seed") in seeds])
+        o = score_with_best_method([r for r in recs if r.get("seed") in seeds])
+        if b and o:
+            tests = {s: paired_test(b, o, s) for s in SCORES}
+            p = {s: t[0] for s, t in tests.items()}
+            rows.append(
+                Comparison(model, target, seeds, b, o, p, {s: t[1] for s, t in tests.items()})
+            )
     adjusted = {s: holm([c.p[s] for c in rows]) for s in SCORES}
     return [
-        Comparison(c.model, c.target, c.seeds, c.base, c.other, {s: adjusted[s][k] for s in SCORES})
+        Comparison(
+            c.model,
+            c.target,
+            c.seeds,
+            c.base,
+            c.other,
+            {s: adjusted[s][k] for s in SCORES},
+            c.target_leads,
+        )  # fmt: skip
         for k, c in enumerate(rows)
     ]
 
@@ -92,26 +116,31 @@ def _pair(c: Comparison, key: str, fmt: str) -> str:
 
 
 def _delta(c: Comparison, key: str) -> str:
-    return f"{c.other.means[key] - c.base.means[key]:+.3f} (p {c.p[key]:.3g})"
+    d = c.other.means[key] - c.base.means[key]
+    against = " (ranks favour the target)" if c.target_leads[key] else " (ranks favour binary)"
+    lean = against if c.target_leads[key] != (d >= 0) else ""
+    return f"{d:+.3f} (p {c.p[key]:.3g}){lean}"
 
 
-def target_table(records: list[dict]) -> list[str]:
+def target_table(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
     """The markdown section; empty where no model has binary and another target."""
-    rows = comparisons(records)
+    rows = comparisons(groups)
     if not rows:
         return []
     lines = [
         f"## Instance-aware targets against {BASE}",
         "",
-        f"Per model, each target against {BASE} on the seeds both have (cells: {BASE} → "
-        "target), each with the method validation chose for it. Δ: target minus binary; p: "
-        "two-sided Wilcoxon signed-rank test over the test images (each image's score "
+        f"Per model, each target against {BASE} (tested alike) on the seeds both have (cells: "
+        f"{BASE} → target), each with the method validation chose for it on those seeds, which "
+        "can differ from the per-type table's choice over all seeds. Δ: target minus binary; "
+        "p: two-sided Wilcoxon signed-rank test over the test images (each image's score "
         f"averaged over the seeds), Holm-corrected over the rows of each score; below {ALPHA} "
-        "a difference counts. IoU is the pixel IoU of the leaderboard (confusion matrices "
-        "pooled over the images); its test pairs the per-image IoUs.",
+        "a difference counts. Pixel IoU is the leaderboard's: each run's own post-processing "
+        "(the profile's for binary, the seeded watershed tuned on validation for the other "
+        "targets), confusion matrices pooled over the images; its test pairs per-image IoUs.",
         "",
         "| Model | Target | Seeds | Method (best on val) | mAP@[.5:.95] | Δ mAP | Pixel IoU "
-        "| Δ IoU | F1@.5 | Merges | Splits |",
+        "| Δ IoU | F1@.5 | Splits | Merges |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in rows:
@@ -119,7 +148,7 @@ def target_table(records: list[dict]) -> list[str]:
         lines.append(
             f"| {c.model} | {c.target} | {seeds} | {c.base.method} → {c.other.method} "
             f"| {_pair(c, 'map', '.3f')} | {_delta(c, 'map')} | {_pair(c, 'iou', '.3f')} "
-            f"| {_delta(c, 'iou')} | {_pair(c, 'f1', '.3f')} | {_pair(c, 'merges', '.0f')} "
-            f"| {_pair(c, 'splits', '.0f')} |"
+            f"| {_delta(c, 'iou')} | {_pair(c, 'f1', '.3f')} | {_pair(c, 'splits', '.0f')} "
+            f"| {_pair(c, 'merges', '.0f')} |"
         )
     return lines
