@@ -12,7 +12,7 @@ confusion matrices for IoU); where the signed ranks lean the other way, the cell
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -97,18 +97,7 @@ def comparisons(groups: dict[tuple[str, str], list[dict]]) -> list[Comparison]:
                 Comparison(model, target, seeds, b, o, p, {s: t[1] for s, t in tests.items()})
             )
     adjusted = {s: holm([c.p[s] for c in rows]) for s in SCORES}
-    return [
-        Comparison(
-            c.model,
-            c.target,
-            c.seeds,
-            c.base,
-            c.other,
-            {s: adjusted[s][k] for s in SCORES},
-            c.target_leads,
-        )  # fmt: skip
-        for k, c in enumerate(rows)
-    ]
+    return [replace(c, p={s: adjusted[s][k] for s in SCORES}) for k, c in enumerate(rows)]
 
 
 def _pair(c: Comparison, key: str, fmt: str) -> str:
