@@ -18,7 +18,7 @@ import numpy as np
 
 from seg_bench.evaluation.evaluate import aggregate
 from seg_bench.protocol.instance_choice import validation_scores
-from seg_bench.protocol.method_scores import mean_scores, method_scores
+from seg_bench.protocol.method_scores import best_on_validation, mean_scores, method_scores
 from seg_bench.protocol.statistics import ALPHA, holm, leans_to_first, wilcoxon_p
 
 BASE = "binary"
@@ -49,10 +49,9 @@ class Comparison:
 def score_with_best_method(recs: list[dict]) -> Scored | None:
     """``recs`` scored with the method of the best mean validation mAP over them; None where
     they share no tuned method (records of different evaluation versions)."""
-    val = validation_scores(recs)
-    if not val:
+    if not validation_scores(recs):
         return None
-    method = max(sorted(val), key=lambda m: val[m])
+    method = best_on_validation(recs)
     means = mean_scores([method_scores(r["metrics"]["per_image"], method) for r in recs])
     means["iou"] = float(np.mean([r["metrics"]["overall"]["iou"] for r in recs]))
     seen: dict[str, list[dict[str, float]]] = {}
