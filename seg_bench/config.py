@@ -309,6 +309,17 @@ def resolve_config(
     return cfg
 
 
+def planned_steps(cfg: Any) -> int | None:
+    """The optimizer steps a configuration (a RunConfig or a record's dict) trains, where it
+    fixes them; None where an epoch is one pass over a training set of unknown size."""
+    get = cfg.get if isinstance(cfg, dict) else lambda key: getattr(cfg, key, None)
+    if get("max_steps"):
+        return int(get("max_steps"))
+    if get("samples_per_epoch") and get("max_epochs") and get("batch_size"):
+        return int(get("max_epochs")) * math.ceil(get("samples_per_epoch") / get("batch_size"))
+    return None
+
+
 def model_settings(section: dict[str, Any], model: str, where: str) -> dict[str, Any]:
     """A profile's settings for ``model``: its own entry, else its family's (``smp`` for every
     smp- model). An entry that names no model is refused: it would tune nothing, silently (an

@@ -346,9 +346,10 @@ def test_auto_precision_is_measured_and_the_record_states_the_choice(dirs, monke
 
     ms = {"fp32": 349.0, "fp32+cl": 340.0, "bf16": 226.0, "bf16+cl": 164.0}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(prec, "_isolated_timer", lambda *a: lambda name, limit: [ms[name]] * 3)
+    monkeypatch.setattr(prec, "isolated_timer", lambda *a: lambda name, limit: [ms[name]] * 3)
     monkeypatch.setenv("SEG_BENCH_CACHE", str(dirs["runs_dir"] / "cache"))  # a fresh cache
     monkeypatch.setattr(prec, "BF16_PROVEN", ("toy_fcn",))  # as if the benchmark covered it
+    monkeypatch.setattr(prec, "planned_steps", lambda cfg: 10**4)  # as if long enough to time
     [rec] = bench("synthetic", models=["toy_fcn"], profile="smoke", seeds=1, **dirs)
     choice = rec["precision_choice"]
     assert rec["precision"] == "bf16-mixed" and choice["channels_last"] is True

@@ -20,6 +20,7 @@ from processes import ended
 
 from seg_bench.config import resolve_config
 from seg_bench.training import precision as prec
+from seg_bench.training import step_timer as timing
 from seg_bench.training.precision import PrecisionChoice, choose_precision, decide
 from seg_bench.training.run_dir import run_precision
 
@@ -42,7 +43,8 @@ def never_time(name, limit_ms):
 @pytest.fixture
 def cfg(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    return resolve_config("synthetic", "unet", "smoke", accelerator="cpu")
+    # smoke's shapes, with a budget long enough to be worth timing
+    return resolve_config("synthetic", "unet", "smoke", accelerator="cpu", max_steps=1000)
 
 
 @pytest.fixture
@@ -96,7 +98,7 @@ def test_a_cache_hit_reuses_the_measurement_without_timing(cfg, model, tmp_path)
 
 def test_the_cache_is_keyed_by_torch_version_and_shape(cfg, model, tmp_path, monkeypatch):
     choose_precision(cfg, model, 1, timer=FakeTimer(MEASURED), folder=tmp_path)
-    bigger = resolve_config("synthetic", "unet", "smoke", accelerator="cpu", batch_size=8)
+    bigger = dataclasses.replace(cfg, batch_size=8)
     timer = FakeTimer(MEASURED)
     choose_precision(bigger, model, 1, timer=timer, folder=tmp_path)
     assert timer.timed  # another batch size is another measurement
@@ -170,10 +172,10 @@ def test_the_bf16_proven_models_are_the_benchmarks_within_rows():
 
 
 def test_a_hopelessly_slow_candidate_is_abandoned_after_its_warm_up(cfg, model):
-    times = prec._StepTimer(cfg, model, 1)("bf16", limit_ms=0.0)
-    assert len(times) == prec.WARMUP_STEPS  # the warm-up steps only
-    full = prec._StepTimer(cfg, model, 1)("fp32", limit_ms=None)
-    assert len(full) == prec.TIMED_STEPS
+    times = timing.LocalTimer(cfg, model, 1)("bf16", limit_ms=0.0)
+    assert len(times) == timing.WARMUP_STEPS  # the warm-up steps only
+    full = timing.LocalTimer(cfg, model, 1)("fp32", limit_ms=None)
+    assert len(full) == timing.TIMED_STEPS
 
 
 def test_timing_leaves_the_model_and_the_random_stream_untouched(cfg, model):
@@ -181,7 +183,7 @@ def test_timing_leaves_the_model_and_the_random_stream_untouched(cfg, model):
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
-    prec._StepTimer(cfg, model, 1)("fp32+cl", limit_ms=None)
+    timing.LocalTimer(cfg, model, 1)("fp32+cl", limit_ms=None)
     assert torch.equal(torch.rand(3), expected)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
@@ -241,8 +243,8 @@ class CrashesInChannelsLast(torch.nn.Module):
 
 
 def test_a_candidate_that_crashes_its_process_is_left_out_and_the_run_goes_on(cfg):
-    timer = prec._isolated_timer(cfg, CrashesInChannelsLast(), 1)
-    assert isinstance(timer, prec._ChildTimer)
+    timer = timing.isolated_timer(cfg, CrashesInChannelsLast(), 1)
+    assert isinstance(timer, timing.ChildTimer)
     with pytest.warns(UserWarning, match="fp32\\+cl crashed"):
         ms = prec.measure(["fp32", "fp32+cl", "bf16"], timer)
     assert ms["fp32+cl"] is None and ms["fp32"] > 0 and ms["bf16"] > 0
@@ -252,17 +254,17 @@ def test_a_candidate_that_crashes_its_process_is_left_out_and_the_run_goes_on(cf
 def test_a_candidate_that_hangs_is_given_up_after_its_own_wait_not_the_reference_one(
     cfg, monkeypatch
 ):
-    monkeypatch.setattr(prec, "HANG_MARGIN_S", 5.0)  # the parent's wait; the child sleeps 1 h
-    timer = prec._isolated_timer(cfg, CrashesInChannelsLast(hang=True), 1)
+    monkeypatch.setattr(timing, "HANG_MARGIN_S", 5.0)  # the parent's wait; the child sleeps 1 h
+    timer = timing.isolated_timer(cfg, CrashesInChannelsLast(hang=True), 1)
     with pytest.warns(UserWarning, match="fp32\\+cl crashed or hung"):
         ms = prec.measure(["fp32", "fp32+cl", "bf16"], timer)
     assert ms["fp32+cl"] is None and ms["fp32"] > 0 and ms["bf16"] > 0
 
 
 def test_the_wait_for_a_candidate_is_a_margin_plus_its_steps_at_the_give_up_pace():
-    assert prec.wait_limit_s(None) == prec.CHILD_TIMEOUT_S
-    steps = prec.WARMUP_STEPS + prec.TIMED_STEPS
-    assert prec.wait_limit_s(250.0) == pytest.approx(prec.HANG_MARGIN_S + steps * 0.25)
+    assert timing.wait_limit_s(None) == timing.CHILD_TIMEOUT_S
+    steps = timing.WARMUP_STEPS + timing.TIMED_STEPS
+    assert timing.wait_limit_s(250.0) == pytest.approx(timing.HANG_MARGIN_S + steps * 0.25)
 
 
 HANGS_AND_IS_KILLED = """
@@ -270,11 +272,12 @@ import sys, time
 sys.path.insert(0, {tests!r})
 from seg_bench.config import resolve_config
 from seg_bench.training import precision as prec
+from seg_bench.training import step_timer as timing
 from test_precision import CrashesInChannelsLast
 
 if __name__ == "__main__":
     cfg = resolve_config("synthetic", "unet", "smoke", accelerator="cpu")
-    timer = prec._ChildTimer(cfg, CrashesInChannelsLast(hang=True), 1)
+    timer = timing.ChildTimer(cfg, CrashesInChannelsLast(hang=True), 1)
     print(timer.proc.pid, flush=True)
     timer("fp32+cl", None)
 """
@@ -302,8 +305,8 @@ def test_timing_uses_the_targets_loss_and_its_per_pixel_target(target):
 
     model = CrashesInChannelsLast()
     model.out = torch.nn.Conv2d(4, output_channels(target, 2), 1)
-    times = prec._StepTimer(cfg, model, 1)("fp32", None)  # KeyError 'target' before
-    assert len(times) == prec.TIMED_STEPS and all(t > 0 for t in times)
+    times = timing.LocalTimer(cfg, model, 1)("fp32", None)  # KeyError 'target' before
+    assert len(times) == timing.TIMED_STEPS and all(t > 0 for t in times)
 
 
 def test_when_every_candidate_crashes_float32_is_used_and_nothing_is_cached(cfg, model, tmp_path):
@@ -415,10 +418,35 @@ def test_the_give_up_judges_the_last_warm_up_step_not_the_first(cfg, model, monk
     def step_then_tick(*a, **k):
         clock["t"] += next(steps) / 1000
 
-    timer = prec._StepTimer(cfg, model, 1)
-    monkeypatch.setattr(prec.time, "perf_counter", fake_counter)
+    timer = timing.LocalTimer(cfg, model, 1)
+    monkeypatch.setattr(timing.time, "perf_counter", fake_counter)
     monkeypatch.setattr(
         torch.optim.Optimizer, "zero_grad", lambda self, set_to_none=True: step_then_tick()
     )
     times = timer("bf16", limit_ms=10.0)  # 50 ms > 10 ms on step 1 alone: not a reason to stop
-    assert len(times) == prec.TIMED_STEPS
+    assert len(times) == timing.TIMED_STEPS
+
+
+@pytest.mark.parametrize(("excluded", "candidates"), [(None, 4), ({"unet": "not proven"}, 2)])
+def test_a_run_shorter_than_its_timing_keeps_float32_untimed(
+    cfg, model, tmp_path, excluded, candidates
+):
+    """4 candidates x 3 rounds x (2 warm-up + 3 timed) = 60 timed steps; 30 without bf16."""
+    cfg = dataclasses.replace(cfg, bf16_exclude=excluded)
+    timing_steps = candidates * 3 * 5
+    short = dataclasses.replace(cfg, max_steps=timing_steps - 1)
+    choice = choose_precision(short, model, 1, timer=never_time, folder=tmp_path)
+    assert (choice.precision, choice.channels_last, choice.ms_per_step) == ("32-true", False, {})
+    assert f"{timing_steps - 1} steps are fewer than timing takes ({timing_steps})" in choice.reason
+    assert not list(tmp_path.iterdir())  # nothing cached
+    enough = dataclasses.replace(cfg, max_steps=timing_steps)
+    timer = FakeTimer(MEASURED)
+    assert choose_precision(enough, model, 1, timer=timer, folder=tmp_path).ratio is not None
+    assert len(timer.timed) == candidates * 3
+
+
+def test_the_smoke_profile_trains_in_float32_without_timing(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    smoke = resolve_config("synthetic", "unet", "smoke", accelerator="cpu")  # 1 epoch of 2 steps
+    choice = choose_precision(smoke, model, 1, timer=never_time, folder=tmp_path)
+    assert choice.precision == "32-true" and "the run's 2 steps" in choice.reason

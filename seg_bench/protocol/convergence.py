@@ -4,12 +4,12 @@ budget note."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
+from seg_bench.config import planned_steps
 from seg_bench.errors import UserError
 
 # Plateau test of a run's validation curve: the least-squares slope of val IoU against the
@@ -74,12 +74,7 @@ def optimizer_steps(record: dict) -> int | None:
     curve = record.get("curve") or []
     if curve:
         return int(curve[-1]["step"])
-    cfg = record.get("config") or {}
-    if cfg.get("max_steps"):
-        return int(cfg["max_steps"])
-    if cfg.get("samples_per_epoch") and cfg.get("max_epochs") and cfg.get("batch_size"):
-        return int(cfg["max_epochs"]) * math.ceil(cfg["samples_per_epoch"] / cfg["batch_size"])
-    return None
+    return planned_steps(record.get("config") or {})
 
 
 def budget_lines(records: list[dict]) -> list[str]:
