@@ -181,6 +181,17 @@ def test_budget_line_names_each_models_learning_rate_and_how_it_was_chosen():
         "segnet adam lr 0.001; unet adam lr 0.002 "
         "(learning rates: seg-bench lr-find (benchmarks/lr_find/toy_cpu.json))"
     )
+    grid = {"lr_source": "a grid kept 1e-3"}
+    pending = {"lr_source": "1e-3 until a second seed decides"}
+    two = [
+        fake_record(m, s, image, config=c)
+        for m, c in [("unet", grid), ("segnet", grid), ("resunet", pending)]
+        for s in (0, 1)
+    ]
+    assert learning_rates(two) == (
+        "adam lr 0.001 (learning rates: resunet: 1e-3 until a second seed decides; "
+        "segnet, unet: a grid kept 1e-3)"
+    )
 
 
 def test_budget_line_takes_todays_source_where_the_profile_still_gives_the_records_rate():

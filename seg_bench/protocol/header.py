@@ -126,8 +126,14 @@ def learning_rates(records: list[dict], dataset: str | None = None) -> str:
         if len(distinct) == 1
         else "; ".join(f"{m} {v}" for m, v in sorted(settings.items()))
     )
-    sources = sorted({lr_source(r, dataset) for r in records} - {None, ""})
-    return text + "".join(f" (learning rates: {s})" for s in sources)
+    by_source: dict[str, set[str]] = {}
+    for r in records:
+        if source := lr_source(r, dataset):
+            by_source.setdefault(source, set()).add(r["model"])
+    if len(by_source) > 1:  # say which models each source covers
+        parts = [f"{', '.join(sorted(ms))}: {s}" for s, ms in sorted(by_source.items())]
+        return text + f" (learning rates: {'; '.join(parts)})"
+    return text + "".join(f" (learning rates: {s})" for s in by_source)
 
 
 def lr_source(record: dict, dataset: str | None) -> str | None:
