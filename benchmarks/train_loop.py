@@ -32,17 +32,17 @@ def profile_precision(cfg) -> str:
 
 
 def profile_steps(cfg) -> int:
-    """Optimizer steps one training run of this config takes (epochs x batches per epoch)."""
+    """Optimizer steps one training run of this config takes: the configured steps, else
+    epochs x batches of an epoch whose length comes from the data (every training pixel once)."""
     import math
 
-    dm = None
-    n = cfg.samples_per_epoch
-    if not n:  # epoch length from the data (covering every training pixel once)
-        from seg_bench.training.trainer import build_datamodule
+    from seg_bench.config import planned_steps
+    from seg_bench.training.trainer import build_datamodule
 
-        dm = build_datamodule(cfg)
-        n = dm.epoch_length()
-    return int(cfg.max_epochs * math.ceil(n / cfg.batch_size))
+    steps = planned_steps(cfg)
+    if steps is None:
+        steps = cfg.max_epochs * math.ceil(build_datamodule(cfg).epoch_length() / cfg.batch_size)
+    return int(steps)
 
 
 def datamodule(cfg, stage: str = "fit"):
