@@ -8,6 +8,7 @@ import io
 import json
 import math
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -175,9 +176,14 @@ def test_a_resumed_run_keeps_the_curve_of_its_first_part(tmp_path):
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     saved = ckpt["val_curve"]
     assert saved and saved[-1]["step"] == ckpt["global_step"]
-    result = train(cfg, tmp_path, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(cfg, tmp_path, progress=False)
     assert [p["step"] for p in result.task.curve] == [2, 4, 6]
     assert result.task.curve[: len(saved)] == saved
+    # A resume is expected: Lightning's warnings about its folder and metrics would alarm.
+    said = [str(w.message) for w in caught]
+    assert not [m for m in said if "not empty" in m or "monitored key" in m], said
 
 
 def test_a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):

@@ -49,6 +49,10 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    # A resumed run finds its own checkpoints, and no validation score until its next
+    # validation: expected, and claim_run_dir already refuses another configuration's folder.
+    warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", ".*could not find the monitored key.*")
 
 
 def config_arguments(cfg: RunConfig, constructor: Any) -> dict[str, Any]:
