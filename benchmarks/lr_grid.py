@@ -9,7 +9,9 @@ at one rate), so that what another seed does cannot move a profile (bench_bf16_a
 judges bf16 by the same range). With one seed the choice is marked provisional; ``--confirm
 N`` runs N seeds in all for each model whose first ``--seeds`` would move its rate, so the CPU
 goes where a profile may change (a model those seeds keep at the profile's rate stays there).
-The test split is never read.
+Where a model's best mean sits at an end of its grid, the table says so and ``--grow N`` adds up
+to N rates past that end (x3 or /3 each, before any confirmation seeds). The test split is
+never read.
 
 Each run writes one JSON (``<out-dir>/<dataset>/<model>__seed<s>__lr<rate>.json``); a rerun
 skips finished runs, so a long grid can be stopped and restarted. The markdown names the
@@ -38,6 +40,20 @@ from bench_convergence import (  # noqa: E402
 from common import Budget, emit, machine_line, md_table  # noqa: E402
 
 FACTORS = (1 / 3, 1, 3)  # x the profile's rate: 3e-4, 1e-3, 3e-3 around Adam's 1e-3
+STEP = 3  # a grown grid's next rate: x 3 past its top, / 3 past its bottom
+LIMITS = (1e-5, 0.1)  # no rate outside: Adam diverges above, and trains nothing below
+
+
+def next_rate(scores: dict[float, list[float]]) -> float | None:
+    """The rate past the grid's end where the best mean sits at that end (inside ``LIMITS``):
+    a rate chosen at the edge of a grid may only be where the grid happened to stop."""
+    means = {lr: statistics.mean(v) for lr, v in scores.items() if v}
+    if len(means) < 2:
+        return None
+    best = max(means, key=means.get)
+    lr = best * STEP if best == max(means) else best / STEP if best == min(means) else None
+    lr = None if lr is None else float(f"{lr:.1g}")
+    return lr if lr is not None and LIMITS[0] <= lr <= LIMITS[1] else None
 
 
 def run_path(out: Path, dataset: str, model: str, seed: int, lr: float) -> Path:
@@ -104,12 +120,21 @@ def grid_for_model(args, model: str, out: Path, overrides: dict, budget: Budget)
     rates = rates or [float(f"{profile_cfg.lr * f:.1g}") for f in FACTORS]
     options = {**overrides, "max_steps": steps}
     scores = grid_scores(args, model, out, options, rates, range(args.seeds), budget)
+    for _ in range(args.grow):
+        lr = None if undecided(scores, rates, args.seeds) else next_rate(scores)
+        if lr is None:
+            break
+        rates.append(lr)
+        scores.update(grid_scores(args, model, out, options, [lr], range(args.seeds), budget))
     choice = undecided(scores, rates, args.seeds) or choose(scores, profile_cfg.lr)
     if choice["chosen"] not in (None, profile_cfg.lr) and args.confirm > args.seeds:
         more = range(args.seeds, args.confirm)
         for lr, values in grid_scores(args, model, out, options, rates, more, budget).items():
             scores.setdefault(lr, []).extend(values)
         choice = undecided(scores, rates, args.confirm) or choose(scores, profile_cfg.lr)
+    edge = next_rate(scores) if choice["chosen"] is not None else None
+    if edge is not None:
+        choice["why"] += f"; the best mean is at the grid's edge ({edge:g} untried: --grow)"
     return {**choice, "steps": steps, "seeds": max((len(v) for v in scores.values()), default=0)}
 
 
@@ -142,6 +167,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = run_parser(__doc__, seeds=1, name="lr_grid")
     ap.add_argument("--steps", type=int, default=None, help="default: half the profile's")
     ap.add_argument("--lrs", default=None, help="comma list (default: the profile's x 1/3, 1, 3)")
+    ap.add_argument(
+        "--grow",
+        type=int,
+        default=0,
+        help="rates added past an end of the grid where a model's best mean sits at it",
+    )
     ap.add_argument(
         "--confirm",
         type=int,

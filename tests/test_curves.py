@@ -664,7 +664,7 @@ def test_confirm_seeds_run_only_for_a_model_whose_first_seed_would_move_its_rate
 
     monkeypatch.setattr(grid, "train_once", fake_train_once)
     args = argparse.Namespace(
-        dataset="isbi2012", profile="cpu", steps=8, lrs=None, seeds=1, confirm=2
+        dataset="isbi2012", profile="cpu", steps=8, lrs=None, seeds=1, confirm=2, grow=0
     )
     moved = grid.grid_for_model(args, "moves", tmp_path, {}, Budget(0))
     assert (moved["chosen"], moved["seeds"], moved["tolerance"]) == (1e-3, 2, pytest.approx(0.06))
@@ -688,7 +688,7 @@ def test_a_grid_cut_short_by_the_time_budget_chooses_no_rate(monkeypatch, tmp_pa
 
     monkeypatch.setattr(grid, "train_once", lambda *a: {"final_val_iou": ious.pop(0)})
     args = argparse.Namespace(
-        dataset="isbi2012", profile="cpu", steps=8, lrs=None, seeds=1, confirm=2
+        dataset="isbi2012", profile="cpu", steps=8, lrs=None, seeds=1, confirm=2, grow=0
     )
     cut = grid.grid_for_model(args, "m", tmp_path, {}, TwoRuns(0))
     assert cut["chosen"] is None and cut["why"].startswith("not decided: 1 runs not trained")
@@ -705,6 +705,40 @@ def test_a_grid_cut_short_by_the_time_budget_chooses_no_rate(monkeypatch, tmp_pa
     assert read["means"] == {3e-4: 0.5} and read["chosen"] is None
     none = grid.grid_for_model(args, "other", tmp_path, {}, spent)
     assert none["seeds"] == 0 and none["why"].startswith("not decided: 3 runs not trained")
+
+
+def test_a_best_mean_at_the_grids_edge_grows_the_grid_past_it_within_the_limits(
+    monkeypatch, tmp_path
+):
+    import argparse
+
+    grid = _lr_grid_module()
+    from common import Budget
+
+    assert grid.next_rate({3e-4: [0.5], 1e-3: [0.6], 3e-3: [0.7]}) == 0.009
+    assert grid.next_rate({3e-4: [0.7], 1e-3: [0.6], 3e-3: [0.5]}) == 1e-4
+    assert grid.next_rate({3e-4: [0.5], 1e-3: [0.7], 3e-3: [0.6]}) is None  # inside
+    assert grid.next_rate({0.01: [0.5], 0.03: [0.6], 0.09: [0.7]}) is None  # past 0.1
+    # IoU rises up to 0.009 and falls past it: one growth finds the peak, the next stops.
+    iou = {3e-4: 0.50, 1e-3: 0.60, 3e-3: 0.70, 0.009: 0.75, 0.03: 0.40}
+    trained = []
+
+    def fake_train_once(path, dataset, model, profile, seed, options):
+        trained.append(options["lr"])
+        return {"final_val_iou": iou[options["lr"]]}
+
+    monkeypatch.setattr(grid, "train_once", fake_train_once)
+    args = argparse.Namespace(
+        dataset="isbi2012", profile="cpu", steps=8, lrs=None, seeds=1, confirm=1, grow=3
+    )
+    grown = grid.grid_for_model(args, "m", tmp_path, {}, Budget(0))
+    assert trained == [3e-4, 1e-3, 3e-3, 0.009, 0.03]
+    assert grown["chosen"] == 0.009 and "edge" not in grown["why"]
+    # Without growth the table says that the best rate sits at the edge, and what is untried.
+    args.grow = 0
+    edge = grid.grid_for_model(args, "n", tmp_path, {}, Budget(0))
+    assert edge["chosen"] == 3e-3
+    assert edge["why"].endswith("the best mean is at the grid's edge (0.009 untried: --grow)")
 
 
 # --- the doubling study on the leaderboard ----------------------------------------------------
