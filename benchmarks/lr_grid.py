@@ -51,9 +51,14 @@ def next_rate(scores: dict[float, list[float]]) -> float | None:
     if len(means) < 2:
         return None
     best = max(means, key=means.get)
-    lr = best * STEP if best == max(means) else best / STEP if best == min(means) else None
-    lr = None if lr is None else float(f"{lr:.1g}")
-    return lr if lr is not None and LIMITS[0] <= lr <= LIMITS[1] else None
+    if best == max(means):
+        lr = best * STEP
+    elif best == min(means):
+        lr = best / STEP
+    else:
+        return None
+    lr = float(f"{lr:.1g}")
+    return lr if LIMITS[0] <= lr <= LIMITS[1] else None
 
 
 def run_path(out: Path, dataset: str, model: str, seed: int, lr: float) -> Path:
