@@ -116,7 +116,9 @@ def render(dataset: str, profile: str, per_model: dict) -> str:
 
 def grid_for_model(args, model: str, out: Path, overrides: dict, budget: Budget) -> dict:
     """Train ``model`` at every rate of its grid (stored runs are read back) and choose; where
-    ``--seeds`` would move the profile's rate, ``--confirm`` seeds decide."""
+    ``--seeds`` would move the profile's rate, ``--confirm`` seeds decide. Growth past an edge
+    follows the means of every seed gathered so far, so it goes on after a confirmation that
+    moved the best mean to an edge, and a grown rate is trained on all of those seeds."""
     from seg_bench.config import resolve_config
 
     profile_cfg = resolve_config(args.dataset, model, args.profile)
@@ -124,19 +126,21 @@ def grid_for_model(args, model: str, out: Path, overrides: dict, budget: Budget)
     rates = [float(x) for x in args.lrs.split(",")] if args.lrs else None
     rates = rates or [float(f"{profile_cfg.lr * f:.1g}") for f in FACTORS]
     options = {**overrides, "max_steps": steps}
-    scores = grid_scores(args, model, out, options, rates, range(args.seeds), budget)
-    for _ in range(args.grow):
-        lr = None if undecided(scores, rates, args.seeds) else next_rate(scores)
-        if lr is None:
+    seeds, grown = args.seeds, 0
+    scores = grid_scores(args, model, out, options, rates, range(seeds), budget)
+    while True:
+        while grown < args.grow and not undecided(scores, rates, seeds):
+            if (lr := next_rate(scores)) is None:
+                break
+            rates.append(lr)
+            grown += 1
+            scores.update(grid_scores(args, model, out, options, [lr], range(seeds), budget))
+        choice = undecided(scores, rates, seeds) or choose(scores, profile_cfg.lr)
+        if choice["chosen"] in (None, profile_cfg.lr) or args.confirm <= seeds:
             break
-        rates.append(lr)
-        scores.update(grid_scores(args, model, out, options, [lr], range(args.seeds), budget))
-    choice = undecided(scores, rates, args.seeds) or choose(scores, profile_cfg.lr)
-    if choice["chosen"] not in (None, profile_cfg.lr) and args.confirm > args.seeds:
-        more = range(args.seeds, args.confirm)
+        more, seeds = range(seeds, args.confirm), args.confirm
         for lr, values in grid_scores(args, model, out, options, rates, more, budget).items():
             scores.setdefault(lr, []).extend(values)
-        choice = undecided(scores, rates, args.confirm) or choose(scores, profile_cfg.lr)
     edge = next_rate(scores) if choice["chosen"] is not None else None
     if edge is not None:
         choice["why"] += f"; the best mean is at the grid's edge ({edge:g} untried: --grow)"

@@ -741,6 +741,43 @@ def test_a_best_mean_at_the_grids_edge_grows_the_grid_past_it_within_the_limits(
     assert edge["why"].endswith("the best mean is at the grid's edge (0.009 untried: --grow)")
 
 
+def test_growth_follows_the_confirmed_means_and_trains_the_grown_rate_on_every_seed(
+    monkeypatch, tmp_path
+):
+    """Seed 0 puts the best rate inside the grid, so nothing grows yet; the confirming seed 1
+    moves the best mean to the top edge, and the grid grows there on both seeds (it used to
+    grow on seed 0's scores only, while the table asked for --grow)."""
+    import argparse
+
+    grid = _lr_grid_module()
+    from common import Budget
+
+    iou = {  # (lr, seed) -> final validation IoU
+        **{(1e-4, s): 0.30 for s in (0, 1)},
+        (3e-4, 0): 0.70, (3e-4, 1): 0.66, (1e-3, 0): 0.60, (1e-3, 1): 0.60,
+        (3e-3, 0): 0.66, (3e-3, 1): 0.72, (0.009, 0): 0.50, (0.009, 1): 0.50,
+    }  # fmt: skip
+    trained = []
+
+    def fake_train_once(path, dataset, model, profile, seed, options):
+        trained.append((options["lr"], seed))
+        return {"final_val_iou": iou[options["lr"], seed]}
+
+    monkeypatch.setattr(grid, "train_once", fake_train_once)
+    args = argparse.Namespace(
+        dataset="isbi2012", profile="cpu", steps=8, lrs="0.0001,0.0003,0.001,0.003",
+        seeds=1, confirm=2, grow=1,
+    )  # fmt: skip
+    got = grid.grid_for_model(args, "m", tmp_path, {}, Budget(0))
+    grid_rates = [1e-4, 3e-4, 1e-3, 3e-3]
+    assert trained == [(lr, 0) for lr in grid_rates] + [(lr, 1) for lr in grid_rates] + [
+        (0.009, 0),
+        (0.009, 1),
+    ]
+    assert got["means"][0.009] == 0.5 and got["seeds"] == 2
+    assert got["chosen"] == 3e-3 and "edge" not in got["why"]  # 3e-3 leads 1e-3 by 0.09 > 0.06
+
+
 # --- the doubling study on the leaderboard ----------------------------------------------------
 
 
