@@ -116,9 +116,9 @@ def render(dataset: str, profile: str, per_model: dict) -> str:
 
 def grid_for_model(args, model: str, out: Path, overrides: dict, budget: Budget) -> dict:
     """Train ``model`` at every rate of its grid (stored runs are read back) and choose; where
-    ``--seeds`` would move the profile's rate, ``--confirm`` seeds decide. Growth past an edge
-    follows the means of every seed gathered so far, so it goes on after a confirmation that
-    moved the best mean to an edge, and a grown rate is trained on all of those seeds."""
+    ``--seeds`` would move the profile's rate, ``--confirm`` seeds decide first. Then the grid
+    grows past an edge where the means of every seed gathered put the best rate, each grown rate
+    on all of those seeds: a confirmation that moves the best mean inside saves the growth."""
     from seg_bench.config import resolve_config
 
     profile_cfg = resolve_config(args.dataset, model, args.profile)
@@ -128,19 +128,17 @@ def grid_for_model(args, model: str, out: Path, overrides: dict, budget: Budget)
     options = {**overrides, "max_steps": steps}
     seeds, grown = args.seeds, 0
     scores = grid_scores(args, model, out, options, rates, range(seeds), budget)
-    while True:
-        while grown < args.grow and not undecided(scores, rates, seeds):
-            if (lr := next_rate(scores)) is None:
-                break
+    while (choice := undecided(scores, rates, seeds) or choose(scores, profile_cfg.lr))["chosen"]:
+        if choice["chosen"] != profile_cfg.lr and args.confirm > seeds:
+            more, seeds = range(seeds, args.confirm), args.confirm
+            for lr, values in grid_scores(args, model, out, options, rates, more, budget).items():
+                scores.setdefault(lr, []).extend(values)
+        elif grown < args.grow and (lr := next_rate(scores)) is not None:
             rates.append(lr)
             grown += 1
             scores.update(grid_scores(args, model, out, options, [lr], range(seeds), budget))
-        choice = undecided(scores, rates, seeds) or choose(scores, profile_cfg.lr)
-        if choice["chosen"] in (None, profile_cfg.lr) or args.confirm <= seeds:
+        else:
             break
-        more, seeds = range(seeds, args.confirm), args.confirm
-        for lr, values in grid_scores(args, model, out, options, rates, more, budget).items():
-            scores.setdefault(lr, []).extend(values)
     edge = next_rate(scores) if choice["chosen"] is not None else None
     if edge is not None:
         choice["why"] += f"; the best mean is at the grid's edge ({edge:g} untried: --grow)"

@@ -746,7 +746,8 @@ def test_growth_follows_the_confirmed_means_and_trains_the_grown_rate_on_every_s
 ):
     """Seed 0 puts the best rate inside the grid, so nothing grows yet; the confirming seed 1
     moves the best mean to the top edge, and the grid grows there on both seeds (it used to
-    grow on seed 0's scores only, while the table asked for --grow)."""
+    grow on seed 0's scores only, while the table asked for --grow); and where the confirmation
+    moves the best mean inside, nothing grows."""
     import argparse
 
     grid = _lr_grid_module()
@@ -776,6 +777,14 @@ def test_growth_follows_the_confirmed_means_and_trains_the_grown_rate_on_every_s
     ]
     assert got["means"][0.009] == 0.5 and got["seeds"] == 2
     assert got["chosen"] == 3e-3 and "edge" not in got["why"]  # 3e-3 leads 1e-3 by 0.09 > 0.06
+    # Seed 0 alone puts the best at the bottom edge and would move the rate; seed 1 brings the
+    # best mean back inside, so the confirmation comes first and nothing grows.
+    iou.update({(3e-4, 0): 0.70, (3e-4, 1): 0.50, (1e-3, 1): 0.70, (3e-3, 1): 0.60})
+    trained.clear()
+    args.lrs = "0.0003,0.001,0.003"
+    kept = grid.grid_for_model(args, "k", tmp_path, {}, Budget(0))
+    assert trained == [(lr, s) for s in (0, 1) for lr in (3e-4, 1e-3, 3e-3)]
+    assert kept["chosen"] == 1e-3 and "edge" not in kept["why"]
 
 
 # --- the doubling study on the leaderboard ----------------------------------------------------
