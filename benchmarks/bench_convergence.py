@@ -46,6 +46,7 @@ from common import (  # noqa: E402
     Budget,
     add_common_args,
     emit,
+    machine_info,
     machine_line,
     md_table,
     setup_torch,
@@ -103,6 +104,12 @@ def train_once(
     return record
 
 
+def run_machine() -> str:
+    """The machine a run trained on, short enough for a table: CPU, its bf16/AMX flags, cores."""
+    i = machine_info()
+    return f"{i['cpu']} ({i['cpu_features']}), {i['cores']} cores"
+
+
 def run_summary(cfg, curve: list[dict], **fields) -> dict:
     """What this script keeps of a run: its configuration, curve and final validation IoU."""
     from seg_bench.protocol.convergence import plateaued
@@ -117,6 +124,7 @@ def run_summary(cfg, curve: list[dict], **fields) -> dict:
         "lr": cfg.lr,
         "profile": cfg.profile,
         "final_val_iou": curve[-1]["val_iou"],
+        "machine": run_machine(),
         "plateaued": plateaued(curve),
         **fields,
         "curve": curve,

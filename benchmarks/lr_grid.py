@@ -24,9 +24,11 @@ the profile's ``lr_source``.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -38,6 +40,9 @@ from bench_convergence import (  # noqa: E402
     write_text,
 )
 from common import Budget, emit, machine_line, md_table  # noqa: E402
+
+# Runs stored before 2026-12-07 did not record their machine; the grids' pages name them.
+UNRECORDED = "not recorded (runs before 2026-12-07; see the README)"
 
 FACTORS = (1 / 3, 1, 3)  # x the profile's rate: 3e-4, 1e-3, 3e-3 around Adam's 1e-3
 STEP = 3  # a grown grid's next rate: x 3 past its top, / 3 past its bottom
@@ -104,7 +109,8 @@ def render(dataset: str, profile: str, per_model: dict) -> str:
             f"# Learning rate per model on {dataset} ({profile} profile, "
             f"{'/'.join(map(str, steps))} steps)",
             "",
-            f"Machine: {machine_line()}.",
+            f"Rendered on: {machine_line()}.",
+            f"Runs trained on: {machines_sentence(per_model)}.",
             "Final validation IoU, mean of seeds; the profile's rate stays unless another leads "
             f"by more than max({GAIN}, seed range): more than another seed moves the score. "
             "Test images are not used.",
@@ -112,6 +118,12 @@ def render(dataset: str, profile: str, per_model: dict) -> str:
             md_table(head, rows, "l" + "r" * (len(rates) + 3) + "l"),
         ]
     )
+
+
+def machines_sentence(per_model: dict) -> str:
+    total = sum((c.get("machines", Counter()) for c in per_model.values()), Counter())
+    ordered = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))  # most runs first
+    return "; ".join(f"{m}: {n} runs" for m, n in ordered) or "none"
 
 
 def grid_for_model(args, model: str, out: Path, overrides: dict, budget: Budget) -> dict:
@@ -142,7 +154,22 @@ def grid_for_model(args, model: str, out: Path, overrides: dict, budget: Budget)
     edge = next_rate(scores) if choice["chosen"] is not None else None
     if edge is not None:
         choice["why"] += f"; the best mean is at the grid's edge ({edge:g} untried: --grow)"
-    return {**choice, "steps": steps, "seeds": max((len(v) for v in scores.values()), default=0)}
+    seeds = max((len(v) for v in scores.values()), default=0)
+    return {
+        **choice,
+        "steps": steps,
+        "seeds": seeds,
+        "machines": run_machines(out, args, model, scores),
+    }
+
+
+def run_machines(out: Path, args, model: str, scores: dict[float, list[float]]) -> Counter:
+    """How many of the runs behind ``scores`` trained on each machine (runs stored before the
+    machine was recorded count as such): a grid resumed across sessions mixes machines."""
+    runs = (
+        run_path(out, args.dataset, model, s, lr) for lr, v in scores.items() for s in range(len(v))
+    )
+    return Counter(json.loads(p.read_text()).get("machine", UNRECORDED) for p in runs if p.exists())
 
 
 def undecided(scores: dict[float, list[float]], rates: list[float], seeds: int) -> dict | None:

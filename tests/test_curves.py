@@ -762,7 +762,10 @@ def test_growth_follows_the_confirmed_means_and_trains_the_grown_rate_on_every_s
 
     def fake_train_once(path, dataset, model, profile, seed, options):
         trained.append((options["lr"], seed))
-        return {"final_val_iou": iou[options["lr"], seed]}
+        rec = {"final_val_iou": iou[options["lr"], seed]} | ({"machine": "EPYC"} if seed else {})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rec))
+        return rec
 
     monkeypatch.setattr(grid, "train_once", fake_train_once)
     args = argparse.Namespace(
@@ -776,6 +779,9 @@ def test_growth_follows_the_confirmed_means_and_trains_the_grown_rate_on_every_s
         (0.009, 1),
     ]
     assert got["means"][0.009] == 0.5 and got["seeds"] == 2
+    # the page names the machines the runs trained on, and those that did not record one
+    assert got["machines"] == {"EPYC": 5, grid.UNRECORDED: 5}
+    assert grid.machines_sentence({"m": got}) == f"EPYC: 5 runs; {grid.UNRECORDED}: 5 runs"
     assert got["chosen"] == 3e-3 and "edge" not in got["why"]  # 3e-3 leads 1e-3 by 0.09 > 0.06
     # Seed 0 alone puts the best at the bottom edge and would move the rate; seed 1 brings the
     # best mean back inside, so the confirmation comes first and nothing grows.
