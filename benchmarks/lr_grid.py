@@ -140,7 +140,10 @@ def grid_for_model(args, model: str, out: Path, overrides: dict, budget: Budget)
     options = {**overrides, "max_steps": steps}
     seeds, grown = args.seeds, 0
     scores = grid_scores(args, model, out, options, rates, range(seeds), budget)
-    while (choice := undecided(scores, rates, seeds) or choose(scores, profile_cfg.lr))["chosen"]:
+    while True:
+        choice = undecided(scores, rates, seeds) or choose(scores, profile_cfg.lr)
+        if choice["chosen"] is None:  # runs missing: the time budget ran out
+            break
         if choice["chosen"] != profile_cfg.lr and args.confirm > seeds:
             more, seeds = range(seeds, args.confirm), args.confirm
             for lr, values in grid_scores(args, model, out, options, rates, more, budget).items():
@@ -154,11 +157,10 @@ def grid_for_model(args, model: str, out: Path, overrides: dict, budget: Budget)
     edge = next_rate(scores) if choice["chosen"] is not None else None
     if edge is not None:
         choice["why"] += f"; the best mean is at the grid's edge ({edge:g} untried: --grow)"
-    seeds = max((len(v) for v in scores.values()), default=0)
     return {
         **choice,
         "steps": steps,
-        "seeds": seeds,
+        "seeds": max((len(v) for v in scores.values()), default=0),
         "machines": run_machines(out, args, model, scores),
     }
 
