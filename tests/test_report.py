@@ -275,7 +275,7 @@ def test_header_names_the_machine_a_rescore_tested_on():
     assert hardware == (
         "- **Hardware**: 2 CPU cores (test, avx2); tested again from checkpoints on NVIDIA H200"
     )
-    numbered = provenance_lines("toy", recs, numbered=True)[2]  # a table with timing cells
+    numbered = provenance_lines("toy", recs, numbered=True)[3]  # a table with timing cells
     assert numbered == (
         "- **Hardware**: [1] 2 CPU cores (test, avx2); tested again from checkpoints on "
         "[2] NVIDIA H200"
@@ -289,8 +289,9 @@ def test_header_names_the_machine_a_rescore_tested_on():
     del recs[1]["rescored"]
     recs[1]["tested"] = {"from": "a__seed1__x.json", **gpu}  # a --tta variant tested on the GPU
     lines = provenance_lines("toy", recs)
-    assert lines[2].endswith("tested again from checkpoints on NVIDIA H200")
-    assert lines[3] == "- **Code**: commit abc; test variant scored at def; evaluation v1"
+    assert lines[2] == "- **Testing**: plain (no test-time augmentation)"
+    assert lines[3].endswith("tested again from checkpoints on NVIDIA H200")
+    assert lines[4] == "- **Code**: commit abc; test variant scored at def; evaluation v1"
 
 
 def test_overlays_show_the_mask_each_run_was_scored_on_and_match_images_by_id(tmp_path):

@@ -25,10 +25,33 @@ def provenance_lines(dataset: str, records: list[dict], numbered: bool = False) 
         f"{cfg.get('samples_per_epoch') or 'one pass of'} patches of {data.get('patch_size')} px, "
         f"batch {cfg['batch_size']}, {learning_rates(records, dataset)}, loss {', '.join(losses)}, "
         f"precision {', '.join(precisions)}",
+        tta_line(records),
         hardware_line(records, numbered),
         f"- **Code**: {code_line(records)}; {evaluation_line(records)}",
         f"- **Reproduce**: {reproduce_commands(dataset, profiles[0], records)}",
     ]
+
+
+def tta_line(records: list[dict]) -> str:
+    """How the networks were tested: plainly, with D4 test-time augmentation, or (for the
+    models named) one, the other or both as variants."""
+    tta = {r["model"] for r in records if (r.get("config") or {}).get("tta")}
+    plain = {r["model"] for r in records if not (r.get("config") or {}).get("tta")}
+    name = "D4 test-time augmentation (the mean of the 8 flips and rotations, `--tta`)"
+    if not tta:
+        return "- **Testing**: plain (no test-time augmentation)"
+    if not plain:
+        return f"- **Testing**: {name}"
+    parts = [
+        f"{how} for {', '.join(sorted(models))}"
+        for how, models in (
+            (name, tta - plain),
+            ("plain", plain - tta),
+            ("plain and with TTA, as variants,", tta & plain),
+        )
+        if models
+    ]
+    return f"- **Testing**: {'; '.join(parts)}"
 
 
 def hardware_line(records: list[dict], numbered: bool = False) -> str:

@@ -152,11 +152,17 @@ def select_records(
         wanted = {record_key(r) for r in recs} & prefer.keys()
         if group in asked and not wanted:
             continue
-        newest = record_key(max(recs, key=lambda r: r.get("created", "")))
+        newest = record_key(max(recs, key=made_after))
         key = sorted(wanted)[0] if wanted else newest
         chosen += newest_per_seed([r for r in recs if record_key(r) == key])
     ids = {id(r) for r in chosen}
     return [r for r in records if id(r) in ids], [r for r in records if id(r) not in ids]
+
+
+def made_after(record: dict[str, Any]) -> tuple[str, bool]:
+    """Sorts records by when they were made; a test variant (``tested``) comes after a record
+    stamped in the same second, as its twin always is (``created`` counts whole seconds)."""
+    return record.get("created", ""), bool(record.get("tested"))
 
 
 def missing_asked(chosen: list[dict[str, Any]], prefer: Asked | None) -> list[str]:

@@ -50,6 +50,7 @@ from seg_bench.protocol.records import Asked, load_records, missing_asked, selec
 from seg_bench.protocol.statistics import Significance, primary_metric
 from seg_bench.protocol.statistics import significance as paired_significance
 from seg_bench.protocol.summary import write_summary
+from seg_bench.protocol.tta_comparison import tta_section
 
 # (record key in metrics.overall, column title); a column appears when any record has it.
 COLUMNS = [
@@ -305,8 +306,9 @@ def write_leaderboard(
                 f"left out (profile {profile}, one configuration per model)",
                 file=sys.stderr,
             )
+        variants = [r for r in every if r.get("profile") == profile]
         return _write_leaderboard(
-            dataset, records, results_dir, out_dir, n_boot, by, force, by_target
+            dataset, records, results_dir, out_dir, n_boot, by, force, by_target, variants
         )
 
 
@@ -359,9 +361,11 @@ def _write_leaderboard(
     by: str | None,
     force: bool = False,
     by_target: list[dict] | None = None,
+    variants: list[dict] | None = None,
 ) -> str:
     """``by_target``: the records of the post-processing study, one configuration per
-    (model, target) (``select_by_target``); the leaderboard's own records by default."""
+    (model, target) (``select_by_target``); the leaderboard's own records by default.
+    ``variants``: every record of the profile, among which plain and TTA twins are compared."""
     if not records:
         raise UserError(
             f"no result records for '{dataset}' in {results_dir}; "
@@ -383,6 +387,7 @@ def _write_leaderboard(
         compared = by_target if any(has_methods(r) for r in by_target or []) else None
         md = render_markdown(dataset, rows, manual, significance, compared)
         md += postprocess_sections(dataset, manual)
+        md += tta_section([r for r in variants or manual if r.get("labels", "manual") == "manual"])
         texts[f"{dataset}.md"], texts[f"{dataset}.csv"] = md, render_csv(rows)
     study_pp, study_records = None, by_target or manual or records
     if by == "postprocess" or any(has_methods(r) for r in study_records):

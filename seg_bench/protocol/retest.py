@@ -131,12 +131,13 @@ def score_variant(cfg: RunConfig, path: Path, twin_path: Path, twin: dict) -> di
     """The record of test variant ``cfg`` (written to ``path``): the network of ``twin`` (the
     record at ``twin_path``) tested with ``cfg``'s settings."""
     checkpoint = checkpoint_of(twin, f"{path}: cannot test the network of {twin_path}")
-    tested = {"from": twin_path.name, **tested_by(cfg)}
+    metrics = score_checkpoint(cfg, checkpoint, path, twin)
+    tested = {"from": twin_path.name, **tested_by(cfg)}  # stamped once tested: after the twin
     record = {
         **{k: v for k, v in twin.items() if k != "rescored"},
         "config": cfg.to_dict(),
         "config_key": config_key(cfg),
-        "metrics": score_checkpoint(cfg, checkpoint, path, twin),
+        "metrics": metrics,
         "tested": tested,
         "created": tested["created"],  # newer than its twin: a plain leaderboard shows it
     }
