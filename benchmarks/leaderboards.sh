@@ -36,6 +36,10 @@ for dataset in "${datasets[@]}"; do
                 SEEDS=$seeds bench "$dataset" --set "target=$target"
             done
         done
+    elif [ "$dataset" = isbi2012 ]; then
+        # Each network tested plainly and with D4 TTA (its plain twin first), as the committed
+        # table and its "TTA against plain" section were made.
+        bench "$dataset" --tta
     else
         bench "$dataset"
     fi
