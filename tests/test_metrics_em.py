@@ -15,6 +15,7 @@ from seg_bench.metrics.em import (
     adapted_rand_error,
     foreground_restricted_scores,
     isbi2012_scores,
+    thinned_cells,
 )
 
 DATA = Path(
@@ -136,6 +137,46 @@ def test_max_is_taken_of_the_slice_average():
     assert res["v_rand_threshold"] == ISBI2012_THRESHOLDS[np.argmax(per.mean(axis=1))]
 
 
+def test_thinning_hand_worked_thick_border():
+    # GT: two cells (columns 0-1 and 3-4) split by a 1-px membrane; the prediction's border
+    # is 3 px wide (columns 1-3). Unthinned, columns 1 and 3 are 6 singletons inside GT cells:
+    # sum p^2 = sum s^2 = 2 (3/12)^2 + 6/144 = 1/6, sum t^2 = 2 (1/2)^2, V_rand = 0.5.
+    # Thinned, columns 1 and 3 join their cells and column 2 is the watershed line: 1.0.
+    gt = np.full((3, 5), 255, np.uint8)
+    gt[:, 2] = 0
+    membrane = np.zeros((3, 5))
+    membrane[:, 1:4] = 1.0
+    plain = isbi2012_scores(membrane, gt)
+    thin = isbi2012_scores(membrane, gt, thin=True)
+    assert plain["v_rand"] == pytest.approx(0.5)
+    assert thin["v_rand"] == pytest.approx(1.0) and thin["v_info"] == pytest.approx(1.0)
+    assert "thinned" in thin["definition"] and "no boundary thinning" in plain["definition"]
+
+
+def test_thinned_cells_keep_cells_and_leave_one_px_lines():
+    interior = np.ones((4, 11), bool)
+    interior[:, 3:8] = False  # a 5-px border between two cells
+    interior[1, 9] = False  # a border pixel inside the right cell, touching only that cell
+    out = thinned_cells(interior)
+    assert out[:, :5].tolist() == [[1] * 5] * 4 and out[:, 6:].tolist() == [[2] * 5] * 4
+    assert (out[:, 5] == 0).all()  # the middle column, equidistant from both cells
+    assert not thinned_cells(np.zeros((3, 3), bool)).any()
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 3))
+def test_thinning_makes_v_rand_blind_to_border_width(seed, grow):
+    # Widening a perfect membrane map costs the unthinned V_rand, never the thinned one
+    # (the purpose of the challenge's thinning: scores robust to border width).
+    from scipy import ndimage as ndi
+
+    gt = _cells(seed)
+    membrane = ndi.binary_dilation(gt == 0, iterations=grow).astype(np.float32)
+    assert isbi2012_scores(membrane, gt)["v_rand"] < 0.95
+    thin = isbi2012_scores(membrane, gt, thin=True)
+    assert thin["v_rand"] > 0.98 and thin["v_info"] > 0.98
+
+
 def test_isbi2012_errors():
     gt = _cells(0)
     with pytest.raises(UserError, match="prob_of"):
@@ -221,3 +262,26 @@ def test_adapted_rand_identical_is_zero_and_errors():
         adapted_rand_error(np.zeros((2, 2), int), np.ones((2, 2), int))
     with pytest.raises(UserError, match="pred_labels must be an integer"):
         adapted_rand_error(vol, vol * 0.5)
+
+
+def test_evaluation_keeps_both_definitions_per_image_and_pools_them_alike():
+    from seg_bench.evaluation.evaluate import aggregate, image_record
+    from seg_bench.inference.postprocess import PostprocessConfig
+
+    truth = (_cells(4) == 0).astype(np.uint8)  # membrane = class 1, as ISBI 2012 trains
+    prob = ndi_dilate(truth, 1).astype(np.float32)  # a perfect but 3-px-wide border
+    rec, _ = image_record(prob, truth, truth, "em", PostprocessConfig())
+    direct = isbi2012_scores(prob[None], truth[None] == 0, thin=True)
+    assert rec["vrand_thinned_by_threshold"] == pytest.approx(direct["v_rand_per_threshold"])
+    other = dict(rec, vrand_thinned_by_threshold=[0.0] * 11, vrand_by_threshold=[1.0] * 11)
+    out = aggregate([rec, other])
+    by_t = (np.array(rec["vrand_thinned_by_threshold"]) + 0.0) / 2
+    assert out["vrand_thinned"] == pytest.approx(by_t.max())
+    assert out["vrand"] == pytest.approx(((np.array(rec["vrand_by_threshold"]) + 1) / 2).max())
+    assert out["vrand_thinned"] > 0.49 and aggregate([rec])["vrand"] < 0.95
+
+
+def ndi_dilate(mask, iterations):
+    from scipy import ndimage as ndi
+
+    return ndi.binary_dilation(mask, iterations=iterations)

@@ -11,7 +11,7 @@ from seg_bench.protocol.bench import bench
 pytestmark = [pytest.mark.data, pytest.mark.slow]
 
 CASES = {
-    "isbi2012": ("isbi2012", ["vrand", "vinfo"]),
+    "isbi2012": ("isbi2012", ["vrand", "vinfo", "vrand_thinned", "vinfo_thinned"]),
     "epfl": ("epfl_mito", []),
     "ncmir": ("ncmir_mito", []),
     "dsb2018": ("dsb2018", ["dsb_map"]),

@@ -97,6 +97,9 @@ DEFINITIONS = {
     "t=0..1 step .1",
     "vinfo": "ISBI 2012 foreground-restricted information score: per-threshold slice mean, max "
     "over t",
+    "vrand_thinned": "vrand after thinning the predicted borders to 1-px watershed lines, as the "
+    "challenge's final ranking (Fiji getMaximalVRandAfterThinning)",
+    "vinfo_thinned": "vinfo after the same thinning",
     "methods": "DSB only: every post-processing method (seg_bench/inference/instances.py), its "
     "parameters tuned on the validation split; per image: map, ap50, ap75, tp/fp/fn at IoU > "
     ".5, splits (true objects hit by 2+ predictions lying more than half inside each), merges "
@@ -125,9 +128,11 @@ def image_record(
         ap, per_t = dsb_average_precision(truth_instances, instances)
         rec["dsb_map"], rec["dsb_ap_by_threshold"] = float(ap), per_t.tolist()
     elif instance_metric == "em" and (truth == 0).any():
-        s = isbi2012_scores(prob[None], (truth == 0)[None].astype(np.uint8), prob_of="membrane")
-        rec["vrand_by_threshold"] = s["v_rand_per_slice"][:, 0].tolist()
-        rec["vinfo_by_threshold"] = s["v_info_per_slice"][:, 0].tolist()
+        gt = (truth == 0)[None].astype(np.uint8)
+        for suffix, thin in (("", False), ("_thinned", True)):
+            s = isbi2012_scores(prob[None], gt, prob_of="membrane", thin=thin)
+            rec[f"vrand{suffix}_by_threshold"] = s["v_rand_per_slice"][:, 0].tolist()
+            rec[f"vinfo{suffix}_by_threshold"] = s["v_info_per_slice"][:, 0].tolist()
     return rec, instances
 
 
@@ -275,8 +280,8 @@ def aggregate(
         out["auroc"] = roc_auc_binned(pos, neg)
     if all("dsb_map" in r for r in chosen):
         out["dsb_map"] = float(np.mean([r["dsb_map"] for r in chosen]))
-    with_em = [r for r in chosen if "vrand_by_threshold" in r]
-    if with_em:
-        out["vrand"] = float(np.max(np.mean([r["vrand_by_threshold"] for r in with_em], axis=0)))
-        out["vinfo"] = float(np.max(np.mean([r["vinfo_by_threshold"] for r in with_em], axis=0)))
+    for key in ("vrand", "vinfo", "vrand_thinned", "vinfo_thinned"):
+        with_em = [r[f"{key}_by_threshold"] for r in chosen if f"{key}_by_threshold" in r]
+        if with_em:
+            out[key] = float(np.max(np.mean(with_em, axis=0)))
     return {k: float(v) for k, v in out.items()}

@@ -65,6 +65,8 @@ COLUMNS = [
     ("dsb_map", "mAP@[.5:.95]"),
     ("vrand", "V_rand"),
     ("vinfo", "V_info"),
+    ("vrand_thinned", "V_rand thinned"),
+    ("vinfo_thinned", "V_info thinned"),
     ("adapted_rand_error", "ARAND"),
 ]
 

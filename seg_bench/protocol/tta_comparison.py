@@ -27,7 +27,11 @@ from seg_bench.protocol.statistics import (
 from seg_bench.training.run_dir import config_key
 
 SCORES = (("iou", "IoU", ".3f"), ("dice", "Dice", ".3f"), ("accuracy", "Accuracy", ".4f"))
-SCORES_EM = (("vrand", "V_rand", ".3f"), ("vinfo", "V_info", ".3f"))
+SCORES_EM = (
+    ("vrand", "V_rand", ".3f"),
+    ("vinfo", "V_info", ".3f"),
+    ("vrand_thinned", "V_rand thinned", ".3f"),
+)
 
 
 @dataclass(frozen=True)
