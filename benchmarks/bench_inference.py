@@ -20,7 +20,12 @@ small plain conv net. Columns:
     +peak   growth of the peak RSS during the timed call: the memory inference itself needed,
             output array included (the input is allocated before the baseline)
 
+``--layouts nchw,nhwc`` runs the image cases in both memory layouts (NHWC = channels_last, the
+layout a run trains in where ``precision: auto`` measured it faster), x1 against NCHW's single
+pass.
+
 Usage: python benchmarks/bench_inference.py [--quick] [--cases image,volume] [--no-tta]
+       [--layouts nchw,nhwc]
        [--slices N] [--device cuda] [--precision bf16]
 """
 
@@ -84,6 +89,8 @@ def run_case(case: dict) -> dict:
     model, model_name = _build_model(case["model"], case["width"])
     device = torch.device(case["device"])
     model = model.to(device).eval()
+    if case.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
     window, overlap, tta = case["window"], case["overlap"], case["tta"]
     kw = dict(window=window, overlap=overlap, tta=tta, batch_size=case["batch_size"])
     if case["precision"]:
@@ -132,6 +139,19 @@ def run_case(case: dict) -> dict:
     }
 
 
+def _layout_cases(common: dict, args, image: int, window: int) -> list[dict]:
+    """The image cases in one memory layout."""
+    out = []
+    if "image" in args.cases:
+        for tta in (False,) if args.no_tta else (False, True):
+            out.append(dict(kind="image", size=image, window=None, overlap=0.0, tta=tta, **common))
+            for ov in (0.0, 0.25, 0.5):
+                out.append(
+                    dict(kind="image", size=image, window=window, overlap=ov, tta=tta, **common)
+                )
+    return out
+
+
 def cases(args) -> list[dict]:
     quick = args.quick
     image = args.image_size or (384 if quick else 1024)
@@ -147,14 +167,11 @@ def cases(args) -> list[dict]:
         precision=args.precision,
     )
     out = []
-    if "image" in args.cases:
-        for tta in (False,) if args.no_tta else (False, True):
-            out.append(dict(kind="image", size=image, window=None, overlap=0.0, tta=tta, **common))
-            for ov in (0.0, 0.25, 0.5):
-                out.append(
-                    dict(kind="image", size=image, window=window, overlap=ov, tta=tta, **common)
-                )
+    layouts = [layout == "nhwc" for layout in args.layouts.split(",")]
+    for channels_last in layouts:
+        out += _layout_cases(dict(common, channels_last=channels_last), args, image, window)
     if "volume" in args.cases:
+        common["channels_last"] = layouts[0]
         for win in (None, window):
             out.append(
                 dict(
@@ -183,6 +200,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--slices", type=int, default=None, help="volume depth (100, quick 8)")
     p.add_argument("--volume-size", type=int, default=None, help="slice side (512, quick 256)")
     p.add_argument("--no-tta", action="store_true", help="skip the TTA cases")
+    p.add_argument(
+        "--layouts",
+        default="nchw",
+        help="comma list of nchw, nhwc (channels_last): image cases run in each, x1 against "
+        "the first layout's single pass",
+    )
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default=None, help="e.g. bf16 (autocast)")
@@ -198,7 +221,8 @@ def main(argv: list[str] | None = None) -> None:
     args.cases = {c.strip() for c in args.cases.split(",") if c.strip()}
     results = []
     head = (
-        f"{'case':<7} {'size':>11} {'window':>6} {'ovl':>4} {'tta':>3} {'tiles':>5} {'work':>5} "
+        f"{'case':<7} {'layout':<6} {'size':>11} {'window':>6} {'ovl':>4} {'tta':>3} "
+        f"{'tiles':>5} {'work':>5} "
         f"{'time s':>7} {'MP/s':>7} {'x1':>5} {'peak':>6} {'+peak':>6}"
     )
     gpu = args.device.startswith("cuda")
@@ -220,15 +244,17 @@ def main(argv: list[str] | None = None) -> None:
         res.update(case)
         results.append(res)
         key = (case["kind"], case["size"])
-        if case["window"] is None and not case["tta"]:
+        if case["window"] is None and not case["tta"] and key not in baseline:
             baseline[key] = res["mpix_per_s"]
         size = f"{case['size']}x{case['size']}"
         if case["kind"] == "volume":
             size = f"{case['slices']}x{size}"
         ovl = "-" if case["window"] is None else f"{case['overlap']:.2f}"
         rel = res["mpix_per_s"] / baseline[key] if key in baseline else float("nan")
+        layout = "nhwc" if case["channels_last"] else "nchw"
         line = (
-            f"{case['kind']:<7} {size:>11} {str(case['window'] or 'whole'):>6} {ovl:>4} "
+            f"{case['kind']:<7} {layout:<6} {size:>11} {str(case['window'] or 'whole'):>6} "
+            f"{ovl:>4} "
             f"{'yes' if case['tta'] else 'no':>3} {res['tiles']:>5} {res['work']:>5.2f} "
             f"{res['seconds']:>7.2f} {res['mpix_per_s']:>7.3f} {rel:>5.2f} "
             f"{res['peak_mib']:>6.0f} {res['delta_mib']:>6.0f}"

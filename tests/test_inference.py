@@ -444,3 +444,26 @@ def test_evaluate_moves_the_model_to_the_gpu_lightning_handed_back_on_the_cpu(mo
     evaluate(RecordsMoves(dm.in_channels, 1, 1), dm, cfg)
     evaluate(RecordsMoves(dm.in_channels, 1, 1), dm, dataclasses.replace(cfg, accelerator="cpu"))
     assert moves == [torch.device("cuda"), torch.device("cpu")]
+
+
+def test_evaluate_runs_the_layout_it_is_told_and_both_score_alike():
+    """A model fresh from NHWC training and one loaded from its checkpoint must be tested in
+    the same layout, or their inference speeds are not comparable."""
+    from seg_bench.config import resolve_config
+    from seg_bench.evaluation.evaluate import evaluate
+    from seg_bench.training.trainer import build_datamodule, build_task
+
+    cfg = resolve_config("synthetic", "unet", "smoke", num_workers=0, logger="none")
+    dm = build_datamodule(cfg)
+    dm.setup("test")
+    model = build_task(cfg, dm).model
+    # A 3 x 3 kernel over several channels: its two layouts differ (a 1 x 1 one's may not).
+    weight = lambda: [p for p in model.parameters() if p.ndim == 4 and p.shape[1] > 1][1]  # noqa: E731
+    nhwc = evaluate(model, dm, cfg, channels_last=True)
+    assert weight().is_contiguous(memory_format=torch.channels_last)
+    assert not weight().is_contiguous()
+    nchw = evaluate(model, dm, cfg)  # the NHWC model is put back, not left as it came
+    assert weight().is_contiguous()
+    assert (nhwc["inference_layout"], nchw["inference_layout"]) == ("channels_last", "contiguous")
+    for key in ("iou", "dice", "auroc"):
+        assert nhwc["overall"][key] == pytest.approx(nchw["overall"][key], abs=1e-4)

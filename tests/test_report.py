@@ -332,3 +332,22 @@ def test_header_names_every_split_the_records_used():
     assert "**the records differ in their split**" in line
     assert "split train 0-89, val 91-135 (gap 1) (a, b)" in line
     assert "split train 0-90, val 91-135 (gap 0) (c)" in line
+
+
+def test_thinned_em_scores_get_columns_and_a_note_only_where_records_have_them(records):
+    def em(record, thinned):
+        overall = dict(record["metrics"]["overall"], vrand=0.8, vinfo=0.85)
+        if thinned:
+            overall.update(vrand_thinned=0.9, vinfo_thinned=0.95)
+        return dict(record, metrics=dict(record["metrics"], overall=overall))
+
+    old = [em(r, thinned=False) for r in records]
+    md = render_markdown("toy", summarise(old, n_boot=20), old)
+    assert "V_rand |" in md and "V_rand thinned" not in md and "getMaximalVRand" not in md
+    mixed = [em(r, thinned=r["model"] == "good") for r in records]
+    md = render_markdown("toy", summarise(mixed, n_boot=20), mixed)
+    assert "| V_rand | V_info | V_rand thinned | V_info thinned |" in md
+    assert "getMaximalVRandAfterThinning" in md
+    poor = next(line for line in md.splitlines() if line.startswith("| poor |"))
+    good = next(line for line in md.splitlines() if line.startswith("| good |"))
+    assert poor.split(" | ").count("–") == 2 and "0.900" in good  # the older record lacks them

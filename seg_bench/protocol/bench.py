@@ -166,7 +166,10 @@ def _record_run(cfg, path, run_dir, prepared, logger, log_model, project, comman
         )
         if not result.is_global_zero:  # under DDP only rank 0 tests and writes results
             return None
-        evaluation = evaluate(result.task.model, result.datamodule, cfg, keep_predictions=PREVIEWS)
+        nhwc = bool(result.precision_choice and result.precision_choice.channels_last)
+        evaluation = evaluate(
+            result.task.model, result.datamodule, cfg, keep_predictions=PREVIEWS, channels_last=nhwc
+        )
         save_previews(preview_path(path), evaluation.pop("previews"))
         record = make_record(cfg, result, evaluation)
         write_json(path, record)

@@ -69,6 +69,13 @@ COLUMNS = [
     ("vinfo_thinned", "V_info thinned"),
     ("adapted_rand_error", "ARAND"),
 ]
+EM_NOTE = (
+    "V_rand, V_info: ISBI 2012's foreground-restricted Rand and information scores at the best "
+    "of 11 thresholds (Arganda-Carreras et al. 2015); *thinned*: after thinning the predicted "
+    "borders to 1-px watershed lines, as the challenge's final ranking does (Fiji's "
+    "getMaximalVRandAfterThinning); unthinned, every predicted border pixel inside a true cell "
+    "counts as a cell of its own."
+)
 
 
 def bootstrap_ci(
@@ -204,6 +211,7 @@ def render_markdown(
         + (f", [learning curves]({dataset}/curves.png)." if show_plateau else "."),
         *([PLATEAU_NOTE] if show_plateau else []),
         *([doubling_note(rows)] if show_doubling else []),
+        *([EM_NOTE] if any(k == "vrand_thinned" for k, _ in present) else []),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" for _ in head) + "|",

@@ -71,7 +71,9 @@ def score_checkpoint(cfg: RunConfig, checkpoint: str, record: Path, trained: dic
     from seg_bench.training.trainer import build_datamodule
 
     dm = build_datamodule(cfg)
-    evaluation = evaluate(load_checkpoint(checkpoint).model, dm, cfg, keep_predictions=PREVIEWS)
+    nhwc = bool((trained.get("precision_choice") or {}).get("channels_last"))
+    model = load_checkpoint(checkpoint).model
+    evaluation = evaluate(model, dm, cfg, keep_predictions=PREVIEWS, channels_last=nhwc)
     described = dm.describe()
     check_same_split(described["splits"], trained, record, described.get("ignored_test"))
     save_previews(preview_path(record), evaluation.pop("previews"))
