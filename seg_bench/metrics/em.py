@@ -32,12 +32,12 @@ The challenge's final ranking (Fiji ``getMaximalVRandAfterThinning`` /
 ``getMaximalVInfoAfterThinning``, per-slice averaged) first **thins the predicted borders to
 1 px**: a 4-connected watershed floods the thresholded border pixels from the predicted cells
 and leaves 1-px watershed lines (label 0) where two cells meet. ``thin=True`` does the same
-with scikit-image's watershed; pixels equidistant from two cells may fall on either side of
-Fiji's line, which moves a score by a few pixels' worth. Without thinning every predicted
-border pixel inside a GT cell is a singleton, so thick borders cost V_rand although they
-split nothing: the unthinned score is the stricter one. Fiji pools the Rand pair counts of
-all slices into one F-score in its older scripts, where we average the per-slice scores;
-that pooled variant is reported too as ``v_rand_pooled``.
+with scikit-image's watershed, whose tie-breaking between two cells may put a line pixel one
+pixel off Fiji's (not compared here: no Fiji on the development machine). Without thinning,
+every predicted border pixel inside a GT cell is a singleton, so thick borders cost V_rand
+although they split nothing: the unthinned score is the stricter one. Fiji pools the Rand
+pair counts of all slices into one F-score in its older scripts, where we average the
+per-slice scores; that pooled variant is reported too as ``v_rand_pooled``.
 
 SNEMI3D: adapted Rand error
 ---------------------------
