@@ -101,3 +101,23 @@ def test_a_variant_tested_in_its_twins_second_is_the_newer_record(order):
     tta["tested"] = {"from": "unet__seed0__plain.json"}
     chosen, left_out = select_records([plain, tta][::order], "cpu")
     assert chosen == [tta] and left_out == [plain]
+
+
+def test_an_em_score_older_records_lack_shows_where_present_and_a_dash_elsewhere():
+    def em(record, thinned):
+        extra = {"vrand": 0.8 + 0.05 * record["config"]["tta"]}
+        if thinned:
+            extra["vrand_thinned"] = 0.9 + 0.03 * record["config"]["tta"]
+        overall = dict(record["metrics"]["overall"], **extra)
+        return dict(record, metrics=dict(record["metrics"], overall=overall))
+
+    both = (False, True)
+    recs = [em(run(m, 0, tta), thinned=m == "unet") for m in ("unet", "segnet") for tta in both]
+    lines = tta_section(recs).splitlines()
+    assert "| V_rand | V_rand thinned |" in next(x for x in lines if x.startswith("| Model"))
+    unet = next(x for x in lines if x.startswith("| unet"))
+    segnet = next(x for x in lines if x.startswith("| segnet"))
+    assert "0.900 → 0.930 (+0.030)" in unet and "0.800 → 0.850 (+0.050)" in unet
+    assert segnet.split(" | ").count("–") == 1 and "0.800 → 0.850" in segnet
+    none = [em(run("unet", 0, tta), thinned=False) for tta in both]
+    assert "V_rand thinned" not in tta_section(none)

@@ -86,6 +86,8 @@ def tta_pairs(records: list[dict]) -> list[TtaPair]:
 
 
 def _delta(pair: TtaPair, key: str, fmt: str) -> str:
+    if not all(key in r["metrics"]["overall"] for r in pair.plain + pair.tta):
+        return "–"  # records scored before the score existed
     plain, tta = pair.mean("plain", key), pair.mean("tta", key)
     return f"{plain:{fmt}} → {tta:{fmt}} ({tta - plain:+{fmt}})"
 
@@ -115,7 +117,7 @@ def tta_section(records: list[dict]) -> str:
     rows = tta_pairs(records)
     if not rows:
         return ""
-    em = tuple(s for s in SCORES_EM if all(s[0] in r.plain[0]["metrics"]["overall"] for r in rows))
+    em = tuple(s for s in SCORES_EM if any(s[0] in r.plain[0]["metrics"]["overall"] for r in rows))
     scores = SCORES + em
     head = ["Model", "Seeds"] + [title for _, title, _ in scores] + ["Inference (MPix/s)"]
     lines = [
