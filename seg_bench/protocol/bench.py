@@ -14,12 +14,11 @@ record; bench goes on with the next pair, builds the leaderboard from the record
 (failed pairs are not on it), and then raises a UserError listing the failures (exit code 2).
 Rerunning retries failed pairs; a success removes the ``.failed.json``.
 
-``rescore`` re-tests, from its best checkpoint, every finished pair whose record an older
+``rescore`` re-tests from its best checkpoint every finished pair whose record an older
 evaluation scored where a later change would score it differently (``VERSION_CHANGES``,
-protocol/retest.py); a leaderboard whose records such evaluations scored says so in its header
-(protocol/header.py), naming this option. A configuration that changes only how a network is
-tested (``--tta``) is not trained: its training twin is, and the twin's checkpoint is tested
-with its settings (retest.py).
+protocol/retest.py); a leaderboard of such records says so in its header (protocol/header.py).
+A configuration that changes only how a network is tested (``--tta``) is not trained: its
+training twin's checkpoint is tested with its settings (retest.py), in the twin's layout.
 """
 
 from __future__ import annotations
@@ -166,10 +165,8 @@ def _record_run(cfg, path, run_dir, prepared, logger, log_model, project, comman
         )
         if not result.is_global_zero:  # under DDP only rank 0 tests and writes results
             return None
-        nhwc = bool(result.precision_choice and result.precision_choice.channels_last)
-        evaluation = evaluate(
-            result.task.model, result.datamodule, cfg, keep_predictions=PREVIEWS, channels_last=nhwc
-        )
+        nhwc = getattr(result.precision_choice, "channels_last", False)  # the layout it trained in
+        evaluation = evaluate(result.task.model, result.datamodule, cfg, "test", PREVIEWS, nhwc)
         save_previews(preview_path(path), evaluation.pop("previews"))
         record = make_record(cfg, result, evaluation)
         write_json(path, record)
