@@ -217,16 +217,18 @@ def _gt_cells(z: int, prob: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return gt_cells
 
 
-_ISBI2012_DEFINITION = (
+_ISBI2012_COMMON = (
     "ISBI 2012: " + _FR_DEFINITION + "; interior = interior probability > t for "
-    "t = 0.0..1.0 step 0.1, 4-connected components per 2-D slice, scores averaged "
-    "over slices per threshold, maximum over thresholds; no boundary thinning"
+    "t = 0.0..1.0 step 0.1, 4-connected components per 2-D slice"
 )
-_ISBI2012_THINNED_DEFINITION = _ISBI2012_DEFINITION.replace(
-    "4-connected components per 2-D slice",
-    "4-connected components per 2-D slice grown over the borders by a 4-connected watershed "
-    "that leaves 1-px lines",
-).replace("no boundary thinning", "borders thinned as in the challenge's final ranking")
+_ISBI2012_AVERAGING = "; scores averaged over slices per threshold, maximum over thresholds"
+_ISBI2012_DEFINITION = _ISBI2012_COMMON + _ISBI2012_AVERAGING + "; no boundary thinning"
+_ISBI2012_THINNED_DEFINITION = (
+    _ISBI2012_COMMON
+    + " grown over the borders by a 4-connected watershed that leaves 1-px lines"
+    + _ISBI2012_AVERAGING
+    + "; borders thinned as in the challenge's final ranking"
+)
 
 
 def thinned_cells(interior: np.ndarray) -> np.ndarray:
