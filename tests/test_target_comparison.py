@@ -10,7 +10,7 @@ from scipy import stats
 
 from seg_bench.protocol.method_scores import by_model_target
 from seg_bench.protocol.postprocess_report import render_postprocess_study
-from seg_bench.protocol.target_comparison import comparisons, target_table
+from seg_bench.protocol.target_comparison import comparisons, plain_of, target_table, tta_table
 
 B = np.array([0.3, 0.4, 0.5, 0.35, 0.45, 0.5, 0.2, 0.6])  # binary mAP per image, seed 0
 LIFT = np.array([0.1, 0.12, 0.08, 0.15, 0.11, 0.09, 0.13, -0.04])  # no tied |differences|
@@ -135,3 +135,39 @@ def test_a_study_with_one_target_has_no_section_and_the_report_places_it(groups)
     assert "Instance-aware" not in render_postprocess_study("dsb2018", binary_only, [])
     text = render_postprocess_study("dsb2018", records, [])
     assert text.index("## Instance-aware targets") < text.index("## Scores per image type")
+
+
+def test_tta_is_compared_with_the_same_target_tested_plainly(groups):
+    # resunet binary: seed 0 plain and with TTA, the same scores; boundary3 only with TTA.
+    (row,) = comparisons(groups, plain_of)
+    assert (row.model, row.target, row.seeds) == ("resunet", "binary + TTA", [0])
+    assert row.base.means["map"] == row.other.means["map"] == pytest.approx(B.mean())
+    assert row.p["map"] == 1.0  # no difference to test
+    lines = tta_table(groups)
+    assert lines[0] == "## Test-time augmentation against plain testing: instance scores"
+    (line,) = [x for x in lines if x.startswith("| resunet |")]
+    assert line.startswith(
+        f"| resunet | binary | 0 | distance_watershed → distance_watershed | {B.mean():.3f} → "
+    )
+    assert (
+        tta_table(
+            by_model_target([r for recs in groups.values() for r in recs if not r["config"]["tta"]])
+        )
+        == []
+    )
+
+
+def test_tta_rows_pair_images_by_id_and_name_the_side_the_ranks_favour():
+    groups = by_model_target(
+        [
+            run("unet", "boundary3", 0, B, [8] * 8, BOUNDARY),
+            run("unet", "boundary3", 0, B + SKEW, [8] * 8, BOUNDARY, tta=True, reverse=True),
+        ]
+    )
+    (row,) = comparisons(groups, plain_of)
+    assert row.p["map"] == pytest.approx(stats.wilcoxon(B + SKEW, B).pvalue)  # one row: no Holm
+    (line,) = [x for x in tta_table(groups) if x.startswith("| unet |")]
+    assert f"| {SKEW.mean():+.3f} (p " in line and "(ranks favour plain)" in line
+    assert "| unet | boundary3 | 0 | seeded_watershed → seeded_watershed |" in line
+    text = render_postprocess_study("dsb2018", [r for recs in groups.values() for r in recs], [])
+    assert text.index("## Test-time augmentation") < text.index("## Scores per image type")

@@ -20,7 +20,7 @@ from seg_bench.protocol.method_scores import (
     method_scores,
 )
 from seg_bench.protocol.records import Asked, select_records
-from seg_bench.protocol.target_comparison import target_table
+from seg_bench.protocol.target_comparison import target_table, tta_table
 
 TYPES = ("fluorescence", "histology", "brightfield")
 
@@ -106,7 +106,7 @@ def type_table(records: list[dict]) -> list[str]:
 
 def render_postprocess_study(dataset: str, records: list[dict], provenance: list[str]) -> str:
     """The `leaderboard --by postprocess` text: the method table, each instance-aware target
-    against binary, then the per-type table."""
+    against binary, TTA against plain testing, then the per-type table."""
     return "\n".join(
         [
             f"# {dataset}: post-processing methods",
@@ -124,6 +124,7 @@ def render_postprocess_study(dataset: str, records: list[dict], provenance: list
             *method_table(records),
             "",
             *(section + [""] if (section := target_table(by_model_target(records))) else []),
+            *(section + [""] if (section := tta_table(by_model_target(records))) else []),
             "## Scores per image type",
             "",
             *type_table(records),

@@ -1,7 +1,9 @@
-"""Does an instance-aware training target beat the binary one? Per model, each other target
-against ``binary`` (tested alike: with or without test-time augmentation) on the seeds both
-have, each with the post-processing method validation chose for it on those seeds: test
-mAP@[.5:.95], pixel IoU, object F1, splits and merges.
+"""Does an instance-aware training target beat the binary one, and does test-time
+augmentation beat plain testing? Per model, each other target against ``binary`` (tested
+alike: with or without test-time augmentation), and each target tested with D4 TTA against the
+same target tested plainly, on the seeds both have, each side with the post-processing method
+validation chose for it on those seeds: test mAP@[.5:.95], pixel IoU, object F1, splits and
+merges.
 
 A paired test answers whether a difference is more than chance: the two-sided Wilcoxon
 signed-rank test over the test images, paired by image id, each image's score averaged over
@@ -12,6 +14,7 @@ confusion matrices for IoU); where the signed ranks lean the other way, the cell
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -74,18 +77,29 @@ def paired_test(base: Scored, other: Scored, score: str) -> tuple[float, bool]:
     return wilcoxon_p(x, y), leans_to_first(x - y, float(np.mean(x - y)))
 
 
-def base_of(target: str) -> str:
+def base_of(target: str) -> str | None:
+    """The binary target tested as ``target`` is (None for binary itself)."""
+    if target in (BASE, BASE + TTA):
+        return None
     return BASE + (TTA if target.endswith(TTA) else "")
 
 
-def comparisons(groups: dict[tuple[str, str], list[dict]]) -> list[Comparison]:
-    """Each (model, target other than binary) of ``groups`` ((model, target) -> records)
-    whose model has binary records, tested alike, on one or more of its seeds."""
+def plain_of(target: str) -> str | None:
+    """The same target tested plainly, for a target tested with TTA (else None)."""
+    return target.removesuffix(TTA) if target.endswith(TTA) else None
+
+
+def comparisons(
+    groups: dict[tuple[str, str], list[dict]], base_for: Callable[[str], str | None] = base_of
+) -> list[Comparison]:
+    """Each (model, target) of ``groups`` ((model, target) -> records) against the model's
+    ``base_for(target)`` records (binary tested alike by default; ``plain_of`` compares TTA
+    with plain testing), on the seeds both have."""
     rows = []
     for (model, target), recs in groups.items():
-        base = groups.get((model, base_of(target)), [])
+        base = groups.get((model, base_for(target) or ""), [])
         seeds = sorted({r.get("seed") for r in recs} & {r.get("seed") for r in base})
-        if recs[0].get("config", {}).get("target", BASE) == BASE or not seeds:
+        if not seeds:
             continue
         b = score_with_best_method([r for r in base if r.get("seed") in seeds])
         o = score_with_best_method([r for r in recs if r.get("seed") in seeds])
@@ -103,11 +117,36 @@ def _pair(c: Comparison, key: str, fmt: str) -> str:
     return f"{c.base.means[key]:{fmt}} → {c.other.means[key]:{fmt}}"
 
 
-def _delta(c: Comparison, key: str) -> str:
+def _delta(c: Comparison, key: str, sides: tuple[str, str]) -> str:
+    """Δ and p of ``key``; ``sides`` names (other, base) where the ranks lean against Δ."""
     d = c.other.means[key] - c.base.means[key]
-    against = " (ranks favour the target)" if c.target_leads[key] else " (ranks favour binary)"
-    lean = against if c.target_leads[key] != (d >= 0) else ""
-    return f"{d:+.3f} (p {c.p[key]:.3g}){lean}"
+    lean = f" (ranks favour {sides[0] if c.target_leads[key] else sides[1]})"
+    return f"{d:+.3f} (p {c.p[key]:.3g})" + (lean if c.target_leads[key] != (d >= 0) else "")
+
+
+HEAD = [
+    "| Model | Target | Seeds | Method (best on val) | mAP@[.5:.95] | Δ mAP | Pixel IoU "
+    "| Δ IoU | F1@.5 | Splits | Merges |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
+]
+PAIRING = (
+    "p: two-sided Wilcoxon signed-rank test over the test images (each image's score averaged "
+    f"over the seeds), Holm-corrected over the rows of each score; below {ALPHA} a difference "
+    "counts."
+)
+
+
+def _rows(rows: list[Comparison], sides: tuple[str, str], label) -> list[str]:
+    lines = []
+    for c in rows:
+        seeds = ", ".join(map(str, c.seeds))
+        lines.append(
+            f"| {c.model} | {label(c.target)} | {seeds} | {c.base.method} → {c.other.method} "
+            f"| {_pair(c, 'map', '.3f')} | {_delta(c, 'map', sides)} "
+            f"| {_pair(c, 'iou', '.3f')} | {_delta(c, 'iou', sides)} | {_pair(c, 'f1', '.3f')} "
+            f"| {_pair(c, 'splits', '.0f')} | {_pair(c, 'merges', '.0f')} |"
+        )
+    return lines
 
 
 def target_table(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
@@ -115,28 +154,38 @@ def target_table(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
     rows = comparisons(groups)
     if not rows:
         return []
-    lines = [
+    return [
         f"## Instance-aware targets against {BASE}",
         "",
         f"Per model, each target against {BASE} (tested alike) on the seeds both have (cells: "
         f"{BASE} → target), each with the method validation chose for it on those seeds, which "
         "can differ from the per-type table's choice over all seeds. Δ: target minus binary; "
-        "p: two-sided Wilcoxon signed-rank test over the test images (each image's score "
-        f"averaged over the seeds), Holm-corrected over the rows of each score; below {ALPHA} "
-        "a difference counts. Pixel IoU is the leaderboard's: each run's own post-processing "
+        + PAIRING
+        + " Pixel IoU is the leaderboard's: each run's own post-processing "
         "(the profile's for binary, the seeded watershed tuned on validation for the other "
         "targets), confusion matrices pooled over the images; its test pairs per-image IoUs.",
         "",
-        "| Model | Target | Seeds | Method (best on val) | mAP@[.5:.95] | Δ mAP | Pixel IoU "
-        "| Δ IoU | F1@.5 | Splits | Merges |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *HEAD,
+        *_rows(rows, ("the target", BASE), lambda target: target),
     ]
-    for c in rows:
-        seeds = ", ".join(map(str, c.seeds))
-        lines.append(
-            f"| {c.model} | {c.target} | {seeds} | {c.base.method} → {c.other.method} "
-            f"| {_pair(c, 'map', '.3f')} | {_delta(c, 'map')} | {_pair(c, 'iou', '.3f')} "
-            f"| {_delta(c, 'iou')} | {_pair(c, 'f1', '.3f')} | {_pair(c, 'splits', '.0f')} "
-            f"| {_pair(c, 'merges', '.0f')} |"
-        )
-    return lines
+
+
+def tta_table(groups: dict[tuple[str, str], list[dict]]) -> list[str]:
+    """The markdown section; empty where no target has records tested both ways."""
+    rows = comparisons(groups, plain_of)
+    if not rows:
+        return []
+    return [
+        "## Test-time augmentation against plain testing: instance scores",
+        "",
+        "Per model and target, the same checkpoints tested plainly and with D4 test-time "
+        "augmentation (`--tta`) on the seeds both have (cells: plain → TTA), each side with the "
+        "method validation chose for it (validation predicted the same way as the test), so "
+        "TTA's effect includes any change of method. Δ: TTA minus plain; "
+        + PAIRING
+        + " Pixel IoU: each run's own post-processing, confusion matrices pooled over the "
+        "images.",
+        "",
+        *HEAD,
+        *_rows(rows, ("TTA", "plain"), plain_of),
+    ]
