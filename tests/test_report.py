@@ -228,6 +228,16 @@ def test_header_names_the_evaluation_version_and_flags_a_mix():
     split = {"dataset": "epfl", "config": {"postprocess": {"fill_holes": True}}}
     both = evaluation_line([{**split, "metrics": {}}, {**split, "metrics": v2["metrics"]}])
     assert "score these records alike" in both and "(**stale**: 2 record(s)" in both
+    # DSB binary (v3 last reaches it) and boundary3 (v4) records of v4 beside v5 binary ones:
+    # v5 reached only the official test split, so they score alike though their scoring
+    # versions differ by target; a v3 boundary3 record among them is not alike (v4 reaches it).
+    dsb = {"dataset": "dsb2018", "data": {"split": "seeded"}}
+    seeded = {**dsb, "config": {"target": "boundary3"}}
+    v4, v5 = {"evaluation_version": 4}, {"evaluation_version": 5}
+    targets = [{**dsb, "metrics": v4}, {**seeded, "metrics": v4}, {**dsb, "metrics": v5}]
+    assert "score these records alike" in evaluation_line(targets)
+    older = {**seeded, "metrics": {"evaluation_version": 3}}
+    assert "**evaluation versions mixed**" in evaluation_line([*targets, older])
 
 
 def test_scoring_version_counts_only_changes_that_reach_the_record():

@@ -106,7 +106,6 @@ def evaluation_line(records: list[dict]) -> str:
         VERSION_CHANGES,
         evaluation_version,
         is_stale,
-        scoring_version,
     )
 
     counts: dict[int, int] = defaultdict(int)
@@ -122,7 +121,15 @@ def evaluation_line(records: list[dict]) -> str:
     if len(counts) == 1:
         return f"evaluation v{next(iter(counts))}" + warning
     mix = ", ".join(f"v{v} ({n} records)" for v, n in sorted(counts.items()))
-    if len({scoring_version(r) for r in records}) == 1:
+    # Alike where no change newer than a record, up to the newest record, reaches it; records
+    # of different configurations may still differ in scoring version (binary vs boundary3).
+    newest = max(counts)
+    reached = (
+        evaluation_version(r) < v <= newest and reaches(r)
+        for r in records
+        for v, (_, reaches) in VERSION_CHANGES.items()
+    )
+    if not any(reached):
         changes = "; ".join(
             f"v{v}: {VERSION_CHANGES[v][0]}"
             for v in sorted(VERSION_CHANGES)
