@@ -139,8 +139,9 @@ def postprocess_sections(dataset: str, records: list[dict[str, Any]]) -> str:
     if not any(has_methods(r) for r in records):
         return ""
     return (
-        f"\nEvery post-processing method, each target against binary, and mAP and object F1 "
-        f"per image type: "
+        f"\nEvery post-processing method, each target against binary, instance scores with "
+        f"TTA against plain testing (where a model has both), and mAP and object F1 per image "
+        f"type: "
         f"[{dataset}_postprocess.md]({dataset}_postprocess.md) "
         f"(`seg-bench leaderboard --dataset {dataset} --by postprocess`).\n"
     )

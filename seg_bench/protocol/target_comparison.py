@@ -136,7 +136,10 @@ PAIRING = (
 )
 
 
-def _rows(rows: list[Comparison], sides: tuple[str, str], label) -> list[str]:
+def _rows(
+    rows: list[Comparison], sides: tuple[str, str], label: Callable[[str], str | None]
+) -> list[str]:
+    """One table line per comparison; ``label`` spells the row's target."""
     lines = []
     for c in rows:
         seeds = ", ".join(map(str, c.seeds))
